@@ -1,0 +1,269 @@
+"""The records on the AceSteps topics (design section 4).
+
+Every value is one of the pydantic models below, JSON-encoded, keyed by the request id, with
+a ``acesteps-type`` header naming the model. The one exception is an audio chunk, whose value
+is raw file bytes described by headers (see `AudioChunk`). Models are frozen, reject unknown
+fields and carry ``schema_version``; their JSON Schemas are exported to ``schemas/`` by
+``acesteps schemas export`` so that other teams can consume the topics.
+
+A model that validates is a request the service accepts: the structural limits (duration,
+lengths, formats) are checked here, so nothing out of range ever reaches a topic.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+__all__ = [
+    "MAX_CHUNK_BYTES",
+    "MESSAGE_TYPES",
+    "TYPE_HEADER",
+    "AudioChunk",
+    "AudioReady",
+    "ChainOrigin",
+    "GenerationFailed",
+    "GenerationRequest",
+    "ListenerCheckpoint",
+    "Message",
+    "TrackPublished",
+    "decode",
+    "encode",
+    "headers_for",
+]
+
+# ------------------------------------------------------------------ limits
+
+MIN_DURATION_S: Final = 5
+MAX_DURATION_S: Final = 240
+MAX_PROMPT_CHARS: Final = 1_000
+MAX_LYRICS_CHARS: Final = 4_096
+MAX_TAGS: Final = 16
+MAX_TAG_CHARS: Final = 48
+MAX_CHUNK_BYTES: Final = 512 * 1024
+MAX_SEED: Final = 2**32 - 1
+
+TYPE_HEADER: Final = "acesteps-type"
+
+# ------------------------------------------------------------------ field types
+
+Bytes32Hex = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{64}$")]
+"""A bytes32 written as 0x + 64 lowercase hex digits (request ids, hashes)."""
+
+Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
+Cid = Annotated[str, StringConstraints(pattern=r"^b[a-z2-7]{20,200}$")]
+"""A CIDv1 in base32 (Kubo's default text form for CIDv1)."""
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _clean_text(value: str, field: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError(f"{field} contains control characters")
+    return value
+
+
+class Message(BaseModel):
+    """Base of every topic value: frozen, strict about unknown fields, versioned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    schema_version: int = 1
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    @model_validator(mode="after")
+    def _known_version(self) -> Message:
+        if self.schema_version != self.SCHEMA_VERSION:
+            raise ValueError(
+                f"{type(self).__name__} schema_version {self.schema_version} is not "
+                f"{self.SCHEMA_VERSION}, the version this code reads"
+            )
+        return self
+
+
+# ------------------------------------------------------------------ requests
+
+
+class ChainOrigin(BaseModel):
+    """Where an on-chain request was emitted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    chain_id: int = Field(ge=1)
+    contract: Address
+    block_number: int = Field(ge=0)
+    block_hash: Bytes32Hex
+    tx_hash: Bytes32Hex
+    log_index: int = Field(ge=0)
+
+
+class GenerationRequest(Message):
+    """``PREFIX.requests.v1``: one request for a track, from the chain or from HTTP."""
+
+    request_id: Bytes32Hex
+    source: Literal["chain", "http"]
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
+    lyrics: Annotated[str, StringConstraints(max_length=MAX_LYRICS_CHARS)] = ""
+    tags: tuple[
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_CHARS)], ...
+    ] = Field(default=(), max_length=MAX_TAGS)
+    duration_s: float = Field(ge=MIN_DURATION_S, le=MAX_DURATION_S)
+    format: Literal["mp3", "wav"] = "mp3"
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    requester: str = Field(
+        max_length=128, description="the requesting address (chain) or API key id (http)"
+    )
+    chain: ChainOrigin | None = None
+    requested_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GenerationRequest:
+        _clean_text(self.prompt, "prompt")
+        if not self.prompt.strip():
+            raise ValueError("prompt is blank")
+        # Lyrics may hold newlines and tabs; other control characters are refused.
+        _clean_text(self.lyrics, "lyrics")
+        for tag in self.tags:
+            _clean_text(tag, "tag")
+        if (self.source == "chain") != (self.chain is not None):
+            raise ValueError("chain origin is required for, and only for, source 'chain'")
+        return self
+
+
+# ------------------------------------------------------------------ audio
+
+
+class AudioChunk(BaseModel):
+    """``PREFIX.audio.v1`` chunk record: raw bytes of the file, described by headers.
+
+    Headers: ``acesteps-type: AudioChunk``, ``request-id``, ``sequence`` (0-based) and
+    ``total`` (number of chunks). Not JSON: the value is the bytes themselves.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    request_id: Bytes32Hex
+    sequence: int = Field(ge=0)
+    total: int = Field(ge=1)
+    data: bytes = Field(max_length=MAX_CHUNK_BYTES)
+
+    @model_validator(mode="after")
+    def _in_range(self) -> AudioChunk:
+        if self.sequence >= self.total:
+            raise ValueError(f"sequence {self.sequence} is not below total {self.total}")
+        return self
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            (TYPE_HEADER, b"AudioChunk"),
+            ("request-id", self.request_id.encode()),
+            ("sequence", str(self.sequence).encode()),
+            ("total", str(self.total).encode()),
+        ]
+
+    @classmethod
+    def from_record(cls, headers: Any, value: bytes) -> AudioChunk:
+        h = {k: v for k, v in headers or ()}
+        if h.get(TYPE_HEADER) != b"AudioChunk":
+            raise ValueError("not an AudioChunk record")
+        try:
+            return cls(
+                request_id=h["request-id"].decode(),
+                sequence=int(h["sequence"]),
+                total=int(h["total"]),
+                data=value,
+            )
+        except (KeyError, UnicodeDecodeError) as exc:
+            raise ValueError(f"malformed AudioChunk headers: {exc!r}") from exc
+
+    @staticmethod
+    def split(request_id: str, data: bytes, size: int = MAX_CHUNK_BYTES) -> list[AudioChunk]:
+        """Cut a file into chunks of at most ``size`` bytes (an empty file is one chunk)."""
+        pieces = [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+        return [
+            AudioChunk(request_id=request_id, sequence=i, total=len(pieces), data=p)
+            for i, p in enumerate(pieces)
+        ]
+
+
+class AudioReady(Message):
+    """``PREFIX.audio.v1``, after a request's chunks: what the file is and how it was made."""
+
+    request_id: Bytes32Hex
+    audio_hash: Bytes32Hex = Field(description="keccak256 of the file's bytes")
+    cid: Cid = Field(description="CIDv1, raw leaves, sha2-256, 256 KiB chunks, balanced")
+    size_bytes: int = Field(ge=0)
+    chunks: int = Field(ge=1)
+    format: Literal["mp3", "wav"]
+    sample_rate: int = Field(gt=0)
+    channels: int = Field(ge=1, le=8)
+    duration_s: float = Field(gt=0)
+    seed: int = Field(ge=0, le=MAX_SEED)
+    model_id: str = Field(min_length=1, max_length=200)
+    timings: dict[str, float] = Field(
+        default_factory=dict, description="seconds spent per stage (model, encode, hash, ...)"
+    )
+
+
+# ------------------------------------------------------------------ results
+
+
+class TrackPublished(Message):
+    """``PREFIX.tracks.v1``: a track pinned to IPFS and registered on the contract."""
+
+    request_id: Bytes32Hex
+    audio_hash: Bytes32Hex
+    cid: Cid
+    urls: tuple[str, ...] = Field(description="where the file can be fetched (ipfs://, gateway)")
+    chain_id: int = Field(ge=1)
+    contract: Address
+    tx_hash: Bytes32Hex
+    block_number: int = Field(ge=0)
+
+
+class GenerationFailed(Message):
+    """``PREFIX.failures.v1``, the dead-letter topic: a request that will not complete."""
+
+    request_id: Bytes32Hex
+    stage: Literal["listener", "api", "generator", "publisher"]
+    code: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    message: str = Field(max_length=4_000)
+    retryable: Literal[False] = False
+    source: Literal["chain", "http"] | None = None
+    chain: ChainOrigin | None = None
+    failed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class ListenerCheckpoint(Message):
+    """``PREFIX.listener.checkpoints`` (compacted): the last block the listener finished."""
+
+    chain_id: int = Field(ge=1)
+    contract: Address
+    block_number: int = Field(ge=0)
+    block_hash: Bytes32Hex
+
+
+MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
+    m.__name__: m
+    for m in (GenerationRequest, AudioReady, TrackPublished, GenerationFailed, ListenerCheckpoint)
+}
+
+# ------------------------------------------------------------------ wire format
+
+M = TypeVar("M", bound=Message)
+
+
+def encode(message: Message) -> bytes:
+    """The record value: compact JSON, UTF-8."""
+    return message.model_dump_json().encode()
+
+
+def headers_for(message: Message) -> list[tuple[str, bytes]]:
+    return [(TYPE_HEADER, type(message).__name__.encode())]
+
+
+def decode(model: type[M], value: bytes | None) -> M:
+    """Parse a record value; raises `pydantic.ValidationError` (a ValueError) when invalid."""
+    if value is None:
+        raise ValueError(f"{model.__name__} record has no value (tombstone)")
+    return model.model_validate_json(value)

@@ -1,0 +1,77 @@
+"""Settings shared by every service: the only module of `acesteps` that reads the environment.
+
+Every variable has the prefix ``ACESTEPS_`` (``ACESTEPS_KAFKA_BOOTSTRAP``, ...). The defaults
+point at the local stack that ``scripts/stack up`` starts on 127.0.0.1. Each service extends
+`CommonSettings` in its own ``settings`` module with what only it needs.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Self, TypeVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from acesteps.topics import Topics
+
+__all__ = ["CommonSettings", "load_settings"]
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACESTEPS_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:19092", description="Kafka bootstrap servers, comma separated host:port"
+    )
+    kafka_client_id: str = Field("acesteps", description="client.id sent to the brokers")
+    topic_prefix: str = Field(
+        "acesteps",
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="first part of every topic name: PREFIX.requests.v1, ...",
+    )
+    ipfs_api_url: str = Field("http://127.0.0.1:15001", description="Kubo RPC endpoint")
+    ipfs_gateway_url: str = Field("http://127.0.0.1:18080", description="IPFS HTTP gateway")
+    ipfs_timeout_s: float = Field(120.0, gt=0, description="timeout of one Kubo RPC call")
+    rpc_url: str = Field("http://127.0.0.1:18545", description="Ethereum JSON-RPC endpoint")
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("ipfs_api_url", "ipfs_gateway_url", "rpc_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    def with_overrides(self, **changes: object) -> Self:
+        """A copy with some fields replaced, validated like the original."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Read settings from the environment; bad configuration exits with a clear message."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        lines = [f"invalid configuration ({cls.__name__}):"]
+        for err in exc.errors():
+            name = "ACESTEPS_" + "_".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"  {name}: {err['msg']}")
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
