@@ -105,9 +105,9 @@ class GenerationRequest(Message):
     source: Literal["chain", "http"]
     prompt: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
     lyrics: Annotated[str, StringConstraints(max_length=MAX_LYRICS_CHARS)] = ""
-    tags: tuple[
-        Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_CHARS)], ...
-    ] = Field(default=(), max_length=MAX_TAGS)
+    tags: tuple[Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_CHARS)], ...] = (
+        Field(default=(), max_length=MAX_TAGS)
+    )
     duration_s: float = Field(ge=MIN_DURATION_S, le=MAX_DURATION_S)
     format: Literal["mp3", "wav"] = "mp3"
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)

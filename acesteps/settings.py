@@ -8,6 +8,7 @@ point at the local stack that ``scripts/stack up`` starts on 127.0.0.1. Each ser
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Self, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
@@ -15,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from acesteps.topics import Topics
 
-__all__ = ["CommonSettings", "load_settings"]
+__all__ = ["CommonSettings", "StackSettings", "load_settings"]
 
 
 class CommonSettings(BaseSettings):
@@ -75,3 +76,17 @@ def load_settings(cls: type[S]) -> S:
             lines.append(f"  {name}: {err['msg']}")
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None
+
+
+_CACHE = Path(__file__).resolve().parent.parent / ".cache"
+
+
+class StackSettings(BaseSettings):
+    """Where ``scripts/stack`` put its tools and logs (development and tests only)."""
+
+    model_config = SettingsConfigDict(env_prefix="ACESTEPS_STACK_", extra="ignore", frozen=True)
+
+    log_dir: Path = _CACHE / "run" / "logs"
+    ipfs_bin: Path = _CACHE / "bin" / "ipfs"
+    anvil_bin: Path = _CACHE / "node" / "node_modules" / ".bin" / "anvil"
+    node_modules: Path = _CACHE / "node" / "node_modules"

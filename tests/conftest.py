@@ -9,7 +9,6 @@ CUDA. When an integration test fails, the tail of every stack log is attached to
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from acesteps.settings import CommonSettings
+from acesteps.settings import CommonSettings, StackSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,8 +43,7 @@ def _cuda_available() -> bool:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     report = yield
     if report.failed and item.get_closest_marker("integration"):
-        log_dir = os.environ.get("ACESTEPS_STACK_LOG_DIR")
-        for log in sorted(Path(log_dir).glob("*.log")) if log_dir else []:
+        for log in sorted(StackSettings().log_dir.glob("*.log")):
             tail = log.read_text(errors="replace").splitlines()[-40:]
             report.sections.append((f"stack log {log.name} (last 40 lines)", "\n".join(tail)))
     return report
