@@ -39,6 +39,48 @@ def _topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _contracts(args: argparse.Namespace) -> int:
+    from acesteps import contracts
+
+    if args.action == "build":
+        for path in contracts.build():
+            print(path)
+        return 0
+    if args.action == "check":
+        stale = contracts.stale()
+        for name in stale:
+            print(f"stale: contracts/abi/{name} (run `acesteps contracts build`)", file=sys.stderr)
+        return 1 if stale else 0
+    return asyncio.run(_deploy(args))
+
+
+async def _deploy(args: argparse.Namespace) -> int:
+    from eth_account import Account
+
+    from acesteps.chain import connect, deploy_registry
+    from acesteps.devchain import dev_key
+    from acesteps.settings import ChainSettings, ConfigError, load_settings
+
+    settings = load_settings(ChainSettings)
+    w3 = connect(settings.rpc_url)
+    try:
+        chain_id = await w3.eth.chain_id
+        try:
+            key = dev_key(args.dev_account, chain_id) if args.dev_account is not None else None
+            key = key or settings.signing_key()
+        except (ConfigError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        publisher = args.publisher or Account.from_key(key).address
+        deployment = await deploy_registry(w3, key, publisher, args.fee)
+    finally:
+        await w3.provider.disconnect()
+    out = Path(args.out) if args.out else settings.deployment_file
+    deployment.save(out)
+    print(deployment.model_dump_json())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acesteps", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["create"])
     p.add_argument("--partitions", type=int, default=6)
     p.set_defaults(func=_topics)
+
+    p = sub.add_parser("contracts", help="the AceStepsRegistry contract")
+    p.add_argument("action", choices=["build", "check", "deploy"])
+    p.add_argument("--publisher", help="address given the publisher role (default: deployer)")
+    p.add_argument("--fee", type=int, default=0, help="request fee in wei (default 0)")
+    p.add_argument(
+        "--dev-account", type=int, help="sign with anvil's development account N (anvil only)"
+    )
+    p.add_argument("--out", help="deployment file (default: ACESTEPS_DEPLOYMENT_FILE)")
+    p.set_defaults(func=_contracts)
     return parser
 
 

@@ -7,16 +7,23 @@ point at the local stack that ``scripts/stack up`` starts on 127.0.0.1. Each ser
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Self, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from acesteps.topics import Topics
 
-__all__ = ["CommonSettings", "StackSettings", "load_settings"]
+__all__ = [
+    "ChainSettings",
+    "CommonSettings",
+    "ConfigError",
+    "StackSettings",
+    "load_settings",
+]
 
 
 class CommonSettings(BaseSettings):
@@ -90,3 +97,57 @@ class StackSettings(BaseSettings):
     ipfs_bin: Path = _CACHE / "bin" / "ipfs"
     anvil_bin: Path = _CACHE / "node" / "node_modules" / ".bin" / "anvil"
     node_modules: Path = _CACHE / "node" / "node_modules"
+
+
+class ChainSettings(CommonSettings):
+    """Settings of everything that talks to the contract."""
+
+    contract_address: str | None = Field(
+        None,
+        pattern=r"^0x[0-9a-fA-F]{40}$",
+        description="AceStepsRegistry address; when unset, read from deployment_file",
+    )
+    deployment_file: Path = Field(
+        _CACHE / "run" / "deployment.json",
+        description="written by `acesteps contracts deploy`",
+    )
+    private_key: SecretStr | None = Field(None, description="0x-hex signing key")
+    keystore_file: Path | None = Field(None, description="encrypted JSON keystore")
+    keystore_password: SecretStr | None = None
+
+    def contract(self) -> str:
+        """The registry address, from the setting or the deployment file."""
+        if self.contract_address:
+            return self.contract_address
+        try:
+            address = json.loads(self.deployment_file.read_text())["address"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(
+                "no contract address: set ACESTEPS_CONTRACT_ADDRESS or deploy with "
+                f"`acesteps contracts deploy` (which writes {self.deployment_file}); {exc}"
+            ) from None
+        return str(address)
+
+    def signing_key(self) -> str:
+        """The private key as 0x-hex, from ACESTEPS_PRIVATE_KEY or the keystore file.
+
+        The key never appears in errors or in the settings' repr (SecretStr).
+        """
+        if self.private_key is not None:
+            return self.private_key.get_secret_value()
+        if self.keystore_file is None:
+            raise ConfigError("no signing key: set ACESTEPS_PRIVATE_KEY or ACESTEPS_KEYSTORE_FILE")
+        from eth_account import Account
+
+        password = self.keystore_password.get_secret_value() if self.keystore_password else ""
+        try:
+            key: bytes = Account.decrypt(self.keystore_file.read_text(), password)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot open keystore {self.keystore_file}: {type(exc).__name__}"
+            ) from None
+        return "0x" + key.hex()
+
+
+class ConfigError(Exception):
+    """Configuration that validated but cannot be used (a missing file, a wrong password)."""

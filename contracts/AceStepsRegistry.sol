@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+/// @title AceStepsRegistry
+/// @notice Requests for AI-generated music and the registry of published tracks.
+/// A dApp calls `requestGeneration` (paying `requestFee`, if one is set); the AceSteps
+/// services generate the track, pin it to IPFS and call `registerTrack` with the keccak256
+/// of the file's bytes and its CID. Anyone can then check a file with `verify`.
+/// Requests that reach the services over HTTP are registered under their own ids, which were
+/// never requested here; each id is registered at most once.
+contract AceStepsRegistry {
+    // ------------------------------------------------------------------ interface events
+
+    event GenerationRequested(
+        bytes32 indexed requestId,
+        address indexed requester,
+        string prompt,
+        string lyrics,
+        uint32 durationSeconds
+    );
+    event TrackRegistered(bytes32 indexed requestId, bytes32 audioHash, string cid);
+
+    // ------------------------------------------------------------------ admin events
+
+    event GenerationFailed(bytes32 indexed requestId, string reason, uint256 refund);
+    event RefundDeferred(address indexed requester, uint256 amount);
+    event PublisherSet(address indexed account, bool allowed);
+    event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
+    event RequestFeeSet(uint256 fee);
+    event Paused(bool paused);
+    event FeesWithdrawn(address indexed to, uint256 amount);
+
+    // ------------------------------------------------------------------ errors
+
+    error NotOwner();
+    error NotPublisher();
+    error IsPaused();
+    error WrongFee(uint256 expected, uint256 sent);
+    error BadDuration(uint32 durationSeconds);
+    error PromptTooLong(uint256 length);
+    error EmptyPrompt();
+    error LyricsTooLong(uint256 length);
+    error ZeroHash();
+    error BadCid();
+    error AlreadyRegistered(bytes32 requestId);
+    error NotPending(bytes32 requestId);
+    error TransferFailed();
+    error ZeroAddress();
+
+    // ------------------------------------------------------------------ limits
+
+    uint32 public constant MIN_DURATION_SECONDS = 5;
+    uint32 public constant MAX_DURATION_SECONDS = 240;
+    uint256 public constant MAX_PROMPT_BYTES = 1000;
+    uint256 public constant MAX_LYRICS_BYTES = 4096;
+    uint256 public constant MAX_CID_BYTES = 128;
+    uint256 public constant MAX_REASON_BYTES = 256;
+
+    // ------------------------------------------------------------------ state
+
+    enum Status {
+        None, // never requested on chain (an HTTP id, or unknown)
+        Pending, // requested, not yet registered or failed
+        Registered,
+        Failed
+    }
+
+    struct Request {
+        address requester;
+        uint96 fee; // what was paid, refunded if the request fails
+        Status status;
+    }
+
+    struct Track {
+        bytes32 audioHash;
+        string cid;
+    }
+
+    address public owner;
+    uint256 public requestFee;
+    bool public paused;
+    uint256 public collectedFees; // fees of registered requests, withdrawable by the owner
+    uint256 public requestCount;
+    mapping(address => bool) public isPublisher;
+    mapping(bytes32 => Request) public requests;
+    mapping(address => uint256) public deferredRefunds;
+    mapping(bytes32 => Track) private tracks;
+
+    modifier onlyOwner() {
+        if (msg.sender != owner) revert NotOwner();
+        _;
+    }
+
+    modifier onlyPublisher() {
+        if (!isPublisher[msg.sender]) revert NotPublisher();
+        _;
+    }
+
+    constructor(address publisher, uint256 fee) {
+        owner = msg.sender;
+        emit OwnershipTransferred(address(0), msg.sender);
+        requestFee = fee;
+        emit RequestFeeSet(fee);
+        if (publisher != address(0)) {
+            isPublisher[publisher] = true;
+            emit PublisherSet(publisher, true);
+        }
+    }
+
+    // ------------------------------------------------------------------ requests
+
+    /// @notice Ask for a track. Pay exactly `requestFee`. The id is unique per call.
+    function requestGeneration(string calldata prompt, string calldata lyrics, uint32 durationSeconds)
+        external
+        payable
+        returns (bytes32 requestId)
+    {
+        if (paused) revert IsPaused();
+        if (msg.value != requestFee) revert WrongFee(requestFee, msg.value);
+        if (durationSeconds < MIN_DURATION_SECONDS || durationSeconds > MAX_DURATION_SECONDS) {
+            revert BadDuration(durationSeconds);
+        }
+        if (bytes(prompt).length == 0) revert EmptyPrompt();
+        if (bytes(prompt).length > MAX_PROMPT_BYTES) revert PromptTooLong(bytes(prompt).length);
+        if (bytes(lyrics).length > MAX_LYRICS_BYTES) revert LyricsTooLong(bytes(lyrics).length);
+
+        // Chain id and address keep ids distinct across deployments; the counter within one.
+        requestId = keccak256(abi.encode(block.chainid, address(this), msg.sender, requestCount++));
+        requests[requestId] = Request(msg.sender, uint96(msg.value), Status.Pending);
+        emit GenerationRequested(requestId, msg.sender, prompt, lyrics, durationSeconds);
+    }
+
+    // ------------------------------------------------------------------ publishing
+
+    /// @notice Record the published file of a request: keccak256 of its bytes and its CID.
+    /// Accepts a pending on-chain request or an id never requested here (HTTP), once.
+    function registerTrack(bytes32 requestId, bytes32 audioHash, string calldata cid) external onlyPublisher {
+        if (audioHash == bytes32(0)) revert ZeroHash();
+        if (bytes(cid).length == 0 || bytes(cid).length > MAX_CID_BYTES) revert BadCid();
+        if (tracks[requestId].audioHash != bytes32(0)) revert AlreadyRegistered(requestId);
+        Request storage req = requests[requestId];
+        if (req.status == Status.Pending) {
+            req.status = Status.Registered;
+            collectedFees += req.fee;
+        } else if (req.status != Status.None) {
+            revert NotPending(requestId); // failed on-chain requests stay failed
+        }
+        tracks[requestId] = Track(audioHash, cid);
+        emit TrackRegistered(requestId, audioHash, cid);
+    }
+
+    /// @notice Give up on a pending on-chain request and refund its fee.
+    /// If the requester cannot receive ether, the refund waits in `deferredRefunds`.
+    function markFailed(bytes32 requestId, string calldata reason) external onlyPublisher {
+        Request storage req = requests[requestId];
+        if (req.status != Status.Pending) revert NotPending(requestId);
+        req.status = Status.Failed;
+        uint256 refund = req.fee;
+        string memory shortReason = bytes(reason).length > MAX_REASON_BYTES ? string(bytes(reason)[:MAX_REASON_BYTES]) : reason;
+        emit GenerationFailed(requestId, shortReason, refund);
+        if (refund > 0) {
+            // A fixed gas stipend: a requester contract cannot block the publisher.
+            (bool ok,) = payable(req.requester).call{value: refund, gas: 10_000}("");
+            if (!ok) {
+                deferredRefunds[req.requester] += refund;
+                emit RefundDeferred(req.requester, refund);
+            }
+        }
+    }
+
+    /// @notice Collect refunds that could not be sent when the request failed.
+    function claimRefund() external {
+        uint256 amount = deferredRefunds[msg.sender];
+        deferredRefunds[msg.sender] = 0;
+        _send(msg.sender, amount);
+    }
+
+    // ------------------------------------------------------------------ reading
+
+    function trackOf(bytes32 requestId) external view returns (bytes32 audioHash, string memory cid) {
+        Track storage t = tracks[requestId];
+        return (t.audioHash, t.cid);
+    }
+
+    /// @notice True when `audioHash` is the registered hash of the request's track.
+    function verify(bytes32 requestId, bytes32 audioHash) external view returns (bool) {
+        return audioHash != bytes32(0) && tracks[requestId].audioHash == audioHash;
+    }
+
+    // ------------------------------------------------------------------ administration
+
+    function setPublisher(address account, bool allowed) external onlyOwner {
+        if (account == address(0)) revert ZeroAddress();
+        isPublisher[account] = allowed;
+        emit PublisherSet(account, allowed);
+    }
+
+    function setRequestFee(uint256 fee) external onlyOwner {
+        requestFee = fee;
+        emit RequestFeeSet(fee);
+    }
+
+    function setPaused(bool value) external onlyOwner {
+        paused = value;
+        emit Paused(value);
+    }
+
+    function transferOwnership(address newOwner) external onlyOwner {
+        if (newOwner == address(0)) revert ZeroAddress();
+        emit OwnershipTransferred(owner, newOwner);
+        owner = newOwner;
+    }
+
+    /// @notice Withdraw the fees of registered requests (pending fees stay, they may be refunded).
+    function withdrawFees(address to) external onlyOwner {
+        if (to == address(0)) revert ZeroAddress();
+        uint256 amount = collectedFees;
+        collectedFees = 0;
+        emit FeesWithdrawn(to, amount);
+        _send(to, amount);
+    }
+
+    function _send(address to, uint256 amount) private {
+        if (amount == 0) return;
+        (bool ok,) = payable(to).call{value: amount}("");
+        if (!ok) revert TransferFailed();
+    }
+}

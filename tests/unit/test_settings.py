@@ -1,0 +1,54 @@
+"""Settings come from ACESTEPS_* variables; bad values stop with a message naming them."""
+
+from __future__ import annotations
+
+import pytest
+
+from acesteps.settings import CommonSettings, load_settings
+
+
+def test_defaults_point_at_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KAFKA_BOOTSTRAP", "IPFS_API_URL", "RPC_URL", "TOPIC_PREFIX"):
+        monkeypatch.delenv(f"ACESTEPS_{name}", raising=False)
+    s = CommonSettings()
+    assert s.kafka_bootstrap == "127.0.0.1:19092"
+    assert s.topics.requests == "acesteps.requests.v1"
+    assert s.topics.checkpoints == "acesteps.listener.checkpoints"
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACESTEPS_KAFKA_BOOTSTRAP", "k1:9092,k2:9092")
+    monkeypatch.setenv("ACESTEPS_TOPIC_PREFIX", "staging")
+    monkeypatch.setenv("ACESTEPS_RPC_URL", "https://rpc.example/")
+    s = CommonSettings()
+    assert s.kafka_bootstrap == "k1:9092,k2:9092"
+    assert s.topics.audio == "staging.audio.v1"
+    assert s.rpc_url == "https://rpc.example"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("KAFKA_BOOTSTRAP", "no-port"),
+        ("TOPIC_PREFIX", "bad prefix!"),
+        ("IPFS_API_URL", "ftp://x"),
+        ("IPFS_TIMEOUT_S", "-1"),
+    ],
+)
+def test_bad_configuration_exits_with_the_variable_name(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"ACESTEPS_{name}", value)
+    with pytest.raises(SystemExit) as exc:
+        load_settings(CommonSettings)
+    assert exc.value.code == 2
+    assert f"ACESTEPS_{name}" in capsys.readouterr().err
+
+
+def test_topic_specs_compact_only_the_checkpoints() -> None:
+    specs = {s.name: s for s in CommonSettings(topic_prefix="x").topics.specs()}
+    assert specs["x.listener.checkpoints"].configs["cleanup.policy"] == "compact"
+    assert specs["x.listener.checkpoints"].partitions == 1
+    others = [s for n, s in specs.items() if n != "x.listener.checkpoints"]
+    assert all("cleanup.policy" not in s.configs for s in others)
+    assert len(specs) == 5
