@@ -27,7 +27,9 @@ __all__ = [
     "ChainOrigin",
     "GenerationFailed",
     "GenerationRequest",
+    "GenerationRevoked",
     "ListenerCheckpoint",
+    "RecentBlock",
     "Message",
     "TrackPublished",
     "decode",
@@ -234,18 +236,57 @@ class GenerationFailed(Message):
     failed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
+class GenerationRevoked(Message):
+    """``PREFIX.requests.v1``: an on-chain request whose log vanished in a reorg.
+
+    Emitted by the listener when a reorg deeper than its confirmation depth removes a request
+    it had already put on the topic. Consumers drop the request if they still can; the status
+    becomes ``revoked``.
+    """
+
+    request_id: Bytes32Hex
+    reason: str = Field(max_length=500)
+    chain_id: int = Field(ge=1)
+    contract: Address
+    block_number: int = Field(ge=0, description="the orphaned block that held the request")
+    block_hash: Bytes32Hex
+    revoked_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class RecentBlock(BaseModel):
+    """A block the listener processed: its hash, and the requests it emitted from it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    number: int = Field(ge=0)
+    hash: Bytes32Hex
+    request_ids: tuple[Bytes32Hex, ...] = ()
+
+
 class ListenerCheckpoint(Message):
-    """``PREFIX.listener.checkpoints`` (compacted): the last block the listener finished."""
+    """``PREFIX.listener.checkpoints`` (compacted): the last block the listener finished.
+
+    ``recent`` keeps the hashes of recently processed blocks (newest last) and the requests
+    emitted from them, so that after a restart a reorg below the checkpoint is still detected,
+    the common ancestor found, and vanished requests revoked.
+    """
 
     chain_id: int = Field(ge=1)
     contract: Address
     block_number: int = Field(ge=0)
     block_hash: Bytes32Hex
+    recent: tuple[RecentBlock, ...] = ()
 
 
 MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
     m.__name__: m
-    for m in (GenerationRequest, AudioReady, TrackPublished, GenerationFailed, ListenerCheckpoint)
+    for m in (
+        GenerationRequest,
+        GenerationRevoked,
+        AudioReady,
+        TrackPublished,
+        GenerationFailed,
+        ListenerCheckpoint,
+    )
 }
 
 # ------------------------------------------------------------------ wire format
