@@ -111,6 +111,12 @@ class Web3Reader:
             await self._sleep(delay)
             delay = min(delay * 2, self._backoff_max_s)
 
+    async def chain_id(self) -> int:
+        async def call() -> int:
+            return int(await self._w3.eth.chain_id)
+
+        return await self._retry("eth_chainId", call)
+
     async def head(self, tag: str) -> int:
         async def call() -> int:
             block = await self._w3.eth.get_block(tag)  # type: ignore[arg-type]

@@ -1,0 +1,117 @@
+"""The on-chain half of the listener: poll the contract's logs into Kafka until stopped.
+
+Reads the chain (JSON-RPC) and ``PREFIX.listener.checkpoints``; writes
+``PREFIX.requests.v1``, ``PREFIX.failures.v1`` and ``PREFIX.listener.checkpoints``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from contextlib import AsyncExitStack
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, ProducerFenced
+
+from acesteps.chain import connect
+from acesteps.kafka.admin import ensure_topics
+from acesteps.messages import ListenerCheckpoint
+from listener.chainreader import Web3Reader
+from listener.poller import ChainMoved, LogPoller, PollerConfig
+from listener.settings import ListenerSettings
+from listener.sink import KafkaSink, load_checkpoint, transactional_id
+
+__all__ = ["run_chain_listener"]
+
+log = logging.getLogger(__name__)
+KAFKA_RETRIES = 8
+
+
+def _start_block(settings: ListenerSettings) -> int:
+    if settings.listener_start_block is not None:
+        return settings.listener_start_block
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return max(1, int(json.loads(settings.deployment_file.read_text())["block_number"]))
+    return 1
+
+
+async def run_chain_listener(settings: ListenerSettings, stop: asyncio.Event) -> None:
+    async with AsyncExitStack() as stack:
+        # 1. Chain: contract address and chain id (retried until the node answers).
+        contract = settings.contract()
+        w3 = connect(settings.rpc_url)
+        stack.push_async_callback(w3.provider.disconnect)
+        reader = Web3Reader(w3, contract, backoff_max_s=settings.listener_rpc_backoff_max_s)
+        chain_id = await reader.chain_id()
+
+        # 2. Kafka: topics, then the transactional producer (this fences an older copy and
+        #    aborts its open transaction), then the checkpoint it left.
+        await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
+        txn_id = settings.listener_transactional_id or transactional_id(chain_id, contract)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            client_id=settings.kafka_client_id,
+            transactional_id=txn_id,
+            enable_idempotence=True,
+            acks="all",
+        )
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        checkpoint = await load_checkpoint(
+            settings.kafka_bootstrap, settings.topics, chain_id, contract
+        )
+        if checkpoint is None:
+            start = _start_block(settings)
+            header = await reader.header(start - 1)
+            checkpoint = ListenerCheckpoint(
+                chain_id=chain_id,
+                contract=contract,
+                block_number=header.number,
+                block_hash=header.hash,
+            )
+        log.info(
+            "listening to %s on chain %d from block %d (%s)",
+            contract,
+            chain_id,
+            checkpoint.block_number + 1,
+            txn_id,
+        )
+
+        # 3. Poll until stopped.
+        config = PollerConfig(
+            chain_id=chain_id,
+            contract=contract,
+            confirmations=settings.listener_confirmations,
+            block_tag=settings.listener_block_tag,
+            max_range=settings.listener_max_block_range,
+            history_blocks=settings.listener_history_blocks,
+        )
+        poller = LogPoller(reader, KafkaSink(producer, settings.topics), config, checkpoint)
+        await _loop(poller, settings, stop)
+
+
+async def _loop(poller: LogPoller, settings: ListenerSettings, stop: asyncio.Event) -> None:
+    failures = 0
+    while not stop.is_set():
+        try:
+            advanced = await poller.step()
+            failures = 0
+        except ChainMoved as exc:
+            log.info("chain moved during a read (%s); retrying", exc)
+            advanced = 0
+        except ProducerFenced:
+            log.error("another listener with the same transactional id took over; stopping")
+            raise
+        except KafkaError as exc:
+            failures += 1
+            if failures > KAFKA_RETRIES:
+                raise
+            delay = min(0.5 * 2**failures, 30.0)
+            log.warning("Kafka error (%s); retry %d in %.1fs", exc, failures, delay)
+            await asyncio.sleep(delay)
+            continue
+        if not advanced:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.listener_poll_interval_s)
