@@ -67,8 +67,8 @@ contract AceStepsRegistry {
 
     struct Request {
         address requester;
-        uint96 fee; // what was paid, refunded if the request fails
-        Status status;
+        Status status; // packed with `requester` in one slot
+        uint256 fee; // what was paid, refunded if the request fails (any amount: no truncation)
     }
 
     struct Track {
@@ -126,7 +126,7 @@ contract AceStepsRegistry {
 
         // Chain id and address keep ids distinct across deployments; the counter within one.
         requestId = keccak256(abi.encode(block.chainid, address(this), msg.sender, requestCount++));
-        requests[requestId] = Request(msg.sender, uint96(msg.value), Status.Pending);
+        requests[requestId] = Request(msg.sender, Status.Pending, msg.value);
         emit GenerationRequested(requestId, msg.sender, prompt, lyrics, durationSeconds);
     }
 

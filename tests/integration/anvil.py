@@ -64,9 +64,7 @@ class Anvil:
 
     def rpc(self, method: str, *params: object) -> object:
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
-        req = urllib.request.Request(
-            self.url, body.encode(), {"content-type": "application/json"}
-        )
+        req = urllib.request.Request(self.url, body.encode(), {"content-type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as resp:
             answer = json.loads(resp.read())
         if "error" in answer:
