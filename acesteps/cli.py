@@ -12,7 +12,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from acesteps import schemas
+from acesteps import schemas, verify
 
 
 def _schemas(args: argparse.Namespace) -> int:
@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="deployment file (default: ACESTEPS_DEPLOYMENT_FILE)")
     p.set_defaults(func=_contracts)
+
+    p = sub.add_parser("verify", help="check a track against its on-chain registration")
+    verify.add_arguments(p)
+    p.set_defaults(func=lambda a: asyncio.run(verify.run_cli(a)))
     return parser
 
 

@@ -21,7 +21,6 @@ from functools import cache
 from typing import Any
 
 import pytest
-from eth_abi import decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
@@ -34,6 +33,7 @@ from web3.types import TxReceipt
 from acesteps import contracts
 from acesteps.chain import connect, deploy_registry, registry
 from acesteps.devchain import dev_key
+from acesteps.reverts import decode_revert
 from acesteps.settings import CommonSettings
 from acesteps.solc import compile_sources
 
@@ -62,13 +62,11 @@ def error_selector(name: str, abi: list[dict[str, Any]] | None = None) -> bytes:
     return keccak(text=f"{name}({types})")[:4]
 
 
-def decode_error(data: str | bytes, abi: list[dict[str, Any]] | None = None) -> tuple[str, tuple]:
+def decode_error(data: str | bytes) -> tuple[str, tuple]:
     """``(name, args)`` of the custom error whose selector starts the revert data."""
-    raw = bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else bytes(data)
-    for item in abi or contracts.load_abi():
-        if item["type"] == "error" and raw[:4] == error_selector(item["name"], abi):
-            return item["name"], decode([i["type"] for i in item["inputs"]], raw[4:])
-    raise AssertionError(f"revert data 0x{raw.hex()} matches no custom error of the ABI")
+    name, args = decode_revert(contracts.load_abi(), data)
+    assert name not in ("unknown", "Error", "Panic"), f"not a custom error: {name} {args}"
+    return name, args
 
 
 async def revert_of(call: Any, sender: LocalAccount, value: int = 0) -> tuple[str, tuple]:
@@ -84,7 +82,7 @@ def test_error_helper_matches_known_selectors() -> None:
     assert error_selector("NotOwner") == keccak(b"NotOwner()")[:4] == bytes.fromhex("30cd7471")
     data = keccak(b"WrongFee(uint256,uint256)")[:4] + (5).to_bytes(32) + (7).to_bytes(32)
     assert decode_error("0x" + data.hex()) == ("WrongFee", (5, 7))
-    with pytest.raises(AssertionError, match="matches no custom error"):
+    with pytest.raises(AssertionError, match="not a custom error"):
         decode_error("0xdeadbeef")
 
 

@@ -1,0 +1,412 @@
+"""``acesteps verify``: check a track against its registration, needing nothing of ours.
+
+A verifier needs a JSON-RPC URL, the registry's address and a way to read IPFS (a Kubo RPC
+endpoint, any HTTP gateway, or a local file): no Kafka, no database, no key. It trusts only
+the chain: the bytes are hashed as they stream in (keccak256 and the CID, recomputed
+locally with the publisher's fixed parameters, `acesteps.ipfs.unixfs`), so neither the
+node nor the gateway that serves them has to be trusted.
+
+Modes (``TARGET`` is a request id or a CID):
+
+- ``REQUEST_ID``: the registered track (``trackOf``) against the bytes at its CID.
+- ``REQUEST_ID --file F``: a local file against the registered track.
+- ``CID``: the registration is found by scanning ``TrackRegistered`` logs, because the
+  CID is not an indexed topic; the scan runs from ``--from-block`` (default: the deployment
+  block when the deployment file names this contract, else 0) in bounded ranges. Acceptable
+  for a verifier tool, too slow for a service on a long chain. ``CID --file F`` works too.
+
+A verdict is MATCH (exit 0) when both the audioHash and the CID computed from the bytes
+equal the registered ones, MISMATCH (exit 1) when either differs, and UNKNOWN (exit 2,
+"CANNOT VERIFY") when there is nothing to compare: not registered, content or chain
+unreachable. The contract's own ``verify(requestId, audioHash)`` is asked as well and
+reported beside the local comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+from web3.contract import AsyncContract
+from web3.exceptions import ProviderConnectionError, Web3Exception
+
+from acesteps.hashing import Keccak256
+from acesteps.ipfs.kubo import KuboClient, KuboError
+from acesteps.ipfs.unixfs import CHUNK_SIZE, CidBuilder
+
+__all__ = [
+    "FileSource",
+    "GatewaySource",
+    "KuboSource",
+    "Status",
+    "Verdict",
+    "add_arguments",
+    "render",
+    "run_cli",
+    "verify",
+]
+
+DEFAULT_MAX_BYTES = 1 << 30  # a 240 s WAV is ~42 MB: anything near this is not a track
+LOG_RANGE = 10_000  # blocks per eth_getLogs of the CID scan (halved when a node refuses)
+_REQUEST_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_CID = re.compile(r"^(b[a-z2-7]{20,200}|Qm[1-9A-HJ-NP-Za-km-z]{44})$")
+_ZERO = b"\x00" * 32
+
+
+class Status(StrEnum):
+    MATCH = "MATCH"
+    MISMATCH = "MISMATCH"
+    UNKNOWN = "UNKNOWN"
+
+
+_EXIT = {Status.MATCH: 0, Status.MISMATCH: 1, Status.UNKNOWN: 2}
+_HEADLINE = {Status.MATCH: "MATCH", Status.MISMATCH: "MISMATCH", Status.UNKNOWN: "CANNOT VERIFY"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Both sides of a check; fields not reached (say, content unreachable) stay None."""
+
+    status: Status
+    reason: str
+    target: str
+    request_id: str | None = None
+    contract: str | None = None
+    chain_id: int | None = None
+    onchain_audio_hash: str | None = None
+    onchain_cid: str | None = None
+    computed_audio_hash: str | None = None
+    computed_cid: str | None = None
+    size: int | None = None
+    source: str | None = None
+    contract_verify: bool | None = None
+    """What the contract's ``verify(requestId, computed audioHash)`` answered."""
+    registered_block: int | None = None
+    registered_tx: str | None = None
+    also_registered_as: tuple[str, ...] = ()
+    """Other request ids registered with the same CID (CID mode)."""
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT[self.status]
+
+    @property
+    def hash_matches(self) -> bool | None:
+        return _same(self.onchain_audio_hash, self.computed_audio_hash)
+
+    @property
+    def cid_matches(self) -> bool | None:
+        return _same(self.onchain_cid, self.computed_cid)
+
+    def to_json(self) -> str:
+        body: dict[str, Any] = asdict(self)
+        body["status"] = self.status.value
+        body["also_registered_as"] = list(self.also_registered_as)
+        body.update(
+            exit_code=self.exit_code, hash_matches=self.hash_matches, cid_matches=self.cid_matches
+        )
+        return json.dumps(body, indent=2)
+
+
+def _same(a: str | None, b: str | None) -> bool | None:
+    return None if a is None or b is None else a == b
+
+
+# ---------------------------------------------------------------------- where bytes come from
+
+
+class ByteSource(Protocol):
+    def describe(self, cid: str) -> str: ...
+
+    def chunks(self, cid: str) -> AsyncIterator[bytes]: ...
+
+
+class Unreachable(Exception):
+    """The bytes could not be read; the verdict is UNKNOWN."""
+
+
+class KuboSource:
+    """``cat`` over a Kubo node's RPC API."""
+
+    def __init__(self, kubo: KuboClient, url: str) -> None:
+        self._kubo, self._url = kubo, url
+
+    def describe(self, cid: str) -> str:
+        return f"Kubo RPC {self._url} (cat {cid})"
+
+    async def chunks(self, cid: str) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._kubo.cat_iter(cid):
+                yield chunk
+        except KuboError as exc:
+            raise Unreachable(str(exc)) from exc
+
+
+class GatewaySource:
+    """``GET /ipfs/<cid>`` on an HTTP gateway, which need not be trusted: we rehash."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, timeout_s: float = 60.0):
+        self._session, self._url = session, url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(sock_connect=timeout_s, sock_read=timeout_s)
+
+    def describe(self, cid: str) -> str:
+        return f"gateway {self._url}/ipfs/{cid}"
+
+    async def chunks(self, cid: str) -> AsyncIterator[bytes]:
+        try:
+            async with self._session.get(f"{self._url}/ipfs/{cid}", timeout=self._timeout) as r:
+                if r.status != 200:
+                    text = (await r.text(errors="replace")).strip()[:200]
+                    raise Unreachable(f"HTTP {r.status} from the gateway: {text}")
+                async for chunk in r.content.iter_chunked(CHUNK_SIZE):
+                    yield chunk
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unreachable(f"gateway: {type(exc).__name__}: {exc}") from exc
+
+
+class FileSource:
+    """A local file, whatever the CID: the check is of these bytes against the chain."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def describe(self, cid: str) -> str:
+        return f"file {self._path}"
+
+    async def chunks(self, cid: str) -> AsyncIterator[bytes]:
+        # Local reads of a few MB are fast; they block the loop no longer than hashing does.
+        try:
+            with self._path.open("rb") as f:
+                while chunk := f.read(CHUNK_SIZE):
+                    yield chunk
+        except OSError as exc:
+            raise Unreachable(f"cannot read {self._path}: {exc.strerror}") from exc
+
+
+# ---------------------------------------------------------------------- the check
+
+
+async def verify(
+    contract: AsyncContract,
+    target: str,
+    source: ByteSource,
+    *,
+    from_block: int = 0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Verdict:
+    """Check ``target`` (request id or CID) against the bytes ``source`` gives."""
+    base = Verdict(Status.UNKNOWN, "", target, contract=str(contract.address))
+    try:
+        return await _verify(contract, target, source, base, from_block, max_bytes)
+    except (ProviderConnectionError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return _with(base, reason=f"chain unreachable: {type(exc).__name__}: {exc}")
+    except Web3Exception as exc:  # the node answered with an error
+        return _with(base, reason=f"chain error: {type(exc).__name__}: {exc}")
+
+
+async def _verify(
+    contract: AsyncContract,
+    target: str,
+    source: ByteSource,
+    v: Verdict,
+    from_block: int,
+    max_bytes: int,
+) -> Verdict:
+    # 1. The chain: is there a registry, and which request is meant?
+    w3 = contract.w3
+    v = _with(v, chain_id=await w3.eth.chain_id)
+    if not await w3.eth.get_code(contract.address):
+        return _with(v, reason=f"no contract at {contract.address} on chain {v.chain_id}")
+    if _REQUEST_ID.match(target):
+        ids = [target.lower()]
+    elif _CID.match(target):
+        ids = await _ids_with_cid(contract, target, from_block)
+        if not ids:
+            return _with(
+                v, reason=f"no TrackRegistered log with CID {target} from block {from_block}"
+            )
+    else:
+        return _with(v, reason=f"{target!r} is neither a request id (0x + 64 hex) nor a CID")
+    rid = ids[0]
+    v = _with(v, request_id=rid, also_registered_as=tuple(ids[1:]))
+
+    # 2. The registration.
+    raw_id = bytes.fromhex(rid[2:])
+    on_hash, on_cid = await contract.functions.trackOf(raw_id).call()
+    if bytes(on_hash) == _ZERO:
+        return _with(v, reason=f"request {rid} is not registered on this contract")
+    v = _with(v, onchain_audio_hash="0x" + bytes(on_hash).hex(), onchain_cid=str(on_cid))
+    v = await _with_registration_log(v, contract, raw_id, from_block)
+
+    # 3. The bytes, hashed both ways as they arrive.
+    v = _with(v, source=source.describe(v.onchain_cid or ""))
+    keccak, cid, size = Keccak256(), CidBuilder(), 0
+    try:
+        async for chunk in source.chunks(str(on_cid)):
+            size += len(chunk)
+            if size > max_bytes:
+                return _with(v, reason=f"content unreachable: larger than {max_bytes} bytes")
+            keccak.update(chunk)
+            cid.update(chunk)
+    except Unreachable as exc:
+        return _with(v, reason=f"content unreachable: {exc}")
+    v = _with(v, computed_audio_hash=keccak.hexdigest(), computed_cid=cid.finish(), size=size)
+    v = _with(v, contract_verify=await contract.functions.verify(raw_id, keccak.digest()).call())
+
+    # 4. The verdict.
+    differs = [
+        name for name, same in (("audioHash", v.hash_matches), ("CID", v.cid_matches)) if not same
+    ]
+    if not differs:
+        return _with(v, status=Status.MATCH, reason="audioHash and CID equal the registered ones")
+    reason = " and ".join(differs) + " differ from the registered ones"
+    return _with(v, status=Status.MISMATCH, reason=reason)
+
+
+async def _ids_with_cid(contract: AsyncContract, cid: str, from_block: int) -> list[str]:
+    """Request ids whose TrackRegistered log carries ``cid``, oldest first (a bounded scan)."""
+    head = await contract.w3.eth.block_number
+    event, found, start, step = contract.events.TrackRegistered(), [], from_block, LOG_RANGE
+    while start <= head:
+        end = min(start + step - 1, head)
+        try:
+            logs = await event.get_logs(from_block=start, to_block=end)
+        except Web3Exception:
+            if step == 1:
+                raise
+            step = max(1, step // 2)  # the node refused the range: try a smaller one
+            continue
+        found += [
+            "0x" + bytes(e["args"]["requestId"]).hex() for e in logs if e["args"]["cid"] == cid
+        ]
+        start = end + 1
+    return found
+
+
+async def _with_registration_log(
+    v: Verdict, contract: AsyncContract, raw_id: bytes, from_block: int
+) -> Verdict:
+    """Where the registration happened, if the node answers; the verdict does not need it."""
+    try:
+        logs = await contract.events.TrackRegistered().get_logs(
+            argument_filters={"requestId": raw_id}, from_block=from_block, to_block="latest"
+        )
+    except Web3Exception:
+        return v
+    for entry in logs:
+        return _with(
+            v,
+            registered_block=int(entry["blockNumber"]),
+            registered_tx="0x" + bytes(entry["transactionHash"]).hex(),
+        )
+    return v
+
+
+def _with(v: Verdict, **changes: Any) -> Verdict:
+    return replace(v, **changes)
+
+
+# ---------------------------------------------------------------------- output
+
+
+def render(v: Verdict) -> str:
+    """The verdict for a person: a headline, then both sides, one value per line."""
+    lines = [f"{_HEADLINE[v.status]}: {v.reason}", ""]
+
+    def row(label: str, value: object) -> None:
+        if value is not None:
+            lines.append(f"  {label:<14}{value}")
+
+    row("target", v.target if v.target != v.request_id else None)
+    row("request id", v.request_id)
+    if v.also_registered_as:
+        row("same CID in", ", ".join(v.also_registered_as))
+    row("contract", f"{v.contract} on chain {v.chain_id}" if v.chain_id else v.contract)
+    if v.registered_block is not None:
+        row("registered", f"block {v.registered_block}, tx {v.registered_tx}")
+    row("bytes from", v.source)
+    row("size", f"{v.size} bytes" if v.size is not None else None)
+    if v.onchain_audio_hash is not None:
+        lines.append("")
+        for label, on, got, same in (
+            ("audioHash", v.onchain_audio_hash, v.computed_audio_hash, v.hash_matches),
+            ("CID", v.onchain_cid, v.computed_cid, v.cid_matches),
+        ):
+            mark = "" if same is None else ("  (same)" if same else "  (DIFFERENT)")
+            lines.append(f"  {label:<14}on chain  {on}")
+            lines.append(f"  {'':<14}computed  {got if got is not None else '-'}{mark}")
+    if v.contract_verify is not None:
+        lines.append("")
+        row("contract says", f"verify(requestId, computed audioHash) = {v.contract_verify}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``acesteps verify``; the parser's ``func`` is left to the caller."""
+    parser.add_argument("target", metavar="ID", help="request id (0x + 64 hex) or CID")
+    parser.add_argument("--file", type=Path, help="check this local file instead of IPFS")
+    parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    parser.add_argument("--rpc-url", help="JSON-RPC endpoint (default: ACESTEPS_RPC_URL)")
+    parser.add_argument("--contract", help="registry address (default: settings/deployment)")
+    parser.add_argument(
+        "--from-block", type=int, help="first block of log searches (default: deployment or 0)"
+    )
+    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--ipfs-api-url", help="Kubo RPC (default: ACESTEPS_IPFS_API_URL)")
+    where.add_argument("--gateway-url", help="read the bytes from this HTTP gateway instead")
+
+
+async def run_cli(args: argparse.Namespace) -> int:
+    """Run ``acesteps verify``; prints the verdict and returns its exit code (0/1/2)."""
+    from acesteps.chain import Deployment, connect, registry
+    from acesteps.settings import ChainSettings, ConfigError, load_settings
+
+    settings = load_settings(ChainSettings)
+    try:
+        address = args.contract or settings.contract()
+    except ConfigError as exc:
+        verdict = Verdict(Status.UNKNOWN, str(exc), args.target)
+        print(verdict.to_json() if args.json else render(verdict))
+        return verdict.exit_code
+    from_block = args.from_block
+    if from_block is None:
+        try:
+            deployment = Deployment.load(settings.deployment_file)
+            same = deployment.address.lower() == address.lower()
+            from_block = deployment.block_number if same else 0
+        except (OSError, ValueError):
+            from_block = 0
+    w3 = connect(args.rpc_url or settings.rpc_url, timeout_s=30.0)
+    async with aiohttp.ClientSession() as session:
+        source: ByteSource
+        if args.file is not None:
+            source = FileSource(args.file)
+        elif args.gateway_url:
+            source = GatewaySource(session, args.gateway_url, settings.ipfs_timeout_s)
+        else:
+            url = args.ipfs_api_url or settings.ipfs_api_url
+            kubo = KuboClient(url, session=session, timeout_s=settings.ipfs_timeout_s)
+            source = KuboSource(kubo, url)
+        try:
+            verdict = await verify(
+                registry(w3, address),
+                args.target,
+                source,
+                from_block=from_block,
+                max_bytes=args.max_bytes,
+            )
+        finally:
+            await w3.provider.disconnect()
+    print(verdict.to_json() if args.json else render(verdict))
+    return verdict.exit_code

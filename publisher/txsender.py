@@ -1,0 +1,520 @@
+"""Sending contract transactions from one local signer, as a long-running service must.
+
+One `TxSender` per publisher instance and per key (design §6): nothing else may send from
+that key while the instance runs, except by mistake, which the sender survives.
+
+1. **Gas.** Every call is estimated first (with a margin); a revert on estimation is a
+   permanent `ContractReverted` carrying the custom error's name, decoded against the
+   ABI's error selectors, and nothing is sent.
+2. **Nonces** are assigned locally under an `asyncio.Lock`, starting from the node's
+   ``pending`` count, so concurrent sends pipeline instead of racing for the same nonce.
+   A nonce error ("nonce too low/high", "replacement transaction underpriced") means
+   someone else used the key or the node lost a transaction: re-sync from the node, retry.
+   "already known" means the node holds this very transaction (same hash): success.
+3. **Fees** are EIP-1559: the node's ``eth_maxPriorityFeePerGas`` plus twice the latest
+   base fee, which survives six full blocks of base-fee growth; ``max_fee_cap_wei`` caps it.
+4. **Receipts.** The sender polls the receipts of *every* hash it sent for the call, because
+   any one of the original and its replacements may be the one mined, then polls the block
+   number until the receipt has N confirmations.
+5. **Replacement.** A transaction still pending after ``pending_timeout_s`` is re-signed
+   with the same nonce and both fee fields raised by at least 12.5% (nodes require 10%),
+   up to ``max_replacements`` times and never above the cap. If a transaction that is not
+   ours took the nonce, the call is re-estimated and sent again with a new nonce.
+
+web3's `AsyncHTTPProvider` retries failed requests, ``eth_sendRawTransaction`` included. A
+retried broadcast that answers "nonce too low" (because the first try did get through and
+was mined) would make this sender re-send the call under a new nonce: a duplicate. So the
+sender takes ``eth_sendRawTransaction`` off the provider's retry list (`connect_for_sending`
+builds such a provider directly) and retries broadcasts itself.
+
+The private key lives only in the `LocalAccount`; logs, reprs and errors show the address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+import aiohttp
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.contract.async_contract import AsyncContractFunction
+from web3.exceptions import (
+    ContractLogicError,
+    ProviderConnectionError,
+    TransactionNotFound,
+    Web3RPCError,
+)
+from web3.providers.rpc.utils import REQUEST_RETRY_ALLOWLIST, ExceptionRetryConfiguration
+from web3.types import Nonce, TxParams, TxReceipt, Wei
+
+from acesteps.reverts import decode_revert
+from publisher.errors import (
+    ChainUnavailable,
+    ContractReverted,
+    InsufficientFunds,
+    RetryablePublisherError,
+    TxNotMined,
+)
+
+__all__ = ["Fees", "SentTx", "TxPolicy", "TxSender", "connect_for_sending"]
+
+log = logging.getLogger(__name__)
+
+_SEND_RAW: Final = "eth_sendRawTransaction"
+_TRANSIENT: Final = (aiohttp.ClientError, TimeoutError, ProviderConnectionError)
+# The node already holds this exact transaction (geth "already known", anvil "transaction
+# already imported", others "known transaction").
+_KNOWN = re.compile(r"already known|already imported|known transaction", re.IGNORECASE)
+_NONCE = re.compile(
+    r"nonce too low|nonce too high|invalid nonce|nonce has already been used|"
+    r"replacement transaction underpriced|replacement.*underpriced",
+    re.IGNORECASE,
+)
+_FUNDS = re.compile(r"insufficient funds", re.IGNORECASE)
+_ERROR_STRING: Final = bytes.fromhex("08c379a0")  # Error(string)
+_PANIC: Final = bytes.fromhex("4e487b71")  # Panic(uint256)
+
+
+@dataclass(frozen=True)
+class TxPolicy:
+    """How patient and how generous the sender is; built from the publisher's settings."""
+
+    max_fee_cap_wei: int = 500 * 10**9
+    gas_margin: float = 1.25
+    pending_timeout_s: float = 60.0
+    max_replacements: int = 5
+    deadline_s: float = 900.0
+    """The longest one `TxSender.send` waits for its transaction to be mined."""
+    poll_interval_s: float = 1.0
+    nonce_retries: int = 3
+
+    def __post_init__(self) -> None:
+        if self.max_fee_cap_wei < 1 or self.gas_margin < 1 or self.max_replacements < 0:
+            raise ValueError("need max_fee_cap_wei >= 1, gas_margin >= 1, max_replacements >= 0")
+        if min(self.pending_timeout_s, self.deadline_s, self.poll_interval_s) <= 0:
+            raise ValueError("timeouts and the poll interval must be positive")
+
+
+@dataclass(frozen=True)
+class Fees:
+    max_fee: int
+    priority: int
+
+    def bumped(self) -> Fees:
+        """Both fields raised by at least 12.5% (rounded up), as a replacement must be."""
+        return Fees(_bump(self.max_fee), _bump(self.priority))
+
+
+def _bump(value: int) -> int:
+    return max(value + 1, (value * 9 + 7) // 8)
+
+
+@dataclass(frozen=True)
+class SentTx:
+    """What came of one `TxSender.send`: the mined transaction and every hash sent for it."""
+
+    tx_hash: str
+    block_number: int
+    block_hash: str
+    status: int
+    gas_used: int
+    effective_gas_price: int
+    sent: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, receipt: TxReceipt) -> SentTx:
+        return cls(
+            tx_hash=_hex(receipt["transactionHash"]),
+            block_number=int(receipt["blockNumber"]),
+            block_hash=_hex(receipt["blockHash"]),
+            status=int(receipt["status"]),
+            gas_used=int(receipt["gasUsed"]),
+            effective_gas_price=int(receipt.get("effectiveGasPrice", 0)),
+        )
+
+
+@dataclass
+class _InFlight:
+    """One nonce of ours and every signed transaction sent with it."""
+
+    nonce: int
+    tx: TxParams
+    fees: Fees
+    raw: bytes
+    hashes: list[str]
+    last_sent: float
+    replacements: int = 0
+    capped: bool = field(default=False)
+
+
+class _NonceRefused(Exception):
+    """The node refused the nonce; re-sync and try again."""
+
+
+class _NonceTaken(Exception):
+    """A transaction that is not ours was mined with our nonce."""
+
+
+def connect_for_sending(rpc_url: str, timeout_s: float = 30.0) -> AsyncWeb3[Any]:
+    """An `AsyncWeb3` that retries reads but never re-sends a raw transaction by itself."""
+    retry = ExceptionRetryConfiguration(
+        errors=(aiohttp.ClientError, TimeoutError),
+        method_allowlist=[m for m in REQUEST_RETRY_ALLOWLIST if m != _SEND_RAW],
+    )
+    provider = AsyncHTTPProvider(
+        rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=retry
+    )
+    return AsyncWeb3(provider)
+
+
+def _no_send_retries(w3: AsyncWeb3[Any]) -> None:
+    provider = w3.provider
+    if not isinstance(provider, AsyncHTTPProvider):
+        return
+    config = provider.exception_retry_configuration
+    if config is not None and _SEND_RAW in config.method_allowlist:
+        provider.exception_retry_configuration = ExceptionRetryConfiguration(
+            errors=config.errors,
+            retries=config.retries,
+            backoff_factor=config.backoff_factor,
+            method_allowlist=[m for m in config.method_allowlist if m != _SEND_RAW],
+        )
+        log.info("took %s off the provider's retry list (see publisher.txsender)", _SEND_RAW)
+
+
+class TxSender:
+    """Signs and sends contract calls from one key; see the module docstring."""
+
+    def __init__(self, w3: AsyncWeb3[Any], private_key: str, policy: TxPolicy | None = None):
+        _no_send_retries(w3)
+        self._w3 = w3
+        try:
+            self._account: LocalAccount = Account.from_key(private_key)
+        except Exception:  # whatever the library says, it must not quote the key
+            raise ValueError("the signing key is not a valid secp256k1 private key") from None
+        self.address: str = self._account.address
+        self.policy = policy or TxPolicy()
+        self._lock = asyncio.Lock()
+        self._next_nonce: int | None = None  # None: read the node's pending count first
+        self._chain_id: int | None = None
+
+    def __repr__(self) -> str:
+        return f"TxSender(address={self.address})"
+
+    async def send(
+        self, fn: AsyncContractFunction, *, confirmations: int, value: int = 0
+    ) -> SentTx:
+        """Estimate, sign, send and wait until the call is mined with ``confirmations``.
+
+        Raises `ContractReverted` (permanent) when the call reverts, on estimation or
+        mined; `TxNotMined`, `ChainUnavailable`, `InsufficientFunds` (retryable).
+        """
+        if confirmations < 1:
+            raise ValueError("confirmations must be >= 1 (1: mined in a block)")
+        deadline = _now() + self.policy.deadline_s
+        for _ in range(self.policy.nonce_retries + 1):
+            tx = await self._prepare(fn, value)
+            flight = await self._broadcast_new(tx, fn.fn_name)
+            try:
+                receipt = await self._await_mined(flight, deadline)
+            except _NonceTaken:
+                log.warning(
+                    "%s: nonce %d was used by a transaction not sent by this instance; "
+                    "sending the call again",
+                    fn.fn_name,
+                    flight.nonce,
+                )
+                continue
+            break
+        else:
+            raise RetryablePublisherError(f"{fn.fn_name}: nonce taken repeatedly by others")
+        sent = tuple(flight.hashes)
+        if int(receipt["status"]) != 1:
+            name, args = await self._replay_revert(fn, value, int(receipt["blockNumber"]))
+            raise ContractReverted(fn.fn_name, name, args, _hex(receipt["transactionHash"]))
+        result = await self.wait_for_confirmations(
+            _hex(receipt["transactionHash"]), confirmations, deadline
+        )
+        return replace(result, sent=sent)
+
+    async def wait_for_confirmations(
+        self, tx_hash: str, confirmations: int, deadline: float | None = None
+    ) -> SentTx:
+        """Poll until ``tx_hash`` is mined ``confirmations`` deep (1: in the head block).
+
+        The receipt is read again on every poll, so a reorg that moves the transaction to
+        another block is followed, not missed.
+        """
+        deadline = deadline if deadline is not None else _now() + self.policy.deadline_s
+        while True:
+            try:
+                head = await self._w3.eth.block_number
+                receipt = await self._w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+                if head - int(receipt["blockNumber"]) + 1 >= confirmations:
+                    return SentTx.of(receipt)
+            except TransactionNotFound:
+                log.warning("transaction %s has no receipt (reorged out?); waiting", tx_hash)
+            except _TRANSIENT as exc:
+                log.warning("waiting for confirmations of %s: %s", tx_hash, _describe(exc))
+            if _now() >= deadline:
+                raise TxNotMined(
+                    f"{tx_hash} did not reach {confirmations} confirmations in time", (tx_hash,)
+                )
+            await asyncio.sleep(self.policy.poll_interval_s)
+
+    # ------------------------------------------------------------------ 1. gas
+
+    async def _prepare(self, fn: AsyncContractFunction, value: int) -> TxParams:
+        try:
+            estimate = await fn.estimate_gas({"from": self.address, "value": Wei(value)})
+            self._chain_id = self._chain_id or await self._w3.eth.chain_id
+            gas = int(estimate * self.policy.gas_margin)
+            # Placeholders for the fields set per signature; given, they stop web3 from
+            # asking the node for them.
+            params: TxParams = {
+                "from": self.address,
+                "value": Wei(value),
+                "gas": gas,
+                "nonce": Nonce(0),
+                "maxFeePerGas": Wei(1),
+                "maxPriorityFeePerGas": Wei(1),
+                "chainId": self._chain_id,
+            }
+            return await fn.build_transaction(params)
+        except ContractLogicError as exc:
+            name, args = decode_revert(fn.contract_abi, exc.data)
+            raise ContractReverted(fn.fn_name, name, args) from None
+        except Web3RPCError as exc:
+            raise _classify(exc, f"estimating {fn.fn_name}") from None
+        except _TRANSIENT as exc:
+            raise ChainUnavailable(f"estimating {fn.fn_name}: {_describe(exc)}") from None
+
+    async def _replay_revert(
+        self, fn: AsyncContractFunction, value: int, block: int
+    ) -> tuple[str, tuple[object, ...]]:
+        """Why a mined transaction failed: its call replayed on the state of its block.
+
+        A call that succeeds on replay most likely ran out of gas (or depended on the order
+        of transactions within the block): reported as ``unknown``.
+        """
+        try:
+            await fn.call({"from": self.address, "value": Wei(value)}, block_identifier=block)
+        except ContractLogicError as exc:
+            return decode_revert(fn.contract_abi, exc.data)
+        except (Web3RPCError, *_TRANSIENT):
+            pass
+        return "unknown", ()
+
+    # ------------------------------------------------------------------ 2./3. nonce, fees
+
+    async def _broadcast_new(self, tx: TxParams, label: str) -> _InFlight:
+        """Assign the next nonce and broadcast; the lock keeps nonces in sending order."""
+        async with self._lock:
+            for _ in range(self.policy.nonce_retries + 1):
+                if self._next_nonce is None:
+                    self._next_nonce = await self._pending_nonce()
+                nonce = self._next_nonce
+                fees = await self._market_fees()
+                raw, tx_hash = self._sign(tx, nonce, fees)
+                try:
+                    await self._send_raw(raw, tx_hash)
+                except _NonceRefused as exc:
+                    log.warning("%s: nonce %d refused (%s); re-syncing", label, nonce, exc)
+                    self._next_nonce = None
+                    continue
+                except ChainUnavailable:
+                    self._next_nonce = None  # it may have been sent: ask the node next time
+                    raise
+                self._next_nonce = nonce + 1
+                log.info(
+                    "%s: sent %s nonce=%d maxFee=%d priority=%d",
+                    label,
+                    tx_hash,
+                    nonce,
+                    fees.max_fee,
+                    fees.priority,
+                )
+                return _InFlight(nonce, tx, fees, raw, [tx_hash], _now())
+        raise RetryablePublisherError(f"{label}: the node kept refusing nonces")
+
+    async def _pending_nonce(self) -> int:
+        try:
+            return await self._w3.eth.get_transaction_count(self.address, "pending")  # type: ignore[arg-type]
+        except _TRANSIENT as exc:
+            raise ChainUnavailable(f"reading the nonce: {_describe(exc)}") from None
+
+    async def _market_fees(self) -> Fees:
+        try:
+            priority = await self._w3.eth.max_priority_fee
+            base = (await self._w3.eth.get_block("latest")).get("baseFeePerGas", 0)
+        except _TRANSIENT as exc:
+            raise ChainUnavailable(f"reading fees: {_describe(exc)}") from None
+        max_fee = 2 * int(base) + int(priority)
+        if max_fee > self.policy.max_fee_cap_wei:
+            log.warning("fee %d wei/gas capped at %d", max_fee, self.policy.max_fee_cap_wei)
+            max_fee = self.policy.max_fee_cap_wei
+        return Fees(max_fee, min(int(priority), max_fee))
+
+    def _sign(self, tx: TxParams, nonce: int, fees: Fees) -> tuple[bytes, str]:
+        params: TxParams = {
+            **tx,
+            "nonce": Nonce(nonce),
+            "maxFeePerGas": Wei(fees.max_fee),
+            "maxPriorityFeePerGas": Wei(fees.priority),
+            "type": 2,
+        }
+        params.pop("from", None)
+        params.pop("gasPrice", None)
+        signed = self._account.sign_transaction(params)  # type: ignore[arg-type]
+        return bytes(signed.raw_transaction), _hex(signed.hash)
+
+    async def _send_raw(self, raw: bytes, tx_hash: str) -> None:
+        try:
+            await self._w3.eth.send_raw_transaction(raw)
+        except Web3RPCError as exc:
+            message = _rpc_message(exc)
+            if _KNOWN.search(message):
+                return  # the node holds this very transaction: it was sent
+            if _NONCE.search(message):
+                raise _NonceRefused(message) from None
+            raise _classify(exc, f"sending {tx_hash}") from None
+        except _TRANSIENT as exc:
+            raise ChainUnavailable(f"sending {tx_hash}: {_describe(exc)}") from None
+
+    # ------------------------------------------------------------------ 4./5. receipts
+
+    async def _await_mined(self, flight: _InFlight, deadline: float) -> TxReceipt:
+        while True:
+            receipt = await self._find_receipt(flight.hashes)
+            if receipt is not None:
+                return receipt
+            if await self._nonce_used(flight.nonce):
+                # Mined between the two reads, or taken by another transaction?
+                receipt = await self._find_receipt(flight.hashes)
+                if receipt is not None:
+                    return receipt
+                raise _NonceTaken
+            now = _now()
+            if now >= deadline:
+                self._next_nonce = None  # it may still be in a pool: ask the node next time
+                raise TxNotMined(
+                    f"nonce {flight.nonce}: none of {len(flight.hashes)} transaction(s) "
+                    "was mined in time",
+                    tuple(flight.hashes),
+                )
+            if now - flight.last_sent >= self.policy.pending_timeout_s:
+                await self._replace(flight)
+            await asyncio.sleep(self.policy.poll_interval_s)
+
+    async def _find_receipt(self, hashes: list[str]) -> TxReceipt | None:
+        for tx_hash in reversed(hashes):  # the newest is the likeliest
+            try:
+                return await self._w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                continue
+            except _TRANSIENT as exc:
+                log.warning("reading the receipt of %s: %s", tx_hash, _describe(exc))
+                return None
+        return None
+
+    async def _nonce_used(self, nonce: int) -> bool:
+        try:
+            mined = await self._w3.eth.get_transaction_count(self.address, "latest")  # type: ignore[arg-type]
+        except _TRANSIENT as exc:
+            log.warning("reading the mined nonce: %s", _describe(exc))
+            return False
+        return mined > nonce
+
+    async def _replace(self, flight: _InFlight) -> None:
+        """Re-sign ``flight`` with higher fees; at a cap, re-broadcast the last one instead."""
+        flight.last_sent = _now()
+        wanted = flight.fees.bumped()
+        market = await self._market_fees_or(flight.fees)
+        max_fee = min(max(wanted.max_fee, market.max_fee), self.policy.max_fee_cap_wei)
+        fees = Fees(max_fee, min(max(wanted.priority, market.priority), max_fee))
+        too_low = fees.max_fee < wanted.max_fee or fees.priority < wanted.priority
+        if too_low or flight.replacements >= self.policy.max_replacements:
+            if not flight.capped:
+                flight.capped = True
+                log.warning(
+                    "nonce %d: not replacing %s again (fee cap or replacement limit reached); "
+                    "re-broadcasting it and waiting",
+                    flight.nonce,
+                    flight.hashes[-1],
+                )
+            await self._rebroadcast(flight.raw, flight.hashes[-1])
+            return
+        raw, tx_hash = self._sign(flight.tx, flight.nonce, fees)
+        try:
+            await self._send_raw(raw, tx_hash)
+        except _NonceRefused as exc:
+            # "nonce too low": something was mined with it, the next poll finds out what.
+            # "underpriced": this node wants a bigger step; the next replacement bumps from
+            # these fees.
+            log.warning("nonce %d: replacement refused: %s", flight.nonce, exc)
+            flight.fees = fees
+            flight.replacements += 1
+            return
+        except RetryablePublisherError as exc:
+            log.warning("nonce %d: replacement not sent: %s", flight.nonce, exc)
+            return
+        flight.fees, flight.raw = fees, raw
+        flight.replacements += 1
+        flight.hashes.append(tx_hash)
+        log.warning(
+            "nonce %d: pending too long; replaced by %s maxFee=%d priority=%d (%d/%d)",
+            flight.nonce,
+            tx_hash,
+            fees.max_fee,
+            fees.priority,
+            flight.replacements,
+            self.policy.max_replacements,
+        )
+
+    async def _market_fees_or(self, fallback: Fees) -> Fees:
+        try:
+            return await self._market_fees()
+        except ChainUnavailable:
+            return fallback
+
+    async def _rebroadcast(self, raw: bytes, tx_hash: str) -> None:
+        """Send the same signed bytes again, in case the node dropped them from its pool."""
+        try:
+            await self._send_raw(raw, tx_hash)
+        except (_NonceRefused, RetryablePublisherError) as exc:
+            log.debug("re-broadcast of %s: %s", tx_hash, exc)
+
+
+def _classify(exc: Web3RPCError, doing: str) -> Exception:
+    message = _rpc_message(exc)
+    if _FUNDS.search(message):
+        return InsufficientFunds(f"{doing}: {message}")
+    # Anything else the node refused (fee below its minimum, a full pool, a node bug) may
+    # pass later; dead-lettering a valid registration would be the worse mistake.
+    return RetryablePublisherError(f"{doing}: {message}")
+
+
+def _rpc_message(exc: Web3RPCError) -> str:
+    response = exc.rpc_response or {}
+    error = response.get("error") if isinstance(response, dict) else None
+    if isinstance(error, dict) and "message" in error:
+        return str(error["message"])
+    return str(exc.message)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _hex(value: object) -> str:
+    text = value.hex() if isinstance(value, bytes | bytearray) else str(value)
+    return "0x" + text.lower().removeprefix("0x")
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()

@@ -1,0 +1,218 @@
+"""``acesteps verify`` end to end: the real Kubo (RPC and gateway) and a registry deployed on
+a private anvil, driven through `run_cli` with parsed arguments as a user would run it.
+
+Each test adds fresh random bytes to Kubo, so CIDs never collide with other tests'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_utils.crypto import keccak
+from web3.contract import AsyncContract
+
+from acesteps.chain import connect, deploy_registry, registry
+from acesteps.devchain import dev_key
+from acesteps.hashing import keccak256_hex
+from acesteps.ipfs.kubo import KuboClient
+from acesteps.ipfs.unixfs import CHUNK_SIZE, cid_of_bytes
+from acesteps.settings import CommonSettings
+from acesteps.verify import Status, add_arguments, render, run_cli
+from publisher.registrar import register
+from publisher.txsender import TxPolicy, TxSender
+from tests.integration.anvil import Anvil, free_port
+
+
+@dataclass
+class Env:
+    anvil: Anvil
+    reg: AsyncContract
+    sender: TxSender
+    kubo: KuboClient
+    stack: CommonSettings
+    tmp: Path
+    capsys: pytest.CaptureFixture[str]
+
+    async def publish(self, data: bytes, audio_hash: str | None = None) -> tuple[str, str]:
+        """Pin ``data`` and register it (or ``audio_hash``) under a new id: (id, CID)."""
+        cid = (await self.kubo.add(data)).cid
+        rid = "0x" + keccak(os.urandom(16)).hex()
+        await register(self.reg, self.sender, rid, audio_hash or keccak256_hex(data), cid, 1)
+        return rid, cid
+
+    async def cli(self, *argv: str, source: str = "api") -> tuple[int, str]:
+        """Run ``acesteps verify ARGV`` against this chain; (exit code, stdout)."""
+        parser = argparse.ArgumentParser(prog="acesteps verify")
+        add_arguments(parser)
+        where = {
+            "api": ["--ipfs-api-url", self.stack.ipfs_api_url],
+            "gateway": ["--gateway-url", self.stack.ipfs_gateway_url],
+            "none": [],
+        }[source]
+        chain = ["--rpc-url", self.anvil.url, "--contract", str(self.reg.address)]
+        code = await run_cli(parser.parse_args([*argv, *chain, *where]))
+        return code, self.capsys.readouterr().out
+
+
+@pytest.fixture
+async def env(
+    stack: CommonSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> AsyncIterator[Env]:
+    node = Anvil(tmp_path).start()
+    w3 = connect(node.url)
+    try:
+        deployment = await deploy_registry(w3, dev_key(0), Account.from_key(dev_key(1)).address)
+        sender = TxSender(w3, dev_key(1), TxPolicy(poll_interval_s=0.02, deadline_s=30))
+        async with KuboClient(stack.ipfs_api_url) as kubo:
+            yield Env(node, registry(w3, deployment.address), sender, kubo, stack, tmp_path, capsys)
+    finally:
+        await w3.provider.disconnect()
+        node.stop()
+
+
+def track(size: int = 3 * CHUNK_SIZE + 123) -> bytes:
+    """Random bytes spanning several chunks, so the CID is a real DAG, not one block."""
+    return os.urandom(size)
+
+
+@pytest.mark.parametrize("source", ["api", "gateway"])
+async def test_a_registered_track_matches(env: Env, source: str) -> None:
+    data = track()
+    rid, cid = await env.publish(data)
+
+    code, out = await env.cli(rid, source=source)
+
+    assert code == 0, out
+    assert out.startswith("MATCH: ")
+    # Both sides are shown: the on-chain value and the one computed from the bytes.
+    assert out.count(keccak256_hex(data)) == 2 and out.count(cid) >= 2
+    assert f"{len(data)} bytes" in out
+    assert ("Kubo RPC" if source == "api" else "gateway") in out
+    assert "verify(requestId, computed audioHash) = True" in out
+
+
+async def test_json_output_has_both_sides(env: Env) -> None:
+    data = track()
+    rid, cid = await env.publish(data)
+    code, out = await env.cli(rid, "--json")
+    verdict = json.loads(out)
+    assert code == verdict["exit_code"] == 0
+    assert verdict["status"] == "MATCH"
+    assert verdict["onchain_audio_hash"] == verdict["computed_audio_hash"] == keccak256_hex(data)
+    assert verdict["onchain_cid"] == verdict["computed_cid"] == cid
+    assert verdict["size"] == len(data) and verdict["request_id"] == rid
+    receipt_block = verdict["registered_block"]
+    assert isinstance(receipt_block, int) and verdict["registered_tx"].startswith("0x")
+
+
+async def test_a_local_file_is_checked_against_the_record(env: Env) -> None:
+    data = track()
+    rid, cid = await env.publish(data)
+    good, bad = env.tmp / "track.mp3", env.tmp / "tampered.mp3"
+    good.write_bytes(data)
+    bad.write_bytes(data[:1000] + bytes([data[1000] ^ 1]) + data[1001:])
+
+    code, out = await env.cli(rid, "--file", str(good), source="none")
+    assert code == 0 and out.startswith("MATCH: ") and f"file {good}" in out
+
+    code, out = await env.cli(rid, "--file", str(bad), source="none")
+    assert code == 1, out
+    assert out.startswith("MISMATCH: audioHash and CID differ")
+    assert out.count("(DIFFERENT)") == 2
+    assert keccak256_hex(data) in out and keccak256_hex(bad.read_bytes()) in out
+    assert cid in out and cid_of_bytes(bad.read_bytes()) in out
+    assert "= False" in out
+
+
+async def test_a_wrong_registered_hash_is_a_mismatch(env: Env) -> None:
+    data = track()
+    wrong = keccak256_hex(b"not these bytes")
+    rid, cid = await env.publish(data, audio_hash=wrong)
+
+    code, out = await env.cli(rid, "--json")
+
+    verdict = json.loads(out)
+    assert code == 1 and verdict["status"] == "MISMATCH"
+    assert (verdict["hash_matches"], verdict["cid_matches"]) == (False, True)
+    assert verdict["onchain_audio_hash"] == wrong
+    assert verdict["onchain_cid"] == verdict["computed_cid"] == cid
+    assert verdict["computed_audio_hash"] == keccak256_hex(data)
+    assert verdict["contract_verify"] is False
+    assert "audioHash differ" in render_from_json(out)
+
+
+def render_from_json(out: str) -> str:
+    """The text form of a JSON verdict (checks that both forms agree)."""
+    from acesteps.verify import Verdict
+
+    body: dict[str, Any] = json.loads(out)
+    for extra in ("exit_code", "hash_matches", "cid_matches"):
+        body.pop(extra)
+    body["status"] = Status(body["status"])
+    body["also_registered_as"] = tuple(body["also_registered_as"])
+    return render(Verdict(**body))
+
+
+async def test_an_unregistered_id_cannot_be_verified(env: Env) -> None:
+    rid = "0x" + keccak(os.urandom(16)).hex()
+    code, out = await env.cli(rid)
+    assert code == 2
+    assert out.startswith("CANNOT VERIFY: ") and "not registered" in out
+
+
+@pytest.mark.parametrize("source", ["api", "gateway"])
+async def test_content_nobody_holds_cannot_be_verified(env: Env, source: str) -> None:
+    """Registered, but its CID was never added to this (offline) Kubo."""
+    data = track(1000)
+    rid = "0x" + keccak(os.urandom(16)).hex()
+    cid = cid_of_bytes(data)
+    await register(env.reg, env.sender, rid, keccak256_hex(data), cid, 1)
+
+    code, out = await env.cli(rid, source=source)
+
+    assert code == 2, out
+    assert out.startswith("CANNOT VERIFY: content unreachable")
+    assert keccak256_hex(data) in out and cid in out  # the on-chain side is still shown
+
+
+async def test_a_cid_alone_finds_its_registration(env: Env) -> None:
+    data = track()
+    rid, cid = await env.publish(data)
+    await env.publish(track())  # another registration the scan must skip
+
+    code, out = await env.cli(cid, "--from-block", "0", "--json")
+
+    verdict = json.loads(out)
+    assert code == 0 and verdict["request_id"] == rid and verdict["target"] == cid
+    code, out = await env.cli(cid_of_bytes(b"never registered"), "--from-block", "0")
+    assert code == 2 and "no TrackRegistered log with CID" in out
+
+
+async def test_an_unreachable_chain_cannot_verify(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    dead = f"http://127.0.0.1:{free_port()}"
+    rid = "0x" + "ab" * 32
+    args = parser.parse_args([rid, "--rpc-url", dead, "--contract", "0x" + "11" * 20])
+    code = await run_cli(args)
+    out = capsys.readouterr().out
+    assert code == 2 and out.startswith("CANNOT VERIFY: chain unreachable")
+
+
+async def test_not_a_contract_cannot_verify(env: Env) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    rid = "0x" + "ab" * 32
+    args = parser.parse_args([rid, "--rpc-url", env.anvil.url, "--contract", "0x" + "11" * 20])
+    assert await run_cli(args) == 2
+    assert "no contract at" in env.capsys.readouterr().out
