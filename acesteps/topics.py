@@ -7,6 +7,11 @@
 | PREFIX.tracks.v1                   | requestId            | TrackPublished             |
 | PREFIX.failures.v1                 | requestId            | GenerationFailed           |
 | PREFIX.listener.checkpoints        | chain id + contract  | ListenerCheckpoint         |
+| PREFIX.deadletter.v1               | the original key     | a poison record, verbatim  |
+
+``PREFIX.deadletter.v1`` holds records that carry no usable request id (so they cannot
+become a `GenerationFailed` on ``PREFIX.failures.v1``): key, value and headers unchanged,
+plus ``dlq-*`` headers naming the source topic, partition, offset, stage and error.
 
 The prefix is ``acesteps`` in production; tests give each test its own.
 """
@@ -49,6 +54,10 @@ class Topics:
     def checkpoints(self) -> str:
         return f"{self.prefix}.listener.checkpoints"
 
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}.deadletter.v1"
+
     def specs(self, partitions: int = 6) -> list[TopicSpec]:
         """Every topic with the configs it needs.
 
@@ -62,6 +71,7 @@ class Topics:
             TopicSpec(self.audio, partitions, {"retention.ms": str(3 * 24 * 3600 * 1000)}),
             TopicSpec(self.tracks, partitions, {"retention.ms": "-1"}),
             TopicSpec(self.failures, partitions, {"retention.ms": "-1"}),
+            TopicSpec(self.deadletter, partitions, {"retention.ms": "-1"}),
             # One record per (chain, contract); only the latest matters.
             TopicSpec(
                 self.checkpoints,

@@ -12,7 +12,6 @@ import json
 import logging
 from contextlib import AsyncExitStack
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from acesteps.chain import connect
@@ -50,15 +49,11 @@ async def run_chain_listener(settings: ListenerSettings, stop: asyncio.Event) ->
         #    aborts its open transaction), then the checkpoint it left.
         await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
         txn_id = settings.listener_transactional_id or transactional_id(chain_id, contract)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            client_id=settings.kafka_client_id,
-            transactional_id=txn_id,
-            enable_idempotence=True,
-            acks="all",
+        sink = KafkaSink(
+            settings.kafka_bootstrap, txn_id, settings.topics, settings.kafka_client_id
         )
-        await producer.start()
-        stack.push_async_callback(producer.stop)
+        await sink.start()
+        stack.push_async_callback(sink.stop)
         checkpoint = await load_checkpoint(
             settings.kafka_bootstrap, settings.topics, chain_id, contract
         )
@@ -88,7 +83,7 @@ async def run_chain_listener(settings: ListenerSettings, stop: asyncio.Event) ->
             max_range=settings.listener_max_block_range,
             history_blocks=settings.listener_history_blocks,
         )
-        poller = LogPoller(reader, KafkaSink(producer, settings.topics), config, checkpoint)
+        poller = LogPoller(reader, sink, config, checkpoint)
         await _loop(poller, settings, stop)
 
 

@@ -10,11 +10,15 @@ copy that died mid-transaction has its transaction aborted when the next one sta
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
 
+from acesteps.kafka.producer import send_record, transactional_producer
+from acesteps.kafka.records import OutRecord
 from acesteps.messages import (
     GenerationFailed,
     GenerationRequest,
@@ -22,8 +26,6 @@ from acesteps.messages import (
     ListenerCheckpoint,
     Message,
     decode,
-    encode,
-    headers_for,
 )
 from acesteps.topics import Topics
 
@@ -39,11 +41,32 @@ def transactional_id(chain_id: int, contract: str) -> str:
 
 
 class KafkaSink:
-    """`listener.poller.Sink` on a started transactional aiokafka producer."""
+    """`listener.poller.Sink` on a transactional aiokafka producer that it owns.
 
-    def __init__(self, producer: Any, topics: Topics) -> None:
-        self._producer = producer
+    aiokafka commits a transaction even when one of its batches failed, and a refused batch
+    leaves the producer's sequence numbers with a gap that fails every later transaction.
+    So every delivery is awaited before the commit, and after any failure the transaction
+    is aborted and the producer replaced (same transactional id) before the error is raised;
+    the poller then retries the same range.
+    """
+
+    def __init__(self, bootstrap: str, txn_id: str, topics: Topics, client_id: str) -> None:
+        self._bootstrap = bootstrap
+        self._txn_id = txn_id
         self._topics = topics
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Start the producer: fences an older copy and aborts the transaction it left."""
+        producer = transactional_producer(self._bootstrap, self._txn_id, client_id=self._client_id)
+        await producer.start()
+        self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
 
     def _topic(self, record: Message) -> str:
         if isinstance(record, GenerationRequest | GenerationRevoked):
@@ -53,20 +76,27 @@ class KafkaSink:
         raise TypeError(f"the listener does not write {type(record).__name__}")
 
     async def commit(self, records: Sequence[Message], checkpoint: ListenerCheckpoint) -> None:
-        async with self._producer.transaction():
-            for record in records:
-                await self._producer.send(
-                    self._topic(record),
-                    key=record.request_id.encode(),  # type: ignore[attr-defined]
-                    value=encode(record),
-                    headers=headers_for(record),
-                )
-            await self._producer.send(
-                self._topics.checkpoints,
-                key=checkpoint_key(checkpoint.chain_id, checkpoint.contract).encode(),
-                value=encode(checkpoint),
-                headers=headers_for(checkpoint),
-            )
+        producer = self._producer
+        assert producer is not None, "KafkaSink.start() first"
+        key = checkpoint_key(checkpoint.chain_id, checkpoint.contract)
+        outputs = [
+            OutRecord.message(self._topic(r), r.request_id, r)  # type: ignore[attr-defined]
+            for r in records
+        ]
+        outputs.append(OutRecord.message(self._topics.checkpoints, key, checkpoint))
+        try:
+            await producer.begin_transaction()
+            futures = [await send_record(producer, out) for out in outputs]
+            await asyncio.gather(*futures)
+            await producer.commit_transaction()
+        except ProducerFenced:
+            raise
+        except KafkaError:
+            with contextlib.suppress(KafkaError):
+                await producer.abort_transaction()
+            await self.stop()
+            await self.start()
+            raise
 
 
 async def load_checkpoint(
@@ -85,6 +115,7 @@ async def load_checkpoint(
     )
     await consumer.start()
     try:
+        await consumer.topics()  # loads the cluster metadata that partitions_for_topic reads
         partitions = consumer.partitions_for_topic(topics.checkpoints) or {0}
         tps = [TopicPartition(topics.checkpoints, p) for p in sorted(partitions)]
         consumer.assign(tps)

@@ -28,17 +28,29 @@ def free_port() -> int:
 class Anvil:
     """One anvil process; `stop` and `start` again keep the chain when ``state`` is set."""
 
-    def __init__(self, log_dir: Path, state: Path | None = None, block_time: float | None = None):
+    def __init__(
+        self,
+        log_dir: Path,
+        state: Path | None = None,
+        block_time: float | None = None,
+        keep_states: int | None = None,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state = state
         self.block_time = block_time
+        # anvil keeps every block's state in memory and mining slows down as the chain
+        # grows; keeping only the last N states makes long chains cheap (reorgs and state
+        # reads stay possible within those N blocks).
+        self.keep_states = keep_states
         self.log_path = log_dir / f"anvil-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Anvil:
         args = [str(StackSettings().anvil_bin), "--host", "127.0.0.1", "--port", str(self.port)]
         args += ["--chain-id", "31337", "--silent"]
+        if self.keep_states:
+            args += ["--prune-history", str(self.keep_states)]
         if self.block_time:
             args += ["--block-time", str(self.block_time)]
         if self.state is not None:

@@ -1,0 +1,145 @@
+"""Topic creation: every service and ``acesteps topics`` call `ensure_topics` at start-up.
+
+Creates the topics in ``specs`` (``PREFIX.requests.v1``, ``PREFIX.audio.v1``, ... see
+`acesteps.topics`) with their configs. The broker runs with
+``auto.create.topics.enable=false``, so nothing else creates them, and a producer or
+consumer that starts on a missing topic would only wait for metadata and time out.
+
+Idempotent: a topic that already exists is left as it is (its configs are not altered, as
+that is an operator's decision on a live cluster) and a difference from the spec is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from acesteps.topics import TopicSpec
+
+__all__ = ["ensure_topics", "topic_configs"]
+
+log = logging.getLogger(__name__)
+
+_NO_ERROR = 0
+_ALREADY_EXISTS = TopicAlreadyExistsError.errno
+
+
+async def ensure_topics(
+    bootstrap: str,
+    specs: Sequence[TopicSpec],
+    *,
+    replication_factor: int = 1,
+    client_id: str = "acesteps-admin",
+    timeout_s: float = 30.0,
+) -> None:
+    """Create the missing topics of ``specs`` and wait until all of them have leaders.
+
+    ``replication_factor`` is 1 for the single-node local stack; a production cluster
+    passes 3. Raises the broker's error (``aiokafka.errors.KafkaError``) for anything other
+    than "already exists", and `TimeoutError` when the metadata does not show the topics
+    in ``timeout_s``.
+    """
+    if not specs:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)
+    await admin.start()
+    try:
+        async with asyncio.timeout(timeout_s):
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        spec.name,
+                        spec.partitions,
+                        replication_factor,
+                        topic_configs=dict(spec.configs),
+                    )
+                    for spec in specs
+                ],
+                timeout_ms=int(timeout_s * 1000),
+            )
+            existing = []
+            for topic, code, message in _topic_errors(response):
+                if code == _ALREADY_EXISTS:
+                    existing.append(topic)
+                elif code != _NO_ERROR:
+                    raise for_code(code)(f"creating topic {topic}: {message}")
+            await _wait_visible(admin, specs)
+            for spec in specs:
+                if spec.name in existing:
+                    await _report_drift(admin, spec)
+    finally:
+        await admin.close()
+
+
+async def topic_configs(bootstrap: str, topic: str) -> dict[str, str]:
+    """The effective configuration of ``topic`` (defaults included), name -> value."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="acesteps-admin")
+    await admin.start()
+    try:
+        return await _describe(admin, topic)
+    finally:
+        await admin.close()
+
+
+def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
+    # CreateTopics v0 has no error message; later versions do.
+    rows = []
+    for entry in response.topic_errors:
+        topic, code = entry[0], entry[1]
+        rows.append((topic, code, entry[2] if len(entry) > 2 else None))
+    return rows
+
+
+async def _wait_visible(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> None:
+    """Poll metadata until every topic has all its partitions with a leader.
+
+    CreateTopics returns once the controller has the topic; the broker that a client asks
+    next may not, and a producer sending right away then sees NotLeaderForPartition.
+    """
+    names = [spec.name for spec in specs]
+    delay = 0.05
+    while True:
+        described = {t["topic"]: t for t in await admin.describe_topics(names)}
+        if all(_ready(described.get(spec.name), spec) for spec in specs):
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def _ready(topic: dict[str, Any] | None, spec: TopicSpec) -> bool:
+    if topic is None or topic["error_code"] != _NO_ERROR:
+        return False
+    partitions = topic["partitions"]
+    return len(partitions) >= spec.partitions and all(
+        p["error_code"] == _NO_ERROR and p["leader"] >= 0 for p in partitions
+    )
+
+
+async def _describe(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str]:
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    configs: dict[str, str] = {}
+    for response in responses:
+        for resource in response.resources:
+            code, message, name, entries = resource[0], resource[1], resource[3], resource[4]
+            if code != _NO_ERROR:
+                raise for_code(code)(f"describing topic {name}: {message}")
+            for entry in entries:
+                configs[entry[0]] = entry[1]
+    return configs
+
+
+async def _report_drift(admin: AIOKafkaAdminClient, spec: TopicSpec) -> None:
+    actual = await _describe(admin, spec.name)
+    drift = {k: (v, actual.get(k)) for k, v in spec.configs.items() if actual.get(k) != v}
+    if drift:
+        log.warning(
+            "topic %s exists with configs that differ from its spec (wanted, actual): %s",
+            spec.name,
+            drift,
+        )

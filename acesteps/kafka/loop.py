@@ -1,0 +1,559 @@
+"""The consume-transform-produce loop every Kafka service runs (design section 5).
+
+Reads the ``config.topics`` (``PREFIX.requests.v1`` for the generator, ``PREFIX.audio.v1``
+for the publisher, ...) with ``isolation_level=read_committed`` in consumer group
+``config.group_id``; writes what the handler returns (``PREFIX.audio.v1``,
+``PREFIX.tracks.v1``, ...) and dead letters (``PREFIX.failures.v1``,
+``PREFIX.deadletter.v1``, see `acesteps.kafka.records`).
+
+For each batch from ``getmany``:
+
+1. call ``handler(record, deps)`` for each record, in partition order; it returns the
+   records to produce (`OutRecord`). Handling happens before the transaction opens, so a
+   slow handler (a GPU generation) does not run into ``transaction_timeout_ms``;
+2. open a transaction, add the offsets of the handled records to it, produce the outputs,
+   wait until every output is acknowledged, commit;
+3. on a failed transaction: abort it, replace the producer (same transactional id), seek
+   back to the batch's first offsets, back off, and handle the batch again.
+
+So the outputs of a record and the consumption of the record are committed together or not
+at all: a crash before the commit means the record is handled again and its earlier outputs
+were aborted, which read_committed consumers never see.
+
+What a handler raises decides the record's fate (`acesteps.errors`):
+
+- `PermanentError`: dead-lettered with the error's ``code``;
+- ``ValueError`` (pydantic's ``ValidationError`` included): the record did not decode;
+  dead-lettered with code ``invalid_record``. Handlers should prefer
+  `acesteps.kafka.records.decode_value`, which raises `InvalidRecordError`;
+- `RetryableError`, a timeout, anything else: the records handled before it are committed,
+  the loop seeks back to the failing record, backs off (`Backoff`) and tries again; after
+  ``max_attempts`` the record is dead-lettered with code ``retries_exhausted``.
+
+A handler that knows more about a failed request than the loop does (its source, its chain
+origin, for a refund) returns its own `GenerationFailed` as an output instead of raising.
+
+A dead letter is produced in the transaction that commits the record's offset, so a poison
+record is neither lost nor handled twice, and the loop never stops on input. It does stop
+(raises) when the producer is fenced: another process took this transactional id, and a
+zombie must not write.
+
+aiokafka 0.14 against Kafka 4.4, checked here (tests/integration/test_kafka_transactions.py):
+
+- aiokafka has no KIP-447: TxnOffsetCommit v0 carries no group generation, so the broker
+  cannot fence a member that lost its partitions. The loop (a) uses a transactional id per
+  instance (stable across restarts, unique, given by the caller: `LoopConfig`); (b) holds a
+  lock around each batch that the rebalance listener takes, so a rebalance waits until the
+  batch's transaction ended before this member gives its partitions up, and drops a batch
+  fetched before a rebalance that began before the batch took the lock; (c) refuses to
+  commit a batch whose handling took longer than ``max_poll_interval_ms`` (aiokafka leaves
+  the group then, and another member may already be handling the same records).
+- aiokafka #1004 ("Unexpected error during batch delivery": an unhandled error code in the
+  TxnOffsetCommit handler kills the producer's sender task) and #1098 (``KeyError`` in the
+  same handler) did not occur against Kafka 4.4 in 1,500 single-record transactions over
+  three partitions, in either order of offsets and records. The loop still adds the offsets
+  before producing the records (the order reported to avoid #1004), and replaces the
+  producer after any failed transaction, which also recovers from a dead sender task.
+- aiokafka commits a transaction even if one of its batches failed (a failed batch does not
+  make the transaction abortable, unlike the Java client), so the loop awaits every
+  delivery future before committing. A batch the broker refused (MessageSizeTooLarge from
+  a topic's ``max.message.bytes``) also leaves a gap in the producer's sequence numbers:
+  every later produce to that partition failed with OutOfOrderSequenceNumber, abort after
+  abort, until the producer was replaced (aiokafka has no KIP-360 epoch bump). Hence the
+  replacement in step 3.
+- After fencing, aiokafka leaves the error on a transaction future nobody awaits; asyncio
+  then logs "Future exception was never retrieved" at garbage collection. The loop reads it
+  when closing the producer (see `_read_transaction_error`).
+- Kafka 4 verifies that a transactional produce belongs to an ongoing transaction
+  (KIP-890); for aiokafka's old Produce version it answers a produce that races the
+  previous transaction's markers with NOT_ENOUGH_REPLICAS, which aiokafka retries (logged
+  as a warning, harmless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError, ProducerFenced, TransactionalIdAuthorizationFailed
+from aiokafka.structs import OffsetAndMetadata
+
+from acesteps.errors import InvalidRecordError, PermanentError, RetryableError
+from acesteps.kafka.producer import (
+    DEFAULT_TRANSACTION_TIMEOUT_MS,
+    send_record,
+    transactional_producer,
+)
+from acesteps.kafka.records import (
+    MAX_REQUEST_SIZE,
+    Backoff,
+    InRecord,
+    OutRecord,
+    Stage,
+    dead_letter,
+)
+
+__all__ = [
+    "RETRIES_EXHAUSTED",
+    "Handler",
+    "LoopConfig",
+    "OutputTooLargeError",
+    "TransactionalLoop",
+]
+
+log = logging.getLogger(__name__)
+
+D = TypeVar("D")
+Handler = Callable[[InRecord, D], Awaitable[Sequence[OutRecord]]]
+"""``async def handle(record, deps) -> outputs``: the whole of a service's Kafka logic."""
+
+RETRIES_EXHAUSTED: Final = "retries_exhausted"
+_ABORT_TIMEOUT_S: Final = 5.0
+_CLOSE_TIMEOUT_S: Final = 30.0
+# Errors after which this process must not write under its transactional id again.
+_FATAL: Final = (ProducerFenced, TransactionalIdAuthorizationFailed)
+
+
+class OutputTooLargeError(PermanentError):
+    """A handler returned a record larger than ``max_request_size`` (1 MiB)."""
+
+    code = "output_too_large"
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What one loop instance reads, writes and is called (see the module docstring).
+
+    ``transactional_id`` must be stable across restarts of this instance and unique among
+    the instances (aiokafka has no KIP-447). ``group_instance_id`` (static membership, e.g.
+    the same value) lets a restarted instance take its partitions back without waiting
+    ``session_timeout_ms`` for the group to drop the dead member. ``max_poll_interval_ms``
+    must exceed the longest time a batch takes to handle.
+    """
+
+    bootstrap: str
+    group_id: str
+    transactional_id: str
+    topics: tuple[str, ...]
+    failures_topic: str
+    deadletter_topic: str
+    stage: Stage
+    client_id: str = "acesteps"
+    group_instance_id: str | None = None
+    max_records: int = 16
+    poll_timeout_ms: int = 500
+    max_attempts: int = 5
+    backoff: Backoff = field(default_factory=Backoff)
+    handler_timeout_s: float | None = None
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS
+
+    def __post_init__(self) -> None:
+        if not self.topics:
+            raise ValueError("LoopConfig.topics is empty")
+        if self.max_attempts < 1 or self.max_records < 1:
+            raise ValueError("max_attempts and max_records must be at least 1")
+
+
+@dataclass
+class _Pass:
+    """What handling one batch produced."""
+
+    outputs: list[OutRecord] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to consume
+    rewind: dict[TopicPartition, int] = field(default_factory=dict)  # first record not handled
+    retry_in: float | None = None
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """Handle the record again after ``delay_s``."""
+
+    delay_s: float
+
+
+class _Gate(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Holds a rebalance back until the batch in progress has committed or aborted."""
+
+    def __init__(self, on_revoked: Callable[[Iterable[TopicPartition]], None]) -> None:
+        self.lock = asyncio.Lock()
+        self.rebalances = 0  # tells a batch fetched before a rebalance from one fetched after
+        self._on_revoked = on_revoked
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        async with self.lock:
+            self.rebalances += 1
+            self._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        log.info("assigned %s", sorted(assigned))
+
+
+class TransactionalLoop(Generic[D]):
+    """Runs ``handler`` over ``config.topics`` with exactly-once output until stopped.
+
+    ``producer_factory`` builds an unstarted transactional producer with
+    ``config.transactional_id``; the default is
+    `acesteps.kafka.producer.transactional_producer`. The loop calls it again when it must
+    replace a broken producer.
+    """
+
+    def __init__(
+        self,
+        config: LoopConfig,
+        handler: Handler[D],
+        deps: D,
+        *,
+        producer_factory: Callable[[], AIOKafkaProducer] | None = None,
+    ) -> None:
+        self.config = config
+        self._handler = handler
+        self._deps = deps
+        self._producer_factory = producer_factory or self._default_producer
+        self._producer: AIOKafkaProducer | None = None
+        self._attempts: dict[tuple[str, int, int], int] = {}
+        self._txn_failures = 0
+        self._gate = _Gate(self._forget_partitions)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Consume until ``stop`` is set (after the batch in progress) or the task is cancelled."""
+        stop = stop or asyncio.Event()
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(self._close_producer)
+            # The producer first: its InitProducerId fences an older copy of this instance
+            # and aborts the transaction that copy left open, before we read any offsets.
+            self._producer = await self._start_producer()
+            consumer = self._make_consumer()
+            await consumer.start()
+            stack.push_async_callback(consumer.stop)
+            consumer.subscribe(list(self.config.topics), listener=self._gate)
+            log.info(
+                "consuming %s as group %s, transactional id %s",
+                ", ".join(self.config.topics),
+                self.config.group_id,
+                self.config.transactional_id,
+            )
+            while not stop.is_set():
+                batch = await consumer.getmany(
+                    timeout_ms=self.config.poll_timeout_ms, max_records=self.config.max_records
+                )
+                # Read right after getmany, with no await in between: aiokafka hands out no
+                # records while a rebalance is in progress, so this is the batch's rebalance.
+                fetched_in = self._gate.rebalances
+                if not batch:
+                    continue
+                delay = await self._process(consumer, batch, fetched_in)
+                if delay is not None:
+                    await _sleep_unless(stop, delay)
+
+    def _make_consumer(self) -> AIOKafkaConsumer:
+        c = self.config
+        return AIOKafkaConsumer(
+            bootstrap_servers=c.bootstrap,
+            client_id=c.client_id,
+            group_id=c.group_id,
+            group_instance_id=c.group_instance_id,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            # A new group must not skip requests written before it first started.
+            auto_offset_reset="earliest",
+            session_timeout_ms=c.session_timeout_ms,
+            heartbeat_interval_ms=c.heartbeat_interval_ms,
+            max_poll_interval_ms=c.max_poll_interval_ms,
+        )
+
+    def _default_producer(self) -> AIOKafkaProducer:
+        c = self.config
+        return transactional_producer(
+            c.bootstrap,
+            c.transactional_id,
+            client_id=c.client_id,
+            transaction_timeout_ms=c.transaction_timeout_ms,
+        )
+
+    async def _start_producer(self) -> AIOKafkaProducer:
+        producer = self._producer_factory()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            _read_transaction_error(producer)
+            try:
+                async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                    await producer.stop()
+            except Exception as exc:  # closing a broken producer: nothing left to save
+                log.warning("closing the producer failed: %r", exc)
+
+    # ------------------------------------------------------------------ one batch
+
+    async def _process(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]], fetched_in: int
+    ) -> float | None:
+        """Handle and commit one batch; returns how long to back off, if at all."""
+        async with self._gate.lock:
+            if self._gate.rebalances != fetched_in:
+                # A rebalance began between getmany and here: these partitions may be
+                # another member's now, and ours restart from the committed offsets.
+                log.info("dropping a batch fetched before a rebalance")
+                return None
+            started = time.monotonic()
+            records = [InRecord.of(r) for tp in sorted(batch) for r in batch[tp]]
+            firsts = {tp: batch[tp][0].offset for tp in batch}
+            done = await self._handle(records)
+            if not done.offsets:
+                _seek(consumer, done.rewind)
+                return done.retry_in
+            elapsed_ms = (time.monotonic() - started) * 1000
+            if elapsed_ms >= self.config.max_poll_interval_ms:
+                # aiokafka has left the group meanwhile; without KIP-447 the broker would
+                # accept our offsets even if another member already handled these records.
+                log.error(
+                    "handling %d records took %.0f ms, over max_poll_interval_ms=%d: not "
+                    "committing them; raise max_poll_interval_ms or lower max_records",
+                    len(records),
+                    elapsed_ms,
+                    self.config.max_poll_interval_ms,
+                )
+                _seek(consumer, firsts)
+                return None
+            try:
+                await self._commit(done)
+            except asyncio.CancelledError:
+                # Shutting down mid-commit: abort now rather than leave read_committed
+                # consumers of our output waiting for the transaction timeout.
+                await self._abort_quietly()
+                raise
+            except Exception as exc:
+                if _is_fatal(exc):
+                    raise
+                self._txn_failures += 1
+                delay = self.config.backoff.delay(self._txn_failures)
+                log.warning(
+                    "transaction of %d records failed (%r); again in %.2f s",
+                    len(records),
+                    exc,
+                    delay,
+                )
+                await self._recover()
+                _seek(consumer, firsts)
+                return delay
+            self._txn_failures = 0
+            _seek(consumer, done.rewind)
+            return done.retry_in
+
+    async def _handle(self, records: Sequence[InRecord]) -> _Pass:
+        done = _Pass()
+        for i, record in enumerate(records):
+            outcome = await self._handle_one(record)
+            if isinstance(outcome, _Retry):
+                # Retry this record later; it and the batch's later records are not handled,
+                # the ones before it are committed now (their work is not redone).
+                done.retry_in = outcome.delay_s
+                for later in records[i:]:
+                    done.rewind.setdefault(
+                        TopicPartition(later.topic, later.partition), later.offset
+                    )
+                break
+            done.outputs.extend(outcome)
+            done.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        return done
+
+    async def _handle_one(self, record: InRecord) -> list[OutRecord] | _Retry:
+        """The record's outputs (or its dead letter), or the delay before trying it again."""
+        key = (record.topic, record.partition, record.offset)
+        try:
+            async with asyncio.timeout(self.config.handler_timeout_s):
+                outputs = list(await self._handler(record, self._deps))
+            _check_sizes(outputs)
+        except PermanentError as exc:
+            self._attempts.pop(key, None)
+            log.warning("%s: %s: %s", record.where(), exc.code, exc)
+            return [self._dead_letter(record, exc.code, str(exc) or type(exc).__name__)]
+        except ValueError as exc:
+            self._attempts.pop(key, None)
+            log.warning("%s: does not decode: %s", record.where(), exc)
+            return [self._dead_letter(record, InvalidRecordError.code, _one_line(exc))]
+        except Exception as exc:  # the one broad catch of the services (design section 10)
+            attempts = self._attempts.get(key, 0) + 1
+            if not isinstance(exc, RetryableError | TimeoutError):
+                log.exception("%s: unexpected error in handler", record.where())
+            if attempts >= self.config.max_attempts:
+                self._attempts.pop(key, None)
+                log.error("%s: giving up after %d attempts: %r", record.where(), attempts, exc)
+                return [
+                    self._dead_letter(
+                        record,
+                        RETRIES_EXHAUSTED,
+                        f"gave up after {attempts} attempts; last error: {_one_line(exc)}",
+                    )
+                ]
+            self._attempts[key] = attempts
+            delay = self.config.backoff.delay(attempts)
+            log.warning(
+                "%s: attempt %d failed (%s); again in %.2f s",
+                record.where(),
+                attempts,
+                _one_line(exc),
+                delay,
+            )
+            return _Retry(delay)
+        self._attempts.pop(key, None)
+        return outputs
+
+    def _dead_letter(self, record: InRecord, code: str, message: str) -> OutRecord:
+        c = self.config
+        try:
+            return dead_letter(
+                record,
+                stage=c.stage,
+                code=code,
+                message=message,
+                failures_topic=c.failures_topic,
+                deadletter_topic=c.deadletter_topic,
+            )
+        except Exception:  # never lose the record because its dead letter would not build
+            log.exception("%s: building the dead letter failed; writing it raw", record.where())
+            return OutRecord(c.deadletter_topic, record.key, record.value, record.headers)
+
+    # ------------------------------------------------------------------ the transaction
+
+    async def _commit(self, done: _Pass) -> None:
+        if self._producer is None:  # replaced after a failure, and the restart failed
+            self._producer = await self._start_producer()
+        producer = self._producer
+        offsets = {tp: OffsetAndMetadata(offset, "") for tp, offset in done.offsets.items()}
+        await producer.begin_transaction()
+        # Offsets before records: the order reported to avoid aiokafka #1004.
+        await producer.send_offsets_to_transaction(offsets, self.config.group_id)
+        deliveries = []
+        for out in done.outputs:
+            delivery = await send_record(producer, out)
+            # Whatever happens next (a later send raising, the producer being replaced), a
+            # failed delivery is read: an unread one logs a traceback when collected.
+            delivery.add_done_callback(_read_error)
+            deliveries.append(delivery)
+        # aiokafka would commit even if a batch failed: make every failure abort instead.
+        for result in await asyncio.gather(*deliveries, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
+        await producer.commit_transaction()
+        log.debug("committed %d outputs, offsets %s", len(done.outputs), done.offsets)
+
+    async def _recover(self) -> None:
+        """After a failed transaction: abort it, then start a fresh producer.
+
+        Aborting alone is not enough. A batch the broker refused leaves a gap in the
+        producer's sequence numbers, and aiokafka (no KIP-360 epoch bump) then fails every
+        later produce to that partition with OutOfOrderSequenceNumber, transaction after
+        transaction. A new producer with the same transactional id gets a new epoch and
+        fresh sequences, and its InitProducerId aborts the transaction if the abort did not.
+        The abort comes first because it is how we learn that we were fenced: a new
+        producer would otherwise fence the instance that fenced us.
+        """
+        producer = self._producer
+        if producer is not None:
+            try:
+                async with asyncio.timeout(_ABORT_TIMEOUT_S):
+                    await producer.abort_transaction()
+            except Exception as exc:
+                if _is_fatal(exc):
+                    raise
+                log.info("abort failed (%r)", exc)
+        await self._close_producer()
+        try:
+            self._producer = await self._start_producer()
+        except Exception as exc:
+            log.warning("restarting the producer failed (%r); will retry", exc)
+
+    async def _abort_quietly(self) -> None:
+        if self._producer is not None:
+            try:
+                async with asyncio.timeout(_ABORT_TIMEOUT_S):
+                    await self._producer.abort_transaction()
+            except Exception as exc:  # best effort; the next start aborts it anyway
+                log.info("abort on shutdown failed: %r", exc)
+
+    def _forget_partitions(self, revoked: Iterable[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        self._attempts = {k: v for k, v in self._attempts.items() if k[:2] not in gone}
+        log.info("revoked %s", sorted(gone))
+
+
+def _check_sizes(outputs: Sequence[OutRecord]) -> None:
+    for out in outputs:
+        size = out.size_estimate()
+        if size > MAX_REQUEST_SIZE:
+            raise OutputTooLargeError(
+                f"output for {out.topic} is {size} bytes, over the {MAX_REQUEST_SIZE} limit"
+            )
+
+
+def _seek(consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]) -> None:
+    for tp, offset in positions.items():
+        try:
+            consumer.seek(tp, offset)
+        except IllegalStateError:
+            # No longer assigned: the new owner starts from the committed offset anyway.
+            log.info("not seeking %s: no longer assigned", tp)
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    """Whether ``exc`` or an exception it chains from means "stop writing under this id"."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _FATAL):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _read_error(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _read_transaction_error(producer: AIOKafkaProducer) -> None:
+    """Mark the error aiokafka left on its transaction future as read.
+
+    After a fatal error (fencing, a dead sender task) aiokafka sets the error on a future
+    that only ``commit_transaction``/``abort_transaction`` await, and neither can run in
+    that state. Left unread, asyncio logs "Future exception was never retrieved" with a
+    traceback when the future is collected, from wherever the collector runs; on CPython
+    3.11.7, inside ``ast.parse`` (pytest's assertion rewriting), that nested traceback
+    formatting raised "SystemError: AST constructor recursion depth mismatch".
+    """
+    manager = getattr(producer, "_txn_manager", None)  # private: no public accessor
+    waiter = getattr(manager, "_transaction_waiter", None)
+    if isinstance(waiter, asyncio.Future) and waiter.done():
+        _read_error(waiter)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    except TimeoutError:
+        pass

@@ -1,0 +1,317 @@
+"""The chain listener as a real process, against a private anvil and the real Kafka.
+
+Every check reads the topics with a read_committed consumer: what a downstream service sees.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from acesteps.kafka.admin import ensure_topics
+from acesteps.messages import (
+    TYPE_HEADER,
+    GenerationFailed,
+    GenerationRequest,
+    GenerationRevoked,
+    ListenerCheckpoint,
+    decode,
+)
+from acesteps.settings import CommonSettings, StackSettings
+from tests.integration.anvil import Anvil
+from tests.integration.chainload import ChainLoader, Requested
+from tests.integration.kafkaread import eventually, read_all
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ListenerProcess:
+    """``python -m listener`` with its settings in the environment; log kept for failures."""
+
+    def __init__(self, settings: CommonSettings, anvil: Anvil, contract: str, **extra: object):
+        self.env = {
+            **os.environ,
+            "ACESTEPS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "ACESTEPS_TOPIC_PREFIX": settings.topic_prefix,
+            "ACESTEPS_RPC_URL": anvil.url,
+            "ACESTEPS_CONTRACT_ADDRESS": contract,
+            "ACESTEPS_LISTENER_POLL_INTERVAL_S": "0.1",
+            "ACESTEPS_LISTENER_RPC_BACKOFF_MAX_S": "1",
+            **{f"ACESTEPS_LISTENER_{k.upper()}": str(v) for k, v in extra.items()},
+        }
+        self.log = StackSettings().log_dir / f"listener-{settings.topic_prefix}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ListenerProcess:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "listener"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+
+
+@pytest.fixture
+def anvil(tmp_path: Path) -> Iterator[Anvil]:
+    node = Anvil(StackSettings().log_dir, state=tmp_path / "anvil-state.json").start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+async def topics(settings: CommonSettings) -> CommonSettings:
+    await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
+    return settings
+
+
+@pytest.fixture
+def listeners() -> Iterator[list[ListenerProcess]]:
+    started: list[ListenerProcess] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+async def requests_topic(settings: CommonSettings) -> list[Any]:
+    return await read_all(settings.kafka_bootstrap, settings.topics.requests)
+
+
+def of_type(records: list[Any], kind: type) -> list[Any]:
+    return [
+        decode(kind, r.value)
+        for r in records
+        if dict(r.headers)[TYPE_HEADER] == kind.__name__.encode()
+    ]
+
+
+async def checkpoint(settings: CommonSettings) -> int:
+    records = await read_all(settings.kafka_bootstrap, settings.topics.checkpoints)
+    return decode(ListenerCheckpoint, records[-1].value).block_number if records else -1
+
+
+async def wait_checkpoint(
+    settings: CommonSettings, block: int, proc: ListenerProcess, timeout_s: float = 60
+) -> None:
+    async def reached() -> bool:
+        assert proc.alive(), f"listener exited:\n{proc.tail()}"
+        return await checkpoint(settings) >= block
+
+    await eventually(reached, timeout_s, f"checkpoint at block {block}", interval_s=0.3)
+
+
+def assert_exactly_once_in_order(records: list[Any], expected: list[Requested]) -> None:
+    requests = [(r, decode(GenerationRequest, r.value)) for r in records]
+    ids = [req.request_id for _, req in requests]
+    assert len(ids) == len(set(ids)), "a request was emitted twice"
+    assert set(ids) == {e.request_id for e in expected}
+    # Within each partition (hence for each key) the records follow block and log order.
+    by_partition: dict[int, list[tuple[int, int]]] = {}
+    for rec, req in requests:
+        assert rec.key == req.request_id.encode()
+        assert req.chain is not None
+        by_partition.setdefault(rec.partition, []).append(
+            (req.chain.block_number, req.chain.log_index)
+        )
+    for positions in by_partition.values():
+        assert positions == sorted(positions)
+    where = {e.request_id: (e.block_number, e.log_index) for e in expected}
+    for _, req in requests:
+        assert req.chain is not None
+        assert (req.chain.block_number, req.chain.log_index) == where[req.request_id]
+
+
+# ---------------------------------------------------------------------- backfill
+
+
+@pytest.fixture(scope="module")
+def loaded_chain() -> Iterator[tuple[Anvil, ChainLoader, str, list[Requested]]]:
+    """10,000+ blocks holding 1,000 requests, 10 to a block; built once, only read."""
+    node = Anvil(StackSettings().log_dir, keep_states=256).start()
+    try:
+        loader = ChainLoader(node.url)
+        contract = loader.deploy()
+        expected = loader.bulk(requests=1000, per_block=10, empty_blocks_between=99)
+        assert len(expected) == 1000 and loader.head() >= 10_000
+        yield node, loader, contract, expected
+    finally:
+        node.stop()
+
+
+async def test_backfill_arrives_exactly_once_in_order(
+    topics: CommonSettings,
+    loaded_chain,
+    listeners,  # type: ignore[no-untyped-def]
+) -> None:
+    anvil, loader, contract, expected = loaded_chain
+    proc = ListenerProcess(topics, anvil, contract, confirmations=1, max_block_range=2000)
+    listeners.append(proc.start())
+    await wait_checkpoint(topics, loader.head() - 1, proc, timeout_s=120)
+    assert_exactly_once_in_order(await requests_topic(topics), expected)
+
+
+async def test_backfill_survives_kill9_mid_way(
+    topics: CommonSettings,
+    loaded_chain,
+    listeners,  # type: ignore[no-untyped-def]
+) -> None:
+    anvil, loader, contract, expected = loaded_chain
+    # Small ranges: about a hundred transactions, so the kill lands in the middle.
+    proc = ListenerProcess(topics, anvil, contract, confirmations=1, max_block_range=100)
+    listeners.append(proc.start())
+    await wait_checkpoint(topics, expected[300].block_number, proc)
+    proc.kill9()
+    done_before = len(await requests_topic(topics))
+    assert 0 < done_before < len(expected)
+    again = ListenerProcess(topics, anvil, contract, confirmations=1, max_block_range=100)
+    listeners.append(again.start())
+    await wait_checkpoint(topics, loader.head() - 1, again, timeout_s=120)
+    assert_exactly_once_in_order(await requests_topic(topics), expected)
+    # The uncommitted work of the killed process was written but never made visible.
+    everything = await read_all(topics.kafka_bootstrap, topics.topics.requests, "read_uncommitted")
+    assert len(everything) >= len(expected)
+
+
+# ---------------------------------------------------------------------- reorgs
+
+
+async def test_reorg_shallower_than_confirmations_emits_nothing_orphaned(
+    topics: CommonSettings,
+    anvil: Anvil,
+    listeners,  # type: ignore[no-untyped-def]
+) -> None:
+    loader = ChainLoader(anvil.url)
+    contract = loader.deploy()
+    proc = ListenerProcess(topics, anvil, contract, confirmations=4)
+    listeners.append(proc.start())
+    (orphan,) = loader.requested([loader.request("soon orphaned")])
+    loader.mine(1)  # two blocks deep: below the confirmation depth
+    loader.reorg(2)
+    # Another requester: ids derive from (sender, counter), and the counter was rolled back.
+    other = ChainLoader(anvil.url, account=1)
+    other.registry = loader.registry
+    (kept,) = other.requested([other.request("on the new branch")])
+    loader.mine(6)
+    await wait_checkpoint(topics, loader.head() - 4, proc)
+    records = await requests_topic(topics)
+    assert [r.request_id for r in of_type(records, GenerationRequest)] == [kept.request_id]
+    assert of_type(records, GenerationRevoked) == []
+    assert orphan.request_id != kept.request_id
+
+
+async def test_reorg_deeper_than_confirmations_revokes_the_request(
+    topics: CommonSettings,
+    anvil: Anvil,
+    listeners,  # type: ignore[no-untyped-def]
+) -> None:
+    loader = ChainLoader(anvil.url)
+    contract = loader.deploy()
+    proc = ListenerProcess(topics, anvil, contract, confirmations=1)
+    listeners.append(proc.start())
+    (gone,) = loader.requested([loader.request("will vanish")])
+    loader.mine(3)
+    await wait_checkpoint(topics, gone.block_number, proc)
+    assert [r.request_id for r in of_type(await requests_topic(topics), GenerationRequest)] == [
+        gone.request_id
+    ]
+    loader.reorg(5)  # orphans the request's block
+    loader.mine(3)
+    await wait_checkpoint(topics, loader.head() - 1, proc)
+    records = await requests_topic(topics)
+    (revoked,) = of_type(records, GenerationRevoked)
+    assert revoked.request_id == gone.request_id
+    assert revoked.block_number == gone.block_number
+    assert len(of_type(records, GenerationRequest)) == 1
+
+
+# ---------------------------------------------------------------------- the node goes away
+
+
+async def test_rpc_node_stopped_and_restarted_loses_nothing(
+    topics: CommonSettings,
+    anvil: Anvil,
+    listeners,  # type: ignore[no-untyped-def]
+) -> None:
+    loader = ChainLoader(anvil.url)
+    contract = loader.deploy()
+    proc = ListenerProcess(topics, anvil, contract, confirmations=0)
+    listeners.append(proc.start())
+    first = loader.requested([loader.request(f"before {i}") for i in range(5)])
+    await wait_checkpoint(topics, first[-1].block_number, proc)
+    anvil.stop()
+    await eventually(lambda: _log_mentions(proc, "retrying"), 30, "the listener to retry")
+    assert proc.alive()
+    anvil.start()  # same port, state reloaded
+    loader = ChainLoader(anvil.url)
+    loader.registry = loader.w3.eth.contract(address=contract, abi=loader.registry_abi())
+    second = loader.requested([loader.request(f"after {i}") for i in range(5)])
+    await wait_checkpoint(topics, second[-1].block_number, proc)
+    assert_exactly_once_in_order(await requests_topic(topics), first + second)
+
+
+async def _log_mentions(proc: ListenerProcess, words: str) -> bool:
+    return words in proc.log.read_text(errors="replace")
+
+
+# ---------------------------------------------------------------------- hostile events
+
+
+async def test_hostile_events_become_failures_and_impostors_are_ignored(
+    topics: CommonSettings,
+    anvil: Anvil,
+    listeners,  # type: ignore[no-untyped-def]
+) -> None:
+    loader = ChainLoader(anvil.url)
+    contract = loader.deploy()
+    impostor = loader.impostor()
+    proc = ListenerProcess(topics, anvil, contract, confirmations=0)
+    listeners.append(proc.start())
+    big = loader.requested([loader.request("é" * 500)])  # 1,000 bytes: the maximum
+    bad_utf8 = loader.requested([loader.raw_request(b"\xc3\x28 broken", b"", 30)])
+    loader.wait(loader.call(impostor.functions.fire(b"\x01" * 32)))
+    last = loader.requested([loader.request("the last one")])
+    await wait_checkpoint(topics, last[0].block_number, proc)
+
+    # Records are spread over partitions: put them back in chain order.
+    requests = sorted(
+        of_type(await requests_topic(topics), GenerationRequest), key=lambda r: r.chain.block_number
+    )
+    assert [r.request_id for r in requests] == [big[0].request_id, last[0].request_id]
+    assert requests[0].prompt == "é" * 500
+    failures = [
+        decode(GenerationFailed, r.value)
+        for r in await read_all(topics.kafka_bootstrap, topics.topics.failures)
+    ]
+    assert [(f.request_id, f.code) for f in failures] == [(bad_utf8[0].request_id, "invalid_utf8")]
+    assert "prompt is not valid UTF-8" in failures[0].message
+    assert failures[0].stage == "listener" and failures[0].source == "chain"
+    assert proc.alive()
