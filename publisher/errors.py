@@ -9,6 +9,8 @@ node answers only.
 
 from __future__ import annotations
 
+from acesteps.errors import AceStepsError, PermanentError, RetryableError
+
 __all__ = [
     "ChainUnavailable",
     "ConflictingRegistration",
@@ -21,19 +23,19 @@ __all__ = [
 ]
 
 
-class PublisherError(Exception):
+class PublisherError(AceStepsError):
     """Root of the publisher's errors; ``code`` is the ``GenerationFailed.code`` to report."""
 
-    code: str = "publisher_error"
+    code = "publisher_error"
 
 
-class RetryablePublisherError(PublisherError):
+class RetryablePublisherError(PublisherError, RetryableError):
     """Retrying the same work later may succeed."""
 
     code = "retryable"
 
 
-class PermanentPublisherError(PublisherError):
+class PermanentPublisherError(PublisherError, PermanentError):
     """Retrying the same work will fail again: dead-letter it."""
 
     code = "permanent"

@@ -1,0 +1,96 @@
+"""Wiring of the publisher: settings -> clients -> two transactional loops.
+
+Loop ``audio`` reads ``PREFIX.audio.v1`` and writes ``PREFIX.tracks.v1``; loop ``failures``
+reads ``PREFIX.failures.v1`` and writes nothing but its offsets. Both share one signer
+(`TxSender`), so the nonces of the instance's key stay in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from contextlib import AsyncExitStack
+
+from acesteps.chain import registry
+from acesteps.ipfs.kubo import KuboClient
+from acesteps.kafka.admin import ensure_topics
+from acesteps.kafka.loop import LoopConfig, TransactionalLoop
+from publisher.chunks import ChunkReader
+from publisher.handlers import Deps, handle_audio, handle_failure
+from publisher.settings import PublisherSettings
+from publisher.txsender import TxSender, connect_for_sending
+
+__all__ = ["run_publisher"]
+
+log = logging.getLogger(__name__)
+
+
+def _from_block(settings: PublisherSettings) -> int:
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        deployment = json.loads(settings.deployment_file.read_text())
+        if deployment["address"].lower() == settings.contract().lower():
+            return int(deployment["block_number"])
+    return 0
+
+
+def _loop_config(settings: PublisherSettings, name: str, topic: str) -> LoopConfig:
+    topics = settings.topics
+    instance = settings.publisher_instance_id
+    return LoopConfig(
+        bootstrap=settings.kafka_bootstrap,
+        group_id=f"{settings.topic_prefix}.publisher.{name}",
+        transactional_id=f"{settings.topic_prefix}.publisher.{name}.{instance}",
+        group_instance_id=f"publisher-{name}-{instance}",
+        topics=(topic,),
+        failures_topic=topics.failures,
+        deadletter_topic=topics.deadletter,
+        stage="publisher",
+        client_id=f"acesteps-publisher-{instance}",
+        max_records=8,
+        max_attempts=settings.publisher_max_attempts,
+        # Registration waits for confirmations; allow for a slow chain before giving up
+        # the partition.
+        max_poll_interval_ms=int(settings.publisher_tx_deadline_s * 1000) + 60_000,
+    )
+
+
+async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> None:
+    async with AsyncExitStack() as stack:
+        # 1. Chain: the contract and one signer for this instance.
+        w3 = connect_for_sending(settings.rpc_url)
+        stack.push_async_callback(w3.provider.disconnect)
+        contract = registry(w3, settings.contract())
+        sender = TxSender(w3, settings.signing_key(), settings.tx_policy())
+        chain_id = await w3.eth.chain_id
+        # 2. IPFS and Kafka.
+        kubo = await stack.enter_async_context(
+            KuboClient(settings.ipfs_api_url, timeout_s=settings.ipfs_timeout_s)
+        )
+        await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
+        chunks = ChunkReader(settings.kafka_bootstrap, settings.publisher_chunk_scan_limit)
+        await chunks.start()
+        stack.push_async_callback(chunks.stop)
+        deps = Deps(
+            topics=settings.topics,
+            chunks=chunks,
+            kubo=kubo,
+            contract=contract,
+            sender=sender,
+            chain_id=chain_id,
+            confirmations=settings.publisher_confirmations,
+            from_block=_from_block(settings),
+            gateway_url=settings.ipfs_gateway_url,
+        )
+        log.info("publishing to %s on chain %d as %s", contract.address, chain_id, sender.address)
+        # 3. Both loops until stopped; if one fails, the other is cancelled.
+        audio = TransactionalLoop(
+            _loop_config(settings, "audio", settings.topics.audio), handle_audio, deps
+        )
+        failures = TransactionalLoop(
+            _loop_config(settings, "failures", settings.topics.failures), handle_failure, deps
+        )
+        async with asyncio.TaskGroup() as group:
+            group.create_task(audio.run(stop))
+            group.create_task(failures.run(stop))
