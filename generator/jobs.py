@@ -1,0 +1,81 @@
+"""What the model is asked for: a `Job`, built from a `GenerationRequest` without torch.
+
+How a request becomes model input (ACE-Step 1.5 conventions):
+
+- **caption** = the prompt, stripped, then ``", "`` and the tags, each stripped, in request
+  order, without case-insensitive duplicates: ``prompt="dreamy lo-fi", tags=("piano", "Rain",
+  "rain")`` gives ``"dreamy lo-fi, piano, Rain"``. ACE-Step's caption is one free-text
+  description of genre, instruments, mood and production, commonly written as comma-separated
+  descriptors, so tags read as more descriptors. The pipeline wraps the caption in its own
+  template (instruction, ``# Caption``, ``# Metas`` with bpm/key/time signature "N/A" and the
+  duration in whole seconds); that template is the pipeline's, not ours.
+- **lyrics** = the request's lyrics with trailing whitespace removed; blank lyrics become
+  ``"[Instrumental]"``, ACE-Step's marker for a track without vocals (an empty lyric block is
+  out of distribution for the lyric encoder).
+- **seed** = the request's seed, or, when it has none, the first four bytes of
+  keccak256(request id) as a big-endian integer. A regenerated request (a crash before the
+  Kafka commit) therefore gets the same seed, hence the same bytes, and the seed is recorded
+  in `AudioReady` either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from acesteps.hashing import keccak256
+from acesteps.messages import MAX_SEED, GenerationRequest
+
+__all__ = ["INSTRUMENTAL", "Job", "build_caption", "effective_seed", "normalize_lyrics"]
+
+INSTRUMENTAL: Final = "[Instrumental]"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One track to generate: everything its audio depends on, and nothing else."""
+
+    caption: str
+    lyrics: str
+    duration_s: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed {self.seed} is outside 0..{MAX_SEED}")
+        if not self.duration_s > 0:
+            raise ValueError(f"duration {self.duration_s} is not positive")
+
+    @classmethod
+    def from_request(cls, request: GenerationRequest) -> Job:
+        return cls(
+            caption=build_caption(request.prompt, request.tags),
+            lyrics=normalize_lyrics(request.lyrics),
+            duration_s=float(request.duration_s),
+            seed=effective_seed(request),
+        )
+
+
+def build_caption(prompt: str, tags: tuple[str, ...] | list[str] = ()) -> str:
+    """The prompt followed by the distinct tags, comma-separated."""
+    parts = [prompt.strip()]
+    seen = {parts[0].casefold()}
+    for tag in tags:
+        tag = tag.strip()
+        if tag and tag.casefold() not in seen:
+            seen.add(tag.casefold())
+            parts.append(tag)
+    return ", ".join(p for p in parts if p)
+
+
+def normalize_lyrics(lyrics: str) -> str:
+    lyrics = lyrics.rstrip()
+    return lyrics if lyrics.strip() else INSTRUMENTAL
+
+
+def effective_seed(request: GenerationRequest) -> int:
+    """The request's seed, or one derived from its id (stable across regenerations)."""
+    if request.seed is not None:
+        return request.seed
+    digest = keccak256(bytes.fromhex(request.request_id[2:]))
+    return int.from_bytes(digest[:4], "big")
