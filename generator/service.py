@@ -1,0 +1,52 @@
+"""Wiring of the generator: settings -> model (loaded once) -> transactional loop.
+
+Reads ``PREFIX.requests.v1`` as consumer group ``PREFIX.generator`` (one more host is one
+more member; partitions bound the parallelism) and writes ``PREFIX.audio.v1`` and
+``PREFIX.failures.v1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from acesteps.kafka.admin import ensure_topics
+from acesteps.kafka.loop import LoopConfig, TransactionalLoop
+from generator.model import load_pipeline
+from generator.policy import ContentPolicy
+from generator.settings import GeneratorSettings
+from generator.worker import Deps, handle
+
+__all__ = ["run_generator"]
+
+log = logging.getLogger(__name__)
+
+
+async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> None:
+    # 1. The model, once per worker (slow: off the event loop).
+    model = await asyncio.to_thread(load_pipeline, settings)
+    policy = ContentPolicy.from_file(
+        settings.generator_policy_file, enabled=settings.generator_policy_enabled
+    )
+    # 2. Kafka.
+    await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
+    instance = settings.generator_instance_id
+    config = LoopConfig(
+        bootstrap=settings.kafka_bootstrap,
+        group_id=f"{settings.topic_prefix}.generator",
+        transactional_id=f"{settings.topic_prefix}.generator.{instance}",
+        group_instance_id=f"generator-{instance}",
+        topics=(settings.topics.requests,),
+        failures_topic=settings.topics.failures,
+        deadletter_topic=settings.topics.deadletter,
+        stage="generator",
+        client_id=f"acesteps-{instance}",
+        # One request per transaction: its outputs (a file of up to ~42 MB as WAV) are
+        # produced after the model ran, well within the transaction timeout.
+        max_records=1,
+        # A long clip on a slow device must not cost the partition.
+        max_poll_interval_ms=30 * 60 * 1000,
+    )
+    log.info("generator %s ready with %s", instance, model.model_id)
+    # 3. Until stopped.
+    await TransactionalLoop(config, handle, Deps(settings.topics, model, policy)).run(stop)
