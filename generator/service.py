@@ -13,9 +13,10 @@ import logging
 from acesteps.kafka.admin import ensure_topics
 from acesteps.kafka.loop import LoopConfig, TransactionalLoop
 from generator.model import load_pipeline
+from generator.pipeline import Pipeline
 from generator.policy import ContentPolicy
 from generator.settings import GeneratorSettings
-from generator.worker import Deps, handle
+from generator.worker import Deps, handle, prefetch
 
 __all__ = ["run_generator"]
 
@@ -41,12 +42,23 @@ async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> Non
         deadletter_topic=settings.topics.deadletter,
         stage="generator",
         client_id=f"acesteps-{instance}",
-        # One request per transaction: its outputs (a file of up to ~42 MB as WAV) are
-        # produced after the model ran, well within the transaction timeout.
-        max_records=1,
+        # Dynamic batching: up to max_batch requests, waiting at most max_wait for them.
+        # Handling happens before the transaction opens, so batch size does not press on
+        # the transaction timeout.
+        max_records=settings.generator_max_batch,
+        poll_timeout_ms=settings.generator_max_wait_ms,
         # A long clip on a slow device must not cost the partition.
         max_poll_interval_ms=30 * 60 * 1000,
     )
     log.info("generator %s ready with %s", instance, model.model_id)
-    # 3. Until stopped.
-    await TransactionalLoop(config, handle, Deps(settings.topics, model, policy)).run(stop)
+    # 3. Until stopped: the pipeline task feeds the model, the loop feeds the pipeline.
+    pipeline = Pipeline(model)
+    loop = TransactionalLoop(
+        config, handle, Deps(settings.topics, model, policy, pipeline), prefetch=prefetch
+    )
+    async with asyncio.TaskGroup() as group:
+        feeder = group.create_task(pipeline.run())
+        try:
+            await loop.run(stop)
+        finally:
+            feeder.cancel()

@@ -6,8 +6,9 @@
 1. check it before any GPU work (`generator.validation.prepare`: content policy, token
    limits); a refusal or invalid input becomes a `GenerationFailed` for
    ``PREFIX.failures.v1`` that keeps the request's source and chain origin;
-2. generate the audio off the event loop (`asyncio.to_thread`), so the consumer keeps its
-   heartbeats during inference;
+2. generate the audio off the event loop, so the consumer keeps its heartbeats; `prefetch`
+   has already queued every valid request of the Kafka batch (`generator.pipeline`: batched
+   where the model allows, encoding overlapping the next model call);
 3. resample and encode it (MP3 320 kbps CBR or 16-bit WAV, 44.1 kHz stereo) in a thread;
 4. hash it (keccak256) and compute its CID locally;
 5. return the chunks (at most 512 KiB each) and then the `AudioReady`; the loop writes them
@@ -21,14 +22,11 @@ projection shows it as revoked.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from acesteps.hashing import keccak256_hex
-from acesteps.ipfs.unixfs import cid_of_bytes
+from acesteps.errors import PermanentError
 from acesteps.kafka.records import InRecord, OutRecord, decode_value
 from acesteps.messages import (
     TYPE_HEADER,
@@ -40,10 +38,12 @@ from acesteps.messages import (
 from acesteps.topics import Topics
 from generator import audio
 from generator.errors import PermanentGeneratorError
+from generator.jobs import Job
+from generator.pipeline import Pipeline
 from generator.policy import ContentPolicy
 from generator.validation import prepare
 
-__all__ = ["Deps", "handle"]
+__all__ = ["Deps", "handle", "prefetch"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Deps:
     topics: Topics
     model: Any  # generator.model.Model (kept untyped here so tests can pass a fake)
     policy: ContentPolicy
+    pipeline: Pipeline
 
 
 def _failed(request: GenerationRequest, exc: PermanentGeneratorError) -> GenerationFailed:
@@ -64,11 +65,35 @@ def _failed(request: GenerationRequest, exc: PermanentGeneratorError) -> Generat
     )
 
 
+def _key(record: InRecord) -> str:
+    return f"{record.topic}/{record.partition}/{record.offset}"
+
+
+def _prepared(record: InRecord, deps: Deps) -> tuple[GenerationRequest, Job] | None:
+    """The request and its job, or None when the handler will refuse the record."""
+    if record.header(TYPE_HEADER) == b"GenerationRevoked":
+        return None
+    try:
+        request = decode_value(GenerationRequest, record)
+        return request, prepare(request, deps.policy, deps.model)
+    except (PermanentError, ValueError):
+        return None
+
+
+async def prefetch(records: Sequence[InRecord], deps: Deps) -> None:
+    """Start the model on every valid request of the batch at once (`generator.pipeline`)."""
+    wanted = []
+    for record in records:
+        if (prepared := _prepared(record, deps)) is not None:
+            request, job = prepared
+            wanted.append((_key(record), job, request.format))
+    deps.pipeline.schedule(wanted)
+
+
 async def handle(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
     if record.header(TYPE_HEADER) == b"GenerationRevoked":
         return []
     request = decode_value(GenerationRequest, record)
-    timings: dict[str, float] = {}
 
     # 1. Checks before any GPU work.
     try:
@@ -77,28 +102,16 @@ async def handle(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         failed = _failed(request, exc)
         return [OutRecord.message(deps.topics.failures, request.request_id, failed)]
 
-    # 2. The model, off the event loop.
-    start = time.perf_counter()
-    (raw,) = await asyncio.to_thread(deps.model.generate, [job])
-    timings["model_s"] = time.perf_counter() - start
-
-    # 3. Resample and encode.
-    start = time.perf_counter()
-    data = await asyncio.to_thread(audio.encode, raw, job.duration_s, request.format)
-    timings["encode_s"] = time.perf_counter() - start
-
-    # 4. Identity of the file.
-    start = time.perf_counter()
-    audio_hash, cid = keccak256_hex(data), cid_of_bytes(data)
-    timings["hash_s"] = time.perf_counter() - start
+    # 2-4. Model, encoding and hashing (batched and overlapped by the pipeline).
+    encoded = await deps.pipeline.result(_key(record), job, request.format)
 
     # 5. Chunks, then what they add up to.
-    chunks = AudioChunk.split(request.request_id, data)
+    chunks = AudioChunk.split(request.request_id, encoded.data)
     ready = AudioReady(
         request_id=request.request_id,
-        audio_hash=audio_hash,
-        cid=cid,
-        size_bytes=len(data),
+        audio_hash=encoded.audio_hash,
+        cid=encoded.cid,
+        size_bytes=len(encoded.data),
         chunks=len(chunks),
         format=request.format,
         sample_rate=audio.SAMPLE_RATE,
@@ -106,7 +119,7 @@ async def handle(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         duration_s=job.duration_s,
         seed=job.seed,
         model_id=deps.model.model_id,
-        timings={k: round(v, 6) for k, v in timings.items()},
+        timings=encoded.timings,
     )
     return [
         *(OutRecord.chunk(deps.topics.audio, c) for c in chunks),

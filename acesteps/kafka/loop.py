@@ -104,6 +104,7 @@ __all__ = [
     "Handler",
     "LoopConfig",
     "OutputTooLargeError",
+    "Prefetch",
     "TransactionalLoop",
 ]
 
@@ -112,6 +113,11 @@ log = logging.getLogger(__name__)
 D = TypeVar("D")
 Handler = Callable[[InRecord, D], Awaitable[Sequence[OutRecord]]]
 """``async def handle(record, deps) -> outputs``: the whole of a service's Kafka logic."""
+Prefetch = Callable[[Sequence[InRecord], D], Awaitable[None]]
+"""``async def prefetch(records, deps)``: sees a whole batch before its records are handled
+one by one, so a service can start work for all of them at once (the generator batches
+them on the GPU). Outcomes still come only from the handler; a failing prefetch is logged
+and ignored."""
 
 RETRIES_EXHAUSTED: Final = "retries_exhausted"
 _ABORT_TIMEOUT_S: Final = 5.0
@@ -213,9 +219,11 @@ class TransactionalLoop(Generic[D]):
         deps: D,
         *,
         producer_factory: Callable[[], AIOKafkaProducer] | None = None,
+        prefetch: Prefetch[D] | None = None,
     ) -> None:
         self.config = config
         self._handler = handler
+        self._prefetch = prefetch
         self._deps = deps
         self._producer_factory = producer_factory or self._default_producer
         self._producer: AIOKafkaProducer | None = None
@@ -359,6 +367,11 @@ class TransactionalLoop(Generic[D]):
 
     async def _handle(self, records: Sequence[InRecord]) -> _Pass:
         done = _Pass()
+        if self._prefetch is not None:
+            try:
+                await self._prefetch(records, self._deps)
+            except Exception:  # an optimisation only: the handler still sees every record
+                log.exception("prefetch of %d records failed", len(records))
         for i, record in enumerate(records):
             outcome = await self._handle_one(record)
             if isinstance(outcome, _Retry):

@@ -1,0 +1,156 @@
+"""Dynamic batching, and encoding that overlaps the next batch's GPU work.
+
+The consume loop hands each Kafka batch (at most ``generator_max_batch`` requests, waiting at
+most ``generator_max_wait_ms`` for them) to `Pipeline.schedule` before handling its records
+one by one. `schedule` groups the jobs the way the model allows (`Model.plan`: one job per
+call in ``sequential`` mode, equal `batch_key` in ``batched`` mode) and queues the groups. One
+task, `Pipeline.run`, takes groups in order: it runs the model on a group (in a thread, so
+the event loop keeps the consumer's heartbeats), hands each result to a thread pool for
+resampling, encoding and hashing, and goes straight on to the next group: the CPU stages of
+one group overlap the model work of the next. The handler awaits its record's result.
+
+CUDA out of memory on a group of several jobs splits it in halves and tries again; a single
+job that does not fit fails with `OutOfMemory`, which the loop retries with backoff and
+dead-letters after its bounded attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from acesteps.hashing import keccak256_hex
+from acesteps.ipfs.unixfs import cid_of_bytes
+from generator import audio
+from generator.errors import OutOfMemory
+from generator.jobs import Job
+
+__all__ = ["Encoded", "Pipeline"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    data: bytes
+    audio_hash: str
+    cid: str
+    timings: dict[str, float]
+
+
+@dataclass
+class _Item:
+    key: str
+    job: Job
+    fmt: audio.Format
+    future: asyncio.Future[Encoded]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _encode(raw: npt.NDArray[np.float32], item: _Item) -> Encoded:
+    start = time.perf_counter()
+    data = audio.encode(raw, item.job.duration_s, item.fmt)
+    encoded = time.perf_counter()
+    audio_hash, cid = keccak256_hex(data), cid_of_bytes(data)
+    timings = {
+        **item.timings,
+        "encode_s": encoded - start,
+        "hash_s": time.perf_counter() - encoded,
+    }
+    return Encoded(data, audio_hash, cid, {k: round(v, 6) for k, v in timings.items()})
+
+
+class Pipeline:
+    def __init__(self, model: Any, encode_threads: int | None = None) -> None:
+        self._model = model
+        self._pool = ThreadPoolExecutor(
+            max_workers=encode_threads or os.cpu_count() or 1, thread_name_prefix="encode"
+        )
+        self._queue: asyncio.Queue[list[_Item]] = asyncio.Queue()
+        self._pending: dict[str, _Item] = {}
+
+    def schedule(self, wanted: list[tuple[str, Job, audio.Format]], *, batch: bool = True) -> None:
+        """Queue jobs; keys already queued are kept. For a new ``batch``, queued jobs that are
+        not in it are dropped: their records will not be handled now (a rebalance, a rewind)."""
+        keys = {key for key, _, _ in wanted}
+        for key in list(self._pending) if batch else []:
+            if key not in keys:
+                self._pending.pop(key).future.cancel()
+        loop = asyncio.get_running_loop()
+        fresh = [
+            _Item(key, job, fmt, loop.create_future())
+            for key, job, fmt in wanted
+            if key not in self._pending
+        ]
+        for item in fresh:
+            self._pending[item.key] = item
+        for group in self._model.plan([item.job for item in fresh]):
+            self._queue.put_nowait([fresh[i] for i in group])
+
+    async def result(self, key: str, job: Job, fmt: audio.Format) -> Encoded:
+        """The encoded file of ``key``, scheduling it alone if no batch did."""
+        if key not in self._pending:
+            self.schedule([(key, job, fmt)], batch=False)
+        item = self._pending[key]
+        try:
+            return await asyncio.shield(item.future)
+        finally:
+            if item.future.done():
+                self._pending.pop(key, None)
+
+    async def run(self) -> None:
+        """Model work for one group after another, until cancelled."""
+        try:
+            while True:
+                group = await self._queue.get()
+                group = [item for item in group if not item.future.cancelled()]
+                if group:
+                    await self._generate(group)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _generate(self, group: list[_Item]) -> None:
+        start = time.perf_counter()
+        try:
+            raws = await asyncio.to_thread(self._model.generate, [item.job for item in group])
+        except OutOfMemory as exc:
+            if len(group) > 1:
+                half = len(group) // 2
+                await self._generate(group[:half])
+                await self._generate(group[half:])
+                return
+            _fail(group, exc)
+            return
+        except Exception as exc:  # delivered to the handler, which lets the loop decide
+            _fail(group, exc)
+            return
+        model_s = (time.perf_counter() - start) / len(group)
+        loop = asyncio.get_running_loop()
+        for item, raw in zip(group, raws, strict=True):
+            item.timings["model_s"] = model_s
+            item.timings["batch_size"] = len(group)
+            done = loop.run_in_executor(self._pool, _encode, raw, item)
+            done.add_done_callback(functools.partial(_settle, item.future))
+
+
+def _fail(group: list[_Item], exc: BaseException) -> None:
+    for item in group:
+        if not item.future.done():
+            item.future.set_exception(exc)
+
+
+def _settle(target: asyncio.Future[Encoded], source: asyncio.Future[Encoded]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (exc := source.exception()) is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(source.result())

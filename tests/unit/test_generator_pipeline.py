@@ -1,0 +1,134 @@
+"""The generator's pipeline with a fake model: batching, overlap, OOM splits, stale jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from generator import pipeline as pipeline_mod
+from generator.errors import OutOfMemory
+from generator.jobs import Job
+from generator.pipeline import Pipeline
+
+
+class FakeModel:
+    """Returns a tone per job (its seed sets the pitch); can refuse big groups as OOM."""
+
+    def __init__(self, group_size: int = 1, oom_above: int | None = None, delay_s: float = 0.0):
+        self.group_size = group_size
+        self.oom_above = oom_above
+        self.delay_s = delay_s
+        self.calls: list[tuple[int, float, float]] = []  # (size, start, end)
+        self.lock = threading.Lock()
+
+    def plan(self, jobs: Sequence[Job]) -> list[list[int]]:
+        idx = list(range(len(jobs)))
+        return [idx[i : i + self.group_size] for i in range(0, len(idx), self.group_size)]
+
+    def generate(self, jobs: Sequence[Job]) -> list[np.ndarray]:
+        start = time.monotonic()
+        if self.oom_above is not None and len(jobs) > self.oom_above:
+            with self.lock:
+                self.calls.append((len(jobs), start, time.monotonic()))
+            raise OutOfMemory(f"{len(jobs)} jobs do not fit")
+        time.sleep(self.delay_s)
+        out = []
+        for job in jobs:
+            t = np.arange(round(job.duration_s * 48_000)) / 48_000
+            tone = (0.3 * np.sin(2 * np.pi * (200 + job.seed) * t)).astype(np.float32)
+            out.append(np.stack([tone, tone]))
+        with self.lock:
+            self.calls.append((len(jobs), start, time.monotonic()))
+        return out
+
+
+def job(seed: int) -> Job:
+    return Job(caption=f"tone {seed}", lyrics="[Instrumental]", duration_s=5.0, seed=seed)
+
+
+async def run_with(model: FakeModel, work):  # type: ignore[no-untyped-def]
+    pipe = Pipeline(model, encode_threads=2)
+    feeder = asyncio.create_task(pipe.run())
+    try:
+        return await work(pipe)
+    finally:
+        feeder.cancel()
+        await asyncio.gather(feeder, return_exceptions=True)
+
+
+async def test_results_match_a_single_run_whatever_the_batch() -> None:
+    async def alone(pipe: Pipeline):  # type: ignore[no-untyped-def]
+        return await pipe.result("a", job(7), "wav")
+
+    async def batched(pipe: Pipeline):  # type: ignore[no-untyped-def]
+        pipe.schedule([(f"k{i}", job(i), "wav") for i in (3, 7, 9)])
+        return await pipe.result("k7", job(7), "wav")
+
+    single = await run_with(FakeModel(group_size=1), alone)
+    in_batch = await run_with(FakeModel(group_size=3), batched)
+    assert single.audio_hash == in_batch.audio_hash
+    assert single.data == in_batch.data
+    assert in_batch.timings["batch_size"] == 3
+
+
+async def test_out_of_memory_splits_the_group_until_it_fits() -> None:
+    model = FakeModel(group_size=4, oom_above=1)
+
+    async def work(pipe: Pipeline):  # type: ignore[no-untyped-def]
+        pipe.schedule([(f"k{i}", job(i), "wav") for i in range(4)])
+        return [await pipe.result(f"k{i}", job(i), "wav") for i in range(4)]
+
+    results = await run_with(model, work)
+    assert len({r.audio_hash for r in results}) == 4
+    assert [size for size, _, _ in model.calls] == [4, 2, 1, 1, 2, 1, 1]
+
+
+async def test_a_job_that_never_fits_fails_with_out_of_memory() -> None:
+    async def work(pipe: Pipeline):  # type: ignore[no-untyped-def]
+        return await pipe.result("k", job(1), "wav")
+
+    with pytest.raises(OutOfMemory):
+        await run_with(FakeModel(oom_above=0), work)
+
+
+async def test_encoding_overlaps_the_next_model_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    encodes: list[tuple[float, float]] = []
+    real = pipeline_mod._encode
+
+    def slow_encode(raw, item):  # type: ignore[no-untyped-def]
+        start = time.monotonic()
+        time.sleep(0.3)
+        out = real(raw, item)
+        encodes.append((start, time.monotonic()))
+        return out
+
+    monkeypatch.setattr(pipeline_mod, "_encode", slow_encode)
+    model = FakeModel(group_size=1, delay_s=0.3)
+
+    async def work(pipe: Pipeline):  # type: ignore[no-untyped-def]
+        pipe.schedule([(f"k{i}", job(i), "wav") for i in range(3)])
+        return [await pipe.result(f"k{i}", job(i), "wav") for i in range(3)]
+
+    await run_with(model, work)
+    first_encode_end = min(end for _, end in encodes)
+    second_model_start = sorted(start for _, start, _ in model.calls)[1]
+    assert second_model_start < first_encode_end, "the model waited for the encoder"
+
+
+async def test_a_new_batch_drops_jobs_nobody_will_await() -> None:
+    model = FakeModel(group_size=1, delay_s=0.2)
+
+    async def work(pipe: Pipeline):  # type: ignore[no-untyped-def]
+        pipe.schedule([("old1", job(1), "wav"), ("old2", job(2), "wav")])
+        pipe.schedule([("new", job(3), "wav")])
+        await pipe.result("new", job(3), "wav")
+        return pipe
+
+    pipe = await run_with(model, work)
+    assert pipe._pending == {}
+    assert len(model.calls) <= 2  # old2 was cancelled before the model reached it
