@@ -128,6 +128,16 @@ class ChainSettings(CommonSettings):
             ) from None
         return str(address)
 
+    def deployment_block(self) -> int | None:
+        """The block the registry was deployed in, when the deployment file describes it."""
+        try:
+            deployment = json.loads(self.deployment_file.read_text())
+            if str(deployment["address"]).lower() == self.contract().lower():
+                return int(deployment["block_number"])
+        except (OSError, ValueError, KeyError, ConfigError):
+            pass
+        return None
+
     def signing_key(self) -> str:
         """The private key as 0x-hex, from ACESTEPS_PRIVATE_KEY or the keystore file.
 

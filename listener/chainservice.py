@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from contextlib import AsyncExitStack
 
@@ -31,9 +30,7 @@ KAFKA_RETRIES = 8
 def _start_block(settings: ListenerSettings) -> int:
     if settings.listener_start_block is not None:
         return settings.listener_start_block
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        return max(1, int(json.loads(settings.deployment_file.read_text())["block_number"]))
-    return 1
+    return max(1, settings.deployment_block() or 1)
 
 
 async def run_chain_listener(settings: ListenerSettings, stop: asyncio.Event) -> None:
@@ -48,7 +45,9 @@ async def run_chain_listener(settings: ListenerSettings, stop: asyncio.Event) ->
         # 2. Kafka: topics, then the transactional producer (this fences an older copy and
         #    aborts its open transaction), then the checkpoint it left.
         await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
-        txn_id = settings.listener_transactional_id or transactional_id(chain_id, contract)
+        txn_id = settings.listener_transactional_id or transactional_id(
+            settings.topic_prefix, chain_id, contract
+        )
         sink = KafkaSink(
             settings.kafka_bootstrap, txn_id, settings.topics, settings.kafka_client_id
         )

@@ -39,7 +39,7 @@ class ListenerSettings(ChainSettings):
     listener_poll_interval_s: float = Field(1.0, gt=0)
     listener_rpc_backoff_max_s: float = Field(30.0, gt=0)
     listener_transactional_id: str | None = Field(
-        None, description="default: acesteps-listener-<chain id>-<contract>"
+        None, description="default: <topic prefix>.listener.<chain id>.<contract>"
     )
 
     @model_validator(mode="after")

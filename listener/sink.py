@@ -36,8 +36,9 @@ def checkpoint_key(chain_id: int, contract: str) -> str:
     return f"{chain_id}:{contract.lower()}"
 
 
-def transactional_id(chain_id: int, contract: str) -> str:
-    return f"acesteps-listener-{chain_id}-{contract.lower()}"
+def transactional_id(topic_prefix: str, chain_id: int, contract: str) -> str:
+    """One per (topics, chain, contract): a second copy of the same listener is fenced."""
+    return f"{topic_prefix}.listener.{chain_id}.{contract.lower()}"
 
 
 class KafkaSink:

@@ -8,8 +8,6 @@ reads ``PREFIX.failures.v1`` and writes nothing but its offsets. Both share one 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 from contextlib import AsyncExitStack
 
@@ -25,14 +23,6 @@ from publisher.txsender import TxSender, connect_for_sending
 __all__ = ["run_publisher"]
 
 log = logging.getLogger(__name__)
-
-
-def _from_block(settings: PublisherSettings) -> int:
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        deployment = json.loads(settings.deployment_file.read_text())
-        if deployment["address"].lower() == settings.contract().lower():
-            return int(deployment["block_number"])
-    return 0
 
 
 def _loop_config(settings: PublisherSettings, name: str, topic: str) -> LoopConfig:
@@ -80,7 +70,7 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
             sender=sender,
             chain_id=chain_id,
             confirmations=settings.publisher_confirmations,
-            from_block=_from_block(settings),
+            from_block=settings.deployment_block() or 0,
             gateway_url=settings.ipfs_gateway_url,
         )
         log.info("publishing to %s on chain %d as %s", contract.address, chain_id, sender.address)
