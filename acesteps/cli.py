@@ -81,6 +81,22 @@ async def _deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local(args: argparse.Namespace) -> int:
+    import json
+
+    from acesteps import localrun
+
+    if args.command == "up":
+        print(json.dumps(localrun.up()))
+    elif args.command == "down":
+        localrun.down()
+    else:
+        result = localrun.demo(args.prompt, args.duration, args.timeout)
+        print(json.dumps(result))
+        return 0 if result["verified"] == "MATCH" else 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acesteps", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check a track against its on-chain registration")
     verify.add_arguments(p)
     p.set_defaults(func=lambda a: asyncio.run(verify.run_cli(a)))
+
+    sub.add_parser("up", help="deploy locally and start the services").set_defaults(func=_local)
+    sub.add_parser("down", help="stop the services `up` started").set_defaults(func=_local)
+    p = sub.add_parser("demo", help="one on-chain request through the whole pipeline")
+    p.add_argument("--prompt", default="chill lofi beat with rain sounds")
+    p.add_argument("--duration", type=int, default=30)
+    p.add_argument("--timeout", type=float, default=600)
+    p.set_defaults(func=_local)
     return parser
 
 

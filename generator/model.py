@@ -52,7 +52,7 @@ from diffusers import AceStepPipeline
 
 from generator.errors import GenerationFailedError, ModelUnavailable, OutOfMemory
 from generator.jobs import Job
-from generator.settings import TINY_MODEL, GeneratorSettings
+from generator.settings import AUTO_MODEL, DEFAULT_MODEL_ID, TINY_MODEL, GeneratorSettings
 from generator.tiny import TINY_VERSION, ensure_tiny
 
 __all__ = [
@@ -121,8 +121,18 @@ def load_pipeline(settings: GeneratorSettings) -> Model:
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
 
-    # 2. Source: the tiny checkpoint (built if needed), a directory, or a hub id.
+    # 2. Source: the tiny checkpoint (built if needed), a directory, or a hub id; ``auto``
+    #    is the default hub id when it is in the local cache, else the tiny checkpoint.
     source = settings.generator_model
+    if source == AUTO_MODEL:
+        source = DEFAULT_MODEL_ID if _in_hub_cache(DEFAULT_MODEL_ID) else TINY_MODEL
+        if source == TINY_MODEL:
+            log.warning(
+                "*** %s is not in the Hugging Face cache: using the TINY random-weight test "
+                "checkpoint (its audio is noise). Set ACESTEPS_GENERATOR_MODEL to a local "
+                "ACE-Step 1.5 directory or download the weights for real music. ***",
+                DEFAULT_MODEL_ID,
+            )
     if source == TINY_MODEL:
         path = ensure_tiny(settings.generator_tiny_dir)
         pipe = _from_directory(path, dtype)
@@ -151,6 +161,12 @@ def load_pipeline(settings: GeneratorSettings) -> Model:
         time.perf_counter() - started,
     )
     return model
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str)
 
 
 def _load_kwargs(dtype: torch.dtype) -> dict[str, Any]:

@@ -29,10 +29,12 @@ from pydantic import Field, field_validator
 
 from acesteps.settings import CommonSettings
 
-__all__ = ["DEFAULT_MODEL_ID", "TINY_MODEL", "GeneratorSettings"]
+__all__ = ["AUTO_MODEL", "DEFAULT_MODEL_ID", "TINY_MODEL", "GeneratorSettings"]
 
 DEFAULT_MODEL_ID: Final = "ACE-Step/acestep-v15-xl-turbo-diffusers"
 TINY_MODEL: Final = "tiny"
+AUTO_MODEL: Final = "auto"
+"""The default hub id when it is in the local cache, else the tiny checkpoint (local runs)."""
 
 _CACHE = Path(__file__).resolve().parent.parent / ".cache"
 
@@ -51,7 +53,8 @@ class GeneratorSettings(CommonSettings):
     generator_model: str = Field(
         DEFAULT_MODEL_ID,
         min_length=1,
-        description="local checkpoint directory, hub id, or 'tiny' (random test checkpoint)",
+        description="local checkpoint directory, hub id, 'tiny' (random test checkpoint) or "
+        "'auto' (the default hub id if cached, else tiny)",
     )
     generator_model_revision: str | None = Field(
         None, description="hub revision (branch, tag or commit) to pin; ignored for directories"

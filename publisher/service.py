@@ -25,7 +25,9 @@ __all__ = ["run_publisher"]
 log = logging.getLogger(__name__)
 
 
-def _loop_config(settings: PublisherSettings, name: str, topic: str) -> LoopConfig:
+def _loop_config(
+    settings: PublisherSettings, name: str, topic: str, failures_topic: str
+) -> LoopConfig:
     topics = settings.topics
     instance = settings.publisher_instance_id
     return LoopConfig(
@@ -34,7 +36,7 @@ def _loop_config(settings: PublisherSettings, name: str, topic: str) -> LoopConf
         transactional_id=f"{settings.topic_prefix}.publisher.{name}.{instance}",
         group_instance_id=f"publisher-{name}-{instance}",
         topics=(topic,),
-        failures_topic=topics.failures,
+        failures_topic=failures_topic,
         deadletter_topic=topics.deadletter,
         stage="publisher",
         client_id=f"acesteps-publisher-{instance}",
@@ -75,11 +77,16 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
         )
         log.info("publishing to %s on chain %d as %s", contract.address, chain_id, sender.address)
         # 3. Both loops until stopped; if one fails, the other is cancelled.
+        topics = settings.topics
         audio = TransactionalLoop(
-            _loop_config(settings, "audio", settings.topics.audio), handle_audio, deps
+            _loop_config(settings, "audio", topics.audio, topics.failures), handle_audio, deps
         )
+        # A failure record that cannot be handled must not go back to the topic it came
+        # from (it would be read again, forever): its dead letters go to the dead-letter topic.
         failures = TransactionalLoop(
-            _loop_config(settings, "failures", settings.topics.failures), handle_failure, deps
+            _loop_config(settings, "failures", topics.failures, topics.deadletter),
+            handle_failure,
+            deps,
         )
         async with asyncio.TaskGroup() as group:
             group.create_task(audio.run(stop))

@@ -26,7 +26,9 @@ class PublisherSettings(ChainSettings):
         pattern=r"^[A-Za-z0-9._-]{1,100}$",
         description="stable and unique per instance: names its transactional ids",
     )
-    publisher_confirmations: int = Field(1, ge=0, le=100)
+    publisher_confirmations: int = Field(
+        1, ge=1, le=100, description="1: the block that mined it; n: n-1 blocks on top"
+    )
     publisher_max_fee_gwei: float = Field(500.0, gt=0)
     publisher_gas_margin: float = Field(1.25, ge=1)
     publisher_tx_pending_timeout_s: float = Field(60.0, gt=0)
