@@ -25,6 +25,7 @@ __all__ = [
     "InvalidRecordError",
     "PermanentError",
     "RetryableError",
+    "UnavailableError",
 ]
 
 CODE_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -49,6 +50,14 @@ class RetryableError(AceStepsError):
     """Transient: the same record may succeed later."""
 
     code = "retryable_error"
+
+
+class UnavailableError(RetryableError):
+    """A service this one depends on is down (IPFS, the chain node). Retried with capped
+    backoff for as long as it takes, never dead-lettered: the record is fine, and giving up
+    would lose a good track to an outage."""
+
+    code = "dependency_unavailable"
 
 
 class PermanentError(AceStepsError):

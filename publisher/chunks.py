@@ -46,6 +46,8 @@ class ChunkReader:
             enable_auto_commit=False,
             group_id=None,
             max_partition_fetch_bytes=2 * 1024 * 1024,
+            # Lookups read to a known offset: waiting at the log's end only adds latency.
+            fetch_max_wait_ms=10,
         )
         self._scan_limit = scan_limit
 

@@ -9,7 +9,7 @@ node answers only.
 
 from __future__ import annotations
 
-from acesteps.errors import AceStepsError, PermanentError, RetryableError
+from acesteps.errors import AceStepsError, PermanentError, RetryableError, UnavailableError
 
 __all__ = [
     "ChainUnavailable",
@@ -41,7 +41,7 @@ class PermanentPublisherError(PublisherError, PermanentError):
     code = "permanent"
 
 
-class ChainUnavailable(RetryablePublisherError):
+class ChainUnavailable(RetryablePublisherError, UnavailableError):
     """The JSON-RPC node could not be reached or did not answer in time."""
 
     code = "chain_unavailable"

@@ -18,26 +18,28 @@ which ids were requested on chain, and `mark_failed` reads the status first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from web3.contract import AsyncContract
 
-from acesteps.errors import InvalidRecordError
+from acesteps.errors import InvalidRecordError, UnavailableError
 from acesteps.ipfs.kubo import KuboClient, KuboError
 from acesteps.kafka.records import InRecord, OutRecord, decode_value
 from acesteps.messages import TYPE_HEADER, AudioReady, GenerationFailed, TrackPublished
 from acesteps.topics import Topics
 from publisher.chunks import ChunkReader, CorruptAudio, assemble
-from publisher.errors import RetryablePublisherError
+from publisher.errors import ChainUnavailable, RetryablePublisherError
 from publisher.registrar import mark_failed, register
 from publisher.txsender import TxSender
 
 __all__ = ["Deps", "IpfsUnavailable", "handle_audio", "handle_failure"]
 
 
-class IpfsUnavailable(RetryablePublisherError):
+class IpfsUnavailable(RetryablePublisherError, UnavailableError):
     code = "ipfs_unavailable"
 
 
@@ -74,15 +76,16 @@ async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         raise CorruptAudio(f"Kubo returned CID {added.cid}, computed {ready.cid}")
 
     # 3. Registered on chain.
-    reg = await register(
-        deps.contract,
-        deps.sender,
-        ready.request_id,
-        ready.audio_hash,
-        ready.cid,
-        deps.confirmations,
-        from_block=deps.from_block,
-    )
+    async with _chain_errors("registering"):
+        reg = await register(
+            deps.contract,
+            deps.sender,
+            ready.request_id,
+            ready.audio_hash,
+            ready.cid,
+            deps.confirmations,
+            from_block=deps.from_block,
+        )
 
     # 4. Announced, in the transaction that consumes the AudioReady.
     track = TrackPublished(
@@ -101,5 +104,15 @@ async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
 async def handle_failure(record: InRecord, deps: Any) -> Sequence[OutRecord]:
     failed = decode_value(GenerationFailed, record)
     reason = f"{failed.code}: {failed.message}"
-    await mark_failed(deps.contract, deps.sender, failed.request_id, reason, deps.confirmations)
+    async with _chain_errors("marking failed"):
+        await mark_failed(deps.contract, deps.sender, failed.request_id, reason, deps.confirmations)
     return []
+
+
+@contextlib.asynccontextmanager
+async def _chain_errors(doing: str) -> AsyncIterator[None]:
+    """Connection failures of the node's reads become `ChainUnavailable` (retried)."""
+    try:
+        yield
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise ChainUnavailable(f"{doing}: the chain node is unreachable ({exc!r})") from exc

@@ -28,7 +28,8 @@ What a handler raises decides the record's fate (`acesteps.errors`):
   `acesteps.kafka.records.decode_value`, which raises `InvalidRecordError`;
 - `RetryableError`, a timeout, anything else: the records handled before it are committed,
   the loop seeks back to the failing record, backs off (`Backoff`) and tries again; after
-  ``max_attempts`` the record is dead-lettered with code ``retries_exhausted``.
+  ``max_attempts`` the record is dead-lettered with code ``retries_exhausted``. An
+  `UnavailableError` (a dependency is down) is retried for as long as it takes.
 
 A handler that knows more about a failed request than the loop does (its source, its chain
 origin, for a refund) returns its own `GenerationFailed` as an output instead of raising.
@@ -84,7 +85,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import IllegalStateError, ProducerFenced, TransactionalIdAuthorizationFailed
 from aiokafka.structs import OffsetAndMetadata
 
-from acesteps.errors import InvalidRecordError, PermanentError, RetryableError
+from acesteps.errors import InvalidRecordError, PermanentError, RetryableError, UnavailableError
 from acesteps.kafka.producer import (
     DEFAULT_TRANSACTION_TIMEOUT_MS,
     send_record,
@@ -406,7 +407,7 @@ class TransactionalLoop(Generic[D]):
             attempts = self._attempts.get(key, 0) + 1
             if not isinstance(exc, RetryableError | TimeoutError):
                 log.exception("%s: unexpected error in handler", record.where())
-            if attempts >= self.config.max_attempts:
+            if attempts >= self.config.max_attempts and not isinstance(exc, UnavailableError):
                 self._attempts.pop(key, None)
                 log.error("%s: giving up after %d attempts: %r", record.where(), attempts, exc)
                 return [

@@ -5,10 +5,6 @@ Every check reads the topics with a read_committed consumer: what a downstream s
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,16 +24,14 @@ from acesteps.settings import CommonSettings, StackSettings
 from tests.integration.anvil import Anvil
 from tests.integration.chainload import ChainLoader, Requested
 from tests.integration.kafkaread import eventually, read_all
+from tests.integration.services import ServiceProcess
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-class ListenerProcess:
+class ListenerProcess(ServiceProcess):
     """``python -m listener`` with its settings in the environment; log kept for failures."""
 
     def __init__(self, settings: CommonSettings, anvil: Anvil, contract: str, **extra: object):
-        self.env = {
-            **os.environ,
+        env = {
             "ACESTEPS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
             "ACESTEPS_TOPIC_PREFIX": settings.topic_prefix,
             "ACESTEPS_RPC_URL": anvil.url,
@@ -46,39 +40,8 @@ class ListenerProcess:
             "ACESTEPS_LISTENER_RPC_BACKOFF_MAX_S": "1",
             **{f"ACESTEPS_LISTENER_{k.upper()}": str(v) for k, v in extra.items()},
         }
-        self.log = StackSettings().log_dir / f"listener-{settings.topic_prefix}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ListenerProcess:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "listener"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return self
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.proc = None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+        log = StackSettings().log_dir / f"listener-{settings.topic_prefix}.log"
+        super().__init__("listener", env, log)
 
 
 @pytest.fixture

@@ -18,7 +18,13 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from hypothesis import given
 from hypothesis import strategies as st
 
-from acesteps.errors import AceStepsError, InvalidRecordError, PermanentError, RetryableError
+from acesteps.errors import (
+    AceStepsError,
+    InvalidRecordError,
+    PermanentError,
+    RetryableError,
+    UnavailableError,
+)
 from acesteps.hashing import keccak256_hex
 from acesteps.kafka.loop import RETRIES_EXHAUSTED, LoopConfig, TransactionalLoop, _is_fatal
 from acesteps.kafka.records import (
@@ -254,6 +260,8 @@ async def behaving(record: InRecord, deps: None) -> Sequence[OutRecord]:
             return [OutRecord("p.out", record.key, b"done")]
         case "retry":
             raise RetryableError("dependency down")
+        case "outage":
+            raise UnavailableError("IPFS is down")
         case "refuse":
             raise PermanentError("refused")
         case "invalid":
@@ -292,6 +300,13 @@ async def test_retries_back_off_then_dead_letter() -> None:
     assert "3 attempts" in failed.message and "dependency down" in failed.message
     # The count starts again for a record that comes back (a replay, another batch).
     assert (await loop._handle([record])).retry_in == 1
+
+
+async def test_an_outage_is_retried_for_as_long_as_it_lasts() -> None:
+    loop = make_loop(behaving, max_attempts=2)
+    (record,) = batch((0, 3, "outage"))
+    delays = [(await loop._handle([record])).retry_in for _ in range(10)]
+    assert delays == [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]  # capped, never dead-lettered
 
 
 async def test_unexpected_errors_are_retried_too() -> None:
