@@ -22,6 +22,7 @@ projection shows it as revoked.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,8 @@ from generator.policy import ContentPolicy
 from generator.validation import prepare
 
 __all__ = ["Deps", "handle", "prefetch"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ async def handle(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
     try:
         job = prepare(request, deps.policy, deps.model)
     except PermanentGeneratorError as exc:
+        log.warning("%s: %s: %s", record.where(), exc.code, exc)
         failed = _failed(request, exc)
         return [OutRecord.message(deps.topics.failures, request.request_id, failed)]
 
