@@ -13,6 +13,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from acesteps.metrics import serve_metrics
 from acesteps.settings import CommonSettings, ConfigError, load_settings
 
 __all__ = ["main"]
@@ -27,6 +28,8 @@ def main(
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+    serve_metrics(settings)
 
     async def _run() -> None:
         stop = asyncio.Event()

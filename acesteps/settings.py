@@ -43,6 +43,10 @@ class CommonSettings(BaseSettings):
     ipfs_timeout_s: float = Field(120.0, gt=0, description="timeout of one Kubo RPC call")
     rpc_url: str = Field("http://127.0.0.1:18545", description="Ethereum JSON-RPC endpoint")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="serve Prometheus /metrics on this port (off if unset)"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds")
 
     @field_validator("kafka_bootstrap")
     @classmethod

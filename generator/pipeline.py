@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.unixfs import cid_of_bytes
-from generator import audio
+from generator import audio, metrics
 from generator.errors import OutOfMemory
 from generator.jobs import Job
 
@@ -63,6 +64,8 @@ def _encode(raw: npt.NDArray[np.float32], item: _Item) -> Encoded:
         "encode_s": encoded - start,
         "hash_s": time.perf_counter() - encoded,
     }
+    metrics.STAGE_SECONDS.labels("encode").observe(timings["encode_s"])
+    metrics.STAGE_SECONDS.labels("hash").observe(timings["hash_s"])
     return Encoded(data, audio_hash, cid, {k: round(v, 6) for k, v in timings.items()})
 
 
@@ -130,13 +133,27 @@ class Pipeline:
         except Exception as exc:  # delivered to the handler, which lets the loop decide
             _fail(group, exc)
             return
-        model_s = (time.perf_counter() - start) / len(group)
+        elapsed = time.perf_counter() - start
+        model_s = elapsed / len(group)
+        _observe_model(group, elapsed)
         loop = asyncio.get_running_loop()
         for item, raw in zip(group, raws, strict=True):
             item.timings["model_s"] = model_s
             item.timings["batch_size"] = len(group)
             done = loop.run_in_executor(self._pool, _encode, raw, item)
             done.add_done_callback(functools.partial(_settle, item.future))
+
+
+def _observe_model(group: list[_Item], elapsed: float) -> None:
+    metrics.BATCH_SIZE.observe(len(group))
+    for _ in group:
+        metrics.STAGE_SECONDS.labels("model").observe(elapsed / len(group))
+    if elapsed > 0:
+        metrics.REALTIME_FACTOR.set(sum(item.job.duration_s for item in group) / elapsed)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        metrics.GPU_MEMORY.labels("peak_allocated").set(torch.cuda.max_memory_allocated())
+        metrics.GPU_MEMORY.labels("reserved").set(torch.cuda.memory_reserved())
+        torch.cuda.reset_peak_memory_stats()
 
 
 def _fail(group: list[_Item], exc: BaseException) -> None:

@@ -37,7 +37,7 @@ from acesteps.messages import (
     GenerationRequest,
 )
 from acesteps.topics import Topics
-from generator import audio
+from generator import audio, metrics
 from generator.errors import PermanentGeneratorError
 from generator.jobs import Job
 from generator.pipeline import Pipeline
@@ -103,11 +103,17 @@ async def handle(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         job = prepare(request, deps.policy, deps.model)
     except PermanentGeneratorError as exc:
         log.warning("%s: %s: %s", record.where(), exc.code, exc)
+        metrics.REQUESTS.labels("refused").inc()
         failed = _failed(request, exc)
         return [OutRecord.message(deps.topics.failures, request.request_id, failed)]
 
     # 2-4. Model, encoding and hashing (batched and overlapped by the pipeline).
-    encoded = await deps.pipeline.result(_key(record), job, request.format)
+    try:
+        encoded = await deps.pipeline.result(_key(record), job, request.format)
+    except Exception:
+        metrics.REQUESTS.labels("failed").inc()
+        raise
+    metrics.REQUESTS.labels("generated").inc()
 
     # 5. Chunks, then what they add up to.
     chunks = AudioChunk.split(request.request_id, encoded.data)

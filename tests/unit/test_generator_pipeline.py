@@ -132,3 +132,24 @@ async def test_a_new_batch_drops_jobs_nobody_will_await() -> None:
     pipe = await run_with(model, work)
     assert pipe._pending == {}
     assert len(model.calls) <= 2  # old2 was cancelled before the model reached it
+
+
+async def test_model_calls_are_measured() -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before_batches = sample("acesteps_generator_batch_size_count")
+    before_model = sample("acesteps_generator_stage_seconds_count", stage="model")
+    before_encode = sample("acesteps_generator_stage_seconds_count", stage="encode")
+
+    async def work(pipe: Pipeline):  # type: ignore[no-untyped-def]
+        pipe.schedule([(f"k{i}", job(i), "wav") for i in range(3)])
+        return [await pipe.result(f"k{i}", job(i), "wav") for i in range(3)]
+
+    await run_with(FakeModel(group_size=3, delay_s=0.05), work)
+    assert sample("acesteps_generator_batch_size_count") == before_batches + 1
+    assert sample("acesteps_generator_stage_seconds_count", stage="model") == before_model + 3
+    assert sample("acesteps_generator_stage_seconds_count", stage="encode") == before_encode + 3
+    assert sample("acesteps_generator_realtime_factor") > 0
