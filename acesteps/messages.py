@@ -221,6 +221,14 @@ class TrackPublished(Message):
     contract: Address
     tx_hash: Bytes32Hex
     block_number: int = Field(ge=0)
+    remote_pins: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "remote pinning services asked to pin the CID too (best effort): service name -> "
+            "its status when published: queued, pinning, pinned, failed, unreachable or "
+            "'error: <HTTP status>'; empty when none is configured"
+        ),
+    )
 
 
 class GenerationFailed(Message):

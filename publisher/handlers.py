@@ -4,7 +4,9 @@
 AudioReady:
 
 1. find the request's chunks and check the file against the AudioReady's claims;
-2. add it to Kubo (pinned) and check Kubo's CID against the local one;
+2. add it to Kubo (pinned) and check Kubo's CID against the local one; then ask the
+   configured remote pinning services to pin it too (best effort, `publisher.remotepin`:
+   their statuses go in ``TrackPublished.remote_pins`` and never block publishing);
 3. register ``(requestId, audioHash, cid)`` on the contract (skipped when already there);
 4. return the `TrackPublished`, which the loop commits with the consumed offsets.
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from web3.contract import AsyncContract
@@ -36,11 +38,17 @@ from publisher.errors import ChainUnavailable, RetryablePublisherError
 from publisher.registrar import mark_failed, register
 from publisher.txsender import TxSender
 
-__all__ = ["Deps", "IpfsUnavailable", "handle_audio", "handle_failure"]
+__all__ = ["Deps", "IpfsUnavailable", "RemotePins", "handle_audio", "handle_failure"]
 
 
 class IpfsUnavailable(RetryablePublisherError, UnavailableError):
     code = "ipfs_unavailable"
+
+
+class RemotePins(Protocol):
+    """`publisher.remotepin.RemotePinner`: service name -> status; never raises."""
+
+    async def pin_all(self, cid: str, name: str) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ class Deps:
     confirmations: int
     from_block: int
     gateway_url: str
+    remote_pins: RemotePins
 
 
 async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
@@ -74,6 +83,8 @@ async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         raise IpfsUnavailable(f"adding {ready.cid} to IPFS: {exc}") from exc
     if added.cid != ready.cid:
         raise CorruptAudio(f"Kubo returned CID {added.cid}, computed {ready.cid}")
+    # Best effort: a service that fails is recorded as such, publishing goes on.
+    remote_pins = await deps.remote_pins.pin_all(ready.cid, f"acesteps-{ready.request_id}")
 
     # 3. Registered on chain.
     async with _chain_errors("registering"):
@@ -97,6 +108,7 @@ async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         contract=deps.contract.address,
         tx_hash=reg.tx_hash,
         block_number=reg.block_number,
+        remote_pins=remote_pins,
     )
     return [OutRecord.message(deps.topics.tracks, ready.request_id, track)]
 

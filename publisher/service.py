@@ -17,6 +17,7 @@ from acesteps.kafka.admin import ensure_topics
 from acesteps.kafka.loop import LoopConfig, TransactionalLoop
 from publisher.chunks import ChunkReader
 from publisher.handlers import Deps, handle_audio, handle_failure
+from publisher.remotepin import RemotePinner
 from publisher.settings import PublisherSettings
 from publisher.txsender import TxSender, connect_for_sending
 
@@ -56,9 +57,15 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
         contract = registry(w3, settings.contract())
         sender = TxSender(w3, settings.signing_key(), settings.tx_policy())
         chain_id = await w3.eth.chain_id
-        # 2. IPFS and Kafka.
+        # 2. IPFS (our Kubo, remote pinning services) and Kafka.
         kubo = await stack.enter_async_context(
             KuboClient(settings.ipfs_api_url, timeout_s=settings.ipfs_timeout_s)
+        )
+        remote_pins = await stack.enter_async_context(
+            RemotePinner(
+                settings.publisher_pinning_services,
+                timeout_s=settings.publisher_pinning_timeout_s,
+            )
         )
         await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
         chunks = ChunkReader(settings.kafka_bootstrap, settings.publisher_chunk_scan_limit)
@@ -74,8 +81,12 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
             confirmations=settings.publisher_confirmations,
             from_block=settings.deployment_block() or 0,
             gateway_url=settings.ipfs_gateway_url,
+            remote_pins=remote_pins,
         )
         log.info("publishing to %s on chain %d as %s", contract.address, chain_id, sender.address)
+        if settings.publisher_pinning_services:
+            names = ", ".join(s.name for s in settings.publisher_pinning_services)
+            log.info("remote pinning services: %s", names)
         # 3. Both loops until stopped; if one fails, the other is cancelled.
         topics = settings.topics
         audio = TransactionalLoop(

@@ -3,19 +3,45 @@
 Variables are ``ACESTEPS_*`` (shared ones, see `acesteps.settings`) and
 ``ACESTEPS_PUBLISHER_*``. The signing key comes from ``ACESTEPS_PRIVATE_KEY`` or
 ``ACESTEPS_KEYSTORE_FILE`` (+ ``ACESTEPS_KEYSTORE_PASSWORD``) and is never logged.
+
+Remote pinning services (IPFS Pinning Service API, see `publisher.remotepin`) are a JSON list
+in ``ACESTEPS_PUBLISHER_PINNING_SERVICES``, none by default::
+
+    [{"name": "pinata", "endpoint": "https://api.pinata.cloud/psa", "token": "..."}]
+
+Their tokens are `SecretStr`: they never appear in the settings' repr or in logs.
 """
 
 from __future__ import annotations
 
 import socket
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from acesteps.settings import ChainSettings
 from publisher.txsender import TxPolicy
 
-__all__ = ["PublisherSettings"]
+__all__ = ["PinningService", "PublisherSettings"]
+
+
+class PinningService(BaseModel):
+    """One remote pinning service: its name in the records, its API endpoint and token."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9._-]{1,64}$", description="key of its status in remote_pins"
+    )
+    endpoint: str = Field(description="base URL of the API: requests go to {endpoint}/pins")
+    token: SecretStr = Field(description="access token, sent as Authorization: Bearer")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/")
 
 
 class PublisherSettings(ChainSettings):
@@ -39,6 +65,21 @@ class PublisherSettings(ChainSettings):
     publisher_chunk_scan_limit: int = Field(
         20_000, ge=1, description="records read back from AudioReady to find its chunks"
     )
+    publisher_pinning_services: list[PinningService] = Field(
+        default_factory=list,
+        description="remote pinning services asked to pin each track too (JSON list)",
+    )
+    publisher_pinning_timeout_s: float = Field(
+        30.0, gt=0, description="timeout of one request to a remote pinning service"
+    )
+
+    @field_validator("publisher_pinning_services")
+    @classmethod
+    def _unique_service_names(cls, value: list[PinningService]) -> list[PinningService]:
+        names = [service.name for service in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pinning service names must be unique, got {names}")
+        return value
 
     def tx_policy(self) -> TxPolicy:
         return TxPolicy(
