@@ -1,6 +1,6 @@
 """Chain listener: backfill throughput and 1-confirmation latency, as one JSON object.
 
-    cd /work/main && .cache/venv/bin/python bench/listener.py [--requests N --blocks-between M]
+    .cache/venv/bin/python bench/listener.py [--requests N --blocks-between M]
 
 Needs the local Kafka of ``scripts/stack up`` (``ACESTEPS_KAFKA_BOOTSTRAP``, default
 127.0.0.1:19092) and anvil; each phase runs its own anvil on a free port, so the shared
@@ -44,9 +44,8 @@ import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from acesteps.kafka.admin import ensure_topics
+from acesteps.kafka.admin import delete_topics, ensure_topics
 from acesteps.messages import ListenerCheckpoint, decode
 from acesteps.settings import StackSettings
 from listener.chainservice import run_chain_listener
@@ -257,17 +256,6 @@ async def latency(
 # ---------------------------------------------------------------------- main
 
 
-async def _delete_topics(bootstrap: str, prefixes: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [n for n in await admin.list_topics() if n.split(".")[0] in prefixes]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
-
-
 def _anvil_version() -> str:
     out = subprocess.run(
         [str(StackSettings().anvil_bin), "--version"], capture_output=True, text=True, check=False
@@ -334,7 +322,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if not args.keep_topics:
             with contextlib.suppress(Exception):
-                await _delete_topics(base.kafka_bootstrap, prefixes)
+                await delete_topics(base.kafka_bootstrap, prefixes)
     return result
 
 

@@ -1,6 +1,6 @@
 """Publisher throughput, and where a track's time goes, as one JSON object.
 
-    cd /work/main && .cache/venv/bin/python bench/publisher.py [--tracks 50 --track-bytes 1200000]
+    .cache/venv/bin/python bench/publisher.py [--tracks 50 --track-bytes 1200000]
 
 Needs the local Kafka of ``scripts/stack up`` (``ACESTEPS_KAFKA_BOOTSTRAP``). anvil (instant
 mining) and Kubo are private to the run (free loopback ports, a temporary IPFS repository),
@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from eth_account import Account
 
 from acesteps.chain import connect, deploy_registry, registry
@@ -55,7 +54,7 @@ from acesteps.devchain import dev_key
 from acesteps.hashing import keccak256, keccak256_hex
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.ipfs.unixfs import cid_of_bytes
-from acesteps.kafka.admin import ensure_topics
+from acesteps.kafka.admin import delete_topics, ensure_topics
 from acesteps.kafka.producer import send_record, transactional_producer
 from acesteps.kafka.records import InRecord, OutRecord
 from acesteps.messages import AudioChunk, AudioReady, TrackPublished, decode
@@ -287,17 +286,6 @@ async def private_kubo(url: str | None, tmp: Path) -> AsyncIterator[tuple[str, s
         node.stop()
 
 
-async def _delete_topics(bootstrap: str, prefixes: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [n for n in await admin.list_topics() if n.split(".")[0] in prefixes]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     base = CommonSettings()
     steps_tracks = [make_track(args.track_bytes) for _ in range(args.tracks)]
@@ -315,7 +303,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             anvil.stop()
             with contextlib.suppress(Exception):
-                await _delete_topics(base.kafka_bootstrap, prefixes)
+                await delete_topics(base.kafka_bootstrap, prefixes)
     hashing = bench_hashing(args.hash_mb, args.hash_runs, steps["assemble_mb_per_s"])
     per_track_steps_ms = steps["sum_of_step_means_ms"]
     return {

@@ -22,7 +22,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from acesteps.topics import TopicSpec
 
-__all__ = ["ensure_topics", "topic_configs"]
+__all__ = ["delete_topics", "ensure_topics", "topic_configs"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,19 @@ async def ensure_topics(
             for spec in specs:
                 if spec.name in existing:
                     await _report_drift(admin, spec)
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, prefixes: Sequence[str]) -> list[str]:
+    """Delete every topic whose first dotted part is one of ``prefixes`` (bench clean-up)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="acesteps-admin")
+    await admin.start()
+    try:
+        names = [n for n in await admin.list_topics() if n.split(".")[0] in prefixes]
+        if names:
+            await admin.delete_topics(names)
+        return names
     finally:
         await admin.close()
 
