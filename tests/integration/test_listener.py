@@ -65,6 +65,20 @@ def listeners() -> Iterator[list[ListenerProcess]]:
         proc.stop()
 
 
+@pytest.fixture
+def start_listener(topics: CommonSettings, anvil: Anvil, listeners: list[ListenerProcess]):  # type: ignore[no-untyped-def]
+    """Deploy a registry on this test's anvil and start a listener on it."""
+
+    def start(confirmations: int) -> tuple[ChainLoader, str, ListenerProcess]:
+        loader = ChainLoader(anvil.url)
+        contract = loader.deploy()
+        proc = ListenerProcess(topics, anvil, contract, confirmations=confirmations)
+        listeners.append(proc.start())
+        return loader, contract, proc
+
+    return start
+
+
 async def requests_topic(settings: CommonSettings) -> list[Any]:
     return await read_all(settings.kafka_bootstrap, settings.topics.requests)
 
@@ -170,12 +184,9 @@ async def test_backfill_survives_kill9_mid_way(
 async def test_reorg_shallower_than_confirmations_emits_nothing_orphaned(
     topics: CommonSettings,
     anvil: Anvil,
-    listeners,  # type: ignore[no-untyped-def]
+    start_listener,  # type: ignore[no-untyped-def]
 ) -> None:
-    loader = ChainLoader(anvil.url)
-    contract = loader.deploy()
-    proc = ListenerProcess(topics, anvil, contract, confirmations=4)
-    listeners.append(proc.start())
+    loader, _, proc = start_listener(confirmations=4)
     (orphan,) = loader.requested([loader.request("soon orphaned")])
     loader.mine(1)  # two blocks deep: below the confirmation depth
     loader.reorg(2)
@@ -194,12 +205,9 @@ async def test_reorg_shallower_than_confirmations_emits_nothing_orphaned(
 async def test_reorg_deeper_than_confirmations_revokes_the_request(
     topics: CommonSettings,
     anvil: Anvil,
-    listeners,  # type: ignore[no-untyped-def]
+    start_listener,  # type: ignore[no-untyped-def]
 ) -> None:
-    loader = ChainLoader(anvil.url)
-    contract = loader.deploy()
-    proc = ListenerProcess(topics, anvil, contract, confirmations=1)
-    listeners.append(proc.start())
+    loader, _, proc = start_listener(confirmations=1)
     (gone,) = loader.requested([loader.request("will vanish")])
     loader.mine(3)
     await wait_checkpoint(topics, gone.block_number, proc)
@@ -222,12 +230,9 @@ async def test_reorg_deeper_than_confirmations_revokes_the_request(
 async def test_rpc_node_stopped_and_restarted_loses_nothing(
     topics: CommonSettings,
     anvil: Anvil,
-    listeners,  # type: ignore[no-untyped-def]
+    start_listener,  # type: ignore[no-untyped-def]
 ) -> None:
-    loader = ChainLoader(anvil.url)
-    contract = loader.deploy()
-    proc = ListenerProcess(topics, anvil, contract, confirmations=0)
-    listeners.append(proc.start())
+    loader, contract, proc = start_listener(confirmations=0)
     first = loader.requested([loader.request(f"before {i}") for i in range(5)])
     await wait_checkpoint(topics, first[-1].block_number, proc)
     anvil.stop()
@@ -251,13 +256,10 @@ async def _log_mentions(proc: ListenerProcess, words: str) -> bool:
 async def test_hostile_events_become_failures_and_impostors_are_ignored(
     topics: CommonSettings,
     anvil: Anvil,
-    listeners,  # type: ignore[no-untyped-def]
+    start_listener,  # type: ignore[no-untyped-def]
 ) -> None:
-    loader = ChainLoader(anvil.url)
-    contract = loader.deploy()
+    loader, _, proc = start_listener(confirmations=0)
     impostor = loader.impostor()
-    proc = ListenerProcess(topics, anvil, contract, confirmations=0)
-    listeners.append(proc.start())
     big = loader.requested([loader.request("é" * 500)])  # 1,000 bytes: the maximum
     bad_utf8 = loader.requested([loader.raw_request(b"\xc3\x28 broken", b"", 30)])
     loader.wait(loader.call(impostor.functions.fire(b"\x01" * 32)))
