@@ -26,6 +26,7 @@ __all__ = [
     "AudioReady",
     "ChainOrigin",
     "GenerationFailed",
+    "GenerationProgress",
     "GenerationRequest",
     "GenerationRevoked",
     "ListenerCheckpoint",
@@ -221,6 +222,11 @@ class TrackPublished(Message):
     contract: Address
     tx_hash: Bytes32Hex
     block_number: int = Field(ge=0)
+    format: Literal["mp3", "wav"] | None = None
+    size_bytes: int | None = Field(default=None, ge=0)
+    duration_s: float | None = Field(default=None, gt=0)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="reproduces the track")
+    model_id: str | None = Field(default=None, max_length=200)
     remote_pins: dict[str, str] = Field(
         default_factory=dict,
         description=(
@@ -242,6 +248,20 @@ class GenerationFailed(Message):
     source: Literal["chain", "http"] | None = None
     chain: ChainOrigin | None = None
     failed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class GenerationProgress(Message):
+    """``PREFIX.progress.v1`` (advisory): a worker started on a request.
+
+    Sent outside the worker's transaction, so it is seen while the work runs; it may repeat
+    when a request is retried and may be lost. Consumers treat it as a hint that only moves a
+    status forward (queued -> generating -> publishing).
+    """
+
+    request_id: Bytes32Hex
+    stage: Literal["generating", "publishing"]
+    worker: str = Field(max_length=200, description="the instance doing the work")
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
 class GenerationRevoked(Message):
@@ -293,6 +313,7 @@ MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
         AudioReady,
         TrackPublished,
         GenerationFailed,
+        GenerationProgress,
         ListenerCheckpoint,
     )
 }

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from acesteps.topics import Topics
 
 __all__ = [
+    "CACHE_DIR",
     "ChainSettings",
     "CommonSettings",
     "ConfigError",
@@ -89,7 +90,7 @@ def load_settings(cls: type[S]) -> S:
         raise SystemExit(2) from None
 
 
-_CACHE = Path(__file__).resolve().parent.parent / ".cache"
+CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache"
 
 
 class StackSettings(BaseSettings):
@@ -97,10 +98,10 @@ class StackSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ACESTEPS_STACK_", extra="ignore", frozen=True)
 
-    log_dir: Path = _CACHE / "run" / "logs"
-    ipfs_bin: Path = _CACHE / "bin" / "ipfs"
-    anvil_bin: Path = _CACHE / "node" / "node_modules" / ".bin" / "anvil"
-    node_modules: Path = _CACHE / "node" / "node_modules"
+    log_dir: Path = CACHE_DIR / "run" / "logs"
+    ipfs_bin: Path = CACHE_DIR / "bin" / "ipfs"
+    anvil_bin: Path = CACHE_DIR / "node" / "node_modules" / ".bin" / "anvil"
+    node_modules: Path = CACHE_DIR / "node" / "node_modules"
 
 
 class ChainSettings(CommonSettings):
@@ -112,7 +113,7 @@ class ChainSettings(CommonSettings):
         description="AceStepsRegistry address; when unset, read from deployment_file",
     )
     deployment_file: Path = Field(
-        _CACHE / "run" / "deployment.json",
+        CACHE_DIR / "run" / "deployment.json",
         description="written by `acesteps contracts deploy`",
     )
     private_key: SecretStr | None = Field(None, description="0x-hex signing key")

@@ -6,12 +6,17 @@
 | PREFIX.audio.v1                    | requestId            | audio chunks, AudioReady   |
 | PREFIX.tracks.v1                   | requestId            | TrackPublished             |
 | PREFIX.failures.v1                 | requestId            | GenerationFailed           |
+| PREFIX.progress.v1                 | requestId            | GenerationProgress         |
 | PREFIX.listener.checkpoints        | chain id + contract  | ListenerCheckpoint         |
 | PREFIX.deadletter.v1               | the original key     | a poison record, verbatim  |
 
 ``PREFIX.deadletter.v1`` holds records that carry no usable request id (so they cannot
 become a `GenerationFailed` on ``PREFIX.failures.v1``): key, value and headers unchanged,
 plus ``dlq-*`` headers naming the source topic, partition, offset, stage and error.
+
+``PREFIX.progress.v1`` is advisory: workers announce there, outside their transactions, that
+they started generating or publishing a request, so that the status can say so while the
+work runs. A record may repeat (a retried request) or be lost; the other topics are the truth.
 
 The prefix is ``acesteps`` in production; tests give each test its own.
 """
@@ -51,6 +56,10 @@ class Topics:
         return f"{self.prefix}.failures.v1"
 
     @property
+    def progress(self) -> str:
+        return f"{self.prefix}.progress.v1"
+
+    @property
     def checkpoints(self) -> str:
         return f"{self.prefix}.listener.checkpoints"
 
@@ -72,6 +81,8 @@ class Topics:
             TopicSpec(self.tracks, partitions, {"retention.ms": "-1"}),
             TopicSpec(self.failures, partitions, {"retention.ms": "-1"}),
             TopicSpec(self.deadletter, partitions, {"retention.ms": "-1"}),
+            # Only useful while a request runs.
+            TopicSpec(self.progress, partitions, {"retention.ms": str(24 * 3600 * 1000)}),
             # One record per (chain, contract); only the latest matters.
             TopicSpec(
                 self.checkpoints,

@@ -12,6 +12,7 @@ import logging
 
 from acesteps.kafka.admin import ensure_topics
 from acesteps.kafka.loop import LoopConfig, TransactionalLoop
+from acesteps.progress import ProgressReporter
 from generator.model import load_pipeline
 from generator.pipeline import Pipeline
 from generator.policy import ContentPolicy
@@ -53,12 +54,18 @@ async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> Non
     log.info("generator %s ready with %s", instance, model.model_id)
     # 3. Until stopped: the pipeline task feeds the model, the loop feeds the pipeline.
     pipeline = Pipeline(model)
-    loop = TransactionalLoop(
-        config, handle, Deps(settings.topics, model, policy, pipeline), prefetch=prefetch
+    progress = ProgressReporter(
+        settings.kafka_bootstrap, settings.topics.progress, f"generator-{instance}"
     )
-    async with asyncio.TaskGroup() as group:
-        feeder = group.create_task(pipeline.run())
-        try:
-            await loop.run(stop)
-        finally:
-            feeder.cancel()
+    await progress.start()
+    deps = Deps(settings.topics, model, policy, pipeline, progress)
+    loop = TransactionalLoop(config, handle, deps, prefetch=prefetch)
+    try:
+        async with asyncio.TaskGroup() as group:
+            feeder = group.create_task(pipeline.run())
+            try:
+                await loop.run(stop)
+            finally:
+                feeder.cancel()
+    finally:
+        await progress.stop()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from acesteps.errors import PermanentError
@@ -36,6 +36,7 @@ from acesteps.messages import (
     GenerationFailed,
     GenerationRequest,
 )
+from acesteps.progress import NoProgress, Progress
 from acesteps.topics import Topics
 from generator import audio, metrics
 from generator.errors import PermanentGeneratorError
@@ -55,6 +56,7 @@ class Deps:
     model: Any  # generator.model.Model (kept untyped here so tests can pass a fake)
     policy: ContentPolicy
     pipeline: Pipeline
+    progress: Progress = field(default_factory=NoProgress)
 
 
 def _failed(request: GenerationRequest, exc: PermanentGeneratorError) -> GenerationFailed:
@@ -85,12 +87,15 @@ def _prepared(record: InRecord, deps: Deps) -> tuple[GenerationRequest, Job] | N
 
 async def prefetch(records: Sequence[InRecord], deps: Deps) -> None:
     """Start the model on every valid request of the batch at once (`generator.pipeline`)."""
-    wanted = []
+    wanted, valid = [], []
     for record in records:
         if (prepared := _prepared(record, deps)) is not None:
             request, job = prepared
             wanted.append((_key(record), job, request.format))
+            valid.append(prepared)
     deps.pipeline.schedule(wanted)
+    # Advisory, after the work is queued: the status says "generating" while the model runs.
+    await deps.progress.report([request.request_id for request, _ in valid], "generating")
 
 
 async def handle(record: InRecord, deps: Deps) -> Sequence[OutRecord]:

@@ -1,8 +1,8 @@
-"""``python -m listener``: the chain listener."""
+"""``python -m listener``: the chain listener and the HTTP API."""
 
 from acesteps.service import main
-from listener.chainservice import run_chain_listener
+from listener.service import run_listener
 from listener.settings import ListenerSettings
 
 if __name__ == "__main__":
-    raise SystemExit(main("listener", ListenerSettings, run_chain_listener))
+    raise SystemExit(main("listener", ListenerSettings, run_listener))

@@ -5,12 +5,14 @@ Variables are ``ACESTEPS_*`` (shared ones, see `acesteps.settings`) and ``ACESTE
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from acesteps.settings import ChainSettings
+from acesteps.settings import CACHE_DIR, ChainSettings
 
 __all__ = ["ListenerSettings"]
 
@@ -41,6 +43,57 @@ class ListenerSettings(ChainSettings):
     listener_transactional_id: str | None = Field(
         None, description="default: <topic prefix>.listener.<chain id>.<contract>"
     )
+
+    listener_chain_enabled: bool = Field(
+        True, description="poll the contract's logs (off: an API-only replica)"
+    )
+
+    # ---------------------------------------------------------------- HTTP API
+    api_enabled: bool = Field(True, description="serve the HTTP API and the web page")
+    api_host: str = Field("127.0.0.1", description="address the API binds")
+    api_port: int = Field(18000, ge=1, le=65535)
+    api_public_url: str | None = Field(
+        None, description="base of the URLs the API hands out (default: from the Host header)"
+    )
+    api_wait_s: float = Field(
+        60.0, ge=0, le=600, description="how long POST /api/generate waits before a 202"
+    )
+    api_auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="API keys for POST /api/generate; auto: on unless bound to loopback"
+    )
+    api_keys: dict[str, SecretStr] = Field(
+        default_factory=dict, description='JSON object {"<key id>": "<secret>"}'
+    )
+    api_generate_per_minute: float = Field(30, ge=0, description="POST budget per caller")
+    api_generate_burst: int = Field(10, ge=1)
+    api_read_per_minute: float = Field(1200, ge=0, description="GET budget per caller")
+    api_read_burst: int = Field(200, ge=1)
+    api_store_url: str = Field(
+        f"sqlite:///{CACHE_DIR / 'run' / 'status.sqlite3'}",
+        pattern=r"^(sqlite:///.+|postgres(ql)?://.+)$",
+        description="status store: sqlite:///PATH (one replica) or postgresql://... (shared)",
+    )
+    api_audio_cache_dir: Path = Field(
+        CACHE_DIR / "run" / "api-audio", description="files fetched from IPFS for /audio"
+    )
+
+    @property
+    def api_auth_required(self) -> bool:
+        if self.api_auth != "auto":
+            return self.api_auth == "on"
+        try:
+            return not ipaddress.ip_address(self.api_host).is_loopback
+        except ValueError:
+            return self.api_host != "localhost"
+
+    @model_validator(mode="after")
+    def _keys_when_required(self) -> ListenerSettings:
+        if self.api_enabled and self.api_auth_required and not self.api_keys:
+            raise ValueError(
+                f"the API on {self.api_host} requires keys: set ACESTEPS_API_KEYS to "
+                '\'{"<key id>": "<secret>"}\' (or ACESTEPS_API_AUTH=off to run without)'
+            )
+        return self
 
     @model_validator(mode="after")
     def _history_covers_confirmations(self) -> ListenerSettings:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
@@ -32,6 +32,7 @@ from acesteps.errors import InvalidRecordError, UnavailableError
 from acesteps.ipfs.kubo import KuboClient, KuboError
 from acesteps.kafka.records import InRecord, OutRecord, decode_value
 from acesteps.messages import TYPE_HEADER, AudioReady, GenerationFailed, TrackPublished
+from acesteps.progress import NoProgress, Progress
 from acesteps.topics import Topics
 from publisher.chunks import ChunkReader, CorruptAudio, assemble
 from publisher.errors import ChainUnavailable, RetryablePublisherError
@@ -63,6 +64,7 @@ class Deps:
     from_block: int
     gateway_url: str
     remote_pins: RemotePins
+    progress: Progress = field(default_factory=NoProgress)
 
 
 async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
@@ -73,6 +75,7 @@ async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         raise InvalidRecordError(f"AudioReady for {ready.request_id} under key {record.key!r}")
 
     # 1. The file, exactly as the generator described it.
+    await deps.progress.report([ready.request_id], "publishing")
     chunks = await deps.chunks.chunks_before(record, ready.request_id, ready.chunks)
     data = assemble(chunks, ready)
 
@@ -108,6 +111,11 @@ async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         contract=deps.contract.address,
         tx_hash=reg.tx_hash,
         block_number=reg.block_number,
+        format=ready.format,
+        size_bytes=ready.size_bytes,
+        duration_s=ready.duration_s,
+        seed=ready.seed,
+        model_id=ready.model_id,
         remote_pins=remote_pins,
     )
     return [OutRecord.message(deps.topics.tracks, ready.request_id, track)]

@@ -15,6 +15,7 @@ from acesteps.chain import registry
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.kafka.admin import ensure_topics
 from acesteps.kafka.loop import LoopConfig, TransactionalLoop
+from acesteps.progress import ProgressReporter
 from publisher.chunks import ChunkReader
 from publisher.handlers import Deps, handle_audio, handle_failure
 from publisher.remotepin import RemotePinner
@@ -71,6 +72,13 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
         chunks = ChunkReader(settings.kafka_bootstrap, settings.publisher_chunk_scan_limit)
         await chunks.start()
         stack.push_async_callback(chunks.stop)
+        progress = ProgressReporter(
+            settings.kafka_bootstrap,
+            settings.topics.progress,
+            f"publisher-{settings.publisher_instance_id}",
+        )
+        await progress.start()
+        stack.push_async_callback(progress.stop)
         deps = Deps(
             topics=settings.topics,
             chunks=chunks,
@@ -82,6 +90,7 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
             from_block=settings.deployment_block() or 0,
             gateway_url=settings.ipfs_gateway_url,
             remote_pins=remote_pins,
+            progress=progress,
         )
         log.info("publishing to %s on chain %d as %s", contract.address, chain_id, sender.address)
         if settings.publisher_pinning_services:

@@ -16,13 +16,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from acesteps.topics import TopicSpec
 
-__all__ = ["delete_topics", "ensure_topics", "topic_configs"]
+__all__ = ["delete_topics", "ensure_topics", "topic_configs", "topic_partitions"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,22 @@ async def delete_topics(bootstrap: str, prefixes: Sequence[str]) -> list[str]:
         return names
     finally:
         await admin.close()
+
+
+async def topic_partitions(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of ``topics`` (a consumer knows them only once it has subscribed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="acesteps-admin")
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    found = []
+    for topic in described:
+        if topic["error_code"] != _NO_ERROR:
+            raise for_code(topic["error_code"])(f"describing topic {topic['topic']}")
+        found += [TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"]]
+    return sorted(found)
 
 
 async def topic_configs(bootstrap: str, topic: str) -> dict[str, str]:

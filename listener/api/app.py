@@ -1,0 +1,202 @@
+"""The aiohttp application: routes, and the middlewares every request goes through.
+
+Middlewares, outermost first: metrics (count and time per route), errors (every error is JSON
+``{"error": {"code", "message", "field"?}}``; an unexpected exception is logged and answered
+500 without details), then callers (API key, rate limit). Handlers live in
+`listener.api.routes`; what they need is in `ApiDeps`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+from acesteps.messages import GenerationRequest
+from acesteps.verify import Verdict
+from listener.api.audiocache import AudioCache
+from listener.api.auth import ApiKeys, RateLimiter, Unauthorized
+from listener.api.models import ApiError, ErrorBody
+from listener.api.projection import Hub, Projection
+from listener.api.store import Store
+
+__all__ = ["DEPS", "ApiDeps", "ApiFailure", "Submitter", "create_app", "error_response"]
+
+log = logging.getLogger(__name__)
+
+DEPS: web.AppKey[ApiDeps] = web.AppKey("deps")
+STATIC = Path(__file__).resolve().parent / "static"
+
+REQUESTS = Counter(
+    "acesteps_api_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "acesteps_api_request_seconds",
+    "time to answer (to the first byte for streams)",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+class Submitter(Protocol):
+    async def submit(self, request: GenerationRequest) -> None:
+        """Write the request to ``PREFIX.requests.v1`` (raises when Kafka refuses)."""
+        ...
+
+
+class Verifier(Protocol):
+    async def __call__(self, request_id: str) -> Verdict: ...
+
+
+@dataclass
+class ApiDeps:
+    store: Store
+    hub: Hub
+    projection: Projection | None
+    submitter: Submitter
+    audio: AudioCache
+    verifier: Verifier
+    keys: ApiKeys
+    generate_limit: RateLimiter
+    read_limit: RateLimiter
+    wait_s: float
+    public_url: str | None = None
+    resend_after_s: float = 10.0
+
+
+class ApiFailure(web.HTTPException):
+    """An answer with a JSON error body (raise it from a handler)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status_code = status
+        super().__init__(
+            headers=headers,
+            text=_error_json(code, message, field),
+            content_type="application/json",
+        )
+
+
+def _error_json(code: str, message: str, field: str | None = None) -> str:
+    return ErrorBody(error=ApiError(code=code, message=message, field=field)).model_dump_json(
+        by_alias=True, exclude_none=True
+    )
+
+
+def error_response(status: int, code: str, message: str, **headers: str) -> web.Response:
+    return web.Response(
+        status=status,
+        text=_error_json(code, message),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+@web.middleware
+async def _metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        LATENCY.labels(request.method, name).observe(time.perf_counter() - started)
+        REQUESTS.labels(request.method, name, str(status)).inc()
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiFailure:
+        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "error")
+        return error_response(exc.status, code, exc.reason, **_kept_headers(exc))
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "internal", "internal error; the server log has details")
+
+
+def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
+    return {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+
+
+@web.middleware
+async def _callers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Who calls (API key) and whether their budget allows it (429 + Retry-After)."""
+    if not request.path.startswith("/api/") or request.path == "/api/openapi.json":
+        return await handler(request)
+    deps = request.app[DEPS]
+    secret = _secret(request)
+    generate = request.method == "POST"
+    try:
+        # Reads are public by request id (256-bit, unguessable; the tracks themselves are
+        # public on IPFS and on chain); submitting costs GPU time and needs a key.
+        key_id = deps.keys.identify(secret) if (generate or secret) else None
+    except Unauthorized as exc:
+        raise ApiFailure(
+            401, "unauthorized", str(exc), headers={"WWW-Authenticate": 'Bearer realm="acesteps"'}
+        ) from None
+    request["caller"] = key_id or "local"
+    limiter = deps.generate_limit if generate else deps.read_limit
+    bucket = key_id or f"addr:{request.remote}"
+    wait = limiter.take(bucket)
+    if wait > 0:
+        retry = str(max(1, int(wait + 0.999)))
+        raise ApiFailure(
+            429,
+            "rate_limited",
+            f"too many requests for {bucket}; retry in {retry} s",
+            headers={"Retry-After": retry},
+        )
+    return await handler(request)
+
+
+def _secret(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip() or None
+    return request.headers.get("X-API-Key") or None
+
+
+def create_app(deps: ApiDeps) -> web.Application:
+    from listener.api import routes
+
+    app = web.Application(middlewares=[_metrics, _errors, _callers], client_max_size=64 * 1024)
+    app[DEPS] = deps
+    routes.add_routes(app)
+    app.router.add_static("/static/", STATIC, name="static")
+    return app

@@ -1,0 +1,194 @@
+"""The OpenAPI 3.1 document of the API, built from the same pydantic models it validates with.
+
+Served at ``/api/openapi.json``; the contract tests run schemathesis against it.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from listener.api.models import ErrorBody, GenerateBody, Generation
+
+__all__ = ["openapi_document"]
+
+_REF = "#/components/schemas/{model}"
+_JSON = "application/json"
+
+
+def _schemas() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    models: tuple[tuple[type[BaseModel], str], ...] = (
+        (GenerateBody, "validation"),
+        (Generation, "serialization"),
+        (ErrorBody, "serialization"),
+    )
+    for model, mode in models:
+        schema = model.model_json_schema(by_alias=True, ref_template=_REF, mode=mode)  # type: ignore[arg-type]
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
+
+
+def _error(description: str, **headers: str) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {_JSON: {"schema": {"$ref": _REF.format(model="ErrorBody")}}},
+    }
+    if headers:
+        answer["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in headers.items()
+        }
+    return answer
+
+
+def _generation(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"Location": {"schema": {"type": "string"}}},
+        "content": {_JSON: {"schema": {"$ref": _REF.format(model="Generation")}}},
+    }
+
+
+_ID_PARAM = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "the requestId",
+    "schema": {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"},
+}
+_READ_ERRORS = {
+    "400": _error("malformed id"),
+    "404": _error("no such request"),
+    "429": _error("rate limited", **{"Retry-After": "seconds to wait"}),
+}
+
+
+@cache
+def _paths() -> dict[str, Any]:
+    return {
+        "/api/generate": {
+            "post": {
+                "operationId": "generate",
+                "summary": "Request a track; waits for it up to the server's limit",
+                "security": [{"apiKey": []}, {}],
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "a retry with the same key returns the same request",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    },
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "required": False,
+                        "description": "seconds to wait for completion (0: answer at once)",
+                        "schema": {"type": "number", "minimum": 0},
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {_JSON: {"schema": {"$ref": _REF.format(model="GenerateBody")}}},
+                },
+                "responses": {
+                    "200": _generation("finished: completed, failed or revoked"),
+                    "202": _generation("not finished yet; follow Location"),
+                    "400": _error("not JSON"),
+                    "401": _error("missing or unknown API key"),
+                    "422": _error("invalid field (named in error.field)"),
+                    "429": _error("rate limited", **{"Retry-After": "seconds to wait"}),
+                    "503": _error("Kafka unavailable; retry"),
+                },
+            }
+        },
+        "/api/generations/{id}": {
+            "get": {
+                "operationId": "getGeneration",
+                "summary": "The status and, once completed, the track of a request",
+                "parameters": [_ID_PARAM],
+                "responses": {"200": _generation("the request"), **_READ_ERRORS},
+            }
+        },
+        "/api/generations/{id}/audio": {
+            "get": {
+                "operationId": "getAudio",
+                "summary": "The published file (range requests supported)",
+                "parameters": [_ID_PARAM],
+                "responses": {
+                    "200": {
+                        "description": "the file",
+                        "content": {
+                            "audio/mpeg": {"schema": {"type": "string", "format": "binary"}},
+                            "audio/wav": {"schema": {"type": "string", "format": "binary"}},
+                        },
+                    },
+                    "206": {"description": "the requested range"},
+                    "409": _error("not completed"),
+                    "416": {"description": "range not satisfiable"},
+                    "502": _error("IPFS served bytes that do not match the registered hash"),
+                    "503": _error("IPFS unavailable; retry"),
+                    **_READ_ERRORS,
+                },
+            }
+        },
+        "/api/generations/{id}/events": {
+            "get": {
+                "operationId": "getEvents",
+                "summary": "Server-sent events: a `status` event (data: Generation) per change",
+                "parameters": [_ID_PARAM],
+                "responses": {
+                    "200": {
+                        "description": "an event stream that ends at a final status",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_READ_ERRORS,
+                },
+            }
+        },
+        "/api/generations/{id}/verify": {
+            "get": {
+                "operationId": "verify",
+                "summary": "Check the published file against its on-chain registration",
+                "parameters": [_ID_PARAM],
+                "responses": {
+                    "200": {
+                        "description": "the verdict (status MATCH, MISMATCH or UNKNOWN)",
+                        "content": {_JSON: {"schema": {"type": "object"}}},
+                    },
+                    "409": _error("not completed"),
+                    **_READ_ERRORS,
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "health",
+                "responses": {
+                    "200": {"description": "serving"},
+                    "503": {"description": "the status projection is not running"},
+                },
+            }
+        },
+    }
+
+
+def openapi_document(server_url: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "AceSteps",
+            "version": "1",
+            "description": "Verifiable AI music: request a track, follow it, fetch and verify it.",
+        },
+        "servers": [{"url": server_url}],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+    }

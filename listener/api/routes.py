@@ -1,0 +1,282 @@
+"""The API's handlers (design section 7). Every answer about a request is its `Generation`.
+
+POST /api/generate                    submit; waits up to ACESTEPS_API_WAIT_S (or ?wait=S):
+                                      200 with the final record, else 202 + Location
+GET  /api/generations/{id}            the record
+GET  /api/generations/{id}/audio      the file (ranges, HEAD, conditional requests)
+GET  /api/generations/{id}/events     server-sent events: one ``status`` event per change
+GET  /api/generations/{id}/verify     the check `acesteps verify` runs, as JSON
+GET  /api/openapi.json                the OpenAPI document
+GET  /healthz, GET /metrics, GET /    health, Prometheus, the web page
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from acesteps.hashing import keccak256_hex
+from acesteps.messages import GenerationRequest
+from listener.api.app import DEPS, STATIC, ApiDeps, ApiFailure
+from listener.api.audiocache import AudioMismatch, AudioUnavailable
+from listener.api.models import GenerateBody, Generation, Status
+from listener.api.openapi import openapi_document
+from listener.api.updates import from_request
+
+__all__ = ["add_routes", "request_id_for"]
+
+_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
+HEARTBEAT_S = 15.0
+CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
+
+
+def request_id_for(caller: str, idempotency_key: str | None) -> str:
+    """An HTTP request's id: keccak256 of a random nonce, or of the caller's idempotency key."""
+    if idempotency_key is None:
+        return keccak256_hex(os.urandom(16))
+    return keccak256_hex(b"acesteps/idempotency/v1\0" + f"{caller}\0{idempotency_key}".encode())
+
+
+def _base_url(request: web.Request, deps: ApiDeps) -> str:
+    return deps.public_url or f"{request.scheme}://{request.host}"
+
+
+def _answer(request: web.Request, g: Generation, status: int = 200) -> web.Response:
+    deps = request.app[DEPS]
+    headers = {"Location": f"/api/generations/{g.id}"}
+    if not g.status.final:
+        headers["Retry-After"] = "2"
+    return web.json_response(g.public(_base_url(request, deps)), status=status, headers=headers)
+
+
+# ---------------------------------------------------------------- POST /api/generate
+
+
+async def _body(request: web.Request) -> GenerateBody:
+    try:
+        raw = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiFailure(400, "invalid_json", "the body is not JSON") from None
+    if not isinstance(raw, dict):
+        raise ApiFailure(422, "invalid_request", "the body must be a JSON object")
+    try:
+        return GenerateBody.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        raise ApiFailure(
+            422, "invalid_request", f"{field}: {err['msg']}" if field else err["msg"], field
+        ) from None
+
+
+def _wait_s(request: web.Request, deps: ApiDeps) -> float:
+    if "respond-async" in request.headers.get("Prefer", ""):
+        return 0.0
+    raw = request.query.get("wait")
+    if raw is None:
+        return deps.wait_s
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= deps.wait_s:
+        raise ApiFailure(
+            422,
+            "invalid_request",
+            f"wait must be a number of seconds in [0, {deps.wait_s}]",
+            "wait",
+        )
+    return wait
+
+
+async def generate(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    body = await _body(request)
+    wait_s = _wait_s(request, deps)
+    caller: str = request["caller"]
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise ApiFailure(422, "invalid_request", "Idempotency-Key: 1 to 255 characters")
+    request_id = request_id_for(caller, key)
+    # The same key with another body is a client bug, not a retry.
+    fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    message = GenerationRequest(
+        request_id=request_id,
+        source="http",
+        prompt=body.prompt,
+        lyrics=body.lyrics,
+        tags=tuple(body.tags),
+        duration_s=body.duration,
+        format=body.format,
+        seed=body.seed,
+        requester=caller,
+    )
+    with deps.hub.watch(request_id) as changes:
+        queued = Generation(id=request_id, status=Status.QUEUED, **from_request(message))
+        row, inserted = await deps.store.submit(queued, fingerprint)
+        if not inserted and row.fingerprint not in (None, fingerprint):
+            raise ApiFailure(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request body",
+                "Idempotency-Key",
+            )
+        age = (message.requested_at - row.generation.created_at).total_seconds()
+        if inserted or (not row.request_seen and age > deps.resend_after_s):
+            try:
+                await deps.submitter.submit(message)
+            except Exception as exc:
+                if inserted:
+                    await deps.store.forget(request_id)
+                raise ApiFailure(
+                    503, "unavailable", f"the request could not be queued: {type(exc).__name__}"
+                ) from exc
+        current = await _wait_final(deps, request_id, changes, wait_s) or row.generation
+    return _answer(request, current, 200 if current.status.final else 202)
+
+
+async def _wait_final(
+    deps: ApiDeps, request_id: str, changes: asyncio.Queue[Generation], wait_s: float
+) -> Generation | None:
+    current = await deps.store.get(request_id)
+    try:
+        async with asyncio.timeout(wait_s):
+            while current is None or not current.status.final:
+                current = await changes.get()
+    except TimeoutError:
+        pass
+    return current
+
+
+# ---------------------------------------------------------------- reads
+
+
+async def _generation(request: web.Request) -> Generation:
+    rid = request.match_info["id"]
+    if not _ID.match(rid):
+        raise ApiFailure(400, "invalid_id", "a request id is 0x + 64 hex digits", "id")
+    found = await request.app[DEPS].store.get(rid.lower())
+    if found is None:
+        raise ApiFailure(404, "not_found", f"no request {rid.lower()}")
+    return found
+
+
+async def get_generation(request: web.Request) -> web.Response:
+    return _answer(request, await _generation(request))
+
+
+async def get_audio(request: web.Request) -> web.StreamResponse:
+    g = await _generation(request)
+    if g.status is not Status.COMPLETED or not g.cid or not g.audio_hash:
+        raise ApiFailure(409, "not_ready", f"request {g.id} is {g.status.value}, not completed")
+    fmt = g.format or "mp3"
+    try:
+        path = await request.app[DEPS].audio.path(g.cid, g.audio_hash, fmt)
+    except AudioUnavailable as exc:
+        raise ApiFailure(503, "ipfs_unavailable", str(exc), headers={"Retry-After": "5"}) from None
+    except AudioMismatch as exc:
+        raise ApiFailure(502, "audio_mismatch", str(exc)) from None
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": CONTENT_TYPES[fmt],
+            "Content-Disposition": f'inline; filename="{g.id}.{fmt}"',
+            "Cache-Control": "public, max-age=31536000, immutable",
+        },
+    )
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """One ``status`` event now, then one per status change, until a final status."""
+    deps = request.app[DEPS]
+    g = await _generation(request)
+    base = _base_url(request, deps)
+    stream = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    with deps.hub.watch(g.id) as changes:
+        g = await deps.store.get(g.id) or g  # anything that changed before watching
+        await stream.prepare(request)
+        sent, number = None, 0
+        while True:
+            if g.status is not sent:
+                number += 1
+                data = json.dumps(g.public(base))
+                await stream.write(f"id: {number}\nevent: status\ndata: {data}\n\n".encode())
+                sent = g.status
+            if g.status.final:
+                break
+            try:
+                g = await asyncio.wait_for(changes.get(), HEARTBEAT_S)
+            except TimeoutError:
+                await stream.write(b": keep-alive\n\n")
+    await stream.write_eof()
+    return stream
+
+
+async def verify(request: web.Request) -> web.Response:
+    g = await _generation(request)
+    if g.status is not Status.COMPLETED:
+        raise ApiFailure(409, "not_ready", f"request {g.id} is {g.status.value}, not completed")
+    verdict = await request.app[DEPS].verifier(g.id)
+    body = asdict(verdict)
+    body.update(
+        status=verdict.status.value,
+        also_registered_as=list(verdict.also_registered_as),
+        hash_matches=verdict.hash_matches,
+        cid_matches=verdict.cid_matches,
+    )
+    return web.json_response(body)
+
+
+# ---------------------------------------------------------------- service
+
+
+async def healthz(request: web.Request) -> web.Response:
+    projection = request.app[DEPS].projection
+    ok = projection is not None and projection.running
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "projection": {
+            "running": bool(projection and projection.running),
+            "caughtUp": bool(projection and projection.ready.is_set()),
+            "lagRecords": projection.lag if projection else None,
+        },
+    }
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def metrics(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(_base_url(request, request.app[DEPS])))
+
+
+async def page(_: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/generate", generate)
+    app.router.add_get("/api/generations/{id}", get_generation)
+    app.router.add_get("/api/generations/{id}/audio", get_audio)
+    app.router.add_get("/api/generations/{id}/events", events)
+    app.router.add_get("/api/generations/{id}/verify", verify)
+    app.router.add_get("/api/openapi.json", openapi)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", page)

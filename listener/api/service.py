@@ -1,0 +1,100 @@
+"""Wiring of the HTTP API: settings -> store, Kafka, IPFS, chain -> projection + web server.
+
+Reads ``PREFIX.requests.v1``, ``PREFIX.progress.v1``, ``PREFIX.tracks.v1`` and
+``PREFIX.failures.v1`` (the status projection) and writes ``PREFIX.requests.v1`` (HTTP
+requests, idempotent producer keyed by request id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from acesteps.chain import connect, registry
+from acesteps.ipfs.kubo import KuboClient
+from acesteps.kafka.admin import ensure_topics
+from acesteps.kafka.producer import idempotent_producer, send_message
+from acesteps.messages import GenerationRequest
+from acesteps.verify import KuboSource, Verdict, verify
+from listener.api.app import ApiDeps, create_app
+from listener.api.audiocache import AudioCache
+from listener.api.auth import ApiKeys, RateLimiter
+from listener.api.projection import Hub, Projection
+from listener.api.store import Store, open_store
+from listener.settings import ListenerSettings
+
+__all__ = ["KafkaSubmitter", "run_api"]
+
+log = logging.getLogger(__name__)
+
+
+class KafkaSubmitter:
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def submit(self, request: GenerationRequest) -> None:
+        async with asyncio.timeout(15):
+            await (await send_message(self._producer, self._topic, request.request_id, request))
+
+
+async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
+    async with AsyncExitStack() as stack:
+        # 1. The store, then the projection that fills it from the topics.
+        store: Store = await open_store(settings.api_store_url)
+        stack.push_async_callback(store.close)
+        await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
+        hub = Hub()
+        projection = Projection(settings.kafka_bootstrap, settings.topics, store, hub)
+
+        # 2. Clients: Kafka (requests), Kubo (audio), the chain (verify).
+        producer = idempotent_producer(settings.kafka_bootstrap, client_id="acesteps-api")
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        kubo = await stack.enter_async_context(
+            KuboClient(settings.ipfs_api_url, timeout_s=settings.ipfs_timeout_s)
+        )
+        w3 = connect(settings.rpc_url)
+        stack.push_async_callback(w3.provider.disconnect)
+        contract = registry(w3, settings.contract())
+        from_block = settings.deployment_block() or 0
+
+        async def verifier(request_id: str) -> Verdict:
+            source = KuboSource(kubo, settings.ipfs_api_url)
+            return await verify(contract, request_id, source, from_block=from_block)
+
+        deps = ApiDeps(
+            store=store,
+            hub=hub,
+            projection=projection,
+            submitter=KafkaSubmitter(producer, settings.topics.requests),
+            audio=AudioCache(kubo, settings.api_audio_cache_dir),
+            verifier=verifier,
+            keys=ApiKeys(
+                {k: v.get_secret_value() for k, v in settings.api_keys.items()},
+                required=settings.api_auth_required,
+            ),
+            generate_limit=RateLimiter(
+                settings.api_generate_per_minute, settings.api_generate_burst
+            ),
+            read_limit=RateLimiter(settings.api_read_per_minute, settings.api_read_burst),
+            wait_s=settings.api_wait_s,
+            public_url=settings.api_public_url,
+        )
+
+        # 3. Serve until stopped; the projection runs beside the server.
+        runner = web.AppRunner(create_app(deps), access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, settings.api_host, settings.api_port).start()
+        log.info(
+            "API on http://%s:%d (keys %s)",
+            settings.api_host,
+            settings.api_port,
+            "required" if settings.api_auth_required else "off",
+        )
+        await projection.run(stop)
