@@ -37,6 +37,7 @@ class ListenerProcess(ServiceProcess):
             "ACESTEPS_RPC_URL": anvil.url,
             "ACESTEPS_CONTRACT_ADDRESS": contract,
             "ACESTEPS_LISTENER_POLL_INTERVAL_S": "0.1",
+            "ACESTEPS_API_ENABLED": "false",  # the chain half only
             "ACESTEPS_LISTENER_RPC_BACKOFF_MAX_S": "1",
             **{f"ACESTEPS_LISTENER_{k.upper()}": str(v) for k, v in extra.items()},
         }

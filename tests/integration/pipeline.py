@@ -1,0 +1,107 @@
+"""The whole service for API tests: a private anvil with a fresh registry, and the listener
+(with its API on a free port), generator (tiny model) and publisher as real subprocesses on
+the shared Kafka and Kubo, under topics of their own."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eth_account import Account
+
+from acesteps.devchain import dev_key
+from acesteps.settings import CommonSettings, StackSettings
+from tests.integration.anvil import Anvil, free_port
+from tests.integration.chainload import ChainLoader
+from tests.integration.services import ServiceProcess
+
+__all__ = ["Pipeline", "running_pipeline"]
+
+PUBLISHER_KEY = dev_key(1)
+
+
+@dataclass
+class Pipeline:
+    api_url: str
+    prefix: str
+    anvil: Anvil
+    chain: ChainLoader
+    contract: str
+    env: dict[str, str]
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{p.tail(40)}" for n, p in self.services.items())
+
+
+def _wait_healthy(url: str, pipeline: Pipeline, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if not pipeline.services["listener"].alive():
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"the API at {url} did not become healthy\n{pipeline.logs()}")
+
+
+@contextmanager
+def running_pipeline(stack: CommonSettings, **api_env: str) -> Iterator[Pipeline]:
+    """Everything running; ``api_env`` adds ``ACESTEPS_*`` settings of the listener."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    log_dir = StackSettings().log_dir / prefix
+    anvil = Anvil(log_dir).start()
+    try:
+        chain = ChainLoader(anvil.url)
+        contract = chain.deploy(args=(Account.from_key(PUBLISHER_KEY).address, 0))
+        port = free_port()
+        env = {
+            "ACESTEPS_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+            "ACESTEPS_TOPIC_PREFIX": prefix,
+            "ACESTEPS_RPC_URL": anvil.url,
+            "ACESTEPS_IPFS_API_URL": stack.ipfs_api_url,
+            "ACESTEPS_IPFS_GATEWAY_URL": stack.ipfs_gateway_url,
+            "ACESTEPS_CONTRACT_ADDRESS": contract,
+            "ACESTEPS_DEPLOYMENT_FILE": str(log_dir / "no-deployment.json"),
+        }
+        pipeline = Pipeline(f"http://127.0.0.1:{port}", prefix, anvil, chain, contract, env)
+        service_env = {
+            "listener": {
+                "ACESTEPS_API_PORT": str(port),
+                "ACESTEPS_API_STORE_URL": f"sqlite:///{log_dir / 'status.sqlite3'}",
+                "ACESTEPS_API_AUDIO_CACHE_DIR": str(log_dir / "audio"),
+                "ACESTEPS_LISTENER_CONFIRMATIONS": "0",
+                "ACESTEPS_LISTENER_POLL_INTERVAL_S": "0.1",
+                **api_env,
+            },
+            "generator": {
+                "ACESTEPS_GENERATOR_MODEL": "tiny",
+                "ACESTEPS_GENERATOR_INSTANCE_ID": f"gen-{prefix}",
+            },
+            "publisher": {
+                "ACESTEPS_PRIVATE_KEY": PUBLISHER_KEY,
+                "ACESTEPS_PUBLISHER_INSTANCE_ID": f"pub-{prefix}",
+                "ACESTEPS_PUBLISHER_CONFIRMATIONS": "1",
+                "ACESTEPS_PUBLISHER_TX_POLL_INTERVAL_S": "0.1",
+            },
+        }
+        try:
+            for name, extra in service_env.items():
+                proc = ServiceProcess(name, {**env, **extra}, log_dir / f"{name}.log")
+                pipeline.services[name] = proc.start()
+            _wait_healthy(pipeline.api_url, pipeline)
+            yield pipeline
+        finally:
+            for proc in pipeline.services.values():
+                proc.stop()
+    finally:
+        anvil.stop()
