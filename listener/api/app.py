@@ -26,11 +26,13 @@ from listener.api.models import ApiError, ErrorBody
 from listener.api.projection import Hub, Projection
 from listener.api.store import Store
 
-__all__ = ["DEPS", "ApiDeps", "ApiFailure", "Submitter", "create_app", "error_response"]
+__all__ = ["CALLER", "DEPS", "ApiDeps", "ApiFailure", "Submitter", "create_app", "error_response"]
 
 log = logging.getLogger(__name__)
 
 DEPS: web.AppKey[ApiDeps] = web.AppKey("deps")
+CALLER = web.RequestKey("caller", str)
+"""Who is calling: the API key id, or ``local`` when keys are off."""
 STATIC = Path(__file__).resolve().parent / "static"
 
 REQUESTS = Counter(
@@ -170,7 +172,7 @@ async def _callers(request: web.Request, handler: Handler) -> web.StreamResponse
         raise ApiFailure(
             401, "unauthorized", str(exc), headers={"WWW-Authenticate": 'Bearer realm="acesteps"'}
         ) from None
-    request["caller"] = key_id or "local"
+    request[CALLER] = key_id or "local"
     limiter = deps.generate_limit if generate else deps.read_limit
     bucket = key_id or f"addr:{request.remote}"
     wait = limiter.take(bucket)

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from acesteps.hashing import keccak256_hex
 from acesteps.messages import GenerationRequest
-from listener.api.app import DEPS, STATIC, ApiDeps, ApiFailure
+from listener.api.app import CALLER, DEPS, STATIC, ApiDeps, ApiFailure
 from listener.api.audiocache import AudioMismatch, AudioUnavailable
 from listener.api.models import GenerateBody, Generation, Status
 from listener.api.openapi import openapi_document
@@ -101,7 +101,7 @@ async def generate(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     body = await _body(request)
     wait_s = _wait_s(request, deps)
-    caller: str = request["caller"]
+    caller = request[CALLER]
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise ApiFailure(422, "invalid_request", "Idempotency-Key: 1 to 255 characters")

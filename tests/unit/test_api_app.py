@@ -1,0 +1,266 @@
+"""The API's HTTP behaviour in-process: keys, rate limits, idempotency, validation, errors.
+
+A real `SqliteStore` and `Hub`; the Kafka producer, IPFS and the chain are fakes passed in
+(the integration tests in tests/integration/test_api.py run the real ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from acesteps.ipfs.kubo import KuboClient
+from acesteps.messages import GenerationFailed, GenerationRequest, TrackPublished
+from acesteps.verify import Status as VerdictStatus
+from acesteps.verify import Verdict
+from listener.api.app import ApiDeps, create_app
+from listener.api.audiocache import AudioCache
+from listener.api.auth import ApiKeys, RateLimiter
+from listener.api.projection import Hub
+from listener.api.store import SqliteStore
+
+KEYS = {"alice": "s3cret-alice", "bob": "s3cret-bob"}
+BODY = {"prompt": "a calm piano piece", "duration": 5}
+
+
+class FakeKafka:
+    def __init__(self) -> None:
+        self.sent: list[GenerationRequest] = []
+        self.fail = False
+        self.got_one = asyncio.Event()
+
+    async def submit(self, request: GenerationRequest) -> None:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.sent.append(request)
+        self.got_one.set()
+
+
+async def fake_verifier(request_id: str) -> Verdict:
+    return Verdict(VerdictStatus.MATCH, "equal", request_id)
+
+
+@pytest.fixture
+async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    clients: list[TestClient[Any, Any]] = []
+    stores: list[SqliteStore] = []
+
+    async def make(
+        required: bool = False, burst: int = 100, per_minute: float = 6000, wait_s: float = 0
+    ) -> tuple[TestClient[Any, Any], ApiDeps, FakeKafka]:
+        store = await SqliteStore(tmp_path / f"s{len(stores)}.sqlite3").open()
+        stores.append(store)
+        kafka = FakeKafka()
+        deps = ApiDeps(
+            store=store,
+            hub=Hub(),
+            projection=None,
+            submitter=kafka,
+            audio=AudioCache(KuboClient("http://127.0.0.1:9"), tmp_path / "audio"),
+            verifier=fake_verifier,
+            keys=ApiKeys(KEYS if required else {}, required=required),
+            generate_limit=RateLimiter(per_minute, burst),
+            read_limit=RateLimiter(per_minute, burst),
+            wait_s=wait_s,
+        )
+        client = TestClient(TestServer(create_app(deps)))
+        await client.start_server()
+        clients.append(client)
+        return client, deps, kafka
+
+    yield make
+    for client in clients:
+        await client.close()
+    for store in stores:
+        await store.close()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_submit_answers_202_with_location_and_queues_one_request(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, _, kafka = await make_client()
+    answer = await client.post("/api/generate", json={**BODY, "tags": ["piano"], "seed": 3})
+    body = await answer.json()
+    assert answer.status == 202, body
+    assert answer.headers["Location"] == f"/api/generations/{body['id']}"
+    assert body["status"] == "queued" and body["audioUrl"] is None
+    (sent,) = kafka.sent
+    assert sent.request_id == body["id"] and sent.source == "http"
+    assert sent.tags == ("piano",) and sent.seed == 3 and sent.duration_s == 5
+    assert sent.requester == "local"
+    got = await client.get(answer.headers["Location"])
+    assert (await got.json())["id"] == body["id"]
+
+
+async def test_waiting_submit_answers_200_when_the_track_is_published(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, deps, kafka = await make_client(wait_s=10)
+    post = asyncio.create_task(client.post("/api/generate", json=BODY))
+    await asyncio.wait_for(kafka.got_one.wait(), 5)
+    rid = kafka.sent[0].request_id
+    track = TrackPublished(
+        request_id=rid,
+        audio_hash="0x" + "ab" * 32,
+        cid="bafkreigxndsvirh3mggovpue6i3g46db6hfaazjueqrly5n6t3mvosqqey",
+        urls=("ipfs://x",),
+        chain_id=31337,
+        contract="0x" + "12" * 20,
+        tx_hash="0x" + "cd" * 32,
+        block_number=9,
+        seed=42,
+        model_id="tiny",
+    )
+    deps.hub.publish(await deps.store.apply([(rid, kafka.sent[0]), (rid, track)], {}))
+    answer = await post
+    body = await answer.json()
+    assert answer.status == 200, body
+    assert body["status"] == "completed" and body["seed"] == 42 and body["txHash"] == track.tx_hash
+    assert body["audioUrl"].endswith(f"/api/generations/{rid}/audio")
+
+
+async def test_idempotency_key_gives_the_same_request_once(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, _, kafka = await make_client()
+    headers = {"Idempotency-Key": "order-17"}
+    first = await (await client.post("/api/generate", json=BODY, headers=headers)).json()
+    again = await client.post("/api/generate", json=BODY, headers=headers)
+    assert (await again.json())["id"] == first["id"]
+    assert len(kafka.sent) == 1  # the retry was not queued twice
+    other = await (await client.post("/api/generate", json=BODY)).json()
+    assert other["id"] != first["id"]
+    changed = await client.post("/api/generate", json={**BODY, "duration": 6}, headers=headers)
+    error = (await changed.json())["error"]
+    assert changed.status == 422 and error["code"] == "idempotency_key_reused"
+
+
+async def test_idempotency_keys_are_scoped_to_the_api_key(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, _, kafka = await make_client(required=True)
+    key = {"Idempotency-Key": "same"}
+    a = await client.post("/api/generate", json=BODY, headers={**key, **bearer(KEYS["alice"])})
+    b = await client.post("/api/generate", json=BODY, headers={**key, **bearer(KEYS["bob"])})
+    assert (await a.json())["id"] != (await b.json())["id"]
+    assert [r.requester for r in kafka.sent] == ["alice", "bob"]
+
+
+async def test_keys_required_for_submitting_not_for_reading(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, _, kafka = await make_client(required=True)
+    missing = await client.post("/api/generate", json=BODY)
+    assert missing.status == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert (await missing.json())["error"]["code"] == "unauthorized"
+    wrong = await client.post("/api/generate", json=BODY, headers=bearer("nope"))
+    assert wrong.status == 401
+    assert not kafka.sent
+    ok = await client.post("/api/generate", json=BODY, headers={"X-API-Key": KEYS["alice"]})
+    assert ok.status == 202
+    read = await client.get(f"/api/generations/{(await ok.json())['id']}")
+    assert read.status == 200
+
+
+async def test_rate_limit_answers_429_with_retry_after_per_caller(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, _, kafka = await make_client(required=True, burst=2, per_minute=6)
+    alice = bearer(KEYS["alice"])
+    codes = [
+        (await client.post("/api/generate", json=BODY, headers=alice)).status for _ in range(3)
+    ]
+    assert codes == [202, 202, 429]
+    limited = await client.post("/api/generate", json=BODY, headers=alice)
+    assert limited.status == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert (await limited.json())["error"]["code"] == "rate_limited"
+    bob = await client.post("/api/generate", json=BODY, headers=bearer(KEYS["bob"]))
+    assert bob.status == 202  # another caller's budget
+    assert len(kafka.sent) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"duration": 30}, "prompt"),
+        ({"prompt": "   ", "duration": 30}, "prompt"),
+        ({"prompt": "x", "duration": 500}, "duration"),
+        ({"prompt": "x", "duration": True}, "duration"),
+        ({"prompt": "x", "format": "flac"}, "format"),
+        ({"prompt": "x", "seed": -1}, "seed"),
+        ({"prompt": "x", "tags": ["a"] * 17}, "tags"),
+        ({"prompt": "x", "colour": "red"}, "colour"),
+    ],
+)
+async def test_invalid_bodies_name_the_field_and_queue_nothing(make_client, body, field) -> None:  # type: ignore[no-untyped-def]
+    client, _, kafka = await make_client()
+    answer = await client.post("/api/generate", json=body)
+    error = (await answer.json())["error"]
+    assert answer.status == 422 and error["code"] == "invalid_request"
+    assert error["field"] == field, error
+    assert not kafka.sent
+
+
+async def test_malformed_requests_get_json_errors(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, _, kafka = await make_client()
+    cases = [
+        (client.post("/api/generate", data=b"{not json"), 400, "invalid_json"),
+        (client.post("/api/generate", json=[1, 2]), 422, "invalid_request"),
+        (client.post("/api/generate?wait=-1", json=BODY), 422, "invalid_request"),
+        (client.get("/api/generations/0x12"), 400, "invalid_id"),
+        (client.get("/api/generations/0x" + "0" * 64), 404, "not_found"),
+        (client.get("/api/nothing-here"), 404, "not_found"),
+        (client.delete("/api/generate"), 405, "method_not_allowed"),
+        (client.post("/api/generate", data=b"x" * 100_000), 413, "too_large"),
+    ]
+    for request, status, code in cases:
+        answer = await request
+        assert answer.status == status, (status, await answer.text())
+        assert (await answer.json())["error"]["code"] == code
+    assert not kafka.sent
+
+
+async def test_kafka_refusal_is_a_503_and_leaves_nothing_behind(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, _, kafka = await make_client()
+    kafka.fail = True
+    headers = {"Idempotency-Key": "k1"}
+    answer = await client.post("/api/generate", json=BODY, headers=headers)
+    assert answer.status == 503 and (await answer.json())["error"]["code"] == "unavailable"
+    kafka.fail = False
+    retry = await client.post("/api/generate", json=BODY, headers=headers)
+    assert retry.status == 202 and len(kafka.sent) == 1
+
+
+async def test_audio_and_verify_wait_for_completion(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, deps, _ = await make_client()
+    rid = (await (await client.post("/api/generate", json=BODY)).json())["id"]
+    for path in ("audio", "verify"):
+        answer = await client.get(f"/api/generations/{rid}/{path}")
+        assert answer.status == 409 and (await answer.json())["error"]["code"] == "not_ready"
+    failed = GenerationFailed(request_id=rid, stage="generator", code="policy_artist", message="no")
+    await deps.store.apply([(rid, failed)], {})
+    body = await (await client.get(f"/api/generations/{rid}")).json()
+    assert body["status"] == "failed" and body["error"]["code"] == "policy_artist"
+
+
+async def test_events_stream_the_current_status_then_each_change(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, deps, _ = await make_client()
+    rid = (await (await client.post("/api/generate", json=BODY)).json())["id"]
+    stream = await client.get(f"/api/generations/{rid}/events")
+    assert stream.headers["Content-Type"] == "text/event-stream"
+    first = await stream.content.readuntil(b"\n\n")
+    assert b'"status": "queued"' in first
+    failed = GenerationFailed(request_id=rid, stage="generator", code="x", message="no")
+    deps.hub.publish(await deps.store.apply([(rid, failed)], {}))
+    rest = await stream.content.read()
+    assert rest.count(b"event: status") == 1 and b'"status": "failed"' in rest
+
+
+def test_rate_limiter_refills_at_its_rate() -> None:
+    limiter = RateLimiter(per_minute=60, burst=2)
+    assert [limiter.take("a", now=0.0) for _ in range(2)] == [0.0, 0.0]
+    assert limiter.take("a", now=0.0) == pytest.approx(1.0)
+    assert limiter.take("a", now=0.5) == pytest.approx(0.5)
+    assert limiter.take("a", now=1.5) == 0.0
+
+
+def test_keys_required_without_keys_is_a_configuration_error() -> None:
+    with pytest.raises(ValueError, match="none is configured"):
+        ApiKeys({}, required=True)
