@@ -58,6 +58,7 @@ def running_pipeline(stack: CommonSettings, **api_env: str) -> Iterator[Pipeline
     """Everything running; ``api_env`` adds ``ACESTEPS_*`` settings of the listener."""
     prefix = f"t{uuid.uuid4().hex[:12]}"
     log_dir = StackSettings().log_dir / prefix
+    log_dir.mkdir(parents=True, exist_ok=True)
     anvil = Anvil(log_dir).start()
     try:
         chain = ChainLoader(anvil.url)
