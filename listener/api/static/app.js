@@ -1,0 +1,319 @@
+// The AceSteps page: submit a request, follow it over server-sent events, play the track,
+// draw its waveform and run the same check as `acesteps verify`. No framework, no build.
+// URLs are relative so the page also works behind a proxy that mounts it under a prefix.
+"use strict";
+
+const STEPS = ["queued", "generating", "publishing", "completed"];
+const FINAL = new Set(["completed", "failed", "revoked"]);
+const KEY_STORAGE = "acesteps.apiKey";
+const FIELDS = ["prompt", "tags", "lyrics", "duration", "format"];
+
+const $ = (id) => document.getElementById(id);
+let events = null; // the EventSource of the request being followed
+let current = null; // its latest record
+let lastStep = -1; // the furthest step it reached before a final status
+
+// ---------------------------------------------------------------- API
+
+function headers(extra = {}) {
+  const key = $("api-key").value.trim();
+  return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
+}
+
+async function api(path, options = {}) {
+  const answer = await fetch(path, { ...options, headers: headers(options.headers) });
+  let body = null;
+  try {
+    body = await answer.json();
+  } catch {
+    // not JSON (a proxy's error page): reported below by status code
+  }
+  if (!answer.ok) {
+    const error = (body && body.error) || {};
+    throw Object.assign(new Error(error.message || `HTTP ${answer.status}`), {
+      status: answer.status,
+      code: error.code,
+      field: error.field,
+    });
+  }
+  return body;
+}
+
+const generationPath = (id, what = "") => `api/generations/${id}${what ? "/" + what : ""}`;
+
+// ---------------------------------------------------------------- the form
+
+function showError(field, message) {
+  const slot = $(`${field}-error`);
+  const input = $(field);
+  if (!slot) return false;
+  slot.textContent = message;
+  slot.hidden = false;
+  input.setAttribute("aria-invalid", "true");
+  if (field === "api-key") $("api-key-box").open = true;
+  input.focus();
+  return true;
+}
+
+function clearErrors() {
+  for (const field of [...FIELDS, "api-key"]) {
+    $(`${field}-error`).hidden = true;
+    $(field).removeAttribute("aria-invalid");
+  }
+  $("form-error").hidden = true;
+}
+
+function requestBody() {
+  const form = $("generate-form");
+  const tags = form.tags.value
+    .split(",")
+    .map((t) => t.trim())
+    .filter(Boolean);
+  const duration = form.duration.value.trim();
+  const body = {
+    prompt: form.prompt.value,
+    // An empty or non-numeric duration goes as text so the server names the field.
+    duration: duration !== "" && Number.isFinite(Number(duration)) ? Number(duration) : duration,
+    format: form.format.value,
+    tags,
+  };
+  if (form.lyrics.value.trim()) body.lyrics = form.lyrics.value;
+  return body;
+}
+
+async function submit(event) {
+  event.preventDefault();
+  clearErrors();
+  const button = $("submit");
+  button.disabled = true;
+  try {
+    const record = await api("api/generate?wait=0", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(requestBody()),
+    });
+    history.replaceState(null, "", `?id=${record.id}`);
+    follow(record.id, record);
+  } catch (error) {
+    // "tags.0" names the first tag: show it next to the tags field.
+    const field = error.status === 401 ? "api-key" : (error.field || "").split(".")[0];
+    if (!showError(field, error.message)) {
+      $("form-error").textContent = error.message;
+      $("form-error").hidden = false;
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- following a request
+
+function follow(id, record = null) {
+  if (events) events.close();
+  current = null;
+  lastStep = -1;
+  $("track").hidden = false;
+  $("result").hidden = true;
+  $("verify-result").hidden = true;
+  $("failure").hidden = true;
+  $("request-id").textContent = id;
+  $("player").removeAttribute("src");
+  if (record) render(record);
+
+  const source = new EventSource(generationPath(id, "events"));
+  events = source;
+  source.addEventListener("status", (message) => {
+    const g = JSON.parse(message.data);
+    render(g);
+    // The stream ends at a final status; without close() EventSource would reconnect.
+    if (FINAL.has(g.status)) source.close();
+  });
+  source.addEventListener("error", async () => {
+    // Still CONNECTING: it reconnects by itself. Another request followed since: not ours.
+    if (source.readyState !== EventSource.CLOSED || source !== events) return;
+    // Refused outright (unknown or malformed id): say why.
+    try {
+      render(await api(generationPath(id)));
+    } catch (error) {
+      setStatus("", error.message);
+    }
+  });
+}
+
+function setStatus(status, text) {
+  $("status").dataset.status = status;
+  $("status").textContent = text;
+}
+
+function render(g) {
+  if (current && current.status === g.status) return;
+  current = g;
+  const step = STEPS.indexOf(g.status);
+  if (step >= 0) lastStep = Math.max(lastStep, step);
+  const failed = g.status === "failed" || g.status === "revoked";
+
+  for (const [i, li] of [...$("steps").children].entries()) {
+    const done = i <= lastStep && (i < lastStep || g.status === "completed");
+    li.className = done ? "done" : i === lastStep ? "active" : "";
+    li.removeAttribute("aria-current");
+    if (i === lastStep && !done) li.setAttribute("aria-current", "step");
+  }
+  const finalStep = $("final-step");
+  finalStep.textContent = failed ? g.status[0].toUpperCase() + g.status.slice(1) : "Completed";
+  if (failed) finalStep.className = "failed";
+
+  setStatus(g.status, statusText(g));
+  if (failed) {
+    const e = g.error || {};
+    $("failure").textContent = e.message
+      ? `${e.stage ? e.stage + ": " : ""}${e.message}${e.code ? ` (${e.code})` : ""}`
+      : `The request was ${g.status}.`;
+    $("failure").hidden = false;
+  }
+  if (g.status === "completed") showTrack(g);
+}
+
+function statusText(g) {
+  switch (g.status) {
+    case "queued":
+      return "Queued: waiting for a generator.";
+    case "generating":
+      return "Generating the audio…";
+    case "publishing":
+      return "Publishing: pinning to IPFS and registering on chain…";
+    case "completed":
+      return "Completed: pinned and registered.";
+    default:
+      return `${g.status[0].toUpperCase()}${g.status.slice(1)}.`;
+  }
+}
+
+// ---------------------------------------------------------------- the track
+
+function showTrack(g) {
+  const audioPath = generationPath(g.id, "audio");
+  $("result").hidden = false;
+  $("player").src = audioPath;
+  $("download").href = audioPath;
+  $("size").textContent = g.sizeBytes ? `(${g.format}, ${formatBytes(g.sizeBytes)})` : "";
+
+  $("audio-hash").textContent = g.audioHash || "";
+  const cid = $("cid");
+  cid.textContent = g.cid || "";
+  // Prefer the HTTP gateway URL; ipfs:// needs a browser that speaks IPFS.
+  const urls = g.ipfsUrls || [];
+  cid.href = urls.find((u) => /^https?:/.test(u)) || urls[0] || "";
+  $("tx-hash").textContent = g.txHash || "";
+  $("block").textContent = [
+    g.blockNumber != null ? `block ${g.blockNumber}` : "",
+    g.chainId != null ? `chain ${g.chainId}` : "",
+  ]
+    .filter(Boolean)
+    .join(", ");
+  $("contract").textContent = g.contract || "";
+  $("model").textContent = [g.model, g.seed != null ? `seed ${g.seed}` : ""]
+    .filter(Boolean)
+    .join(", ");
+  $("verify-button").disabled = false;
+  drawWaveform(audioPath).catch((error) => {
+    $("waveform").dataset.drawn = "error";
+    $("waveform").setAttribute("aria-label", `Waveform unavailable: ${error.message}`);
+  });
+}
+
+function formatBytes(n) {
+  return n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1048576).toFixed(2)} MiB`;
+}
+
+async function drawWaveform(url) {
+  const canvas = $("waveform");
+  canvas.dataset.drawn = "";
+  const answer = await fetch(url);
+  if (!answer.ok) throw new Error(`HTTP ${answer.status}`);
+  // An offline context decodes without the autoplay policy's user-gesture requirement.
+  const context = new OfflineAudioContext(1, 1, 44100);
+  const audio = await context.decodeAudioData(await answer.arrayBuffer());
+
+  const ratio = window.devicePixelRatio || 1;
+  canvas.width = Math.max(1, Math.round(canvas.clientWidth * ratio));
+  canvas.height = Math.max(1, Math.round(canvas.clientHeight * ratio));
+  const { width, height } = canvas;
+  const g = canvas.getContext("2d");
+  const style = getComputedStyle(canvas);
+  g.fillStyle = style.backgroundColor;
+  g.fillRect(0, 0, width, height);
+
+  // One vertical bar per pixel column: the min and max sample over all channels.
+  const channels = [...Array(audio.numberOfChannels).keys()].map((c) => audio.getChannelData(c));
+  const perColumn = Math.max(1, Math.floor(audio.length / width));
+  const middle = height / 2;
+  g.fillStyle = style.color;
+  for (let x = 0; x < width; x++) {
+    let lo = 0;
+    let hi = 0;
+    const start = x * perColumn;
+    const end = Math.min(audio.length, start + perColumn);
+    for (const data of channels) {
+      for (let i = start; i < end; i++) {
+        if (data[i] < lo) lo = data[i];
+        else if (data[i] > hi) hi = data[i];
+      }
+    }
+    const top = middle - Math.min(1, hi) * middle;
+    const bottom = middle - Math.max(-1, lo) * middle;
+    g.fillRect(x, top, 1, Math.max(1, bottom - top));
+  }
+  canvas.dataset.drawn = "true";
+  canvas.setAttribute("aria-label", `Waveform of the track (${audio.duration.toFixed(1)} s)`);
+}
+
+// ---------------------------------------------------------------- verify
+
+async function verify() {
+  if (!current) return;
+  const button = $("verify-button");
+  const box = $("verify-result");
+  button.disabled = true;
+  $("verify-status").textContent = "Checking…";
+  box.dataset.status = "";
+  box.hidden = false;
+  try {
+    const v = await api(generationPath(current.id, "verify"));
+    box.dataset.status = v.status;
+    $("verify-status").textContent = v.status;
+    $("verify-reason").textContent = v.reason || "";
+    $("verify-onchain-hash").textContent = v.onchain_audio_hash || "—";
+    $("verify-computed-hash").textContent = v.computed_audio_hash || "—";
+    $("verify-onchain-cid").textContent = v.onchain_cid || "—";
+    $("verify-computed-cid").textContent = v.computed_cid || "—";
+    $("verify-contract").textContent =
+      v.contract_verify == null ? "not asked" : v.contract_verify ? "true" : "false";
+    $("verify-tx").textContent = v.registered_tx || "—";
+  } catch (error) {
+    box.dataset.status = "ERROR";
+    $("verify-status").textContent = "ERROR";
+    $("verify-reason").textContent = error.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- start
+
+function start() {
+  const key = $("api-key");
+  key.value = localStorage.getItem(KEY_STORAGE) || "";
+  key.addEventListener("change", () => {
+    const value = key.value.trim();
+    if (value) localStorage.setItem(KEY_STORAGE, value);
+    else localStorage.removeItem(KEY_STORAGE);
+  });
+  $("generate-form").addEventListener("submit", submit);
+  $("verify-button").addEventListener("click", verify);
+
+  const id = new URLSearchParams(location.search).get("id");
+  if (id) follow(id.trim());
+  document.body.dataset.ready = "true";
+}
+
+start();
