@@ -3,6 +3,8 @@
 acesteps schemas export [--dir DIR]   write the topic JSON Schemas
 acesteps schemas check [--dir DIR]    exit 1 when the written schemas are stale
 acesteps topics create                create the topics on the configured Kafka
+acesteps generate PROMPT [...]        submit to the HTTP API, wait, download and check the audio
+acesteps status ID [--json]           one request's record from the HTTP API
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from acesteps import schemas, verify
+from acesteps import client, schemas, verify
 
 
 def _schemas(args: argparse.Namespace) -> int:
@@ -124,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check a track against its on-chain registration")
     verify.add_arguments(p)
     p.set_defaults(func=lambda a: asyncio.run(verify.run_cli(a)))
+
+    p = sub.add_parser("generate", help="request a track from the HTTP API and download it")
+    client.add_generate_arguments(p)
+    p.set_defaults(func=lambda a: asyncio.run(client.run_generate_cli(a)))
+
+    p = sub.add_parser("status", help="a request's record from the HTTP API")
+    client.add_status_arguments(p)
+    p.set_defaults(func=lambda a: asyncio.run(client.run_status_cli(a)))
 
     sub.add_parser("up", help="deploy locally and start the services").set_defaults(func=_local)
     sub.add_parser("down", help="stop the services `up` started").set_defaults(func=_local)

@@ -20,6 +20,7 @@ from acesteps.topics import Topics
 __all__ = [
     "CACHE_DIR",
     "ChainSettings",
+    "ClientSettings",
     "CommonSettings",
     "ConfigError",
     "StackSettings",
@@ -166,3 +167,19 @@ class ChainSettings(CommonSettings):
 
 class ConfigError(Exception):
     """Configuration that validated but cannot be used (a missing file, a wrong password)."""
+
+
+class ClientSettings(BaseSettings):
+    """Settings of the API's command-line client (``acesteps generate``, ``acesteps status``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ACESTEPS_", extra="ignore", frozen=True)
+
+    api_url: str = Field("http://127.0.0.1:18000", description="base URL of the HTTP API")
+    api_key: SecretStr | None = Field(None, description="sent as 'Authorization: Bearer <key>'")
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/")
