@@ -33,6 +33,7 @@ __all__ = [
     "Message",
     "RecentBlock",
     "TrackPublished",
+    "clean_text",
     "decode",
     "encode",
     "headers_for",
@@ -63,9 +64,15 @@ Cid = Annotated[str, StringConstraints(pattern=r"^b[a-z2-7]{20,200}$")]
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def _clean_text(value: str, field: str) -> str:
+def clean_text(value: str, field: str) -> str:
+    """``value`` if it is text a request may carry: no control characters (lyrics may hold
+    newlines and tabs), no lone surrogates (JSON allows them, UTF-8 cannot encode them)."""
     if _CONTROL.search(value):
         raise ValueError(f"{field} contains control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{field} is not valid Unicode (a lone surrogate)") from None
     return value
 
 
@@ -122,13 +129,13 @@ class GenerationRequest(Message):
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerationRequest:
-        _clean_text(self.prompt, "prompt")
+        clean_text(self.prompt, "prompt")
         if not self.prompt.strip():
             raise ValueError("prompt is blank")
         # Lyrics may hold newlines and tabs; other control characters are refused.
-        _clean_text(self.lyrics, "lyrics")
+        clean_text(self.lyrics, "lyrics")
         for tag in self.tags:
-            _clean_text(tag, "tag")
+            clean_text(tag, "tag")
         if (self.source == "chain") != (self.chain is not None):
             raise ValueError("chain origin is required for, and only for, source 'chain'")
         return self

@@ -164,14 +164,20 @@ async def _callers(request: web.Request, handler: Handler) -> web.StreamResponse
     deps = request.app[DEPS]
     secret = _secret(request)
     generate = request.method == "POST"
+    # Reads are public by request id (256-bit, unguessable; the tracks themselves are public
+    # on IPFS and on chain): a read with a stale key is served as anonymous. Submitting
+    # costs GPU time and needs a valid key when keys are on.
     try:
-        # Reads are public by request id (256-bit, unguessable; the tracks themselves are
-        # public on IPFS and on chain); submitting costs GPU time and needs a key.
-        key_id = deps.keys.identify(secret) if (generate or secret) else None
+        key_id = deps.keys.identify(secret)
     except Unauthorized as exc:
-        raise ApiFailure(
-            401, "unauthorized", str(exc), headers={"WWW-Authenticate": 'Bearer realm="acesteps"'}
-        ) from None
+        if generate:
+            raise ApiFailure(
+                401,
+                "unauthorized",
+                str(exc),
+                headers={"WWW-Authenticate": 'Bearer realm="acesteps"'},
+            ) from None
+        key_id = None
     request[CALLER] = key_id or "local"
     limiter = deps.generate_limit if generate else deps.read_limit
     bucket = key_id or f"addr:{request.remote}"

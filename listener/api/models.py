@@ -12,7 +12,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from acesteps.messages import (
@@ -23,6 +30,7 @@ from acesteps.messages import (
     MAX_TAG_CHARS,
     MAX_TAGS,
     MIN_DURATION_S,
+    clean_text,
 )
 
 __all__ = ["ApiError", "ErrorBody", "GenerateBody", "Generation", "Status", "TrackError"]
@@ -62,21 +70,49 @@ class _Camel(BaseModel):
     )
 
 
+# What `clean_text` refuses, as JSON Schema patterns for the OpenAPI document (clients and
+# property-based tests see the same rules the server applies).
+_CTRL = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
+TEXT_PATTERN = f"^[^{_CTRL}]*$"
+PROMPT_PATTERN = f"^[^{_CTRL}]*[^{_CTRL}\\s][^{_CTRL}]*$"  # and not only whitespace
+
+
 class GenerateBody(_Camel):
     """``POST /api/generate``: the same limits as the requests topic (`acesteps.messages`)."""
 
     prompt: Annotated[
         str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS, strip_whitespace=True)
-    ] = Field(description="what the track should sound like")
+    ] = Field(
+        description="what the track should sound like",
+        json_schema_extra={"pattern": PROMPT_PATTERN},
+    )
     duration: float = Field(
         30, ge=MIN_DURATION_S, le=MAX_DURATION_S, description="length of the track in seconds"
     )
-    lyrics: Annotated[str, StringConstraints(max_length=MAX_LYRICS_CHARS)] = ""
-    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_CHARS)]] = Field(
-        default_factory=list, max_length=MAX_TAGS, description="genre, mood, instruments"
-    )
+    lyrics: Annotated[
+        str,
+        StringConstraints(max_length=MAX_LYRICS_CHARS),
+        Field(json_schema_extra={"pattern": TEXT_PATTERN}),
+    ] = ""
+    tags: list[
+        Annotated[
+            str,
+            StringConstraints(min_length=1, max_length=MAX_TAG_CHARS),
+            Field(json_schema_extra={"pattern": TEXT_PATTERN}),
+        ]
+    ] = Field(default_factory=list, max_length=MAX_TAGS, description="genre, mood, instruments")
     format: Literal["mp3", "wav"] = "mp3"
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="fix it to reproduce a track")
+
+    @field_validator("prompt", "lyrics")
+    @classmethod
+    def _text(cls, value: str, info: ValidationInfo) -> str:
+        return clean_text(value, str(info.field_name))
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        return [clean_text(tag, "tag") for tag in value]
 
     @field_validator("duration", mode="before")
     @classmethod

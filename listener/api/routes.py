@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import asdict
@@ -78,6 +79,7 @@ async def _body(request: web.Request) -> GenerateBody:
 
 
 def _wait_s(request: web.Request, deps: ApiDeps) -> float:
+    """How long this POST waits: ``?wait=S`` (at most the server's limit), else the limit."""
     if "respond-async" in request.headers.get("Prefer", ""):
         return 0.0
     raw = request.query.get("wait")
@@ -86,15 +88,10 @@ def _wait_s(request: web.Request, deps: ApiDeps) -> float:
     try:
         wait = float(raw)
     except ValueError:
-        wait = -1.0
-    if not 0 <= wait <= deps.wait_s:
-        raise ApiFailure(
-            422,
-            "invalid_request",
-            f"wait must be a number of seconds in [0, {deps.wait_s}]",
-            "wait",
-        )
-    return wait
+        wait = math.nan
+    if not wait >= 0:  # also NaN
+        raise ApiFailure(422, "invalid_request", "wait: a number of seconds, 0 or more", "wait")
+    return min(wait, deps.wait_s)
 
 
 async def generate(request: web.Request) -> web.Response:
@@ -108,17 +105,20 @@ async def generate(request: web.Request) -> web.Response:
     request_id = request_id_for(caller, key)
     # The same key with another body is a client bug, not a retry.
     fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-    message = GenerationRequest(
-        request_id=request_id,
-        source="http",
-        prompt=body.prompt,
-        lyrics=body.lyrics,
-        tags=tuple(body.tags),
-        duration_s=body.duration,
-        format=body.format,
-        seed=body.seed,
-        requester=caller,
-    )
+    try:
+        message = GenerationRequest(
+            request_id=request_id,
+            source="http",
+            prompt=body.prompt,
+            lyrics=body.lyrics,
+            tags=tuple(body.tags),
+            duration_s=body.duration,
+            format=body.format,
+            seed=body.seed,
+            requester=caller,
+        )
+    except ValidationError as exc:  # the body's checks mirror these; this is the backstop
+        raise ApiFailure(422, "invalid_request", str(exc.errors()[0]["msg"])) from None
     with deps.hub.watch(request_id) as changes:
         queued = Generation(id=request_id, status=Status.QUEUED, **from_request(message))
         row, inserted = await deps.store.submit(queued, fingerprint)

@@ -159,6 +159,8 @@ async def test_keys_required_for_submitting_not_for_reading(make_client) -> None
     assert ok.status == 202
     read = await client.get(f"/api/generations/{(await ok.json())['id']}")
     assert read.status == 200
+    stale = await client.get(f"/api/generations/{(await ok.json())['id']}", headers=bearer("old"))
+    assert stale.status == 200  # reads are public; a stale key does not lock a caller out
 
 
 async def test_rate_limit_answers_429_with_retry_after_per_caller(make_client) -> None:  # type: ignore[no-untyped-def]

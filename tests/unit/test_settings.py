@@ -51,5 +51,6 @@ def test_topic_specs_compact_only_the_checkpoints() -> None:
     assert specs["x.listener.checkpoints"].partitions == 1
     others = [s for n, s in specs.items() if n != "x.listener.checkpoints"]
     assert all("cleanup.policy" not in s.configs for s in others)
-    assert len(specs) == 6
+    assert len(specs) == 7
+    assert specs["x.progress.v1"].configs["retention.ms"] == str(24 * 3600 * 1000)
     assert specs["x.deadletter.v1"].configs["retention.ms"] == "-1"
