@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -22,7 +22,7 @@ from acesteps.messages import Message
 from listener.api.models import Generation
 from listener.api.updates import apply
 
-__all__ = ["Event", "Offsets", "Row", "SqliteStore", "Store", "open_store"]
+__all__ = ["Event", "Offsets", "Row", "SqliteStore", "Store", "fold", "open_store"]
 
 T = TypeVar("T")
 
@@ -39,6 +39,25 @@ class Row:
         self.generation = generation
         self.fingerprint = fingerprint
         self.request_seen = request_seen
+
+    @classmethod
+    def decode(cls, doc: str, fingerprint: str | None, request_seen: object) -> Row:
+        """A row from its stored columns (``doc`` is the `Generation`'s JSON)."""
+        return cls(Generation.model_validate_json(doc), fingerprint, bool(request_seen))
+
+
+def fold(rows: Mapping[str, Row | None], events: Iterable[Event]) -> dict[str, Row]:
+    """The rows that ``events`` change, after them, from ``rows`` (the stored ones, None or
+    absent where a request has none yet), in the order each was first changed."""
+    changed: dict[str, Row] = {}
+    for request_id, message in events:
+        before = changed.get(request_id) or rows.get(request_id)
+        updated = apply(before.generation if before else None, message)
+        if updated is None:
+            continue
+        seen = (before.request_seen if before else False) or _is_request(message)
+        changed[request_id] = Row(updated, before.fingerprint if before else None, seen)
+    return changed
 
 
 class Store(Protocol):
@@ -124,9 +143,7 @@ class SqliteStore:
         found = self.db.execute(
             "SELECT doc, fingerprint, request_seen FROM generations WHERE id = ?", (request_id,)
         ).fetchone()
-        if found is None:
-            return None
-        return Row(Generation.model_validate_json(found[0]), found[1], bool(found[2]))
+        return None if found is None else Row.decode(*found)
 
     async def get(self, request_id: str) -> Generation | None:
         row = await self._run(lambda: self._row(request_id))
@@ -178,17 +195,10 @@ class SqliteStore:
         events = list(events)
 
         def _apply() -> list[Generation]:
-            changed: dict[str, Generation] = {}
             with _transaction(self.db):
-                for request_id, message in events:
-                    row = self._row(request_id)
-                    current = changed.get(request_id) or (row.generation if row else None)
-                    updated = apply(current, message)
-                    if updated is None:
-                        continue
-                    seen = (row.request_seen if row else False) or _is_request(message)
-                    self._write(updated, None, seen)
-                    changed[request_id] = updated
+                changed = fold({rid: self._row(rid) for rid in {r for r, _ in events}}, events)
+                for row in changed.values():
+                    self._write(row.generation, None, row.request_seen)
                 for (topic, part), offset in offsets.items():
                     self.db.execute(
                         "INSERT INTO offsets (projection, topic, part, next_offset) "
@@ -196,7 +206,7 @@ class SqliteStore:
                         "DO UPDATE SET next_offset = excluded.next_offset",
                         (self._projection, topic, part, offset),
                     )
-            return list(changed.values())
+            return [row.generation for row in changed.values()]
 
         return await self._run(_apply)
 

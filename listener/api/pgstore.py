@@ -1,0 +1,214 @@
+"""The status store in PostgreSQL, shared by several API replicas (`listener.api.store`).
+
+Same two tables as `SqliteStore` (``generations``, with the record as ``jsonb``, and
+``offsets``), created when missing. Every replica runs its own projection over the same
+records, so writes are made safe against each other:
+
+- `apply` inserts the requests that have no row yet (``ON CONFLICT DO NOTHING``: a replica
+  that loses the race waits for the winner's commit), then locks the others with ``SELECT ...
+  FOR UPDATE`` and folds the events into what is stored, all in id order and in one
+  transaction with the offsets. Folding is idempotent and only moves a status forward, so
+  replicas applying the same records, in any interleaving, converge to the same record.
+- `submit` is ``INSERT ... ON CONFLICT DO NOTHING``, then a locked read of the existing row.
+- Offsets are keyed by the projection name. Replicas sharing a name overwrite each other's
+  position; any stored position is one whose records are all applied (by whichever replica
+  wrote it), so a restart at worst re-reads records, which changes nothing.
+
+Connections: psycopg's async API without a pool. One connection serves the projection
+(`apply`); another serves the HTTP requests (`get`, `submit`, `forget`, `offsets`), so that
+a status read never waits for a batch. Each is used by one task at a time (an asyncio.Lock)
+and is reopened on next use when the server dropped it; the call that saw it drop fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from listener.api.models import Generation
+from listener.api.store import Event, Offsets, Row, fold
+
+__all__ = ["PostgresStore"]
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS generations (
+        id TEXT PRIMARY KEY,
+        doc JSONB NOT NULL,
+        status TEXT NOT NULL,
+        fingerprint TEXT,
+        request_seen BOOLEAN NOT NULL DEFAULT FALSE,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS offsets (
+        projection TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        part INTEGER NOT NULL,
+        next_offset BIGINT NOT NULL,
+        PRIMARY KEY (projection, topic, part)
+    )""",
+)
+SCHEMA_LOCK = 0x61636573_74657073  # advisory lock key: replicas starting together
+_COLUMNS = "doc::text, fingerprint, request_seen"
+_ROWS = "unnest(%s::text[], %s::jsonb[], %s::text[], %s::bool[], %s::timestamptz[])"
+
+Conn = psycopg.AsyncConnection[TupleRow]
+
+
+class _Connection:
+    """One connection, one task at a time, reopened when it was lost."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: Conn | None = None
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def use(self) -> AsyncIterator[Conn]:
+        async with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+            yield self._conn
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+
+
+class PostgresStore:
+    """`listener.api.store.Store` in PostgreSQL at ``url`` (``postgresql://...``)."""
+
+    def __init__(self, url: str, projection: str = "api") -> None:
+        self._projection = projection
+        self._writer = _Connection(url)  # the projection's batches
+        self._requests = _Connection(url)  # everything the HTTP handlers ask
+
+    async def open(self) -> PostgresStore:
+        async with self._requests.use() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            for statement in SCHEMA:
+                await conn.execute(statement)
+        return self
+
+    async def close(self) -> None:
+        await self._writer.close()
+        await self._requests.close()
+
+    # ------------------------------------------------------------ reads
+
+    async def get(self, request_id: str) -> Generation | None:
+        async with self._requests.use() as conn:
+            cur = await conn.execute(
+                f"SELECT {_COLUMNS} FROM generations WHERE id = %s", (request_id,)
+            )
+            found = await cur.fetchone()
+        return Row.decode(*found).generation if found else None
+
+    async def offsets(self) -> Offsets:
+        async with self._requests.use() as conn:
+            cur = await conn.execute(
+                "SELECT topic, part, next_offset FROM offsets WHERE projection = %s",
+                (self._projection,),
+            )
+            rows = await cur.fetchall()
+        return {(topic, part): offset for topic, part, offset in rows}
+
+    # ------------------------------------------------------------ writes
+
+    async def submit(self, generation: Generation, fingerprint: str) -> tuple[Row, bool]:
+        g = generation
+        async with self._requests.use() as conn:
+            while True:  # until inserted or found (a concurrent forget may remove it between)
+                async with conn.transaction():
+                    cur = await conn.execute(
+                        "INSERT INTO generations (id, doc, status, fingerprint, request_seen, "
+                        "updated_at) VALUES (%s, %s, %s, %s, FALSE, %s) "
+                        "ON CONFLICT (id) DO NOTHING",
+                        (g.id, g.model_dump_json(), g.status.value, fingerprint, g.updated_at),
+                    )
+                    if cur.rowcount == 1:
+                        return Row(g, fingerprint, False), True
+                    cur = await conn.execute(
+                        f"SELECT {_COLUMNS} FROM generations WHERE id = %s FOR UPDATE", (g.id,)
+                    )
+                    found = await cur.fetchone()
+                    if found is None:
+                        continue
+                    existing = Row.decode(*found)
+                    if existing.fingerprint is None:  # seen on Kafka before this retry
+                        await conn.execute(
+                            "UPDATE generations SET fingerprint = %s WHERE id = %s",
+                            (fingerprint, g.id),
+                        )
+                    return existing, False
+
+    async def forget(self, request_id: str) -> None:
+        async with self._requests.use() as conn:
+            await conn.execute(
+                "DELETE FROM generations WHERE id = %s AND NOT request_seen", (request_id,)
+            )
+
+    async def apply(self, events: Iterable[Event], offsets: Offsets) -> list[Generation]:
+        events = list(events)
+        pending = fold({}, events)  # the records as they are where a request has no row yet
+        changed: dict[str, Row] = {}
+        async with self._writer.use() as conn, conn.transaction():
+            while pending:  # again only for rows a concurrent `forget` removed meanwhile
+                cur = await conn.execute(
+                    "INSERT INTO generations (id, doc, status, request_seen, updated_at) "
+                    f"SELECT * FROM {_ROWS} ORDER BY 1 ON CONFLICT (id) DO NOTHING RETURNING id",
+                    _columns(sorted(pending.items())),
+                )
+                inserted = {rid for (rid,) in await cur.fetchall()}
+                changed.update((rid, pending[rid]) for rid in inserted)
+                if not (rest := sorted(pending.keys() - inserted)):
+                    break
+                cur = await conn.execute(
+                    f"SELECT id, {_COLUMNS} FROM generations WHERE id = ANY(%s) "
+                    "ORDER BY id FOR UPDATE",
+                    (rest,),
+                )
+                stored = {rid: Row.decode(*cols) for rid, *cols in await cur.fetchall()}
+                updated = fold(stored, [e for e in events if e[0] in stored])
+                await conn.execute(
+                    "UPDATE generations AS g SET doc = u.doc, status = u.status, "
+                    "request_seen = u.seen, updated_at = u.at "
+                    f"FROM {_ROWS} AS u (id, doc, status, seen, at) WHERE g.id = u.id",
+                    _columns(sorted(updated.items())),
+                )
+                changed.update(updated)
+                pending = {rid: row for rid, row in pending.items() if rid not in changed}
+            if offsets:
+                parts = sorted(offsets.items())
+                await conn.execute(
+                    "INSERT INTO offsets (projection, topic, part, next_offset) "
+                    "SELECT %s::text, * FROM unnest(%s::text[], %s::int[], %s::bigint[]) "
+                    "ORDER BY 2, 3 ON CONFLICT (projection, topic, part) "
+                    "DO UPDATE SET next_offset = excluded.next_offset",
+                    (
+                        self._projection,
+                        [topic for (topic, _), _ in parts],
+                        [part for (_, part), _ in parts],
+                        [offset for _, offset in parts],
+                    ),
+                )
+        return [row.generation for row in changed.values()]
+
+
+def _columns(
+    rows: list[tuple[str, Row]],
+) -> tuple[list[str], list[str], list[str], list[bool], list[datetime]]:
+    """The arrays `_ROWS` unnests: id, doc, status, request_seen, updated_at."""
+    return (
+        [rid for rid, _ in rows],
+        [row.generation.model_dump_json() for _, row in rows],
+        [row.generation.status.value for _, row in rows],
+        [row.request_seen for _, row in rows],
+        [row.generation.updated_at for _, row in rows],
+    )
