@@ -93,9 +93,11 @@ def _local(args: argparse.Namespace) -> int:
     elif args.command == "down":
         localrun.down()
     else:
-        result = localrun.demo(args.prompt, args.duration, args.timeout)
-        print(json.dumps(result))
-        return 0 if result["verified"] == "MATCH" else 1
+        lines = localrun.demo(args.prompt, args.duration, args.timeout)
+        for line in lines:
+            print(json.dumps(line), flush=True)
+        print(localrun.model_notice(lines), file=sys.stderr)
+        return 0 if all(line["verified"] == "MATCH" for line in lines) else 1
     return 0
 
 
@@ -137,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("up", help="deploy locally and start the services").set_defaults(func=_local)
     sub.add_parser("down", help="stop the services `up` started").set_defaults(func=_local)
-    p = sub.add_parser("demo", help="one on-chain request through the whole pipeline")
+    p = sub.add_parser("demo", help="one on-chain and one HTTP request through the whole pipeline")
     p.add_argument("--prompt", default="chill lofi beat with rain sounds")
     p.add_argument("--duration", type=int, default=30)
     p.add_argument("--timeout", type=float, default=600)

@@ -165,8 +165,10 @@ class Progress:
         *,
         live: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
+        label: str = "",
     ) -> None:
         self.stream = stream
+        self.label = f"{label} " if label else ""
         self.live = stream.isatty() if live is None else live
         self.clock = clock
         self.started = clock()
@@ -185,7 +187,7 @@ class Progress:
         if self.live:
             self._draw()
         elif changed:
-            self.stream.write(f"[{self.elapsed():6.1f}s] {status}\n")
+            self.stream.write(f"{self.label}[{self.elapsed():6.1f}s] {status}\n")
             self.stream.flush()
 
     def tick(self) -> None:

@@ -3,9 +3,10 @@
 ``up`` deploys the registry to the local chain (once; anvil's development account 0 is the
 owner, account 1 the publisher), then starts ``python -m listener``, ``generator`` and
 ``publisher`` as background processes with their logs and pid files under ``.cache/run``.
-``demo`` sends one request on chain, waits until its track is registered, fetches the file
-from IPFS, verifies it as anyone would, and prints one JSON line. ``down`` stops the
-services that ``up`` started. Development keys are refused on any chain but anvil's.
+``demo`` sends one request on chain (a ``requestGeneration`` transaction) and one over HTTP,
+follows both through the API until their tracks are registered, fetches each file from IPFS,
+verifies it as anyone would, and prints one JSON line per track. ``down`` stops the services
+that ``up`` started. Development keys are refused on any chain but anvil's.
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from eth_account import Account
 
 from acesteps.chain import Deployment, connect, deploy_registry, registry
+from acesteps.client import ApiClient, ApiError, Progress, follow, open_session
 from acesteps.devchain import dev_key
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.kafka.admin import ensure_topics
-from acesteps.messages import TYPE_HEADER, AudioReady, TrackPublished, decode
-from acesteps.settings import ChainSettings, StackSettings
+from acesteps.settings import ChainSettings, ClientSettings, StackSettings
 from acesteps.verify import KuboSource, verify
 
 __all__ = ["demo", "down", "up"]
@@ -68,8 +71,26 @@ async def _deploy(settings: ChainSettings) -> Deployment:
         await w3.provider.disconnect()
 
 
+def _wait_healthy(api_url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{api_url}/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the API at {api_url} did not answer /healthz within {timeout_s:.0f} s; "
+                f"see {StackSettings().log_dir / 'listener.log'}"
+            )
+        time.sleep(0.3)
+
+
 def up() -> dict[str, Any]:
     settings = ChainSettings()
+    api = urlsplit(ClientSettings().api_url)
     deployment = asyncio.run(_deploy(settings))
     asyncio.run(ensure_topics(settings.kafka_bootstrap, settings.topics.specs()))
     env = {
@@ -82,6 +103,9 @@ def up() -> dict[str, Any]:
         "ACESTEPS_LISTENER_CONFIRMATIONS": os.environ.get("ACESTEPS_LISTENER_CONFIRMATIONS", "0"),
         "ACESTEPS_PUBLISHER_CONFIRMATIONS": os.environ.get("ACESTEPS_PUBLISHER_CONFIRMATIONS", "1"),
         "ACESTEPS_LISTENER_POLL_INTERVAL_S": "0.5",
+        # The API where ACESTEPS_API_URL (the client's setting) says it is.
+        "ACESTEPS_API_HOST": api.hostname or "127.0.0.1",
+        "ACESTEPS_API_PORT": str(api.port or 80),
     }
     log_dir = StackSettings().log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +122,9 @@ def up() -> dict[str, Any]:
                 start_new_session=True,
             )
         pidfile.write_text(str(proc.pid))
-    return {"contract": deployment.address, "logs": str(log_dir)}
+    api_url = ClientSettings().api_url
+    _wait_healthy(api_url)
+    return {"contract": deployment.address, "api": api_url, "logs": str(log_dir)}
 
 
 def down() -> None:
@@ -139,69 +165,95 @@ async def _request_on_chain(settings: ChainSettings, prompt: str, duration: int)
         await w3.provider.disconnect()
 
 
-async def _wait_track(
-    settings: ChainSettings, request_id: str, timeout_s: float
-) -> tuple[AudioReady, TrackPublished]:
-    """The request's AudioReady (which names the model) and TrackPublished, once committed."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        settings.topics.audio,
-        settings.topics.tracks,
-        bootstrap_servers=settings.kafka_bootstrap,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    ready: AudioReady | None = None
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for record in consumer:
-                if record.key != request_id.encode():
-                    continue
-                kind = dict(record.headers).get(TYPE_HEADER)
-                if kind == b"AudioReady":
-                    ready = decode(AudioReady, record.value)
-                elif kind == b"TrackPublished" and ready is not None:
-                    return ready, decode(TrackPublished, record.value)
-    finally:
-        await consumer.stop()
-    raise TimeoutError(request_id)
+async def _follow(api: ApiClient, request_id: str, label: str, timeout_s: float) -> dict[str, Any]:
+    async with asyncio.timeout(timeout_s):
+        # An on-chain request is unknown to the API until the listener has read its block.
+        while True:
+            try:
+                await api.get(request_id)
+                break
+            except ApiError as exc:
+                if exc.code != "not_found":
+                    raise
+                await asyncio.sleep(0.2)
+        progress = Progress(sys.stderr, live=False, label=f"[{label} {request_id[:10]}]")
+        record = await follow(api, request_id, progress)
+    if record["status"] != "completed":
+        error = record.get("error") or {}
+        raise RuntimeError(f"request {request_id} ended {record['status']}: {error}")
+    return record
 
 
-async def _demo(prompt: str, duration: int, timeout_s: float) -> dict[str, Any]:
-    settings = ChainSettings()
-    request_id, request_tx = await _request_on_chain(settings, prompt, duration)
-    ready, track = await _wait_track(settings, request_id, timeout_s)
-    out = _run_dir() / "tracks" / f"{request_id}.{ready.format}"
+async def _fetch_and_verify(
+    settings: ChainSettings, kubo: KuboClient, record: dict[str, Any]
+) -> dict[str, Any]:
+    """The published file from IPFS, checked against the chain as anyone would."""
+    out = _run_dir() / "tracks" / f"{record['id']}.{record['format']}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    async with KuboClient(settings.ipfs_api_url) as kubo:
-        out.write_bytes(await kubo.cat(track.cid))
-        # The check anyone can run: the chain's record against the bytes IPFS serves.
-        w3 = connect(settings.rpc_url)
-        try:
-            contract = registry(w3, settings.contract())
-            verdict = await verify(contract, request_id, KuboSource(kubo, settings.ipfs_api_url))
-        finally:
-            await w3.provider.disconnect()
-    return {
-        "id": request_id,
-        "source": "chain",
-        "status": "completed",
+    out.write_bytes(await kubo.cat(record["cid"]))
+    w3 = connect(settings.rpc_url)
+    try:
+        contract = registry(w3, settings.contract())
+        source = KuboSource(kubo, settings.ipfs_api_url)
+        verdict = await verify(contract, record["id"], source)
+    finally:
+        await w3.provider.disconnect()
+    line = {
+        "id": record["id"],
+        "source": record["source"],
+        "status": record["status"],
         "verified": verdict.status.value,
-        "audioHash": track.audio_hash,
-        "cid": track.cid,
-        "txHash": track.tx_hash,
-        "requestTx": request_tx,
+        "audioHash": record["audioHash"],
+        "cid": record["cid"],
+        "txHash": record["txHash"],
         "file": str(out),
         "rpcUrl": settings.rpc_url,
         "contract": settings.contract(),
-        "ipfsGateway": f"{settings.ipfs_gateway_url}/ipfs/{track.cid}",
-        "model": ready.model_id,
-        "tinyModel": ready.model_id.startswith("tiny-"),
+        "ipfsGateway": f"{settings.ipfs_gateway_url}/ipfs/{record['cid']}",
+        "model": record["model"],
+        "tinyModel": str(record["model"]).startswith("tiny-"),
+        "seed": record["seed"],
     }
+    if record.get("requestTxHash"):
+        line["requestTx"] = record["requestTxHash"]
+    return line
 
 
-def demo(prompt: str, duration: int, timeout_s: float = 600) -> dict[str, Any]:
+async def _demo(prompt: str, duration: int, timeout_s: float) -> list[dict[str, Any]]:
+    settings = ChainSettings()
+    client = ClientSettings()
+    key = client.api_key.get_secret_value() if client.api_key else None
+    async with open_session(key) as session:
+        api = ApiClient(session, client.api_url)
+        # 1. One request on chain, one over HTTP, followed side by side through the API.
+        on_chain, _ = await _request_on_chain(settings, prompt, duration)
+        http = await api.submit({"prompt": prompt, "duration": duration})
+        records = await asyncio.gather(
+            _follow(api, on_chain, "chain", timeout_s),
+            _follow(api, http["id"], "http", timeout_s),
+        )
+    # 2. Each file from IPFS, verified against its registration.
+    async with KuboClient(settings.ipfs_api_url) as kubo:
+        lines = [await _fetch_and_verify(settings, kubo, r) for r in records]
+    for line in lines:
+        line["apiUrl"] = client.api_url
+    return lines
+
+
+def demo(prompt: str, duration: int, timeout_s: float = 600) -> list[dict[str, Any]]:
+    """One JSON-ready dict per track: the on-chain request's, then the HTTP request's."""
     return asyncio.run(_demo(prompt, duration, timeout_s))
+
+
+def model_notice(lines: list[dict[str, Any]]) -> str:
+    """What made the tracks, said loudly when it was the tiny test checkpoint."""
+    models = sorted({str(line["model"]) for line in lines})
+    if any(line["tinyModel"] for line in lines):
+        bar = "!" * 78
+        return (
+            f"{bar}\n!! These tracks were made by the TINY TEST CHECKPOINT ({', '.join(models)}):\n"
+            "!! random weights, the audio is noise. No ACE-Step 1.5 weights were found locally\n"
+            "!! or in the Hugging Face cache; see docs/deploy.md (ACESTEPS_GENERATOR_MODEL).\n"
+            f"{bar}"
+        )
+    return f"model: {', '.join(models)} (real ACE-Step weights)"

@@ -1,5 +1,6 @@
-"""The main job end to end: `acesteps up`, one on-chain request through all three services,
-`acesteps demo` prints a registered, verified track, `acesteps down` stops the services."""
+"""The main job end to end: `acesteps up`, one on-chain and one HTTP request through all three
+services, `acesteps demo` prints one registered, verified track per request, `acesteps down`
+stops the services."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from acesteps.hashing import keccak256_hex
 from acesteps.settings import CommonSettings
+from tests.integration.anvil import free_port
 
 
 def acesteps(env: dict[str, str], *args: str, timeout: float = 300) -> str:
@@ -35,18 +37,27 @@ def test_one_request_through_the_whole_pipeline(settings: CommonSettings, tmp_pa
         "ACESTEPS_GENERATOR_MODEL": "tiny",
         "ACESTEPS_GENERATOR_INSTANCE_ID": f"gen-{settings.topic_prefix}",
         "ACESTEPS_PUBLISHER_INSTANCE_ID": f"pub-{settings.topic_prefix}",
+        "ACESTEPS_API_URL": f"http://127.0.0.1:{free_port()}",
+        "ACESTEPS_API_STORE_URL": f"sqlite:///{tmp_path / 'status.sqlite3'}",
+        "ACESTEPS_API_AUDIO_CACHE_DIR": str(tmp_path / "audio"),
     }
     try:
         started = json.loads(acesteps(env, "up"))
         line = acesteps(env, "demo", "--prompt", "a calm piano piece", "--duration", "5")
     finally:
         acesteps(env, "down")
-    (result,) = [json.loads(x) for x in line.splitlines() if x.startswith("{")]
-    assert result["verified"] == "MATCH" and result["status"] == "completed"
-    assert result["source"] == "chain" and result["contract"] == started["contract"]
-    assert result["model"].startswith("tiny-") and result["tinyModel"] is True
-    data = Path(result["file"]).read_bytes()
-    assert keccak256_hex(data) == result["audioHash"]
-    assert result["ipfsGateway"].endswith(result["cid"])
+    results = [json.loads(x) for x in line.splitlines() if x.startswith("{")]
+    assert [r["source"] for r in results] == ["chain", "http"]
+    assert started["api"] == env["ACESTEPS_API_URL"]
+    for result in results:
+        assert result["verified"] == "MATCH" and result["status"] == "completed"
+        assert result["contract"] == started["contract"]
+        assert result["model"].startswith("tiny-") and result["tinyModel"] is True
+        data = Path(result["file"]).read_bytes()
+        assert keccak256_hex(data) == result["audioHash"]
+        assert result["ipfsGateway"].endswith(result["cid"])
+        assert result["txHash"].startswith("0x") and result["apiUrl"] == env["ACESTEPS_API_URL"]
+    assert results[0]["requestTx"].startswith("0x") and "requestTx" not in results[1]
+    assert results[0]["id"] != results[1]["id"]
     # down stopped every service it started.
     assert not list((tmp_path).glob("*.service.pid"))
