@@ -62,11 +62,14 @@ def apply(current: Generation | None, message: Message) -> Generation | None:
         case GenerationRequest():
             # Request fields describe the request whatever its status; never overwrite a
             # seed the track already recorded.
+            # A request read after its track (the topics are read side by side) must not undo
+            # what the track recorded: the seed, the chain it was registered on, ...
             fields = from_request(message)
-            if base.seed is not None:
-                fields.pop("seed")
             if current is not None:
                 fields.pop("created_at")
+                for name in ("seed", "chain_id", "contract", "format", "duration"):
+                    if getattr(current, name) is not None:
+                        fields.pop(name)
             return base.model_copy(update=fields)
         case GenerationProgress(stage=stage):
             return _advance(base, Status(stage))

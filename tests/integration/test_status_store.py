@@ -149,24 +149,14 @@ def events(*messages: Message) -> list[Event]:
     return [(str(m.request_id), m) for m in messages]  # type: ignore[attr-defined]
 
 
-# A GenerationRequest folded after its TrackPublished resets the record's chain_id and
-# contract to the request's (None for HTTP): `listener.api.updates.from_request`. Replicas
-# and replays meet that order, so those checks are made apart (`LATE_REQUEST_BUG`).
-LATE_REQUEST_BUG = pytest.mark.xfail(
-    reason="listener.api.updates: a late GenerationRequest erases the track's chain_id/contract",
-    strict=True,
-)
-
-
-def assert_completed(g: Generation | None, rid: str, *, chain_fields: bool = True) -> None:
+def assert_completed(g: Generation | None, rid: str) -> None:
     track = track_of(rid)
     assert g is not None
     assert g.status is Status.COMPLETED
     assert (g.cid, g.audio_hash, g.tx_hash) == (track.cid, track.audio_hash, track.tx_hash)
     assert g.ipfs_urls == list(track.urls)
     assert g.block_number == 42
-    if chain_fields:
-        assert (g.chain_id, g.contract) == (31337, track.contract)
+    assert (g.chain_id, g.contract) == (31337, track.contract)
     assert (g.size_bytes, g.duration, g.seed, g.model) == (480_000, 30.0, 7, track.model_id)
     assert (g.prompt, g.tags, g.requester, g.source) == (
         "slow lofi piano",
@@ -234,10 +224,9 @@ async def test_a_final_status_never_moves(store: Store) -> None:
     await store.apply(events(request_of(rid), track_of(rid)), {})
     await store.apply(events(failure_of(rid), progress_of(rid, "publishing")), {})
     await store.apply(events(request_of(rid)), {})  # a replay of the request
-    assert_completed(await store.get(rid), rid, chain_fields=False)
+    assert_completed(await store.get(rid), rid)
 
 
-@LATE_REQUEST_BUG
 async def test_a_late_request_keeps_the_tracks_chain_fields(store: Store) -> None:
     rid = new_id()
     await store.apply(events(track_of(rid)), {})
@@ -322,14 +311,14 @@ async def test_replicas_applying_the_same_records_converge(replicas: list[Postgr
 
     for rid in ids:
         seen = [await store.get(rid) for store in replicas]
-        assert_completed(seen[0], rid, chain_fields=False)
+        assert_completed(seen[0], rid)
         assert all(g == seen[0] for g in seen)  # one row, whoever reads it
     assert await replicas[0].offsets() == {(TOPIC, 0): len(records)}
 
     # A replica far behind replays the start: nothing moves back.
     await replicas[1].apply(records[:80], {(TOPIC, 0): 80})
     for rid in ids:
-        assert_completed(await replicas[2].get(rid), rid, chain_fields=False)
+        assert_completed(await replicas[2].get(rid), rid)
 
 
 async def test_replicas_applying_different_records_at_once_merge_them(
@@ -347,7 +336,7 @@ async def test_replicas_applying_different_records_at_once_merge_them(
         )
         for rid in ids:
             # prompt and requester come from the request only, the track fields from the track
-            assert_completed(await replicas[3].get(rid), rid, chain_fields=False)
+            assert_completed(await replicas[3].get(rid), rid)
 
 
 async def test_submit_racing_the_projection_keeps_both(replicas: list[PostgresStore]) -> None:
