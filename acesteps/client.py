@@ -20,8 +20,7 @@ import json
 import math
 import re
 import sys
-import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -31,37 +30,32 @@ from typing import Any, Literal, TextIO
 import aiohttp
 
 from acesteps.hashing import Keccak256
+from acesteps.progressbar import Progress
+from acesteps.sse import sse_events
 
 __all__ = [
     "ApiClient",
     "ApiError",
     "GenerateOptions",
-    "Progress",
-    "SseEvent",
     "add_generate_arguments",
     "add_status_arguments",
     "follow",
     "generate",
     "open_session",
-    "render_bar",
     "render_status",
     "run_generate_cli",
     "run_status_cli",
-    "sse_events",
     "status",
 ]
 
 Record = dict[str, Any]
 Sleep = Callable[[float], Awaitable[None]]
 
-STAGES = ("queued", "generating", "publishing", "completed")
 FINAL = frozenset({"completed", "failed", "revoked"})
 POLL_S = 2.0
 RETRIES = 3  # a 429 (or 503) with Retry-After is retried this many times
 POLL_FAILURES = 5  # consecutive unreachable/5xx polls tolerated before giving up
-MAX_LINE = 1 << 20
 _ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
-_EOL = re.compile(rb"\r\n|\r|\n")
 
 
 class ApiError(Exception):
@@ -86,137 +80,6 @@ class ApiError(Exception):
     @property
     def exit_code(self) -> int:
         return 2 if self.status is not None and 400 <= self.status < 500 else 3
-
-
-# ---------------------------------------------------------------- server-sent events
-
-
-@dataclass(frozen=True)
-class SseEvent:
-    event: str
-    data: str
-    id: str | None = None
-
-
-async def _lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
-    """The lines of an event stream, ended by CRLF, LF or CR, wherever the chunks split."""
-    pending, first = b"", True
-    async for chunk in chunks:
-        pending += chunk
-        start = 0
-        while (end := _EOL.search(pending, start)) is not None:
-            if end.group() == b"\r" and end.end() == len(pending):
-                break  # perhaps the first half of a CRLF
-            line = pending[start : end.start()]
-            if first:
-                line, first = line.removeprefix(b"\xef\xbb\xbf"), False
-            yield line.decode("utf-8", "replace")
-            start = end.end()
-        pending = pending[start:]
-        if len(pending) > MAX_LINE:
-            raise ValueError(f"an event stream line longer than {MAX_LINE} bytes")
-    if pending.endswith(b"\r"):
-        yield pending[:-1].decode("utf-8", "replace")
-    # Anything else left is an unterminated line: the spec drops it.
-
-
-async def sse_events(chunks: AsyncIterable[bytes]) -> AsyncIterator[SseEvent]:
-    """Parse ``text/event-stream`` (WHATWG HTML, "server-sent events"): comments (``:``) are
-    skipped, ``data`` lines join with newlines, a blank line dispatches the event."""
-    event, last_id = "", None
-    data: list[str] = []
-    async for line in _lines(chunks):
-        if not line:
-            if data:
-                yield SseEvent(event or "message", "\n".join(data), last_id)
-            event, data = "", []
-            continue
-        if line.startswith(":"):
-            continue
-        name, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
-        elif name == "id" and "\0" not in value:
-            last_id = value
-
-
-# ---------------------------------------------------------------- progress
-
-
-def render_bar(status: str, reached: int, elapsed_s: float, width: int = 24) -> str:
-    """``[############------------] 2/4 generating   12s``; ``reached`` indexes `STAGES`."""
-    reached = max(0, min(reached, len(STAGES) - 1))
-    filled = width * (reached + 1) // len(STAGES)
-    bar = "#" * filled + "-" * (width - filled)
-    return f"[{bar}] {reached + 1}/{len(STAGES)} {status:<10} {elapsed_s:4.0f}s"
-
-
-class Progress:
-    """The stages on a stream (stderr): one line redrawn in place on a terminal, otherwise a
-    plain line per change."""
-
-    def __init__(
-        self,
-        stream: TextIO,
-        *,
-        live: bool | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        label: str = "",
-    ) -> None:
-        self.stream = stream
-        self.label = f"{label} " if label else ""
-        self.live = stream.isatty() if live is None else live
-        self.clock = clock
-        self.started = clock()
-        self.status: str | None = None
-        self.reached = 0
-        self._drawn = False
-
-    def elapsed(self) -> float:
-        return self.clock() - self.started
-
-    def update(self, status: str) -> None:
-        changed = status != self.status
-        self.status = status
-        if status in STAGES:
-            self.reached = max(self.reached, STAGES.index(status))
-        if self.live:
-            self._draw()
-        elif changed:
-            self.stream.write(f"{self.label}[{self.elapsed():6.1f}s] {status}\n")
-            self.stream.flush()
-
-    def tick(self) -> None:
-        if self.live and self.status is not None:
-            self._draw()
-
-    def note(self, message: str) -> None:
-        """A message on a line of its own, the bar redrawn below it."""
-        self.close()
-        self.stream.write(message + "\n")
-        self.tick()
-
-    def close(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
-
-    async def ticking(self, every_s: float = 0.5) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            self.tick()
-
-    def _draw(self) -> None:
-        assert self.status is not None
-        line = render_bar(self.status, self.reached, self.elapsed())
-        self.stream.write(f"\r{line}\x1b[K")
-        self.stream.flush()
-        self._drawn = True
 
 
 # ---------------------------------------------------------------- HTTP

@@ -25,10 +25,11 @@ from urllib.parse import urlsplit
 from eth_account import Account
 
 from acesteps.chain import Deployment, connect, deploy_registry, registry
-from acesteps.client import ApiClient, ApiError, Progress, follow, open_session
+from acesteps.client import ApiClient, ApiError, follow, open_session
 from acesteps.devchain import dev_key
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.kafka.admin import ensure_topics
+from acesteps.progressbar import Progress
 from acesteps.settings import ChainSettings, ClientSettings, StackSettings
 from acesteps.verify import KuboSource, verify
 

@@ -15,19 +15,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from acesteps import client
+from acesteps import client, sse
 from acesteps.cli import build_parser
-from acesteps.client import (
-    ApiClient,
-    ApiError,
-    GenerateOptions,
-    Progress,
-    SseEvent,
-    render_bar,
-    sse_events,
-)
+from acesteps.client import ApiClient, ApiError, GenerateOptions
 from acesteps.hashing import keccak256_hex
+from acesteps.progressbar import Progress, render_bar
 from acesteps.settings import ClientSettings, load_settings
+from acesteps.sse import SseEvent, sse_events
 
 RID = "0x" + "ab" * 32
 AUDIO = b"ID3 not really an mp3 " * 1000
@@ -74,7 +68,7 @@ async def test_sse_skips_events_without_data_and_drops_an_unfinished_one() -> No
 
 async def test_sse_refuses_an_endless_line() -> None:
     with pytest.raises(ValueError, match="longer than"):
-        await _parse([b"data: " + b"x" * (client.MAX_LINE + 10)])
+        await _parse([b"data: " + b"x" * (sse.MAX_LINE + 10)])
 
 
 # ---------------------------------------------------------------- progress
