@@ -207,4 +207,11 @@ def create_app(deps: ApiDeps) -> web.Application:
     app[DEPS] = deps
     routes.add_routes(app)
     app.router.add_static("/static/", STATIC, name="static")
+    app.on_response_prepare.append(_revalidate_static)
     return app
+
+
+async def _revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
+    # The page's scripts change with the server: browsers revalidate (ETag) on every load.
+    if request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-cache"

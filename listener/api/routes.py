@@ -36,6 +36,7 @@ __all__ = ["add_routes", "request_id_for"]
 
 _ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
 HEARTBEAT_S = 15.0
+RETRY_MS = 2000  # what an EventSource waits before reconnecting
 CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
 
 
@@ -194,11 +195,23 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
     )
 
 
+def _last_event_id(request: web.Request) -> int:
+    try:
+        return int(request.headers.get("Last-Event-ID", "0"))
+    except ValueError:
+        return 0
+
+
 async def events(request: web.Request) -> web.StreamResponse:
-    """One ``status`` event now, then one per status change, until a final status."""
+    """One ``status`` event now, then one per status change, until a final status.
+
+    An event's id is its status' step (1 queued ... 4 final), so a client that reconnects
+    with ``Last-Event-ID`` gets only the steps it has not seen.
+    """
     deps = request.app[DEPS]
     g = await _generation(request)
     base = _base_url(request, deps)
+    seen = _last_event_id(request)
     stream = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -209,13 +222,13 @@ async def events(request: web.Request) -> web.StreamResponse:
     with deps.hub.watch(g.id) as changes:
         g = await deps.store.get(g.id) or g  # anything that changed before watching
         await stream.prepare(request)
-        sent, number = None, 0
+        await stream.write(f"retry: {RETRY_MS}\n\n".encode())
         while True:
-            if g.status is not sent:
-                number += 1
+            step = g.status.rank + 1
+            if step > seen:
                 data = json.dumps(g.public(base))
-                await stream.write(f"id: {number}\nevent: status\ndata: {data}\n\n".encode())
-                sent = g.status
+                await stream.write(f"id: {step}\nevent: status\ndata: {data}\n\n".encode())
+                seen = step
             if g.status.final:
                 break
             try:
@@ -267,7 +280,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def page(_: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "index.html")
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 def add_routes(app: web.Application) -> None:

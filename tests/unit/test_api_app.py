@@ -247,12 +247,20 @@ async def test_events_stream_the_current_status_then_each_change(make_client) ->
     rid = (await (await client.post("/api/generate", json=BODY)).json())["id"]
     stream = await client.get(f"/api/generations/{rid}/events")
     assert stream.headers["Content-Type"] == "text/event-stream"
+    assert await stream.content.readuntil(b"\n\n") == b"retry: 2000\n\n"
     first = await stream.content.readuntil(b"\n\n")
     assert b'"status": "queued"' in first
     failed = GenerationFailed(request_id=rid, stage="generator", code="x", message="no")
     deps.hub.publish(await deps.store.apply([(rid, failed)], {}))
     rest = await stream.content.read()
     assert rest.count(b"event: status") == 1 and b'"status": "failed"' in rest
+    assert b"id: 1\n" in first and b"id: 4\n" in rest
+    # A reconnect that has seen the final step gets no event again; one that saw step 1 gets
+    # the final one.
+    again = await client.get(f"/api/generations/{rid}/events", headers={"Last-Event-ID": "4"})
+    assert b"event: status" not in await again.read()
+    resumed = await client.get(f"/api/generations/{rid}/events", headers={"Last-Event-ID": "1"})
+    assert (await resumed.read()).count(b"event: status") == 1
 
 
 def test_rate_limiter_refills_at_its_rate() -> None:
