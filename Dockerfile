@@ -22,7 +22,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # An unprivileged user; the directories that named volumes mount on are created here, owned by
 # it, so that a fresh volume inherits the ownership.
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/acesteps --create-home acesteps \
- && mkdir -p /var/lib/acesteps/deployment /var/cache/huggingface \
+ && mkdir -p /var/lib/acesteps/deployment /var/lib/acesteps/status /var/cache/huggingface \
  && chown -R acesteps:acesteps /var/lib/acesteps /var/cache/huggingface
 
 WORKDIR /app
@@ -45,7 +45,8 @@ FROM base AS runtime
 
 RUN pip install -r /tmp/requirements-base.txt
 COPY . .
-RUN pip install . && python -c "import listener.settings, publisher.settings"
+# `.[postgres]`: the API's status store may be a shared PostgreSQL (several API replicas).
+RUN pip install ".[postgres]" && python -c "import listener.settings, publisher.settings, psycopg"
 
 USER acesteps
 CMD ["python", "-m", "listener"]

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from acesteps.settings import ChainSettings
@@ -48,6 +49,7 @@ LOCAL_CHAIN = "local-chain"
 KUBO_API_PORT = 5001
 KUBO_GATEWAY_PORT = 8080
 SECRETS = (
+    "ACESTEPS_API_KEYS",
     "ACESTEPS_PRIVATE_KEY",
     "ACESTEPS_KEYSTORE_PASSWORD",
     "ACESTEPS_CONTRACT_ADDRESS",
@@ -61,6 +63,7 @@ EXTERNAL_ENV = {
     "ACESTEPS_IPFS_GATEWAY_URL": "https://ipfs.example.org",
     "ACESTEPS_LISTENER_CONFIRMATIONS": "12",
     "ACESTEPS_GENERATOR_MAX_BATCH": "2",
+    "ACESTEPS_API_KEYS": '{"dapp": "a-long-random-secret"}',
 }
 
 # ------------------------------------------------------------------ interpolation, as Compose does
@@ -287,6 +290,12 @@ def test_the_environment_loads_through_the_settings(
     for key, value in variables.items():
         if key.startswith("ACESTEPS_") and value != "":  # the entrypoint drops empty ones
             monkeypatch.setenv(key, value)
+    if name == "listener" and "ACESTEPS_API_KEYS" not in env:
+        # The API binds every interface in its container: without keys it refuses to start,
+        # with a message that says what to set.
+        with pytest.raises(ValidationError, match="ACESTEPS_API_KEYS"):
+            SETTINGS[name]()
+        return
     settings = SETTINGS[name]()
     for key, value in env.items():
         if (
@@ -294,7 +303,10 @@ def test_the_environment_loads_through_the_settings(
             and key.removeprefix("ACESTEPS_").lower() in type(settings).model_fields
         ):
             field = getattr(settings, key.removeprefix("ACESTEPS_").lower())
-            shown = field.get_secret_value() if hasattr(field, "get_secret_value") else field
+            if isinstance(field, dict):  # {"<key id>": SecretStr}, given as JSON
+                shown = json.dumps({k: v.get_secret_value() for k, v in field.items()})
+            else:
+                shown = field.get_secret_value() if hasattr(field, "get_secret_value") else field
             assert str(shown) == value, key
 
 
@@ -400,6 +412,19 @@ def test_metrics_ports_and_health_checks_agree(services: dict[str, Any]) -> None
         assert ("127.0.0.1", port, port) in published(service), name
         ports.append(port)
     assert len(set(ports)) == len(ports)
+
+
+def test_the_api_port_health_check_and_status_volume_agree(services: dict[str, Any]) -> None:
+    listener = services["listener"]
+    env = environment(listener)
+    port = int(env["ACESTEPS_API_PORT"])
+    assert env["ACESTEPS_API_HOST"] == "0.0.0.0"
+    assert ("127.0.0.1", 8000, port) in published(listener)  # loopback unless API_BIND is set
+    assert f"http://127.0.0.1:{port}/healthz" in health_text(listener)
+    store = env["ACESTEPS_API_STORE_URL"].removeprefix("sqlite:///")
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in listener["volumes"]}
+    assert any(store.startswith(target + "/") for target in mounts), (store, mounts)
+    assert env["ACESTEPS_API_AUDIO_CACHE_DIR"].startswith("/var/lib/acesteps/status/")
 
 
 # ------------------------------------------------------------------ GPU, images, secrets
