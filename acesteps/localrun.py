@@ -1,12 +1,13 @@
 """Running the whole service on one machine: ``acesteps up``, ``acesteps demo``, ``acesteps down``.
 
-``up`` deploys the registry to the local chain (once; anvil's development account 0 is the
-owner, account 1 the publisher), then starts ``python -m listener``, ``generator`` and
+``up`` starts the local stack when it is not running (`acesteps.localstack`), deploys the
+registry to the local chain (once; anvil's development account 0 is the owner, account 1 the
+publisher), then starts ``python -m listener``, ``generator`` and
 ``publisher`` as background processes with their logs and pid files under ``.cache/run``.
 ``demo`` sends one request on chain (a ``requestGeneration`` transaction) and one over HTTP,
 follows both through the API until their tracks are registered, fetches each file from IPFS,
 verifies it as anyone would, and prints one JSON line per track. ``down`` stops the services
-that ``up`` started. Development keys are refused on any chain but anvil's.
+that ``up`` started, and the stack if ``up`` started it. Development keys are refused on any chain but anvil's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 
 from eth_account import Account
 
+from acesteps import localstack
 from acesteps.chain import Deployment, connect, deploy_registry, registry
 from acesteps.client import ApiClient, ApiError, follow, open_session
 from acesteps.devchain import dev_key
@@ -90,12 +92,13 @@ def _wait_healthy(api_url: str, timeout_s: float = 120) -> None:
 
 
 def up() -> dict[str, Any]:
-    settings = ChainSettings()
+    stack_started = localstack.start_if_needed()
+    settings = ChainSettings(_env_file=localstack.ENV_FILE)
     api = urlsplit(ClientSettings().api_url)
     deployment = asyncio.run(_deploy(settings))
     asyncio.run(ensure_topics(settings.kafka_bootstrap, settings.topics.specs()))
     env = {
-        **os.environ,
+        **localstack.child_env(dict(os.environ)),
         "ACESTEPS_CONTRACT_ADDRESS": deployment.address,
         "ACESTEPS_PRIVATE_KEY": dev_key(1, deployment.chain_id),
         # The real ACE-Step 1.5 when its weights are cached, else the tiny test checkpoint.
@@ -125,7 +128,12 @@ def up() -> dict[str, Any]:
         pidfile.write_text(str(proc.pid))
     api_url = ClientSettings().api_url
     _wait_healthy(api_url)
-    return {"contract": deployment.address, "api": api_url, "logs": str(log_dir)}
+    return {
+        "contract": deployment.address,
+        "api": api_url,
+        "logs": str(log_dir),
+        "stackStarted": stack_started,
+    }
 
 
 def down() -> None:
@@ -142,6 +150,7 @@ def down() -> None:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         pidfile.unlink()
+    localstack.stop_if_started()
 
 
 async def _request_on_chain(settings: ChainSettings, prompt: str, duration: int) -> tuple[str, str]:
@@ -221,7 +230,7 @@ async def _fetch_and_verify(
 
 
 async def _demo(prompt: str, duration: int, timeout_s: float) -> list[dict[str, Any]]:
-    settings = ChainSettings()
+    settings = ChainSettings(_env_file=localstack.ENV_FILE)
     client = ClientSettings()
     key = client.api_key.get_secret_value() if client.api_key else None
     async with open_session(key) as session:

@@ -31,6 +31,7 @@ from acesteps.messages import (
     AudioReady,
     ChainOrigin,
     GenerationFailed,
+    GenerationProgress,
     GenerationRequest,
     GenerationRevoked,
     Message,
@@ -253,6 +254,13 @@ async def test_request_becomes_chunks_and_audio_ready(
     assert ready.size_bytes == 44 + 4 * 5 * SAMPLE_RATE and ready.chunks == 2
     assert seen.ready.keys() == seen.chunks.keys() == {mp3.request_id, wav.request_id}
     assert await failures(topics) == {}
+    # The advisory progress topic said each request was being generated.
+    progress = await read_all(topics.kafka_bootstrap, topics.topics.progress)
+    hints = [GenerationProgress.model_validate_json(r.value) for r in progress]
+    assert {h.request_id for h in hints if h.stage == "generating"} == {
+        mp3.request_id,
+        wav.request_id,
+    }
 
 
 async def test_same_request_same_bytes_other_seed_other_bytes(

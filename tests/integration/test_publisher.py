@@ -46,6 +46,7 @@ from acesteps.messages import (
     AudioChunk,
     AudioReady,
     GenerationFailed,
+    GenerationProgress,
     TrackPublished,
     decode,
 )
@@ -352,7 +353,19 @@ async def test_a_track_becomes_registered_and_verifiable(
     receipt = await h.w3.eth.get_transaction_receipt(pub.tx_hash)  # type: ignore[arg-type]
     assert receipt["status"] == 1 and receipt["blockNumber"] == pub.block_number
     assert receipt["from"] == PUBLISHER
+    ready = track.ready()
+    assert (pub.format, pub.size_bytes, pub.seed, pub.model_id, pub.duration_s) == (
+        ready.format,
+        ready.size_bytes,
+        ready.seed,
+        ready.model_id,
+        ready.duration_s,
+    )
     await h.assert_each_published_once([track])
+    hints = await read_all(h.settings.kafka_bootstrap, h.topics.progress)
+    assert [
+        (r.key.decode(), GenerationProgress.model_validate_json(r.value).stage) for r in hints
+    ] == [(track.request_id, "publishing")]
     # 2. On chain and on IPFS.
     assert await h.track_of(track.request_id) == (bytes.fromhex(track.audio_hash[2:]), track.cid)
     assert await kubo.pin_ls(track.cid)
