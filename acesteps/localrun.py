@@ -7,7 +7,8 @@ publisher), then starts ``python -m listener``, ``generator`` and
 ``demo`` sends one request on chain (a ``requestGeneration`` transaction) and one over HTTP,
 follows both through the API until their tracks are registered, fetches each file from IPFS,
 verifies it as anyone would, and prints one JSON line per track. ``down`` stops the services
-that ``up`` started, and the stack if ``up`` started it. Development keys are refused on any chain but anvil's.
+that ``up`` started, and the stack if ``up`` started it. Development keys are refused on any
+chain but anvil's.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from acesteps import localstack
 from acesteps.chain import Deployment, connect, deploy_registry, registry
 from acesteps.client import ApiClient, ApiError, follow, open_session
 from acesteps.devchain import dev_key
+from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.kafka.admin import ensure_topics
 from acesteps.progressbar import Progress
@@ -200,7 +202,8 @@ async def _fetch_and_verify(
     """The published file from IPFS, checked against the chain as anyone would."""
     out = _run_dir() / "tracks" / f"{record['id']}.{record['format']}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(await kubo.cat(record["cid"]))
+    data = await kubo.cat(record["cid"])
+    out.write_bytes(data)
     w3 = connect(settings.rpc_url)
     try:
         contract = registry(w3, settings.contract())
@@ -208,11 +211,13 @@ async def _fetch_and_verify(
         verdict = await verify(contract, record["id"], source)
     finally:
         await w3.provider.disconnect()
+    # MATCH only when the chain, the bytes and what the API reported all agree.
+    agreed = verdict.onchain_audio_hash == record["audioHash"] == keccak256_hex(data)
     line = {
         "id": record["id"],
         "source": record["source"],
         "status": record["status"],
-        "verified": verdict.status.value,
+        "verified": verdict.status.value if agreed else "MISMATCH",
         "audioHash": record["audioHash"],
         "cid": record["cid"],
         "txHash": record["txHash"],
