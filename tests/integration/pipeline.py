@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from eth_account import Account
 
@@ -19,7 +20,7 @@ from tests.integration.anvil import Anvil, free_port
 from tests.integration.chainload import ChainLoader
 from tests.integration.services import ServiceProcess
 
-__all__ = ["Pipeline", "running_pipeline"]
+__all__ = ["Pipeline", "running_pipeline", "wait_healthy"]
 
 PUBLISHER_KEY = dev_key(1)
 
@@ -28,6 +29,7 @@ PUBLISHER_KEY = dev_key(1)
 class Pipeline:
     api_url: str
     prefix: str
+    log_dir: Path
     anvil: Anvil
     chain: ChainLoader
     contract: str
@@ -38,7 +40,10 @@ class Pipeline:
         return "\n".join(f"--- {n}\n{p.tail(40)}" for n, p in self.services.items())
 
 
-def _wait_healthy(url: str, pipeline: Pipeline, timeout_s: float = 60) -> None:
+def wait_healthy(
+    url: str, pipeline: Pipeline, service: str = "listener", timeout_s: float = 60
+) -> None:
+    """Until ``url``/healthz answers 200; fails when ``service`` exits first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -47,7 +52,7 @@ def _wait_healthy(url: str, pipeline: Pipeline, timeout_s: float = 60) -> None:
                     return
         except OSError:
             pass
-        if not pipeline.services["listener"].alive():
+        if not pipeline.services[service].alive():
             break
         time.sleep(0.2)
     raise AssertionError(f"the API at {url} did not become healthy\n{pipeline.logs()}")
@@ -73,7 +78,8 @@ def running_pipeline(stack: CommonSettings, **api_env: str) -> Iterator[Pipeline
             "ACESTEPS_CONTRACT_ADDRESS": contract,
             "ACESTEPS_DEPLOYMENT_FILE": str(log_dir / "no-deployment.json"),
         }
-        pipeline = Pipeline(f"http://127.0.0.1:{port}", prefix, anvil, chain, contract, env)
+        url = f"http://127.0.0.1:{port}"
+        pipeline = Pipeline(url, prefix, log_dir, anvil, chain, contract, env)
         service_env = {
             "listener": {
                 "ACESTEPS_API_PORT": str(port),
@@ -98,7 +104,7 @@ def running_pipeline(stack: CommonSettings, **api_env: str) -> Iterator[Pipeline
             for name, extra in service_env.items():
                 proc = ServiceProcess(name, {**env, **extra}, log_dir / f"{name}.log")
                 pipeline.services[name] = proc.start()
-            _wait_healthy(pipeline.api_url, pipeline)
+            wait_healthy(pipeline.api_url, pipeline)
             yield pipeline
         finally:
             for proc in pipeline.services.values():

@@ -9,13 +9,10 @@ PostgreSQL cases fail and say so; they are never skipped.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import psycopg
 import pytest
 
 from acesteps.messages import (
@@ -28,8 +25,8 @@ from acesteps.messages import (
 from listener.api.models import Generation, Status
 from listener.api.pgstore import PostgresStore
 from listener.api.store import Event, SqliteStore, Store, open_store
+from tests.integration.pgdb import fresh_database
 
-URL_VAR = "ACESTEPS_TEST_POSTGRES_URL"
 TOPIC = "t.requests.v1"
 
 OpenStore = Callable[..., Awaitable[Store]]
@@ -39,28 +36,10 @@ OpenStore = Callable[..., Awaitable[Store]]
 
 
 @pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
+def pg_url() -> Iterator[str]:
     """The URL of a fresh database on the test PostgreSQL, dropped after the test."""
-    admin = os.environ.get(URL_VAR)
-    if not admin:
-        pytest.fail(
-            f"{URL_VAR} is not set: run `scripts/stack up` and `source .cache/run/stack.env`",
-            pytrace=False,
-        )
-    name = f"acesteps_test_{uuid.uuid4().hex[:16]}"
-    try:
-        conn = await psycopg.AsyncConnection.connect(admin, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL at {URL_VAR}={admin} is unreachable ({exc}): run `scripts/stack up`",
-            pytrace=False,
-        )
-    async with conn:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield urlsplit(admin)._replace(path=f"/{name}").geturl()
-        finally:  # FORCE: the backends of closed stores may still be on their way out
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
