@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 
 from acesteps.hashing import keccak256_hex
@@ -19,7 +20,7 @@ from tests.integration.services import ServiceProcess
 
 
 @pytest.fixture(scope="module")
-def replicas(stack: CommonSettings) -> Iterator[tuple[Pipeline, str]]:
+def replicas(stack: CommonSettings) -> Iterator[tuple[Pipeline, str, str]]:
     with (
         fresh_database() as store_url,
         running_pipeline(stack, ACESTEPS_API_STORE_URL=store_url) as pipeline,
@@ -39,7 +40,7 @@ def replicas(stack: CommonSettings) -> Iterator[tuple[Pipeline, str]]:
         pipeline.services["listener-2"] = second.start()
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, pipeline, "listener-2")
-        yield pipeline, url
+        yield pipeline, url, store_url
 
 
 async def call(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
@@ -51,9 +52,9 @@ async def call(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
 
 
 async def test_a_request_submitted_to_one_replica_is_served_by_the_other(
-    replicas: tuple[Pipeline, str],
+    replicas: tuple[Pipeline, str, str],
 ) -> None:
-    pipeline, second = replicas
+    pipeline, second, store_url = replicas
     body = {"prompt": "two replicas, one store", "duration": 5}
     status, record = await call("POST", f"{second}/api/generate", json=body)
     assert status == 200 and record["status"] == "completed", record
@@ -66,15 +67,25 @@ async def test_a_request_submitted_to_one_replica_is_served_by_the_other(
     assert status == 200 and keccak256_hex(data) == record["audioHash"]
     status, verdict = await call("GET", f"{second}/api/generations/{record['id']}/verify")
     assert status == 200 and verdict["status"] == "MATCH"
+    with psycopg.connect(store_url) as db:  # the record lives in the shared database
+        (doc,) = db.execute("SELECT doc FROM generations WHERE id = %s", (record["id"],)).fetchone()
+    assert doc["status"] == "completed" and doc["cid"] == record["cid"]
 
 
 async def test_an_idempotent_retry_on_the_other_replica_is_the_same_request(
-    replicas: tuple[Pipeline, str],
+    replicas: tuple[Pipeline, str, str],
 ) -> None:
-    pipeline, second = replicas
+    pipeline, second, _ = replicas
     body = {"prompt": "retried elsewhere", "duration": 5}
     key = {"Idempotency-Key": "one-order"}
     first = await call("POST", f"{pipeline.api_url}/api/generate?wait=0", json=body, headers=key)
     again = await call("POST", f"{second}/api/generate", json=body, headers=key)
     assert first[0] == 202 and again[0] == 200
     assert again[1]["id"] == first[1]["id"] and again[1]["status"] == "completed"
+    # The body's fingerprint is in the shared store: another body under the same key is
+    # refused by the other replica too, however soon it comes.
+    key = {"Idempotency-Key": "another-order"}
+    await call("POST", f"{pipeline.api_url}/api/generate?wait=0", json=body, headers=key)
+    changed = {**body, "duration": 6}
+    status, error = await call("POST", f"{second}/api/generate?wait=0", json=changed, headers=key)
+    assert status == 422 and error["error"]["code"] == "idempotency_key_reused"
