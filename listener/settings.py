@@ -76,6 +76,7 @@ class ListenerSettings(ChainSettings):
     api_audio_cache_dir: Path = Field(
         CACHE_DIR / "run" / "api-audio", description="files fetched from IPFS for /audio"
     )
+    api_audio_cache_mb: int = Field(2048, ge=1, description="size the audio cache is kept under")
 
     @property
     def api_auth_required(self) -> bool:

@@ -72,7 +72,9 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
             hub=hub,
             projection=projection,
             submitter=KafkaSubmitter(producer, settings.topics.requests),
-            audio=AudioCache(kubo, settings.api_audio_cache_dir),
+            audio=AudioCache(
+                kubo, settings.api_audio_cache_dir, settings.api_audio_cache_mb * 2**20
+            ),
             verifier=verifier,
             keys=ApiKeys(
                 {k: v.get_secret_value() for k, v in settings.api_keys.items()},
