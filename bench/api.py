@@ -7,7 +7,8 @@ The whole service runs as real subprocesses, as in production: a private anvil (
 loopback port) with a fresh ``AceStepsRegistry``, then ``python -m listener`` (chain
 listener + HTTP API on a free port, status store in a fresh SQLite file), ``python -m
 generator`` (the tiny random-weight model on CPU) and ``python -m publisher``, all on a
-fresh topic prefix whose topics are deleted at the end. Rate limits are lifted for the run;
+fresh topic prefix whose topics are deleted at the end (the API tests' own launcher,
+`tests.integration.pipeline`). Rate limits are lifted for the run;
 the client is one ``aiohttp`` session (keep-alive) in this process.
 
 1. Waiting submits: ``--warmup`` requests (dropped: model load, first connections), then
@@ -60,33 +61,23 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
-import subprocess
 import time
-import urllib.request
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer
-from eth_account import Account
 
-from acesteps.chain import connect, deploy_registry
-from acesteps.devchain import dev_key
-from acesteps.kafka.admin import delete_topics, ensure_topics, topic_partitions
+from acesteps.kafka.admin import delete_topics, topic_partitions
 from acesteps.messages import TYPE_HEADER, TrackPublished, decode
-from acesteps.settings import CommonSettings, StackSettings
+from acesteps.settings import CommonSettings
 from acesteps.topics import Topics
+from tests.integration.pipeline import Pipeline, running_pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
-PUBLISHER_KEY = dev_key(1)
-PUBLISHER = Account.from_key(PUBLISHER_KEY).address
 PROMPT = "calm piano loop, soft pads"
 FETCH_MAX_WAIT_MS = 100  # as the API's projection
-START_TIMEOUT_S = 120
 FINAL_TIMEOUT_S = 300
 NO_LIMIT = {"PER_MINUTE": "1000000000", "BURST": "1000000"}
 ROUTE_GET = "/api/generations/{id}"
@@ -95,150 +86,44 @@ Route = tuple[str, str]  # (method, route)
 Stats = dict[str, Any]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-# ---------------------------------------------------------------------- processes
-
-
-class Service:
-    """``python -m MODULE`` (or any command) with ``env`` added, output to ``log``."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.args, self.env, self.log = args, {**os.environ, **env}, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Service:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def tail(self, lines: int = 30) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _anvil_ready(url: str) -> bool:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
-    req = urllib.request.Request(url, body.encode(), {"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
+# ---------------------------------------------------------------------- the service
 
 
 @dataclass
 class Stack:
-    api_url: str
-    topics: Topics
-    log_dir: Path
-    services: dict[str, Service] = field(default_factory=dict)
+    """The running service of the API tests (`tests.integration.pipeline`)."""
+
+    pipeline: Pipeline
+
+    @property
+    def api_url(self) -> str:
+        return self.pipeline.api_url
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.pipeline.prefix)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.pipeline.log_dir
 
     def check(self) -> None:
-        for name, svc in self.services.items():
-            if not svc.alive():
-                raise RuntimeError(f"{name} exited; its log ends:\n{svc.tail()}")
+        for name, proc in self.pipeline.services.items():
+            if not proc.alive():
+                raise RuntimeError(f"{name} exited; its log ends:\n{proc.tail()}")
 
 
 @contextlib.asynccontextmanager
 async def running_service(base: CommonSettings) -> AsyncIterator[Stack]:
-    """Private anvil + fresh registry, then listener (API), generator, publisher."""
-    prefix = f"bench{uuid.uuid4().hex[:10]}"
-    topics = Topics(prefix)
-    log_dir = StackSettings().log_dir / prefix
-    port = free_port()
-    stack = Stack(f"http://127.0.0.1:{port}", topics, log_dir)
-    anvil_port = free_port()
-    anvil_url = f"http://127.0.0.1:{anvil_port}"
-    anvil_args = [str(StackSettings().anvil_bin), "--host", "127.0.0.1"]
-    anvil_args += ["--port", str(anvil_port), "--chain-id", "31337", "--silent"]
-    stack.services["anvil"] = Service(anvil_args, {}, log_dir / "anvil.log").start()
-    try:
-        deadline = time.monotonic() + 20
-        while not await asyncio.to_thread(_anvil_ready, anvil_url):
-            stack.check()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"anvil did not start on {anvil_url}")
-            await asyncio.sleep(0.05)
-        w3 = connect(anvil_url)
-        try:
-            contract = (await deploy_registry(w3, dev_key(0), PUBLISHER)).address
-        finally:
-            await w3.provider.disconnect()
-        await ensure_topics(base.kafka_bootstrap, topics.specs())
-        env = {
-            "ACESTEPS_KAFKA_BOOTSTRAP": base.kafka_bootstrap,
-            "ACESTEPS_TOPIC_PREFIX": prefix,
-            "ACESTEPS_RPC_URL": anvil_url,
-            "ACESTEPS_IPFS_API_URL": base.ipfs_api_url,
-            "ACESTEPS_IPFS_GATEWAY_URL": base.ipfs_gateway_url,
-            "ACESTEPS_CONTRACT_ADDRESS": contract,
-            "ACESTEPS_DEPLOYMENT_FILE": str(log_dir / "no-deployment.json"),
-        }
-        extra = {
-            "listener": {
-                "ACESTEPS_API_PORT": str(port),
-                "ACESTEPS_API_STORE_URL": f"sqlite:///{log_dir / 'status.sqlite3'}",
-                "ACESTEPS_API_AUDIO_CACHE_DIR": str(log_dir / "audio"),
-                "ACESTEPS_API_GENERATE_PER_MINUTE": NO_LIMIT["PER_MINUTE"],
-                "ACESTEPS_API_GENERATE_BURST": NO_LIMIT["BURST"],
-                "ACESTEPS_API_READ_PER_MINUTE": NO_LIMIT["PER_MINUTE"],
-                "ACESTEPS_API_READ_BURST": NO_LIMIT["BURST"],
-                "ACESTEPS_LISTENER_CONFIRMATIONS": "0",
-                "ACESTEPS_LISTENER_POLL_INTERVAL_S": "0.1",
-            },
-            "generator": {
-                "ACESTEPS_GENERATOR_MODEL": "tiny",
-                "ACESTEPS_GENERATOR_INSTANCE_ID": f"gen-{prefix}",
-            },
-            "publisher": {
-                "ACESTEPS_PRIVATE_KEY": PUBLISHER_KEY,
-                "ACESTEPS_PUBLISHER_INSTANCE_ID": f"pub-{prefix}",
-                "ACESTEPS_PUBLISHER_CONFIRMATIONS": "1",
-                "ACESTEPS_PUBLISHER_TX_POLL_INTERVAL_S": "0.1",
-            },
-        }
-        for name, more in extra.items():
-            svc = Service([sys.executable, "-m", name], {**env, **more}, log_dir / f"{name}.log")
-            stack.services[name] = svc.start()
-        yield stack
-    finally:
-        for name in ("listener", "generator", "publisher", "anvil"):
-            if name in stack.services:
-                stack.services[name].stop()
-
-
-async def wait_healthy(session: aiohttp.ClientSession, stack: Stack) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        stack.check()
-        with contextlib.suppress(aiohttp.ClientError):
-            async with session.get(f"{stack.api_url}/healthz") as answer:
-                if answer.status == 200:
-                    return
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"the API at {stack.api_url} did not become healthy")
+    """Private anvil + fresh registry, then listener (API), generator, publisher; no limits."""
+    limits = {
+        f"ACESTEPS_API_{kind}_{name}": value
+        for kind in ("GENERATE", "READ")
+        for name, value in NO_LIMIT.items()
+    }
+    # Starting blocks this event loop for a few seconds, before anything else runs on it.
+    with running_pipeline(base, **limits) as pipeline:
+        yield Stack(pipeline)
 
 
 # ---------------------------------------------------------------------- Kafka
@@ -473,7 +358,6 @@ async def phases(
 ) -> dict[str, Any]:
     url = stack.api_url
     t_start = time.perf_counter()
-    await wait_healthy(session, stack)
     startup_s = time.perf_counter() - t_start
     seed = iter(range(1, 10**9))
 
