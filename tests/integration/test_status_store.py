@@ -25,6 +25,7 @@ from acesteps.messages import (
 from listener.api.models import Generation, Status
 from listener.api.pgstore import PostgresStore
 from listener.api.store import Event, SqliteStore, Store, open_store
+from tests.factories import track_published
 from tests.integration.pgdb import fresh_database
 
 TOPIC = "t.requests.v1"
@@ -99,21 +100,7 @@ def progress_of(rid: str, stage: str = "generating") -> GenerationProgress:
 
 
 def track_of(rid: str) -> TrackPublished:
-    return TrackPublished(
-        request_id=rid,
-        audio_hash="0x" + "ab" * 32,
-        cid="b" + "afkreia" * 8,
-        urls=("ipfs://bafkreia", "http://127.0.0.1:18080/ipfs/bafkreia"),
-        chain_id=31337,
-        contract="0x" + "12" * 20,
-        tx_hash="0x" + "cd" * 32,
-        block_number=42,
-        format="mp3",
-        size_bytes=480_000,
-        duration_s=30.0,
-        seed=7,
-        model_id="ace-step-v1-3.5b",
-    )
+    return track_published(rid)
 
 
 def failure_of(rid: str) -> GenerationFailed:

@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from acesteps.ipfs.kubo import KuboClient
-from acesteps.messages import GenerationFailed, GenerationRequest, TrackPublished
+from acesteps.messages import GenerationFailed, GenerationRequest
 from acesteps.verify import Status as VerdictStatus
 from acesteps.verify import Verdict
 from listener.api.app import ApiDeps, create_app
@@ -23,6 +23,7 @@ from listener.api.audiocache import AudioCache
 from listener.api.auth import ApiKeys, RateLimiter
 from listener.api.projection import Hub
 from listener.api.store import SqliteStore
+from tests.factories import track_published
 
 KEYS = {"alice": "s3cret-alice", "bob": "s3cret-bob"}
 BODY = {"prompt": "a calm piano piece", "duration": 5}
@@ -104,18 +105,7 @@ async def test_waiting_submit_answers_200_when_the_track_is_published(make_clien
     post = asyncio.create_task(client.post("/api/generate", json=BODY))
     await asyncio.wait_for(kafka.got_one.wait(), 5)
     rid = kafka.sent[0].request_id
-    track = TrackPublished(
-        request_id=rid,
-        audio_hash="0x" + "ab" * 32,
-        cid="bafkreigxndsvirh3mggovpue6i3g46db6hfaazjueqrly5n6t3mvosqqey",
-        urls=("ipfs://x",),
-        chain_id=31337,
-        contract="0x" + "12" * 20,
-        tx_hash="0x" + "cd" * 32,
-        block_number=9,
-        seed=42,
-        model_id="tiny",
-    )
+    track = track_published(rid, seed=42)
     deps.hub.publish(await deps.store.apply([(rid, kafka.sent[0]), (rid, track)], {}))
     answer = await post
     body = await answer.json()

@@ -12,10 +12,10 @@ from acesteps.messages import (
     GenerationRequest,
     GenerationRevoked,
     Message,
-    TrackPublished,
 )
 from listener.api.models import Generation, Status
 from listener.api.updates import apply
+from tests.factories import track_published
 
 RID = "0x" + "11" * 32
 ORIGIN = ChainOrigin(
@@ -34,21 +34,7 @@ REQUEST = GenerationRequest(
     requester="0x" + "44" * 20,
     chain=ORIGIN,
 )
-TRACK = TrackPublished(
-    request_id=RID,
-    audio_hash="0x" + "55" * 32,
-    cid="bafkreigxndsvirh3mggovpue6i3g46db6hfaazjueqrly5n6t3mvosqqey",
-    urls=("ipfs://bafkreigxndsvirh3mggovpue6i3g46db6hfaazjueqrly5n6t3mvosqqey",),
-    chain_id=31337,
-    contract="0x" + "12" * 20,
-    tx_hash="0x" + "66" * 32,
-    block_number=7,
-    format="mp3",
-    size_bytes=1234,
-    duration_s=12,
-    seed=99,
-    model_id="tiny-acestep-v1",
-)
+TRACK = track_published(RID, duration_s=12, seed=99, size_bytes=1234)
 GENERATING = GenerationProgress(request_id=RID, stage="generating", worker="g1")
 PUBLISHING = GenerationProgress(request_id=RID, stage="publishing", worker="p1")
 FAILED = GenerationFailed(request_id=RID, stage="publisher", code="ipfs", message="down")
