@@ -29,7 +29,8 @@ from publisher.errors import (
     ContractReverted,
     RetryablePublisherError,
 )
-from publisher.txsender import SentTx, TxSender
+from publisher.txsender import TxSender
+from publisher.txtypes import SentTx
 
 __all__ = ["Registration", "RequestStatus", "mark_failed", "register", "request_status"]
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from acesteps.settings import ChainSettings
-from publisher.txsender import TxPolicy
+from publisher.txtypes import TxPolicy
 
 __all__ = ["PinningService", "PublisherSettings"]
 

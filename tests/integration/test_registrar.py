@@ -27,7 +27,8 @@ from acesteps.chain import connect, deploy_registry, registry
 from acesteps.devchain import dev_key
 from publisher.errors import ConflictingRegistration, ContractReverted, PermanentPublisherError
 from publisher.registrar import RequestStatus, mark_failed, register, request_status
-from publisher.txsender import SentTx, TxPolicy, TxSender
+from publisher.txsender import TxSender
+from publisher.txtypes import SentTx, TxPolicy
 from tests.integration.anvil import Anvil
 
 FEE = 10**15

@@ -32,7 +32,8 @@ from acesteps.chain import connect, deploy_registry, registry
 from acesteps.devchain import dev_key
 from acesteps.reverts import decode_revert
 from publisher.errors import ContractReverted, InsufficientFunds
-from publisher.txsender import Fees, TxPolicy, TxSender, connect_for_sending
+from publisher.txsender import TxSender, connect_for_sending
+from publisher.txtypes import Fees, TxPolicy
 from tests.integration.anvil import Anvil
 
 T = TypeVar("T")

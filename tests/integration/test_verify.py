@@ -27,7 +27,8 @@ from acesteps.ipfs.unixfs import CHUNK_SIZE, cid_of_bytes
 from acesteps.settings import CommonSettings
 from acesteps.verify import Status, add_arguments, render, run_cli
 from publisher.registrar import register
-from publisher.txsender import TxPolicy, TxSender
+from publisher.txsender import TxSender
+from publisher.txtypes import TxPolicy
 from tests.integration.anvil import Anvil, free_port
 
 
