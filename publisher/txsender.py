@@ -80,8 +80,6 @@ log = logging.getLogger(__name__)
 
 _SEND_RAW: Final = "eth_sendRawTransaction"
 _TRANSIENT: Final = (aiohttp.ClientError, TimeoutError, ProviderConnectionError)
-_ERROR_STRING: Final = bytes.fromhex("08c379a0")  # Error(string)
-_PANIC: Final = bytes.fromhex("4e487b71")  # Panic(uint256)
 
 
 def connect_for_sending(rpc_url: str, timeout_s: float = 30.0) -> AsyncWeb3[Any]:
