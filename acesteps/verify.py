@@ -105,14 +105,18 @@ class Verdict:
     def cid_matches(self) -> bool | None:
         return _same(self.onchain_cid, self.computed_cid)
 
-    def to_json(self) -> str:
+    def as_dict(self) -> dict[str, Any]:
+        """The verdict as JSON-ready values (``acesteps verify --json``, the API's /verify)."""
         body: dict[str, Any] = asdict(self)
         body["status"] = self.status.value
         body["also_registered_as"] = list(self.also_registered_as)
         body.update(
             exit_code=self.exit_code, hash_matches=self.hash_matches, cid_matches=self.cid_matches
         )
-        return json.dumps(body, indent=2)
+        return body
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
 
 
 def _same(a: str | None, b: str | None) -> bool | None:

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -244,14 +243,7 @@ async def verify(request: web.Request) -> web.Response:
     if g.status is not Status.COMPLETED:
         raise ApiFailure(409, "not_ready", f"request {g.id} is {g.status.value}, not completed")
     verdict = await request.app[DEPS].verifier(g.id)
-    body = asdict(verdict)
-    body.update(
-        status=verdict.status.value,
-        also_registered_as=list(verdict.also_registered_as),
-        hash_matches=verdict.hash_matches,
-        cid_matches=verdict.cid_matches,
-    )
-    return web.json_response(body)
+    return web.json_response(verdict.as_dict())
 
 
 # ---------------------------------------------------------------- service

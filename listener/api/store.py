@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from acesteps.messages import Message
+from acesteps.messages import GenerationRequest, Message
 from listener.api.models import Generation
 from listener.api.updates import apply
 
@@ -212,7 +212,7 @@ class SqliteStore:
 
 
 def _is_request(message: Message) -> bool:
-    return type(message).__name__ == "GenerationRequest"
+    return isinstance(message, GenerationRequest)
 
 
 def _iso(g: Generation) -> str:
