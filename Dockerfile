@@ -14,10 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_ROOT_USER_ACTION=ignore \
-    # The code finds contracts/abi and schemas/ next to its packages, so it runs from /app (the
-    # wheel `pip install .` builds does not carry those folders).
-    PYTHONPATH=/app
+    PIP_ROOT_USER_ACTION=ignore
 
 # An unprivileged user; the directories that named volumes mount on are created here, owned by
 # it, so that a fresh volume inherits the ownership.
@@ -25,7 +22,9 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/acesteps --cre
  && mkdir -p /var/lib/acesteps/deployment /var/lib/acesteps/status /var/cache/huggingface \
  && chown -R acesteps:acesteps /var/lib/acesteps /var/cache/huggingface
 
-WORKDIR /app
+# The source is copied to /src and installed from there; the services run from the installed
+# package (the ABI, the schemas and the web page are package data), not from /src.
+WORKDIR /src
 
 # The dependencies, read from pyproject.toml, get a layer of their own: changing the code does not
 # download them again.
@@ -46,7 +45,9 @@ FROM base AS runtime
 RUN pip install -r /tmp/requirements-base.txt
 COPY . .
 # `.[postgres]`: the API's status store may be a shared PostgreSQL (several API replicas).
-RUN pip install ".[postgres]" && python -c "import listener.settings, publisher.settings, psycopg"
+RUN pip install ".[postgres]"
+WORKDIR /var/lib/acesteps
+RUN python -c "import listener.settings, publisher.settings, psycopg, acesteps.registry as r; r.abi()"
 
 USER acesteps
 CMD ["python", "-m", "listener"]
@@ -59,7 +60,9 @@ RUN python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'
 print('\n'.join(p['optional-dependencies']['gen']))" > /tmp/requirements-gen.txt \
  && pip install -r /tmp/requirements-base.txt -r /tmp/requirements-gen.txt
 COPY . .
-RUN pip install ".[gen]" && python -c "import generator.settings"
+RUN pip install ".[gen]"
+WORKDIR /var/lib/acesteps
+RUN python -c "import generator.settings"
 
 # Model weights (Hugging Face cache) live on a volume; see docker-compose.yml.
 ENV HF_HOME=/var/cache/huggingface

@@ -1,4 +1,4 @@
-"""The error tree every service builds on (design section 10).
+"""The error tree every service builds on.
 
 One root, `AceStepsError`, and two branches that tell the consume loop
 (`acesteps.kafka.loop`) what to do with the record being handled:

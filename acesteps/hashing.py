@@ -1,4 +1,4 @@
-"""keccak256, Ethereum's hash: the ``audioHash`` of a track and HTTP request ids (design §3).
+"""keccak256, Ethereum's hash: the ``audioHash`` of a track and HTTP request ids.
 
 One-shot hashing goes through ``eth_hash.auto.keccak``, the implementation web3 uses, so the
 service and the chain tooling agree by construction.

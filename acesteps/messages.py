@@ -1,4 +1,4 @@
-"""The records on the AceSteps topics (design section 4).
+"""The records on the AceSteps topics (the table is in `acesteps.topics`).
 
 Every value is one of the pydantic models below, JSON-encoded, keyed by the request id, with
 a ``acesteps-type`` header naming the model. The one exception is an audio chunk, whose value
@@ -6,17 +6,20 @@ is raw file bytes described by headers (see `AudioChunk`). Models are frozen, re
 fields and carry ``schema_version``; their JSON Schemas are exported to ``schemas/`` by
 ``acesteps schemas export`` so that other teams can consume the topics.
 
-A model that validates is a request the service accepts: the structural limits (duration,
-lengths, formats) are checked here, so nothing out of range ever reaches a topic.
+A model that validates is a record the service accepts: the structural limits of a request
+(duration, lengths, formats) are those of `acesteps.options`, so nothing out of range ever
+reaches a topic.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from acesteps.options import MAX_SEED, GenerationOptions
+from acesteps.types import Address, AudioFormat, Bytes32Hex, Cid, RequestId
 
 __all__ = [
     "MAX_CHUNK_BYTES",
@@ -33,47 +36,13 @@ __all__ = [
     "Message",
     "RecentBlock",
     "TrackPublished",
-    "clean_text",
     "decode",
     "encode",
     "headers_for",
 ]
 
-# ------------------------------------------------------------------ limits
-
-MIN_DURATION_S: Final = 5
-MAX_DURATION_S: Final = 240
-MAX_PROMPT_CHARS: Final = 1_000
-MAX_LYRICS_CHARS: Final = 4_096
-MAX_TAGS: Final = 16
-MAX_TAG_CHARS: Final = 48
 MAX_CHUNK_BYTES: Final = 512 * 1024
-MAX_SEED: Final = 2**32 - 1
-
 TYPE_HEADER: Final = "acesteps-type"
-
-# ------------------------------------------------------------------ field types
-
-Bytes32Hex = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{64}$")]
-"""A bytes32 written as 0x + 64 lowercase hex digits (request ids, hashes)."""
-
-Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
-Cid = Annotated[str, StringConstraints(pattern=r"^b[a-z2-7]{20,200}$")]
-"""A CIDv1 in base32 (Kubo's default text form for CIDv1)."""
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def clean_text(value: str, field: str) -> str:
-    """``value`` if it is text a request may carry: no control characters (lyrics may hold
-    newlines and tabs), no lone surrogates (JSON allows them, UTF-8 cannot encode them)."""
-    if _CONTROL.search(value):
-        raise ValueError(f"{field} contains control characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{field} is not valid Unicode (a lone surrogate)") from None
-    return value
 
 
 class Message(BaseModel):
@@ -108,19 +77,13 @@ class ChainOrigin(BaseModel):
     log_index: int = Field(ge=0)
 
 
-class GenerationRequest(Message):
+class GenerationRequest(Message, GenerationOptions):
     """``PREFIX.requests.v1``: one request for a track, from the chain or from HTTP."""
 
-    request_id: Bytes32Hex
+    # The options (prompt, duration_s, lyrics, ...) are those of `GenerationOptions`.
+
+    request_id: RequestId
     source: Literal["chain", "http"]
-    prompt: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
-    lyrics: Annotated[str, StringConstraints(max_length=MAX_LYRICS_CHARS)] = ""
-    tags: tuple[Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_CHARS)], ...] = (
-        Field(default=(), max_length=MAX_TAGS)
-    )
-    duration_s: float = Field(ge=MIN_DURATION_S, le=MAX_DURATION_S)
-    format: Literal["mp3", "wav"] = "mp3"
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     requester: str = Field(
         max_length=128, description="the requesting address (chain) or API key id (http)"
     )
@@ -129,13 +92,6 @@ class GenerationRequest(Message):
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerationRequest:
-        clean_text(self.prompt, "prompt")
-        if not self.prompt.strip():
-            raise ValueError("prompt is blank")
-        # Lyrics may hold newlines and tabs; other control characters are refused.
-        clean_text(self.lyrics, "lyrics")
-        for tag in self.tags:
-            clean_text(tag, "tag")
         if (self.source == "chain") != (self.chain is not None):
             raise ValueError("chain origin is required for, and only for, source 'chain'")
         return self
@@ -152,7 +108,7 @@ class AudioChunk(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    request_id: Bytes32Hex
+    request_id: RequestId
     sequence: int = Field(ge=0)
     total: int = Field(ge=1)
     data: bytes = Field(max_length=MAX_CHUNK_BYTES)
@@ -199,12 +155,12 @@ class AudioChunk(BaseModel):
 class AudioReady(Message):
     """``PREFIX.audio.v1``, after a request's chunks: what the file is and how it was made."""
 
-    request_id: Bytes32Hex
+    request_id: RequestId
     audio_hash: Bytes32Hex = Field(description="keccak256 of the file's bytes")
     cid: Cid = Field(description="CIDv1, raw leaves, sha2-256, 256 KiB chunks, balanced")
     size_bytes: int = Field(ge=0)
     chunks: int = Field(ge=1)
-    format: Literal["mp3", "wav"]
+    format: AudioFormat
     sample_rate: int = Field(gt=0)
     channels: int = Field(ge=1, le=8)
     duration_s: float = Field(gt=0)
@@ -221,7 +177,7 @@ class AudioReady(Message):
 class TrackPublished(Message):
     """``PREFIX.tracks.v1``: a track pinned to IPFS and registered on the contract."""
 
-    request_id: Bytes32Hex
+    request_id: RequestId
     audio_hash: Bytes32Hex
     cid: Cid
     urls: tuple[str, ...] = Field(description="where the file can be fetched (ipfs://, gateway)")
@@ -229,7 +185,7 @@ class TrackPublished(Message):
     contract: Address
     tx_hash: Bytes32Hex
     block_number: int = Field(ge=0)
-    format: Literal["mp3", "wav"] | None = None
+    format: AudioFormat | None = None
     size_bytes: int | None = Field(default=None, ge=0)
     duration_s: float | None = Field(default=None, gt=0)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="reproduces the track")
@@ -247,7 +203,7 @@ class TrackPublished(Message):
 class GenerationFailed(Message):
     """``PREFIX.failures.v1``, the dead-letter topic: a request that will not complete."""
 
-    request_id: Bytes32Hex
+    request_id: RequestId
     stage: Literal["listener", "api", "generator", "publisher"]
     code: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
     message: str = Field(max_length=4_000)
@@ -265,7 +221,7 @@ class GenerationProgress(Message):
     status forward (queued -> generating -> publishing).
     """
 
-    request_id: Bytes32Hex
+    request_id: RequestId
     stage: Literal["generating", "publishing"]
     worker: str = Field(max_length=200, description="the instance doing the work")
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -279,7 +235,7 @@ class GenerationRevoked(Message):
     becomes ``revoked``.
     """
 
-    request_id: Bytes32Hex
+    request_id: RequestId
     reason: str = Field(max_length=500)
     chain_id: int = Field(ge=1)
     contract: Address

@@ -1,19 +1,23 @@
-"""Export the JSON Schemas of the topic messages to ``schemas/`` for other teams.
+"""The JSON Schemas of the topic messages, for the teams that consume the topics.
 
-``acesteps schemas export`` writes one ``<Model>.json`` per message type; a test fails when the
-committed files differ from what the code produces, so the folder is always current.
+They are rendered from the message models (`acesteps.messages`), committed in ``schemas/``
+and shipped in the package (``acesteps/data/schemas``, read with `importlib.resources`).
+``acesteps schemas export [--dir DIR]`` writes them; ``acesteps schemas check`` exits 1 when a
+directory differs from the code (a test runs it on the committed folder).
 """
 
 from __future__ import annotations
 
 import json
+from importlib.resources import files
 from pathlib import Path
 
 from acesteps.messages import MESSAGE_TYPES
 
-__all__ = ["DEFAULT_DIR", "export", "render", "stale"]
+__all__ = ["PACKAGED_DIR", "export", "render", "stale"]
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "schemas"
+PACKAGED_DIR = Path(str(files("acesteps") / "data" / "schemas")).resolve()
+"""The shipped schemas; in a checkout, the committed ``schemas/`` folder itself."""
 
 
 def render() -> dict[str, str]:
@@ -26,7 +30,7 @@ def render() -> dict[str, str]:
     return out
 
 
-def export(directory: Path = DEFAULT_DIR) -> list[Path]:
+def export(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for filename, text in render().items():
@@ -36,7 +40,7 @@ def export(directory: Path = DEFAULT_DIR) -> list[Path]:
     return written
 
 
-def stale(directory: Path = DEFAULT_DIR) -> list[str]:
+def stale(directory: Path = PACKAGED_DIR) -> list[str]:
     """Names of schema files that are missing or differ from the code."""
     return [
         filename

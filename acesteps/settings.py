@@ -7,7 +7,7 @@ point at the local stack that ``scripts/stack up`` starts on 127.0.0.1. Each ser
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 from pathlib import Path
 from typing import Self, TypeVar
@@ -15,6 +15,7 @@ from typing import Self, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from acesteps.deployment import Deployment
 from acesteps.topics import Topics
 
 __all__ = [
@@ -23,7 +24,6 @@ __all__ = [
     "ClientSettings",
     "CommonSettings",
     "ConfigError",
-    "StackSettings",
     "load_settings",
 ]
 
@@ -91,18 +91,20 @@ def load_settings(cls: type[S]) -> S:
         raise SystemExit(2) from None
 
 
-CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache"
+def _cache_dir() -> Path:
+    """Where downloads, builds and the local stack's state live: ``ACESTEPS_CACHE_DIR``; else
+    ``.cache`` of the checkout this package runs from (what ``scripts/`` use); else, for an
+    installed package, ``$XDG_CACHE_HOME/acesteps`` (``~/.cache/acesteps``)."""
+    if os.environ.get("ACESTEPS_CACHE_DIR"):
+        return Path(os.environ["ACESTEPS_CACHE_DIR"]).expanduser()
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "scripts" / "stack").is_file():
+        return checkout / ".cache"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "acesteps"
 
 
-class StackSettings(BaseSettings):
-    """Where ``scripts/stack`` put its tools and logs (development and tests only)."""
-
-    model_config = SettingsConfigDict(env_prefix="ACESTEPS_STACK_", extra="ignore", frozen=True)
-
-    log_dir: Path = CACHE_DIR / "run" / "logs"
-    ipfs_bin: Path = CACHE_DIR / "bin" / "ipfs"
-    anvil_bin: Path = CACHE_DIR / "node" / "node_modules" / ".bin" / "anvil"
-    node_modules: Path = CACHE_DIR / "node" / "node_modules"
+CACHE_DIR = _cache_dir()
 
 
 class ChainSettings(CommonSettings):
@@ -126,21 +128,21 @@ class ChainSettings(CommonSettings):
         if self.contract_address:
             return self.contract_address
         try:
-            address = json.loads(self.deployment_file.read_text())["address"]
-        except (OSError, ValueError, KeyError) as exc:
+            return Deployment.load(self.deployment_file).address
+        except (OSError, ValueError) as exc:
             raise ConfigError(
                 "no contract address: set ACESTEPS_CONTRACT_ADDRESS or deploy with "
                 f"`acesteps contracts deploy` (which writes {self.deployment_file}); {exc}"
             ) from None
-        return str(address)
 
-    def deployment_block(self) -> int | None:
-        """The block the registry was deployed in, when the deployment file describes it."""
+    def deployment_block(self, address: str | None = None) -> int | None:
+        """The block the registry at ``address`` (default: `contract`) was deployed in, when
+        the deployment file describes that contract."""
         try:
-            deployment = json.loads(self.deployment_file.read_text())
-            if str(deployment["address"]).lower() == self.contract().lower():
-                return int(deployment["block_number"])
-        except (OSError, ValueError, KeyError, ConfigError):
+            deployment = Deployment.load(self.deployment_file)
+            if deployment.address.lower() == (address or self.contract()).lower():
+                return deployment.block_number
+        except (OSError, ValueError, ConfigError):
             pass
         return None
 

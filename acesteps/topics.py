@@ -1,4 +1,4 @@
-"""Topic names and their configurations (design section 4).
+"""Topic names and their configurations.
 
 | topic                              | key                  | value                      |
 |------------------------------------|----------------------|----------------------------|

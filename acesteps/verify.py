@@ -1,4 +1,6 @@
-"""``acesteps verify``: check a track against its registration, needing nothing of ours.
+"""Checking a track against its registration, needing nothing of ours.
+
+The check behind ``acesteps verify`` (`acesteps.cli.verify`) and the API's ``/verify``.
 
 A verifier needs a JSON-RPC URL, the registry's address and a way to read IPFS (a Kubo RPC
 endpoint, any HTTP gateway, or a local file): no Kafka, no database, no key. It trusts only
@@ -24,7 +26,6 @@ reported beside the local comparison.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from collections.abc import AsyncIterator
@@ -34,12 +35,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
-from web3.contract import AsyncContract
 from web3.exceptions import ProviderConnectionError, Web3Exception
 
 from acesteps.hashing import Keccak256
 from acesteps.ipfs.kubo import KuboClient, KuboError
 from acesteps.ipfs.unixfs import CHUNK_SIZE, CidBuilder
+from acesteps.registry import Registry
+from acesteps.types import parse_request_id
 
 __all__ = [
     "FileSource",
@@ -47,17 +49,11 @@ __all__ = [
     "KuboSource",
     "Status",
     "Verdict",
-    "add_arguments",
-    "render",
-    "run_cli",
     "verify",
 ]
 
 DEFAULT_MAX_BYTES = 1 << 30  # a 240 s WAV is ~42 MB: anything near this is not a track
-LOG_RANGE = 10_000  # blocks per eth_getLogs of the CID scan (halved when a node refuses)
-_REQUEST_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _CID = re.compile(r"^(b[a-z2-7]{20,200}|Qm[1-9A-HJ-NP-Za-km-z]{44})$")
-_ZERO = b"\x00" * 32
 
 
 class Status(StrEnum):
@@ -67,7 +63,6 @@ class Status(StrEnum):
 
 
 _EXIT = {Status.MATCH: 0, Status.MISMATCH: 1, Status.UNKNOWN: 2}
-_HEADLINE = {Status.MATCH: "MATCH", Status.MISMATCH: "MISMATCH", Status.UNKNOWN: "CANNOT VERIFY"}
 
 
 @dataclass(frozen=True)
@@ -198,7 +193,7 @@ class FileSource:
 
 
 async def verify(
-    contract: AsyncContract,
+    registry: Registry,
     target: str,
     source: ByteSource,
     *,
@@ -206,9 +201,9 @@ async def verify(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Verdict:
     """Check ``target`` (request id or CID) against the bytes ``source`` gives."""
-    base = Verdict(Status.UNKNOWN, "", target, contract=str(contract.address))
+    base = Verdict(Status.UNKNOWN, "", target, contract=registry.address)
     try:
-        return await _verify(contract, target, source, base, from_block, max_bytes)
+        return await _verify(registry, target, source, base, from_block, max_bytes)
     except (ProviderConnectionError, aiohttp.ClientError, TimeoutError, OSError) as exc:
         return _with(base, reason=f"chain unreachable: {type(exc).__name__}: {exc}")
     except Web3Exception as exc:  # the node answered with an error
@@ -216,7 +211,7 @@ async def verify(
 
 
 async def _verify(
-    contract: AsyncContract,
+    registry: Registry,
     target: str,
     source: ByteSource,
     v: Verdict,
@@ -224,14 +219,15 @@ async def _verify(
     max_bytes: int,
 ) -> Verdict:
     # 1. The chain: is there a registry, and which request is meant?
-    w3 = contract.w3
+    w3 = registry.w3
     v = _with(v, chain_id=await w3.eth.chain_id)
-    if not await w3.eth.get_code(contract.address):
-        return _with(v, reason=f"no contract at {contract.address} on chain {v.chain_id}")
-    if _REQUEST_ID.match(target):
-        ids = [target.lower()]
+    if not await w3.eth.get_code(registry.contract.address):
+        return _with(v, reason=f"no contract at {registry.address} on chain {v.chain_id}")
+    rid = parse_request_id(target)
+    if rid is not None:
+        ids = [rid]
     elif _CID.match(target):
-        ids = await _ids_with_cid(contract, target, from_block)
+        ids = await registry.ids_with_cid(target, from_block)
         if not ids:
             return _with(
                 v, reason=f"no TrackRegistered log with CID {target} from block {from_block}"
@@ -242,18 +238,17 @@ async def _verify(
     v = _with(v, request_id=rid, also_registered_as=tuple(ids[1:]))
 
     # 2. The registration.
-    raw_id = bytes.fromhex(rid[2:])
-    on_hash, on_cid = await contract.functions.trackOf(raw_id).call()
-    if bytes(on_hash) == _ZERO:
+    track = await registry.track_of(rid)
+    if track is None:
         return _with(v, reason=f"request {rid} is not registered on this contract")
-    v = _with(v, onchain_audio_hash="0x" + bytes(on_hash).hex(), onchain_cid=str(on_cid))
-    v = await _with_registration_log(v, contract, raw_id, from_block)
+    v = _with(v, onchain_audio_hash=track.audio_hash, onchain_cid=track.cid)
+    v = await _with_registration_log(v, registry, rid, from_block)
 
     # 3. The bytes, hashed both ways as they arrive.
-    v = _with(v, source=source.describe(v.onchain_cid or ""))
+    v = _with(v, source=source.describe(track.cid))
     keccak, cid, size = Keccak256(), CidBuilder(), 0
     try:
-        async for chunk in source.chunks(str(on_cid)):
+        async for chunk in source.chunks(track.cid):
             size += len(chunk)
             if size > max_bytes:
                 return _with(v, reason=f"content unreachable: larger than {max_bytes} bytes")
@@ -262,7 +257,7 @@ async def _verify(
     except Unreachable as exc:
         return _with(v, reason=f"content unreachable: {exc}")
     v = _with(v, computed_audio_hash=keccak.hexdigest(), computed_cid=cid.finish(), size=size)
-    v = _with(v, contract_verify=await contract.functions.verify(raw_id, keccak.digest()).call())
+    v = _with(v, contract_verify=await registry.verify(rid, keccak.digest()))
 
     # 4. The verdict.
     differs = [
@@ -274,143 +269,18 @@ async def _verify(
     return _with(v, status=Status.MISMATCH, reason=reason)
 
 
-async def _ids_with_cid(contract: AsyncContract, cid: str, from_block: int) -> list[str]:
-    """Request ids whose TrackRegistered log carries ``cid``, oldest first (a bounded scan)."""
-    head = await contract.w3.eth.block_number
-    event, found, start, step = contract.events.TrackRegistered(), [], from_block, LOG_RANGE
-    while start <= head:
-        end = min(start + step - 1, head)
-        try:
-            logs = await event.get_logs(from_block=start, to_block=end)
-        except Web3Exception:
-            if step == 1:
-                raise
-            step = max(1, step // 2)  # the node refused the range: try a smaller one
-            continue
-        found += [
-            "0x" + bytes(e["args"]["requestId"]).hex() for e in logs if e["args"]["cid"] == cid
-        ]
-        start = end + 1
-    return found
-
-
 async def _with_registration_log(
-    v: Verdict, contract: AsyncContract, raw_id: bytes, from_block: int
+    v: Verdict, registry: Registry, request_id: str, from_block: int
 ) -> Verdict:
     """Where the registration happened, if the node answers; the verdict does not need it."""
     try:
-        logs = await contract.events.TrackRegistered().get_logs(
-            argument_filters={"requestId": raw_id}, from_block=from_block, to_block="latest"
-        )
+        found = await registry.registration(request_id, from_block)
     except Web3Exception:
         return v
-    for entry in logs:
-        return _with(
-            v,
-            registered_block=int(entry["blockNumber"]),
-            registered_tx="0x" + bytes(entry["transactionHash"]).hex(),
-        )
-    return v
+    if found is None:
+        return v
+    return _with(v, registered_block=found.block_number, registered_tx=found.tx_hash)
 
 
 def _with(v: Verdict, **changes: Any) -> Verdict:
     return replace(v, **changes)
-
-
-# ---------------------------------------------------------------------- output
-
-
-def render(v: Verdict) -> str:
-    """The verdict for a person: a headline, then both sides, one value per line."""
-    lines = [f"{_HEADLINE[v.status]}: {v.reason}", ""]
-
-    def row(label: str, value: object) -> None:
-        if value is not None:
-            lines.append(f"  {label:<14}{value}")
-
-    row("target", v.target if v.target != v.request_id else None)
-    row("request id", v.request_id)
-    if v.also_registered_as:
-        row("same CID in", ", ".join(v.also_registered_as))
-    row("contract", f"{v.contract} on chain {v.chain_id}" if v.chain_id else v.contract)
-    if v.registered_block is not None:
-        row("registered", f"block {v.registered_block}, tx {v.registered_tx}")
-    row("bytes from", v.source)
-    row("size", f"{v.size} bytes" if v.size is not None else None)
-    if v.onchain_audio_hash is not None:
-        lines.append("")
-        for label, on, got, same in (
-            ("audioHash", v.onchain_audio_hash, v.computed_audio_hash, v.hash_matches),
-            ("CID", v.onchain_cid, v.computed_cid, v.cid_matches),
-        ):
-            mark = "" if same is None else ("  (same)" if same else "  (DIFFERENT)")
-            lines.append(f"  {label:<14}on chain  {on}")
-            lines.append(f"  {'':<14}computed  {got if got is not None else '-'}{mark}")
-    if v.contract_verify is not None:
-        lines.append("")
-        row("contract says", f"verify(requestId, computed audioHash) = {v.contract_verify}")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------- command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of ``acesteps verify``; the parser's ``func`` is left to the caller."""
-    parser.add_argument("target", metavar="ID", help="request id (0x + 64 hex) or CID")
-    parser.add_argument("--file", type=Path, help="check this local file instead of IPFS")
-    parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
-    parser.add_argument("--rpc-url", help="JSON-RPC endpoint (default: ACESTEPS_RPC_URL)")
-    parser.add_argument("--contract", help="registry address (default: settings/deployment)")
-    parser.add_argument(
-        "--from-block", type=int, help="first block of log searches (default: deployment or 0)"
-    )
-    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--ipfs-api-url", help="Kubo RPC (default: ACESTEPS_IPFS_API_URL)")
-    where.add_argument("--gateway-url", help="read the bytes from this HTTP gateway instead")
-
-
-async def run_cli(args: argparse.Namespace) -> int:
-    """Run ``acesteps verify``; prints the verdict and returns its exit code (0/1/2)."""
-    from acesteps.chain import Deployment, connect, registry
-    from acesteps.settings import ChainSettings, ConfigError, load_settings
-
-    settings = load_settings(ChainSettings)
-    try:
-        address = args.contract or settings.contract()
-    except ConfigError as exc:
-        verdict = Verdict(Status.UNKNOWN, str(exc), args.target)
-        print(verdict.to_json() if args.json else render(verdict))
-        return verdict.exit_code
-    from_block = args.from_block
-    if from_block is None:
-        try:
-            deployment = Deployment.load(settings.deployment_file)
-            same = deployment.address.lower() == address.lower()
-            from_block = deployment.block_number if same else 0
-        except (OSError, ValueError):
-            from_block = 0
-    w3 = connect(args.rpc_url or settings.rpc_url, timeout_s=30.0)
-    async with aiohttp.ClientSession() as session:
-        source: ByteSource
-        if args.file is not None:
-            source = FileSource(args.file)
-        elif args.gateway_url:
-            source = GatewaySource(session, args.gateway_url, settings.ipfs_timeout_s)
-        else:
-            url = args.ipfs_api_url or settings.ipfs_api_url
-            kubo = KuboClient(url, session=session, timeout_s=settings.ipfs_timeout_s)
-            source = KuboSource(kubo, url)
-        try:
-            verdict = await verify(
-                registry(w3, address),
-                args.target,
-                source,
-                from_block=from_block,
-                max_bytes=args.max_bytes,
-            )
-        finally:
-            await w3.provider.disconnect()
-    print(verdict.to_json() if args.json else render(verdict))
-    return verdict.exit_code

@@ -21,8 +21,9 @@ from web3 import AsyncWeb3
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from acesteps.chain import connect, deploy_registry, registry
-from acesteps.devchain import dev_key
+from acesteps.chain import connect, deploy_registry
+from acesteps.dev.devchain import dev_key
+from acesteps.registry import Registry
 from acesteps.settings import ChainSettings, load_settings
 
 FEE = 10**15  # 0.001 ether
@@ -54,7 +55,7 @@ async def measure(rpc_url: str) -> dict[str, Any]:
         account: LocalAccount = Account.from_key(key)
         deployment = await deploy_registry(w3, key, account.address, FEE)
         deploy = await w3.eth.get_transaction_receipt(deployment.tx_hash)
-        reg = registry(w3, deployment.address)
+        reg = Registry(w3, deployment.address).contract
         functions = reg.functions
 
         async def request(prompt: str, lyrics: str) -> tuple[bytes, int]:

@@ -45,9 +45,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from acesteps.dev.localstack import StackSettings
 from acesteps.kafka.admin import delete_topics, ensure_topics
 from acesteps.messages import ListenerCheckpoint, decode
-from acesteps.settings import StackSettings
 from listener.chainservice import run_chain_listener
 from listener.settings import ListenerSettings
 from tests.integration.anvil import Anvil

@@ -49,8 +49,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from eth_account import Account
 
-from acesteps.chain import connect, deploy_registry, registry
-from acesteps.devchain import dev_key
+from acesteps.chain import connect, deploy_registry
+from acesteps.dev.devchain import dev_key
+from acesteps.dev.localstack import StackSettings
 from acesteps.hashing import keccak256, keccak256_hex
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.ipfs.unixfs import cid_of_bytes
@@ -58,7 +59,8 @@ from acesteps.kafka.admin import delete_topics, ensure_topics
 from acesteps.kafka.producer import send_record, transactional_producer
 from acesteps.kafka.records import InRecord, OutRecord
 from acesteps.messages import AudioChunk, AudioReady, TrackPublished, decode
-from acesteps.settings import CommonSettings, StackSettings
+from acesteps.registry import Registry
+from acesteps.settings import CommonSettings
 from acesteps.topics import Topics
 from bench.hashing import _best_seconds, _keccak_streamed
 from publisher.chunks import ChunkReader, assemble
@@ -147,7 +149,7 @@ async def bench_steps(
     readies = await write_tracks(base.kafka_bootstrap, topics, tracks)
     w3 = connect_for_sending(anvil.url)
     deployment = await deploy_registry(w3, dev_key(0), PUBLISHER)
-    contract = registry(w3, deployment.address)
+    registry = Registry(w3, deployment.address)
     sender = TxSender(w3, PUBLISHER_KEY, TxPolicy())
     reader = ChunkReader(base.kafka_bootstrap)
     await reader.start()
@@ -164,7 +166,7 @@ async def bench_steps(
                 added = await kubo.add(data, pin=True)
                 pinned = time.perf_counter()
                 reg = await register(
-                    contract, sender, rid, claims.audio_hash, added.cid, CONFIRMATIONS
+                    registry, sender, rid, claims.audio_hash, added.cid, CONFIRMATIONS
                 )
                 registered = time.perf_counter()
                 assert added.cid == claims.cid

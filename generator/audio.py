@@ -1,6 +1,6 @@
 """From the model's 48 kHz float audio to the bytes that are published and hashed.
 
-The output the design fixes (section 8): MP3 320 kbps CBR, 44.1 kHz stereo (default), or
+The published formats: MP3 320 kbps CBR, 44.1 kHz stereo (default), or
 16-bit PCM WAV, 44.1 kHz stereo; exact duration. The steps:
 
 1. resample 48 kHz -> 44.1 kHz with soxr at its highest quality (``VHQ``), over the whole
@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import io
 import struct
-from typing import Final, Literal
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 import soxr
 
+from acesteps.types import AudioFormat
+
 __all__ = [
-    "BITRATE_KBPS",
     "CHANNELS",
     "SAMPLE_RATE",
     "encode",
@@ -46,9 +47,6 @@ __all__ = [
 SAMPLE_RATE: Final = 44_100
 MODEL_SAMPLE_RATE: Final = 48_000
 CHANNELS: Final = 2
-BITRATE_KBPS: Final = 320
-
-Format = Literal["mp3", "wav"]
 
 
 def exact_frames(duration_s: float) -> int:
@@ -115,7 +113,7 @@ def encode_wav(pcm: npt.NDArray[np.float32]) -> bytes:
     return header + data
 
 
-def encode(audio_48k: npt.NDArray[np.float32], duration_s: float, fmt: Format) -> bytes:
+def encode(audio_48k: npt.NDArray[np.float32], duration_s: float, fmt: AudioFormat) -> bytes:
     """The published file: resampled, exact length, in ``fmt``."""
     pcm = resample(audio_48k, duration_s)
     if fmt == "mp3":

@@ -1,4 +1,4 @@
-"""The generator's errors, on the shared tree of `acesteps.errors` (design section 10).
+"""The generator's errors, on the shared tree of `acesteps.errors`.
 
 The consume loop retries a `RetryableGeneratorError` (the GPU ran out of memory, a device
 error) and dead-letters a `PermanentGeneratorError` with its ``code`` to

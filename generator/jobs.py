@@ -24,11 +24,24 @@ from dataclasses import dataclass
 from typing import Final
 
 from acesteps.hashing import keccak256
-from acesteps.messages import MAX_SEED, GenerationRequest
+from acesteps.messages import GenerationRequest
+from acesteps.options import MAX_SEED
 
-__all__ = ["INSTRUMENTAL", "Job", "build_caption", "effective_seed", "normalize_lyrics"]
+__all__ = [
+    "INSTRUMENTAL",
+    "Conditioning",
+    "Job",
+    "build_caption",
+    "conditioning",
+    "effective_seed",
+    "normalize_lyrics",
+]
 
 INSTRUMENTAL: Final = "[Instrumental]"
+
+
+Conditioning = tuple[tuple[str, object], ...]
+"""More keyword arguments of the pipeline call, sorted by name (see `conditioning`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +52,7 @@ class Job:
     lyrics: str
     duration_s: float
     seed: int
+    conditioning: Conditioning = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= MAX_SEED:
@@ -53,7 +67,18 @@ class Job:
             lyrics=normalize_lyrics(request.lyrics),
             duration_s=float(request.duration_s),
             seed=effective_seed(request),
+            conditioning=conditioning(request),
         )
+
+
+def conditioning(request: GenerationRequest) -> Conditioning:
+    """The request options that condition the model beyond caption, lyrics, duration and
+    seed, as ``AceStepPipeline`` keyword arguments (``bpm=...``, ``keyscale=...``); the model
+    passes them to the pipeline call and to its text template, and batches only jobs whose
+    conditioning is equal. None yet: a new request option that the model takes is mapped
+    here, and only when the request sets it, so tracks made without it keep their bytes."""
+    given: dict[str, object] = {}
+    return tuple(sorted(given.items()))
 
 
 def build_caption(prompt: str, tags: tuple[str, ...] | list[str] = ()) -> str:

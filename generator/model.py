@@ -36,6 +36,7 @@ CPU output also depends on the number of intra-op threads (``generator_torch_thr
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import math
 import os
@@ -51,7 +52,7 @@ import torch
 from diffusers import AceStepPipeline
 
 from generator.errors import GenerationFailedError, ModelUnavailable, OutOfMemory
-from generator.jobs import Job
+from generator.jobs import Conditioning, Job
 from generator.settings import AUTO_MODEL, DEFAULT_MODEL_ID, TINY_MODEL, GeneratorSettings
 from generator.tiny import TINY_VERSION, ensure_tiny
 
@@ -74,11 +75,13 @@ Audio = npt.NDArray[np.float32]
 
 
 class BatchKey(NamedTuple):
-    """Jobs may share a pipeline call only when these are equal (no padding, one length)."""
+    """Jobs may share a pipeline call only when these are equal (no padding, one length, the
+    same per-call arguments)."""
 
     latent_frames: int
     text_tokens: int
     lyric_tokens: int
+    conditioning: Conditioning = ()
 
 
 # ------------------------------------------------------------------ resolution
@@ -279,8 +282,14 @@ class Model:
             audio_duration=self.pipeline_duration(self.latent_frames(job.duration_s)),
             # What __call__ derives for text2music when no instruction is given.
             instruction=self.pipeline._get_task_instruction(task_type="text2music"),
+            **self._template_args(job),
         )
         return str(text), str(lyrics)
+
+    def _template_args(self, job: Job) -> dict[str, object]:
+        """The job's conditioning that the text template takes too (bpm, key, ...)."""
+        accepted = inspect.signature(self.pipeline._format_prompt).parameters
+        return {name: value for name, value in job.conditioning if name in accepted}
 
     def token_lengths(self, job: Job) -> tuple[int, int]:
         """Untruncated token counts of the formatted caption and lyrics."""
@@ -295,6 +304,7 @@ class Model:
             latent_frames=self.latent_frames(job.duration_s),
             text_tokens=min(text_tokens, self.max_text_tokens),
             lyric_tokens=min(lyric_tokens, self.max_lyric_tokens),
+            conditioning=job.conditioning,
         )
 
     def plan(self, jobs: Sequence[Job]) -> list[list[int]]:
@@ -326,6 +336,8 @@ class Model:
         frames = {self.latent_frames(j.duration_s) for j in jobs}
         if len(frames) != 1:
             raise ValueError(f"one pipeline call needs one latent length, got {sorted(frames)}")
+        if len({j.conditioning for j in jobs}) != 1:
+            raise ValueError("one pipeline call needs one conditioning")
         (n_frames,) = frames
         duration = self.pipeline_duration(n_frames)
         # 1. Tiling depends on the clip length only, never on the batch.
@@ -347,6 +359,7 @@ class Model:
                 generator=generators,
                 output_type="pt",
                 return_dict=False,
+                **dict(jobs[0].conditioning),
             )
         except torch.OutOfMemoryError as exc:
             if self.device.type == "cuda":

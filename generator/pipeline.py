@@ -30,6 +30,7 @@ import torch
 
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.unixfs import cid_of_bytes
+from acesteps.types import AudioFormat
 from generator import audio, metrics
 from generator.errors import OutOfMemory
 from generator.jobs import Job
@@ -49,7 +50,7 @@ class Encoded:
 class _Item:
     key: str
     job: Job
-    fmt: audio.Format
+    fmt: AudioFormat
     future: asyncio.Future[Encoded]
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -78,7 +79,7 @@ class Pipeline:
         self._queue: asyncio.Queue[list[_Item]] = asyncio.Queue()
         self._pending: dict[str, _Item] = {}
 
-    def schedule(self, wanted: list[tuple[str, Job, audio.Format]], *, batch: bool = True) -> None:
+    def schedule(self, wanted: list[tuple[str, Job, AudioFormat]], *, batch: bool = True) -> None:
         """Queue jobs; keys already queued are kept. For a new ``batch``, queued jobs that are
         not in it are dropped: their records will not be handled now (a rebalance, a rewind)."""
         keys = {key for key, _, _ in wanted}
@@ -96,7 +97,7 @@ class Pipeline:
         for group in self._model.plan([item.job for item in fresh]):
             self._queue.put_nowait([fresh[i] for i in group])
 
-    async def result(self, key: str, job: Job, fmt: audio.Format) -> Encoded:
+    async def result(self, key: str, job: Job, fmt: AudioFormat) -> Encoded:
         """The encoded file of ``key``, scheduling it alone if no batch did."""
         if key not in self._pending:
             self.schedule([(key, job, fmt)], batch=False)

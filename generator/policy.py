@@ -1,6 +1,6 @@
 """The content policy: refuse requests for a named artist's style, covers, or voice cloning.
 
-Checked before any GPU work (design section 8). `ContentPolicy.check` returns a
+Checked before any GPU work. `ContentPolicy.check` returns a
 `PolicyDecision`; the worker turns a refusal into a ``GenerationFailed`` with code
 ``content_policy`` (see `PolicyDecision.message` and `generator.errors.ContentPolicyRefused`).
 

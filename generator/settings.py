@@ -1,4 +1,4 @@
-"""The generator's settings: `CommonSettings` plus ``ACESTEPS_GENERATOR_*`` (design section 10).
+"""The generator's settings: `CommonSettings` plus ``ACESTEPS_GENERATOR_*``.
 
 This is the only generator module that reads the environment. Nothing here imports torch, so
 a bad value stops the service (``load_settings`` exits 2 naming the variable) before the model
@@ -27,7 +27,7 @@ from typing import Final, Literal
 
 from pydantic import Field, field_validator
 
-from acesteps.settings import CommonSettings
+from acesteps.settings import CACHE_DIR, CommonSettings
 
 __all__ = ["AUTO_MODEL", "DEFAULT_MODEL_ID", "TINY_MODEL", "GeneratorSettings"]
 
@@ -35,8 +35,6 @@ DEFAULT_MODEL_ID: Final = "ACE-Step/acestep-v15-xl-turbo-diffusers"
 TINY_MODEL: Final = "tiny"
 AUTO_MODEL: Final = "auto"
 """The default hub id when it is in the local cache, else the tiny checkpoint (local runs)."""
-
-_CACHE = Path(__file__).resolve().parent.parent / ".cache"
 
 
 def _default_instance_id() -> str:
@@ -104,7 +102,7 @@ class GeneratorSettings(CommonSettings):
 
     # ------------------------------------------------------------------ tiny checkpoint
     generator_tiny_dir: Path = Field(
-        _CACHE / "models" / "tiny-acestep",
+        CACHE_DIR / "models" / "tiny-acestep",
         description="where the tiny random-weight checkpoint is built and cached",
     )
 
@@ -135,7 +133,3 @@ class GeneratorSettings(CommonSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
         return value
-
-    @property
-    def uses_tiny_model(self) -> bool:
-        return self.generator_model == TINY_MODEL

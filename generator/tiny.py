@@ -1,4 +1,4 @@
-"""A tiny random-weight ACE-Step 1.5 checkpoint, built by code (design section 11).
+"""A tiny random-weight ACE-Step 1.5 checkpoint, built by code.
 
 Tests and the offline demo load it through the production loader (`generator.model`), so it
 has exactly the on-disk layout of a real diffusers checkpoint: ``model_index.json`` and

@@ -1,4 +1,4 @@
-"""Checks that run before any GPU work (design section 8), and the job they produce.
+"""Checks that run before any GPU work, and the job they produce.
 
 The message model (`acesteps.messages.GenerationRequest`) already enforces the structural
 limits: duration 5-240 s, prompt and lyrics lengths, at most 16 tags, format, seed range, no
@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
-from acesteps.messages import MAX_DURATION_S, MIN_DURATION_S, GenerationRequest
+from acesteps.messages import GenerationRequest
+from acesteps.options import MAX_DURATION_S, MIN_DURATION_S
 from generator.errors import ContentPolicyRefused, InvalidInput
 from generator.jobs import Job
 from generator.policy import ContentPolicy, PolicyDecision

@@ -19,9 +19,11 @@ import aiohttp
 from web3 import AsyncWeb3
 from web3.exceptions import BlockNotFound, Web3RPCError
 
-from acesteps.contracts import load_abi
+from acesteps.backoff import Backoff
+from acesteps.registry import event_topic
+from acesteps.types import to_hex
 
-__all__ = ["ChainReader", "Header", "RangeTooLarge", "RawLog", "Web3Reader", "event_topic"]
+__all__ = ["ChainReader", "Header", "RangeTooLarge", "RawLog", "Web3Reader"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,13 +34,6 @@ _TOO_LARGE = re.compile(
     r"too many|more than \d+ results|range (is )?too (large|wide)|exceed|limit|response size",
     re.IGNORECASE,
 )
-
-
-def event_topic() -> str:
-    """topic0 of ``GenerationRequested``, from the committed ABI."""
-    (event,) = (e for e in load_abi() if e.get("name") == "GenerationRequested")
-    signature = f"GenerationRequested({','.join(i['type'] for i in event['inputs'])})"
-    return "0x" + AsyncWeb3.keccak(text=signature).hex().removeprefix("0x")
 
 
 @dataclass(frozen=True)
@@ -71,11 +66,6 @@ class ChainReader(Protocol):
     async def logs(self, start: int, end: int) -> list[RawLog]: ...
 
 
-def _hex(value: Any) -> str:
-    text = value.hex() if isinstance(value, bytes | bytearray) else str(value)
-    return "0x" + text.lower().removeprefix("0x")
-
-
 class Web3Reader:
     """`ChainReader` on web3.py's async API, filtering logs by address and topic0."""
 
@@ -89,18 +79,20 @@ class Web3Reader:
     ) -> None:
         self._w3 = w3
         self._address = AsyncWeb3.to_checksum_address(contract)
-        self._topic = event_topic()
-        self._backoff_max_s = backoff_max_s
+        self._topic = event_topic("GenerationRequested")
+        self._backoff = Backoff(initial_s=min(0.2, backoff_max_s), max_s=backoff_max_s)
         self._sleep = sleep
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        delay = 0.2
+        attempt = 0
         while True:
             try:
                 return await call()
             except RangeTooLarge:
                 raise
             except (Web3RPCError, BlockNotFound, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                attempt += 1
+                delay = self._backoff.delay(attempt)
                 log.warning(
                     "RPC %s failed (%s: %s); retrying in %.1fs",
                     what,
@@ -109,7 +101,6 @@ class Web3Reader:
                     delay,
                 )
             await self._sleep(delay)
-            delay = min(delay * 2, self._backoff_max_s)
 
     async def chain_id(self) -> int:
         async def call() -> int:
@@ -127,7 +118,7 @@ class Web3Reader:
     async def header(self, number: int) -> Header:
         async def call() -> Header:
             block = await self._w3.eth.get_block(number)
-            return Header(number, _hex(block["hash"]), _hex(block["parentHash"]))
+            return Header(number, to_hex(block["hash"]), to_hex(block["parentHash"]))
 
         return await self._retry(f"get_block({number})", call)
 
@@ -150,10 +141,10 @@ class Web3Reader:
                 RawLog(
                     address=str(item["address"]),
                     block_number=int(item["blockNumber"]),
-                    block_hash=_hex(item["blockHash"]),
-                    tx_hash=_hex(item["transactionHash"]),
+                    block_hash=to_hex(item["blockHash"]),
+                    tx_hash=to_hex(item["transactionHash"]),
                     log_index=int(item["logIndex"]),
-                    topics=tuple(_hex(t) for t in item["topics"]),
+                    topics=tuple(to_hex(t) for t in item["topics"]),
                     data=bytes(item["data"]),
                 )
                 for item in raw

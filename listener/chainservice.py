@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack
 
 from aiokafka.errors import KafkaError, ProducerFenced
 
+from acesteps.backoff import Backoff
 from acesteps.chain import connect
 from acesteps.kafka.admin import ensure_topics
 from acesteps.messages import ListenerCheckpoint
@@ -87,6 +88,7 @@ async def run_chain_listener(settings: ListenerSettings, stop: asyncio.Event) ->
 
 
 async def _loop(poller: LogPoller, settings: ListenerSettings, stop: asyncio.Event) -> None:
+    backoff = Backoff(initial_s=1.0, max_s=30.0)
     failures = 0
     while not stop.is_set():
         try:
@@ -102,7 +104,7 @@ async def _loop(poller: LogPoller, settings: ListenerSettings, stop: asyncio.Eve
             failures += 1
             if failures > KAFKA_RETRIES:
                 raise
-            delay = min(0.5 * 2**failures, 30.0)
+            delay = backoff.delay(failures)
             log.warning("Kafka error (%s); retry %d in %.1fs", exc, failures, delay)
             await asyncio.sleep(delay)
             continue

@@ -9,15 +9,28 @@ call can emit any bytes.
 
 from __future__ import annotations
 
-from eth_abi.abi import decode as abi_decode
-from eth_abi.exceptions import DecodingError
 from pydantic import ValidationError
 from web3 import AsyncWeb3
 
 from acesteps.messages import ChainOrigin, GenerationFailed, GenerationRequest
+from acesteps.registry import EventDecodeError, decode_event
+from acesteps.types import parse_request_id
 from listener.chainreader import RawLog
 
-__all__ = ["from_log"]
+__all__ = ["from_log", "request_id_of"]
+
+EVENT = "GenerationRequested"
+
+
+def request_id_of(log: RawLog) -> str | None:
+    """The request id a ``GenerationRequested`` log names (its indexed ``requestId``), or None
+    when the log carries none."""
+    try:
+        return parse_request_id(
+            decode_event(EVENT, log.topics, b"", indexed_only=True)["requestId"]
+        )
+    except EventDecodeError:
+        return None
 
 
 def _failed(request_id: str, origin: ChainOrigin, code: str, message: str) -> GenerationFailed:
@@ -49,9 +62,9 @@ def _explain(exc: ValidationError) -> str:
 
 def from_log(log: RawLog, chain_id: int) -> GenerationRequest | GenerationFailed | None:
     """The record for one log; None only for a log that carries no request id at all."""
-    if len(log.topics) != 3:
+    request_id = request_id_of(log)
+    if request_id is None:
         return None
-    request_id = log.topics[1]
     origin = ChainOrigin(
         chain_id=chain_id,
         contract=AsyncWeb3.to_checksum_address(log.address),
@@ -61,12 +74,12 @@ def from_log(log: RawLog, chain_id: int) -> GenerationRequest | GenerationFailed
         log_index=log.log_index,
     )
     try:
-        prompt_raw, lyrics_raw, duration = abi_decode(["bytes", "bytes", "uint32"], log.data)
-    except (DecodingError, OverflowError, ValueError) as exc:
-        return _failed(request_id, origin, "undecodable_event", f"event data: {exc}")
+        event = decode_event(EVENT, log.topics, log.data)
+    except EventDecodeError as exc:
+        return _failed(request_id, origin, "undecodable_event", str(exc))
     try:
-        prompt = _utf8(prompt_raw, "prompt")
-        lyrics = _utf8(lyrics_raw, "lyrics")
+        prompt = _utf8(event["prompt"], "prompt")
+        lyrics = _utf8(event["lyrics"], "lyrics")
     except ValueError as exc:
         return _failed(request_id, origin, "invalid_utf8", str(exc))
     try:
@@ -75,8 +88,8 @@ def from_log(log: RawLog, chain_id: int) -> GenerationRequest | GenerationFailed
             source="chain",
             prompt=prompt,
             lyrics=lyrics,
-            duration_s=duration,
-            requester=AsyncWeb3.to_checksum_address("0x" + log.topics[2][-40:]),
+            duration_s=event["durationSeconds"],
+            requester=event["requester"],
             chain=origin,
         )
     except ValidationError as exc:

@@ -23,21 +23,26 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from acesteps.messages import (
+    GenerationFailed,
+    GenerationRequest,
     GenerationRevoked,
     ListenerCheckpoint,
-    Message,
     RecentBlock,
 )
 from listener.chainreader import ChainReader, Header, RangeTooLarge, RawLog
-from listener.events import from_log
+from listener.events import from_log, request_id_of
 
-__all__ = ["ChainMoved", "LogPoller", "PollerConfig", "Sink"]
+__all__ = ["ChainMoved", "LogPoller", "PollerConfig", "Record", "Sink"]
 
 log = logging.getLogger(__name__)
 
 
+Record = GenerationRequest | GenerationRevoked | GenerationFailed
+"""What the listener writes: requests and revocations, failures for logs it cannot use."""
+
+
 class Sink(Protocol):
-    async def commit(self, records: Sequence[Message], checkpoint: ListenerCheckpoint) -> None:
+    async def commit(self, records: Sequence[Record], checkpoint: ListenerCheckpoint) -> None:
         """Write the records and the checkpoint atomically."""
 
 
@@ -122,8 +127,8 @@ class LogPoller:
             logs.sort(key=lambda x: (x.block_number, x.log_index))
             return logs, after, headers
 
-    def _records(self, logs: list[RawLog]) -> list[Message]:
-        records: list[Message] = []
+    def _records(self, logs: list[RawLog]) -> list[Record]:
+        records: list[Record] = []
         for item in logs:
             record = from_log(item, self._config.chain_id)
             if record is None:
@@ -145,8 +150,9 @@ class LogPoller:
         """The checkpoint after ``end``, remembering hashes and request ids of recent blocks."""
         ids: dict[int, list[str]] = {}
         for item in logs:
-            if len(item.topics) == 3:
-                ids.setdefault(item.block_number, []).append(item.topics[1])
+            rid = request_id_of(item)
+            if rid is not None:
+                ids.setdefault(item.block_number, []).append(rid)
         kept = [b for b in cp.recent if drop_after is None or b.number <= drop_after]
         if all(b.number != cp.block_number for b in kept):
             kept.append(RecentBlock(number=cp.block_number, hash=cp.block_hash))
@@ -209,9 +215,10 @@ class LogPoller:
             headers.update(part_headers)
             start = part_end.number + 1
         end_header = headers[end]
-        fresh = [item for item in logs if len(item.topics) == 3 and item.topics[1] not in suspects]
-        survived = {item.topics[1] for item in logs if len(item.topics) == 3}
-        records: list[Message] = self._records(fresh)
+        pairs = [(item, request_id_of(item)) for item in logs]
+        fresh = [item for item, rid in pairs if rid is not None and rid not in suspects]
+        survived = {rid for _, rid in pairs}
+        records = self._records(fresh)
         for rid, block in suspects.items():
             if rid not in survived:
                 records.append(

@@ -10,15 +10,13 @@ copy that died mid-transaction has its transaction aborted when the next one sta
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from acesteps.kafka.producer import send_record, transactional_producer
+from acesteps.kafka.producer import transactional_producer
 from acesteps.kafka.records import OutRecord
+from acesteps.kafka.transactions import TransactionalProducer
 from acesteps.messages import (
     GenerationFailed,
     GenerationRequest,
@@ -28,6 +26,7 @@ from acesteps.messages import (
     decode,
 )
 from acesteps.topics import Topics
+from listener.poller import Record
 
 __all__ = ["KafkaSink", "checkpoint_key", "load_checkpoint", "transactional_id"]
 
@@ -42,32 +41,23 @@ def transactional_id(topic_prefix: str, chain_id: int, contract: str) -> str:
 
 
 class KafkaSink:
-    """`listener.poller.Sink` on a transactional aiokafka producer that it owns.
-
-    aiokafka commits a transaction even when one of its batches failed, and a refused batch
-    leaves the producer's sequence numbers with a gap that fails every later transaction.
-    So every delivery is awaited before the commit, and after any failure the transaction
-    is aborted and the producer replaced (same transactional id) before the error is raised;
-    the poller then retries the same range.
-    """
+    """`listener.poller.Sink` on a `TransactionalProducer` that it owns: a poll's records and
+    its checkpoint are one transaction, written by the one commit path every service uses
+    (every delivery awaited, the producer replaced after a failure). The poller then
+    retries the same range."""
 
     def __init__(self, bootstrap: str, txn_id: str, topics: Topics, client_id: str) -> None:
-        self._bootstrap = bootstrap
-        self._txn_id = txn_id
         self._topics = topics
-        self._client_id = client_id
-        self._producer: AIOKafkaProducer | None = None
+        self._txn = TransactionalProducer(
+            lambda: transactional_producer(bootstrap, txn_id, client_id=client_id)
+        )
 
     async def start(self) -> None:
         """Start the producer: fences an older copy and aborts the transaction it left."""
-        producer = transactional_producer(self._bootstrap, self._txn_id, client_id=self._client_id)
-        await producer.start()
-        self._producer = producer
+        await self._txn.start()
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.stop()
+        await self._txn.close()
 
     def _topic(self, record: Message) -> str:
         if isinstance(record, GenerationRequest | GenerationRevoked):
@@ -76,28 +66,11 @@ class KafkaSink:
             return self._topics.failures
         raise TypeError(f"the listener does not write {type(record).__name__}")
 
-    async def commit(self, records: Sequence[Message], checkpoint: ListenerCheckpoint) -> None:
-        producer = self._producer
-        assert producer is not None, "KafkaSink.start() first"
+    async def commit(self, records: Sequence[Record], checkpoint: ListenerCheckpoint) -> None:
         key = checkpoint_key(checkpoint.chain_id, checkpoint.contract)
-        outputs = [
-            OutRecord.message(self._topic(r), r.request_id, r)  # type: ignore[attr-defined]
-            for r in records
-        ]
+        outputs = [OutRecord.message(self._topic(r), r.request_id, r) for r in records]
         outputs.append(OutRecord.message(self._topics.checkpoints, key, checkpoint))
-        try:
-            await producer.begin_transaction()
-            futures = [await send_record(producer, out) for out in outputs]
-            await asyncio.gather(*futures)
-            await producer.commit_transaction()
-        except ProducerFenced:
-            raise
-        except KafkaError:
-            with contextlib.suppress(KafkaError):
-                await producer.abort_transaction()
-            await self.stop()
-            await self.start()
-            raise
+        await self._txn.commit(outputs)
 
 
 async def load_checkpoint(

@@ -1,4 +1,4 @@
-"""The publisher's errors: one root, a retryable branch and a permanent branch (design §10).
+"""The publisher's errors: one root, a retryable branch and a permanent branch.
 
 The consume loop is the only place that catches broadly: it retries a
 `RetryablePublisherError` (the node is down, a transaction was not mined in time, the wallet

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
-from web3.contract import AsyncContract
 
 from acesteps.errors import InvalidRecordError, UnavailableError
 from acesteps.ipfs.kubo import KuboClient, KuboError
 from acesteps.kafka.records import InRecord, OutRecord, decode_value
 from acesteps.messages import TYPE_HEADER, AudioReady, GenerationFailed, TrackPublished
 from acesteps.progress import NoProgress, Progress
+from acesteps.registry import Registry
 from acesteps.topics import Topics
 from publisher.chunks import ChunkReader, CorruptAudio, assemble
 from publisher.errors import ChainUnavailable, RetryablePublisherError
@@ -57,7 +57,7 @@ class Deps:
     topics: Topics
     chunks: ChunkReader
     kubo: KuboClient
-    contract: AsyncContract
+    registry: Registry
     sender: TxSender
     chain_id: int
     confirmations: int
@@ -92,7 +92,7 @@ async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
     # 3. Registered on chain.
     async with _chain_errors("registering"):
         reg = await register(
-            deps.contract,
+            deps.registry,
             deps.sender,
             ready.request_id,
             ready.audio_hash,
@@ -108,7 +108,7 @@ async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         cid=ready.cid,
         urls=(f"ipfs://{ready.cid}", f"{deps.gateway_url}/ipfs/{ready.cid}"),
         chain_id=deps.chain_id,
-        contract=deps.contract.address,
+        contract=deps.registry.address,
         tx_hash=reg.tx_hash,
         block_number=reg.block_number,
         format=ready.format,
@@ -125,7 +125,7 @@ async def handle_failure(record: InRecord, deps: Any) -> Sequence[OutRecord]:
     failed = decode_value(GenerationFailed, record)
     reason = f"{failed.code}: {failed.message}"
     async with _chain_errors("marking failed"):
-        await mark_failed(deps.contract, deps.sender, failed.request_id, reason, deps.confirmations)
+        await mark_failed(deps.registry, deps.sender, failed.request_id, reason, deps.confirmations)
     return []
 
 

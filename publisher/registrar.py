@@ -1,4 +1,4 @@
-"""Registering a published track on ``AceStepsRegistry``, idempotently (design §5, §6).
+"""Registering a published track on ``AceStepsRegistry``, idempotently.
 
 The publisher may crash after its ``registerTrack`` was mined but before its Kafka
 transaction committed, and two instances may race for one request after a rebalance. So
@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from enum import IntEnum
 
-from web3.contract import AsyncContract
-
+from acesteps.registry import Registry, RequestStatus, Track
+from acesteps.types import to_hex
 from publisher.errors import (
     ConflictingRegistration,
     ContractReverted,
@@ -32,19 +31,9 @@ from publisher.errors import (
 from publisher.txsender import TxSender
 from publisher.txtypes import SentTx
 
-__all__ = ["Registration", "RequestStatus", "mark_failed", "register", "request_status"]
+__all__ = ["Registration", "mark_failed", "register"]
 
 log = logging.getLogger(__name__)
-_ZERO = b"\x00" * 32
-
-
-class RequestStatus(IntEnum):
-    """``AceStepsRegistry.Status``."""
-
-    NONE = 0
-    PENDING = 1
-    REGISTERED = 2
-    FAILED = 3
 
 
 @dataclass(frozen=True)
@@ -59,7 +48,7 @@ class Registration:
 
 
 async def register(
-    contract: AsyncContract,
+    registry: Registry,
     sender: TxSender,
     request_id: str | bytes,
     audio_hash: str | bytes,
@@ -72,116 +61,91 @@ async def register(
 
     ``from_block`` (the deployment block, when known) bounds the log search of step 1.
     """
-    rid, digest = _bytes32(request_id), _bytes32(audio_hash)
-    found = await _registered(contract, sender, rid, digest, cid, confirmations, from_block)
+    request_id = to_hex(request_id)
+    wanted = Track(to_hex(audio_hash), cid)
+    found = await _registered(registry, sender, request_id, wanted, confirmations, from_block)
     if found is not None:
         return found
     try:
         sent = await sender.send(
-            contract.functions.registerTrack(rid, digest, cid), confirmations=confirmations
+            registry.register_track(request_id, audio_hash, cid), confirmations=confirmations
         )
     except ContractReverted as exc:
         if exc.error_name != "AlreadyRegistered":
             raise
-        log.info("request %s: registered concurrently; reading it back", _hex(rid))
-        found = await _registered(contract, sender, rid, digest, cid, confirmations, from_block)
+        log.info("request %s: registered concurrently; reading it back", request_id)
+        found = await _registered(registry, sender, request_id, wanted, confirmations, from_block)
         if found is None:  # the chain said registered and now says not: a reorg, or a lagging node
             raise RetryablePublisherError(
-                f"request {_hex(rid)}: AlreadyRegistered, yet trackOf is empty"
+                f"request {request_id}: AlreadyRegistered, yet trackOf is empty"
             ) from None
         return found
-    log.info("request %s: registered in %s (block %d)", _hex(rid), sent.tx_hash, sent.block_number)
-    return Registration(_hex(rid), _hex(digest), cid, sent.tx_hash, sent.block_number)
+    log.info("request %s: registered in %s (block %d)", request_id, sent.tx_hash, sent.block_number)
+    return Registration(request_id, wanted.audio_hash, cid, sent.tx_hash, sent.block_number)
 
 
 async def mark_failed(
-    contract: AsyncContract,
+    registry: Registry,
     sender: TxSender,
     request_id: str | bytes,
     reason: str,
     confirmations: int,
 ) -> SentTx | None:
     """Mark a pending on-chain request failed (refunding its fee); None when skipped."""
-    rid = _bytes32(request_id)
-    status = await request_status(contract, rid)
+    request_id = to_hex(request_id)
+    status = await registry.status(request_id)
     if status != RequestStatus.PENDING:
         log.info(
-            "request %s: not pending on chain (%s); not marking it failed", _hex(rid), status.name
+            "request %s: not pending on chain (%s); not marking it failed", request_id, status.name
         )
         return None
     try:
         sent = await sender.send(
-            contract.functions.markFailed(rid, reason), confirmations=confirmations
+            registry.mark_failed(request_id, reason), confirmations=confirmations
         )
     except ContractReverted as exc:
         if exc.error_name != "NotPending":
             raise
-        log.info("request %s: stopped being pending before markFailed", _hex(rid))
+        log.info("request %s: stopped being pending before markFailed", request_id)
         return None
-    log.info("request %s: marked failed in %s", _hex(rid), sent.tx_hash)
+    log.info("request %s: marked failed in %s", request_id, sent.tx_hash)
     return sent
 
 
-async def request_status(contract: AsyncContract, request_id: str | bytes) -> RequestStatus:
-    """The on-chain status of a request (`RequestStatus.NONE` for ids never requested)."""
-    call = contract.functions.requests(_bytes32(request_id))
-    values = await call.call()
-    # By name: the getter's field order follows the struct's, which may be repacked.
-    names = [output["name"] for output in call.abi["outputs"]]
-    return RequestStatus(values[names.index("status")])
-
-
 async def _registered(
-    contract: AsyncContract,
+    registry: Registry,
     sender: TxSender,
-    rid: bytes,
-    digest: bytes,
-    cid: str,
+    request_id: str,
+    wanted: Track,
     confirmations: int,
     from_block: int,
 ) -> Registration | None:
     """The existing registration if it is this track; None if there is none; else raise."""
-    on_hash, on_cid = await contract.functions.trackOf(rid).call()
-    if bytes(on_hash) == _ZERO:
+    track = await registry.track_of(request_id)
+    if track is None:
         return None
-    if (bytes(on_hash), on_cid) != (digest, cid):
+    if track != wanted:
         log.error(
             "CONFLICTING REGISTRATION of request %s: the chain holds audioHash=%s cid=%s, "
             "the publisher has audioHash=%s cid=%s",
-            _hex(rid),
-            _hex(bytes(on_hash)),
-            on_cid,
-            _hex(digest),
-            cid,
+            request_id,
+            track.audio_hash,
+            track.cid,
+            wanted.audio_hash,
+            wanted.cid,
         )
         raise ConflictingRegistration(
-            f"request {_hex(rid)} is registered with audioHash {_hex(bytes(on_hash))} "
-            f"cid {on_cid}, not audioHash {_hex(digest)} cid {cid}"
+            f"request {request_id} is registered with audioHash {track.audio_hash} "
+            f"cid {track.cid}, not audioHash {wanted.audio_hash} cid {wanted.cid}"
         )
-    tx_hash = await _registration_tx(contract, rid, from_block)
+    found = await registry.registration(request_id, from_block)
+    if found is None:  # trackOf answered from a node (or block) that getLogs did not see yet
+        raise RetryablePublisherError(
+            f"request {request_id}: registered, but no TrackRegistered log"
+        )
     # A crash may have come before the confirmations did: wait for them now.
-    sent = await sender.wait_for_confirmations(tx_hash, confirmations)
-    log.info("request %s: already registered in %s", _hex(rid), sent.tx_hash)
-    return Registration(_hex(rid), _hex(digest), cid, sent.tx_hash, sent.block_number, True)
-
-
-async def _registration_tx(contract: AsyncContract, rid: bytes, from_block: int) -> str:
-    """The hash of the transaction that registered ``rid``, from its TrackRegistered log."""
-    logs = await contract.events.TrackRegistered().get_logs(
-        argument_filters={"requestId": rid}, from_block=from_block, to_block="latest"
+    sent = await sender.wait_for_confirmations(found.tx_hash, confirmations)
+    log.info("request %s: already registered in %s", request_id, sent.tx_hash)
+    return Registration(
+        request_id, wanted.audio_hash, wanted.cid, sent.tx_hash, sent.block_number, True
     )
-    for entry in logs:  # at most one: the contract registers an id once
-        return _hex(bytes(entry["transactionHash"]))
-    # trackOf answered from a node (or block) that getLogs did not see yet
-    raise RetryablePublisherError(f"request {_hex(rid)}: registered, but no TrackRegistered log")
-
-
-def _bytes32(value: str | bytes) -> bytes:
-    raw = bytes.fromhex(value.removeprefix("0x")) if isinstance(value, str) else bytes(value)
-    if len(raw) != 32:
-        raise ValueError(f"expected 32 bytes, got {len(raw)}")
-    return raw
-
-
-def _hex(raw: bytes) -> str:
-    return "0x" + raw.hex()

@@ -11,11 +11,11 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
-from acesteps.chain import registry
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.kafka.admin import ensure_topics
 from acesteps.kafka.loop import LoopConfig, TransactionalLoop
 from acesteps.progress import ProgressReporter
+from acesteps.registry import Registry
 from publisher.chunks import ChunkReader
 from publisher.handlers import Deps, handle_audio, handle_failure
 from publisher.remotepin import RemotePinner
@@ -55,7 +55,7 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
         # 1. Chain: the contract and one signer for this instance.
         w3 = connect_for_sending(settings.rpc_url)
         stack.push_async_callback(w3.provider.disconnect)
-        contract = registry(w3, settings.contract())
+        registry = Registry(w3, settings.contract())
         sender = TxSender(w3, settings.signing_key(), settings.tx_policy())
         chain_id = await w3.eth.chain_id
         # 2. IPFS (our Kubo, remote pinning services) and Kafka.
@@ -83,7 +83,7 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
             topics=settings.topics,
             chunks=chunks,
             kubo=kubo,
-            contract=contract,
+            registry=registry,
             sender=sender,
             chain_id=chain_id,
             confirmations=settings.publisher_confirmations,
@@ -92,7 +92,7 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
             remote_pins=remote_pins,
             progress=progress,
         )
-        log.info("publishing to %s on chain %d as %s", contract.address, chain_id, sender.address)
+        log.info("publishing to %s on chain %d as %s", registry.address, chain_id, sender.address)
         if settings.publisher_pinning_services:
             names = ", ".join(s.name for s in settings.publisher_pinning_services)
             log.info("remote pinning services: %s", names)

@@ -1,6 +1,6 @@
 """Sending contract transactions from one local signer, as a long-running service must.
 
-One `TxSender` per publisher instance and per key (design §6): nothing else may send from
+One `TxSender` per publisher instance and per key: nothing else may send from
 that key while the instance runs, except by mistake, which the sender survives.
 
 1. **Gas.** Every call is estimated first (with a margin); a revert on estimation is a

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from acesteps.settings import CommonSettings, StackSettings
+from acesteps.dev.localstack import StackSettings
+from acesteps.settings import CommonSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""The CID Kubo gives a file, computed locally (design section 3).
+"""The CID Kubo gives a file, computed locally.
 
 The publisher pins audio with ``ipfs add`` and must not trust the CID the node answers: it
 recomputes it here and compares. The parameters are fixed and passed explicitly to Kubo

@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from acesteps.backoff import Backoff
 from acesteps.topics import TopicSpec
 
 __all__ = ["delete_topics", "ensure_topics", "topic_configs", "topic_partitions"]
@@ -133,13 +134,13 @@ async def _wait_visible(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) 
     next may not, and a producer sending right away then sees NotLeaderForPartition.
     """
     names = [spec.name for spec in specs]
-    delay = 0.05
+    backoff, attempt = Backoff(initial_s=0.05, max_s=1.0), 0
     while True:
         described = {t["topic"]: t for t in await admin.describe_topics(names)}
         if all(_ready(described.get(spec.name), spec) for spec in specs):
             return
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 1.0)
+        attempt += 1
+        await asyncio.sleep(backoff.delay(attempt))
 
 
 def _ready(topic: dict[str, Any] | None, spec: TopicSpec) -> bool:

@@ -1,4 +1,4 @@
-"""The consume-transform-produce loop every Kafka service runs (design section 5).
+"""The consume-transform-produce loop every Kafka service runs.
 
 Reads the ``config.topics`` (``PREFIX.requests.v1`` for the generator, ``PREFIX.audio.v1``
 for the publisher, ...) with ``isolation_level=read_committed`` in consumer group
@@ -11,10 +11,11 @@ For each batch from ``getmany``:
 1. call ``handler(record, deps)`` for each record, in partition order; it returns the
    records to produce (`OutRecord`). Handling happens before the transaction opens, so a
    slow handler (a GPU generation) does not run into ``transaction_timeout_ms``;
-2. open a transaction, add the offsets of the handled records to it, produce the outputs,
-   wait until every output is acknowledged, commit;
-3. on a failed transaction: abort it, replace the producer (same transactional id), seek
-   back to the batch's first offsets, back off, and handle the batch again.
+2. commit the outputs and the offsets of the handled records in one transaction
+   (`acesteps.kafka.transactions.TransactionalProducer`, the one commit path of every
+   service: offsets first, every delivery awaited, the producer replaced after a failure);
+3. on a failed transaction: seek back to the batch's first offsets, back off, and handle
+   the batch again.
 
 So the outputs of a record and the consumption of the record are committed together or not
 at all: a crash before the commit means the record is handled again and its earlier outputs
@@ -52,19 +53,14 @@ aiokafka 0.14 against Kafka 4.4, checked here (tests/integration/test_kafka_tran
 - aiokafka #1004 ("Unexpected error during batch delivery": an unhandled error code in the
   TxnOffsetCommit handler kills the producer's sender task) and #1098 (``KeyError`` in the
   same handler) did not occur against Kafka 4.4 in 1,500 single-record transactions over
-  three partitions, in either order of offsets and records. The loop still adds the offsets
-  before producing the records (the order reported to avoid #1004), and replaces the
-  producer after any failed transaction, which also recovers from a dead sender task.
-- aiokafka commits a transaction even if one of its batches failed (a failed batch does not
-  make the transaction abortable, unlike the Java client), so the loop awaits every
-  delivery future before committing. A batch the broker refused (MessageSizeTooLarge from
-  a topic's ``max.message.bytes``) also leaves a gap in the producer's sequence numbers:
-  every later produce to that partition failed with OutOfOrderSequenceNumber, abort after
-  abort, until the producer was replaced (aiokafka has no KIP-360 epoch bump). Hence the
-  replacement in step 3.
-- After fencing, aiokafka leaves the error on a transaction future nobody awaits; asyncio
-  then logs "Future exception was never retrieved" at garbage collection. The loop reads it
-  when closing the producer (see `_read_transaction_error`).
+  three partitions, in either order of offsets and records. The commit still adds the
+  offsets before producing the records (the order reported to avoid #1004), and replaces
+  the producer after any failed transaction, which also recovers from a dead sender task.
+- aiokafka commits a transaction even if one of its batches failed, and a batch the broker
+  refused (MessageSizeTooLarge from a topic's ``max.message.bytes``) leaves a gap in the
+  producer's sequence numbers: every later produce to that partition failed with
+  OutOfOrderSequenceNumber, abort after abort, until the producer was replaced (aiokafka
+  has no KIP-360 epoch bump). `acesteps.kafka.transactions` handles both.
 - Kafka 4 verifies that a transactional produce belongs to an ongoing transaction
   (KIP-890); for aiokafka's old Produce version it answers a produce that races the
   previous transaction's markers with NOT_ENOUGH_REPLICAS, which aiokafka retries (logged
@@ -82,23 +78,22 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError, ProducerFenced, TransactionalIdAuthorizationFailed
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.errors import IllegalStateError
 
+from acesteps.backoff import Backoff
 from acesteps.errors import InvalidRecordError, PermanentError, RetryableError, UnavailableError
 from acesteps.kafka.producer import (
     DEFAULT_TRANSACTION_TIMEOUT_MS,
-    send_record,
     transactional_producer,
 )
 from acesteps.kafka.records import (
     MAX_REQUEST_SIZE,
-    Backoff,
     InRecord,
     OutRecord,
     Stage,
     dead_letter,
 )
+from acesteps.kafka.transactions import TransactionalProducer, is_fatal
 
 __all__ = [
     "RETRIES_EXHAUSTED",
@@ -121,10 +116,6 @@ them on the GPU). Outcomes still come only from the handler; a failing prefetch 
 and ignored."""
 
 RETRIES_EXHAUSTED: Final = "retries_exhausted"
-_ABORT_TIMEOUT_S: Final = 5.0
-_CLOSE_TIMEOUT_S: Final = 30.0
-# Errors after which this process must not write under its transactional id again.
-_FATAL: Final = (ProducerFenced, TransactionalIdAuthorizationFailed)
 
 
 class OutputTooLargeError(PermanentError):
@@ -226,8 +217,7 @@ class TransactionalLoop(Generic[D]):
         self._handler = handler
         self._prefetch = prefetch
         self._deps = deps
-        self._producer_factory = producer_factory or self._default_producer
-        self._producer: AIOKafkaProducer | None = None
+        self._txn = TransactionalProducer(producer_factory or self._default_producer)
         self._attempts: dict[tuple[str, int, int], int] = {}
         self._txn_failures = 0
         self._gate = _Gate(self._forget_partitions)
@@ -238,10 +228,10 @@ class TransactionalLoop(Generic[D]):
         """Consume until ``stop`` is set (after the batch in progress) or the task is cancelled."""
         stop = stop or asyncio.Event()
         async with AsyncExitStack() as stack:
-            stack.push_async_callback(self._close_producer)
             # The producer first: its InitProducerId fences an older copy of this instance
             # and aborts the transaction that copy left open, before we read any offsets.
-            self._producer = await self._start_producer()
+            await self._txn.start()
+            stack.push_async_callback(self._txn.close)
             consumer = self._make_consumer()
             await consumer.start()
             stack.push_async_callback(consumer.stop)
@@ -290,25 +280,6 @@ class TransactionalLoop(Generic[D]):
             transaction_timeout_ms=c.transaction_timeout_ms,
         )
 
-    async def _start_producer(self) -> AIOKafkaProducer:
-        producer = self._producer_factory()
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        return producer
-
-    async def _close_producer(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            _read_transaction_error(producer)
-            try:
-                async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                    await producer.stop()
-            except Exception as exc:  # closing a broken producer: nothing left to save
-                log.warning("closing the producer failed: %r", exc)
-
     # ------------------------------------------------------------------ one batch
 
     async def _process(
@@ -342,14 +313,9 @@ class TransactionalLoop(Generic[D]):
                 _seek(consumer, firsts)
                 return None
             try:
-                await self._commit(done)
-            except asyncio.CancelledError:
-                # Shutting down mid-commit: abort now rather than leave read_committed
-                # consumers of our output waiting for the transaction timeout.
-                await self._abort_quietly()
-                raise
+                await self._txn.commit(done.outputs, done.offsets, self.config.group_id)
             except Exception as exc:
-                if _is_fatal(exc):
+                if is_fatal(exc):
                     raise
                 self._txn_failures += 1
                 delay = self.config.backoff.delay(self._txn_failures)
@@ -359,8 +325,7 @@ class TransactionalLoop(Generic[D]):
                     exc,
                     delay,
                 )
-                await self._recover()
-                _seek(consumer, firsts)
+                _seek(consumer, firsts)  # the producer was replaced; handle the batch again
                 return delay
             self._txn_failures = 0
             _seek(consumer, done.rewind)
@@ -403,7 +368,7 @@ class TransactionalLoop(Generic[D]):
             self._attempts.pop(key, None)
             log.warning("%s: does not decode: %s", record.where(), exc)
             return [self._dead_letter(record, InvalidRecordError.code, _one_line(exc))]
-        except Exception as exc:  # the one broad catch of the services (design section 10)
+        except Exception as exc:  # the one broad catch of the services
             attempts = self._attempts.get(key, 0) + 1
             if not isinstance(exc, RetryableError | TimeoutError):
                 log.exception("%s: unexpected error in handler", record.where())
@@ -445,64 +410,6 @@ class TransactionalLoop(Generic[D]):
             log.exception("%s: building the dead letter failed; writing it raw", record.where())
             return OutRecord(c.deadletter_topic, record.key, record.value, record.headers)
 
-    # ------------------------------------------------------------------ the transaction
-
-    async def _commit(self, done: _Pass) -> None:
-        if self._producer is None:  # replaced after a failure, and the restart failed
-            self._producer = await self._start_producer()
-        producer = self._producer
-        offsets = {tp: OffsetAndMetadata(offset, "") for tp, offset in done.offsets.items()}
-        await producer.begin_transaction()
-        # Offsets before records: the order reported to avoid aiokafka #1004.
-        await producer.send_offsets_to_transaction(offsets, self.config.group_id)
-        deliveries = []
-        for out in done.outputs:
-            delivery = await send_record(producer, out)
-            # Whatever happens next (a later send raising, the producer being replaced), a
-            # failed delivery is read: an unread one logs a traceback when collected.
-            delivery.add_done_callback(_read_error)
-            deliveries.append(delivery)
-        # aiokafka would commit even if a batch failed: make every failure abort instead.
-        for result in await asyncio.gather(*deliveries, return_exceptions=True):
-            if isinstance(result, BaseException):
-                raise result
-        await producer.commit_transaction()
-        log.debug("committed %d outputs, offsets %s", len(done.outputs), done.offsets)
-
-    async def _recover(self) -> None:
-        """After a failed transaction: abort it, then start a fresh producer.
-
-        Aborting alone is not enough. A batch the broker refused leaves a gap in the
-        producer's sequence numbers, and aiokafka (no KIP-360 epoch bump) then fails every
-        later produce to that partition with OutOfOrderSequenceNumber, transaction after
-        transaction. A new producer with the same transactional id gets a new epoch and
-        fresh sequences, and its InitProducerId aborts the transaction if the abort did not.
-        The abort comes first because it is how we learn that we were fenced: a new
-        producer would otherwise fence the instance that fenced us.
-        """
-        producer = self._producer
-        if producer is not None:
-            try:
-                async with asyncio.timeout(_ABORT_TIMEOUT_S):
-                    await producer.abort_transaction()
-            except Exception as exc:
-                if _is_fatal(exc):
-                    raise
-                log.info("abort failed (%r)", exc)
-        await self._close_producer()
-        try:
-            self._producer = await self._start_producer()
-        except Exception as exc:
-            log.warning("restarting the producer failed (%r); will retry", exc)
-
-    async def _abort_quietly(self) -> None:
-        if self._producer is not None:
-            try:
-                async with asyncio.timeout(_ABORT_TIMEOUT_S):
-                    await self._producer.abort_transaction()
-            except Exception as exc:  # best effort; the next start aborts it anyway
-                log.info("abort on shutdown failed: %r", exc)
-
     def _forget_partitions(self, revoked: Iterable[TopicPartition]) -> None:
         gone = {(tp.topic, tp.partition) for tp in revoked}
         self._attempts = {k: v for k, v in self._attempts.items() if k[:2] not in gone}
@@ -525,39 +432,6 @@ def _seek(consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]) -> N
         except IllegalStateError:
             # No longer assigned: the new owner starts from the committed offset anyway.
             log.info("not seeking %s: no longer assigned", tp)
-
-
-def _is_fatal(exc: BaseException) -> bool:
-    """Whether ``exc`` or an exception it chains from means "stop writing under this id"."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, _FATAL):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _read_error(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-def _read_transaction_error(producer: AIOKafkaProducer) -> None:
-    """Mark the error aiokafka left on its transaction future as read.
-
-    After a fatal error (fencing, a dead sender task) aiokafka sets the error on a future
-    that only ``commit_transaction``/``abort_transaction`` await, and neither can run in
-    that state. Left unread, asyncio logs "Future exception was never retrieved" with a
-    traceback when the future is collected, from wherever the collector runs; on CPython
-    3.11.7, inside ``ast.parse`` (pytest's assertion rewriting), that nested traceback
-    formatting raised "SystemError: AST constructor recursion depth mismatch".
-    """
-    manager = getattr(producer, "_txn_manager", None)  # private: no public accessor
-    waiter = getattr(manager, "_transaction_waiter", None)
-    if isinstance(waiter, asyncio.Future) and waiter.done():
-        _read_error(waiter)
 
 
 def _one_line(exc: BaseException) -> str:

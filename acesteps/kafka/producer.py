@@ -2,7 +2,7 @@
 
 Two kinds, both with ``acks=all`` and idempotence (no duplicates from the producer's own
 retries) and both with ``max_request_size`` at 1 MiB, so no record exceeds what a managed
-Kafka accepts by default (design section 4):
+Kafka accepts by default:
 
 - `idempotent_producer`: the HTTP listener writes ``PREFIX.requests.v1`` one request at a
   time; the request id (from ``Idempotency-Key``) makes a client retry land on the same key.

@@ -4,7 +4,7 @@ Pure logic, no network: `acesteps.kafka.loop` uses it and the unit tests cover i
 
 Dead letters (written by the loop, in the transaction that commits the input's offset):
 
-- the record's key is a request id (``0x`` + 64 lower-case hex, design section 3): a
+- the record's key is a request id (``0x`` + 64 lower-case hex): a
   `GenerationFailed` on ``PREFIX.failures.v1``, keyed by that request id, so the status
   projection and the API show the request as failed with the error code and message;
 - otherwise: the record itself, key, value and headers unchanged, on
@@ -19,9 +19,7 @@ error code and message.
 
 from __future__ import annotations
 
-import random
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar
 
@@ -41,7 +39,6 @@ from acesteps.messages import (
 
 __all__ = [
     "MAX_REQUEST_SIZE",
-    "Backoff",
     "Headers",
     "InRecord",
     "OutRecord",
@@ -53,7 +50,7 @@ __all__ = [
 
 MAX_REQUEST_SIZE: Final = 1024 * 1024
 """aiokafka's default ``max_request_size`` and Kafka's default ``max.message.bytes``: kept,
-so the topics work on any managed Kafka (design section 4)."""
+so the topics work on any managed Kafka."""
 
 MAX_MESSAGE_CHARS: Final = 4_000  # GenerationFailed.message
 MAX_HEADER_MESSAGE_BYTES: Final = 1_000
@@ -233,33 +230,3 @@ def _clip_chars(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 def _clip_bytes(data: bytes, limit: int = MAX_HEADER_MESSAGE_BYTES) -> bytes:
     return data if len(data) <= limit else data[: limit - 3] + b"..."
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential back-off, capped: ``initial_s * factor ** (attempt - 1)``, at most ``max_s``.
-
-    ``jitter`` (0..1) takes up to that fraction off each delay, so instances that failed
-    together (a shared dependency went down) do not retry in lockstep; it never exceeds the
-    cap.
-    """
-
-    initial_s: float = 0.5
-    factor: float = 2.0
-    max_s: float = 30.0
-    jitter: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not (0 < self.initial_s <= self.max_s and self.factor >= 1 and 0 <= self.jitter <= 1):
-            raise ValueError(f"invalid back-off {self}")
-
-    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        delay = float(self.initial_s)
-        # Multiply step by step rather than factor ** n: no float overflow at any attempt.
-        for _ in range(max(0, attempt - 1)):
-            delay *= self.factor
-            if delay >= self.max_s:
-                break
-        delay = min(delay, self.max_s)
-        return delay * (1 - self.jitter * rand()) if self.jitter else delay

@@ -1,1 +1,1 @@
-"""The HTTP API of the listener: requests in, statuses and tracks out (design section 7)."""
+"""The HTTP API of the listener: requests in, statuses and tracks out."""

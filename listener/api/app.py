@@ -11,29 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from acesteps.messages import GenerationRequest
-from acesteps.verify import Verdict
-from listener.api.audiocache import AudioCache
-from listener.api.auth import ApiKeys, RateLimiter, Unauthorized
-from listener.api.models import ApiError, ErrorBody
-from listener.api.projection import Hub, Projection
-from listener.api.store import Store
+from listener.api import routes
+from listener.api.auth import Unauthorized
+from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure, error_response
 
-__all__ = ["CALLER", "DEPS", "ApiDeps", "ApiFailure", "Submitter", "create_app", "error_response"]
+__all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-DEPS: web.AppKey[ApiDeps] = web.AppKey("deps")
-CALLER = web.RequestKey("caller", str)
-"""Who is calling: the API key id, or ``local`` when keys are off."""
-STATIC = Path(__file__).resolve().parent / "static"
 
 REQUESTS = Counter(
     "acesteps_api_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -44,66 +32,6 @@ LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-
-
-class Submitter(Protocol):
-    async def submit(self, request: GenerationRequest) -> None:
-        """Write the request to ``PREFIX.requests.v1`` (raises when Kafka refuses)."""
-        ...
-
-
-class Verifier(Protocol):
-    async def __call__(self, request_id: str) -> Verdict: ...
-
-
-@dataclass
-class ApiDeps:
-    store: Store
-    hub: Hub
-    projection: Projection | None
-    submitter: Submitter
-    audio: AudioCache
-    verifier: Verifier
-    keys: ApiKeys
-    generate_limit: RateLimiter
-    read_limit: RateLimiter
-    wait_s: float
-    public_url: str | None = None
-    resend_after_s: float = 10.0
-
-
-class ApiFailure(web.HTTPException):
-    """An answer with a JSON error body (raise it from a handler)."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        field: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.status_code = status
-        super().__init__(
-            headers=headers,
-            text=_error_json(code, message, field),
-            content_type="application/json",
-        )
-
-
-def _error_json(code: str, message: str, field: str | None = None) -> str:
-    return ErrorBody(error=ApiError(code=code, message=message, field=field)).model_dump_json(
-        by_alias=True, exclude_none=True
-    )
-
-
-def error_response(status: int, code: str, message: str, **headers: str) -> web.Response:
-    return web.Response(
-        status=status,
-        text=_error_json(code, message),
-        content_type="application/json",
-        headers=headers,
-    )
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -201,8 +129,6 @@ def _secret(request: web.Request) -> str | None:
 
 
 def create_app(deps: ApiDeps) -> web.Application:
-    from listener.api import routes
-
     app = web.Application(middlewares=[_metrics, _errors, _callers], client_max_size=64 * 1024)
     app[DEPS] = deps
     routes.add_routes(app)

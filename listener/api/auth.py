@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 __all__ = ["ApiKeys", "RateLimiter", "Unauthorized"]
 
-LOCAL = "local"
-
 
 class Unauthorized(Exception):
     pass

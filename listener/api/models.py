@@ -10,28 +10,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationInfo,
-    field_validator,
-)
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, ConfigDict, Field
 
-from acesteps.messages import (
-    MAX_DURATION_S,
-    MAX_LYRICS_CHARS,
-    MAX_PROMPT_CHARS,
-    MAX_SEED,
-    MAX_TAG_CHARS,
-    MAX_TAGS,
-    MIN_DURATION_S,
-    clean_text,
-)
+from acesteps.options import Extras, GenerationOptions, api_name
+from acesteps.types import AudioFormat
 
 __all__ = ["ApiError", "ErrorBody", "GenerateBody", "Generation", "Status", "TrackError"]
 
@@ -64,63 +48,19 @@ _RANK = {
 }
 
 
+_API_CONFIG = ConfigDict(
+    alias_generator=api_name, populate_by_name=True, frozen=True, extra="forbid"
+)
+
+
 class _Camel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
-    )
+    model_config = _API_CONFIG
 
 
-# What `clean_text` refuses, as JSON Schema patterns for the OpenAPI document (clients and
-# property-based tests see the same rules the server applies).
-_CTRL = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
-TEXT_PATTERN = f"^[^{_CTRL}]*$"
-PROMPT_PATTERN = f"^[^{_CTRL}]*[^{_CTRL}\\s][^{_CTRL}]*$"  # and not only whitespace
+class GenerateBody(GenerationOptions):
+    """``POST /api/generate``: the request options (`acesteps.options`) under their API names."""
 
-
-class GenerateBody(_Camel):
-    """``POST /api/generate``: the same limits as the requests topic (`acesteps.messages`)."""
-
-    prompt: Annotated[
-        str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS, strip_whitespace=True)
-    ] = Field(
-        description="what the track should sound like",
-        json_schema_extra={"pattern": PROMPT_PATTERN},
-    )
-    duration: float = Field(
-        30, ge=MIN_DURATION_S, le=MAX_DURATION_S, description="length of the track in seconds"
-    )
-    lyrics: Annotated[
-        str,
-        StringConstraints(max_length=MAX_LYRICS_CHARS),
-        Field(json_schema_extra={"pattern": TEXT_PATTERN}),
-    ] = ""
-    tags: list[
-        Annotated[
-            str,
-            StringConstraints(min_length=1, max_length=MAX_TAG_CHARS),
-            Field(json_schema_extra={"pattern": TEXT_PATTERN}),
-        ]
-    ] = Field(default_factory=list, max_length=MAX_TAGS, description="genre, mood, instruments")
-    format: Literal["mp3", "wav"] = "mp3"
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="fix it to reproduce a track")
-
-    @field_validator("prompt", "lyrics")
-    @classmethod
-    def _text(cls, value: str, info: ValidationInfo) -> str:
-        return clean_text(value, str(info.field_name))
-
-    @field_validator("tags")
-    @classmethod
-    def _tags(cls, value: list[str]) -> list[str]:
-        return [clean_text(tag, "tag") for tag in value]
-
-    @field_validator("duration", mode="before")
-    @classmethod
-    def _number(cls, value: object) -> object:
-        # JSON true would otherwise be read as 1 second.
-        if isinstance(value, bool):
-            raise ValueError("must be a number")
-        return value
+    model_config = _API_CONFIG
 
 
 class TrackError(_Camel):
@@ -129,18 +69,17 @@ class TrackError(_Camel):
     message: str
 
 
-class Generation(_Camel):
-    """One request and how far it got."""
+class Generation(Extras):
+    """One request and how far it got: its options (`acesteps.options`; the essentials stay
+    empty until the request itself is read) and what became of it."""
 
+    model_config = _API_CONFIG
     id: str = Field(description="requestId: 0x + 64 lowercase hex")
     status: Status
     source: Literal["chain", "http"] | None = None
     prompt: str | None = None
-    lyrics: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    duration: float | None = None
-    format: Literal["mp3", "wav"] | None = None
-    seed: int | None = None
+    duration_s: float | None = None
+    format: AudioFormat | None = None
     requester: str | None = None
     audio_url: str | None = None
     audio_hash: str | None = None
@@ -160,9 +99,10 @@ class Generation(_Camel):
     def public(self, base_url: str) -> dict[str, object]:
         """The JSON body of an answer; ``audioUrl`` once there is a file to fetch."""
         audio_url = f"{base_url}/api/generations/{self.id}/audio" if self.cid else None
-        return self.model_copy(update={"audio_url": audio_url}).model_dump(
+        body = self.model_copy(update={"audio_url": audio_url}).model_dump(
             mode="json", by_alias=True
         )
+        return {"id": body.pop("id"), "status": body.pop("status"), **body}
 
 
 class ApiError(_Camel):

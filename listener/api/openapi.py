@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from acesteps.types import REQUEST_ID_INPUT
 from listener.api.models import ErrorBody, GenerateBody, Generation
 
 __all__ = ["openapi_document"]
@@ -58,7 +59,7 @@ _ID_PARAM = {
     "in": "path",
     "required": True,
     "description": "the requestId",
-    "schema": {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"},
+    "schema": {"type": "string", "pattern": REQUEST_ID_INPUT},
 }
 _READ_ERRORS = {
     "400": _error("malformed id"),

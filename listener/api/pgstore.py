@@ -31,7 +31,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from listener.api.models import Generation
-from listener.api.store import Event, Offsets, Row, fold
+from listener.api.rows import Event, Offsets, Row, fold
 
 __all__ = ["PostgresStore"]
 

@@ -36,7 +36,8 @@ from acesteps.messages import (
 )
 from acesteps.topics import Topics
 from listener.api.models import Generation
-from listener.api.store import Event, Offsets, Store
+from listener.api.rows import Event, Offsets
+from listener.api.store import Store
 
 __all__ = ["Hub", "Projection"]
 
@@ -78,10 +79,6 @@ class Hub:
         for g in generations:
             for queue in self._waiters.get(g.id, ()):
                 queue.put_nowait(g)
-
-    @property
-    def watchers(self) -> int:
-        return sum(len(s) for s in self._waiters.values())
 
 
 def decode_record(record: ConsumerRecord[bytes, bytes]) -> Event | None:

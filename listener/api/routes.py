@@ -1,4 +1,4 @@
-"""The API's handlers (design section 7). Every answer about a request is its `Generation`.
+"""The API's handlers. Every answer about a request is its `Generation`.
 
 POST /api/generate                    submit; waits up to ACESTEPS_API_WAIT_S (or ?wait=S):
                                       200 with the final record, else 202 + Location
@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import re
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,15 +24,15 @@ from pydantic import ValidationError
 
 from acesteps.hashing import keccak256_hex
 from acesteps.messages import GenerationRequest
-from listener.api.app import CALLER, DEPS, STATIC, ApiDeps, ApiFailure
+from acesteps.types import parse_request_id
 from listener.api.audiocache import AudioMismatch, AudioUnavailable
+from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure
 from listener.api.models import GenerateBody, Generation, Status
 from listener.api.openapi import openapi_document
 from listener.api.updates import from_request
 
 __all__ = ["add_routes", "request_id_for"]
 
-_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
 HEARTBEAT_S = 15.0
 RETRY_MS = 2000  # what an EventSource waits before reconnecting
 CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
@@ -107,15 +106,7 @@ async def generate(request: web.Request) -> web.Response:
     fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     try:
         message = GenerationRequest(
-            request_id=request_id,
-            source="http",
-            prompt=body.prompt,
-            lyrics=body.lyrics,
-            tags=tuple(body.tags),
-            duration_s=body.duration,
-            format=body.format,
-            seed=body.seed,
-            requester=caller,
+            request_id=request_id, source="http", requester=caller, **body.options()
         )
     except ValidationError as exc:  # the body's checks mirror these; this is the backstop
         raise ApiFailure(422, "invalid_request", str(exc.errors()[0]["msg"])) from None
@@ -160,12 +151,12 @@ async def _wait_final(
 
 
 async def _generation(request: web.Request) -> Generation:
-    rid = request.match_info["id"]
-    if not _ID.match(rid):
+    rid = parse_request_id(request.match_info["id"])
+    if rid is None:
         raise ApiFailure(400, "invalid_id", "a request id is 0x + 64 hex digits", "id")
-    found = await request.app[DEPS].store.get(rid.lower())
+    found = await request.app[DEPS].store.get(rid)
     if found is None:
-        raise ApiFailure(404, "not_found", f"no request {rid.lower()}")
+        raise ApiFailure(404, "not_found", f"no request {rid}")
     return found
 
 

@@ -14,15 +14,17 @@ from contextlib import AsyncExitStack
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from acesteps.chain import connect, registry
+from acesteps.chain import connect
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.kafka.admin import ensure_topics
 from acesteps.kafka.producer import idempotent_producer, send_message
 from acesteps.messages import GenerationRequest
+from acesteps.registry import Registry
 from acesteps.verify import KuboSource, Verdict, verify
-from listener.api.app import ApiDeps, create_app
+from listener.api.app import create_app
 from listener.api.audiocache import AudioCache
 from listener.api.auth import ApiKeys, RateLimiter
+from listener.api.deps import ApiDeps
 from listener.api.projection import Hub, Projection
 from listener.api.store import Store, open_store
 from listener.settings import ListenerSettings
@@ -60,12 +62,12 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
         )
         w3 = connect(settings.rpc_url)
         stack.push_async_callback(w3.provider.disconnect)
-        contract = registry(w3, settings.contract())
+        registry = Registry(w3, settings.contract())
         from_block = settings.deployment_block() or 0
 
         async def verifier(request_id: str) -> Verdict:
             source = KuboSource(kubo, settings.ipfs_api_url)
-            return await verify(contract, request_id, source, from_block=from_block)
+            return await verify(registry, request_id, source, from_block=from_block)
 
         deps = ApiDeps(
             store=store,

@@ -1,7 +1,8 @@
 """The status store: one `Generation` per request, and how far the projection has read.
 
-SQLite (embedded, the default) serves one API process. Several API replicas share one
-PostgreSQL database instead (`listener.api.pgstore`); both keep the same two tables:
+SQLite (`listener.api.sqlitestore`, embedded, the default) serves one API process. Several
+API replicas share one PostgreSQL database instead (`listener.api.pgstore`); both keep the
+same two tables:
 
 - ``generations``: the request id, its `Generation` as JSON, and for HTTP requests the
   fingerprint of the submitted body (idempotent retries must send the same body);
@@ -11,53 +12,13 @@ PostgreSQL database instead (`listener.api.pgstore`); both keep the same two tab
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Protocol, TypeVar
+from collections.abc import Iterable
+from typing import Protocol
 
-from acesteps.messages import GenerationRequest, Message
 from listener.api.models import Generation
-from listener.api.updates import apply
+from listener.api.rows import Event, Offsets, Row
 
-__all__ = ["Event", "Offsets", "Row", "SqliteStore", "Store", "fold", "open_store"]
-
-T = TypeVar("T")
-
-Offsets = dict[tuple[str, int], int]
-Event = tuple[str, Message]
-"""(request id, message) as the projection decoded it."""
-
-
-class Row:
-    """A stored request: its record, the body fingerprint of an HTTP submission, and whether
-    the projection has read its request record on Kafka."""
-
-    def __init__(self, generation: Generation, fingerprint: str | None, request_seen: bool):
-        self.generation = generation
-        self.fingerprint = fingerprint
-        self.request_seen = request_seen
-
-    @classmethod
-    def decode(cls, doc: str, fingerprint: str | None, request_seen: object) -> Row:
-        """A row from its stored columns (``doc`` is the `Generation`'s JSON)."""
-        return cls(Generation.model_validate_json(doc), fingerprint, bool(request_seen))
-
-
-def fold(rows: Mapping[str, Row | None], events: Iterable[Event]) -> dict[str, Row]:
-    """The rows that ``events`` change, after them, from ``rows`` (the stored ones, None or
-    absent where a request has none yet), in the order each was first changed."""
-    changed: dict[str, Row] = {}
-    for request_id, message in events:
-        before = changed.get(request_id) or rows.get(request_id)
-        updated = apply(before.generation if before else None, message)
-        if updated is None:
-            continue
-        seen = (before.request_seen if before else False) or _is_request(message)
-        changed[request_id] = Row(updated, before.fingerprint if before else None, seen)
-    return changed
+__all__ = ["Store", "open_store"]
 
 
 class Store(Protocol):
@@ -80,160 +41,12 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS generations (
-    id TEXT PRIMARY KEY,
-    doc TEXT NOT NULL,
-    status TEXT NOT NULL,
-    fingerprint TEXT,
-    request_seen INTEGER NOT NULL DEFAULT 0,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS offsets (
-    projection TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    part INTEGER NOT NULL,
-    next_offset INTEGER NOT NULL,
-    PRIMARY KEY (projection, topic, part)
-);
-"""
-
-
-class SqliteStore:
-    """SQLite in WAL mode, used from one thread so the event loop never blocks on disk."""
-
-    def __init__(self, path: Path | str, projection: str = "api") -> None:
-        self._path = str(path)
-        self._projection = projection
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-store")
-        self._db: sqlite3.Connection | None = None
-
-    async def open(self) -> SqliteStore:
-        def _open() -> None:
-            if self._path != ":memory:":
-                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(SCHEMA)
-            self._db = db
-
-        await self._run(_open)
-        return self
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await self._run(self._db.close)
-            self._db = None
-        self._pool.shutdown(wait=True)
-
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("the status store is not open")
-        return self._db
-
-    # ------------------------------------------------------------ reads
-
-    def _row(self, request_id: str) -> Row | None:
-        found = self.db.execute(
-            "SELECT doc, fingerprint, request_seen FROM generations WHERE id = ?", (request_id,)
-        ).fetchone()
-        return None if found is None else Row.decode(*found)
-
-    async def get(self, request_id: str) -> Generation | None:
-        row = await self._run(lambda: self._row(request_id))
-        return row.generation if row else None
-
-    async def offsets(self) -> Offsets:
-        rows = await self._run(
-            lambda: self.db.execute(
-                "SELECT topic, part, next_offset FROM offsets WHERE projection = ?",
-                (self._projection,),
-            ).fetchall()
-        )
-        return {(topic, part): offset for topic, part, offset in rows}
-
-    # ------------------------------------------------------------ writes
-
-    def _write(self, g: Generation, fingerprint: str | None, seen: bool) -> None:
-        self.db.execute(
-            "INSERT INTO generations (id, doc, status, fingerprint, request_seen, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, "
-            "status = excluded.status, request_seen = MAX(request_seen, excluded.request_seen), "
-            "fingerprint = COALESCE(fingerprint, excluded.fingerprint), "
-            "updated_at = excluded.updated_at",
-            (g.id, g.model_dump_json(), g.status.value, fingerprint, int(seen), _iso(g)),
-        )
-
-    async def submit(self, generation: Generation, fingerprint: str) -> tuple[Row, bool]:
-        def _submit() -> tuple[Row, bool]:
-            with _transaction(self.db):
-                existing = self._row(generation.id)
-                if existing is not None:
-                    if existing.fingerprint is None:  # seen on Kafka before this retry
-                        self._write(existing.generation, fingerprint, existing.request_seen)
-                    return existing, False
-                self._write(generation, fingerprint, False)
-                return Row(generation, fingerprint, False), True
-
-        return await self._run(_submit)
-
-    async def forget(self, request_id: str) -> None:
-        def _forget() -> None:
-            self.db.execute(
-                "DELETE FROM generations WHERE id = ? AND request_seen = 0", (request_id,)
-            )
-
-        await self._run(_forget)
-
-    async def apply(self, events: Iterable[Event], offsets: Offsets) -> list[Generation]:
-        events = list(events)
-
-        def _apply() -> list[Generation]:
-            with _transaction(self.db):
-                changed = fold({rid: self._row(rid) for rid in {r for r, _ in events}}, events)
-                for row in changed.values():
-                    self._write(row.generation, None, row.request_seen)
-                for (topic, part), offset in offsets.items():
-                    self.db.execute(
-                        "INSERT INTO offsets (projection, topic, part, next_offset) "
-                        "VALUES (?, ?, ?, ?) ON CONFLICT (projection, topic, part) "
-                        "DO UPDATE SET next_offset = excluded.next_offset",
-                        (self._projection, topic, part, offset),
-                    )
-            return [row.generation for row in changed.values()]
-
-        return await self._run(_apply)
-
-
-def _is_request(message: Message) -> bool:
-    return isinstance(message, GenerationRequest)
-
-
-def _iso(g: Generation) -> str:
-    return g.updated_at.isoformat()
-
-
-class _transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-
 async def open_store(url: str) -> Store:
     """The store at ``url``: ``sqlite:///PATH`` or ``postgresql://...``."""
     if url.startswith("sqlite:///"):
+        from listener.api.sqlitestore import SqliteStore
+
         return await SqliteStore(url.removeprefix("sqlite:///")).open()
-    from listener.api.pgstore import PostgresStore
+    from listener.api.pgstore import PostgresStore  # psycopg: the optional postgres extra
 
     return await PostgresStore(url).open()

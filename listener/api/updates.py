@@ -29,13 +29,8 @@ __all__ = ["apply", "from_request"]
 def from_request(request: GenerationRequest) -> dict[str, object]:
     """The fields of a `Generation` that its request defines."""
     return {
+        **request.options(),
         "source": request.source,
-        "prompt": request.prompt,
-        "lyrics": request.lyrics,
-        "tags": list(request.tags),
-        "duration": request.duration_s,
-        "format": request.format,
-        "seed": request.seed,
         "requester": request.requester,
         "chain_id": request.chain.chain_id if request.chain else None,
         "contract": request.chain.contract if request.chain else None,
@@ -67,7 +62,7 @@ def apply(current: Generation | None, message: Message) -> Generation | None:
             fields = from_request(message)
             if current is not None:
                 fields.pop("created_at")
-                for name in ("seed", "chain_id", "contract", "format", "duration"):
+                for name in ("seed", "chain_id", "contract", "format", "duration_s"):
                     if getattr(current, name) is not None:
                         fields.pop(name)
             return base.model_copy(update=fields)
@@ -86,7 +81,7 @@ def apply(current: Generation | None, message: Message) -> Generation | None:
                 contract=message.contract,
                 format=message.format or base.format,
                 size_bytes=message.size_bytes,
-                duration=message.duration_s or base.duration,
+                duration_s=message.duration_s or base.duration_s,
                 seed=message.seed if message.seed is not None else base.seed,
                 model=message.model_id,
             )

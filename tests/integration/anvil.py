@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from acesteps.settings import StackSettings
+from acesteps.dev.localstack import StackSettings
 
 __all__ = ["Anvil", "free_port"]
 

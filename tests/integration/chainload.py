@@ -9,9 +9,9 @@ from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from web3 import HTTPProvider, Web3
 
-from acesteps import contracts
-from acesteps.devchain import dev_key
-from acesteps.solc import compile_sources
+from acesteps import registry
+from acesteps.dev.devchain import dev_key
+from acesteps.dev.solc import compile_sources
 
 __all__ = ["ChainLoader", "Requested"]
 
@@ -65,18 +65,18 @@ class ChainLoader:
         args: tuple[Any, ...] | None = None,
     ) -> str:
         factory = self.w3.eth.contract(
-            abi=abi or contracts.load_abi(), bytecode=bytecode or contracts.bytecode()
+            abi=abi or registry.abi(), bytecode=bytecode or registry.bytecode()
         )
         ctor_args = args if args is not None else (self.account.address, 0)
         data = factory.constructor(*ctor_args).data_in_transaction
         receipt = self.wait(self._send({"data": data, "gas": 5_000_000}))
         address = str(receipt["contractAddress"])
         if abi is None:
-            self.registry = self.w3.eth.contract(address=address, abi=contracts.load_abi())
+            self.registry = self.w3.eth.contract(address=address, abi=registry.abi())
         return address
 
     def registry_abi(self) -> list[Any]:
-        return contracts.load_abi()
+        return registry.abi()
 
     def request_data(self, prompt: str, lyrics: str = "", duration: int = 30) -> bytes:
         return bytes.fromhex(

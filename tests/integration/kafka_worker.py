@@ -25,9 +25,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from acesteps.backoff import Backoff
 from acesteps.kafka.loop import LoopConfig, TransactionalLoop
 from acesteps.kafka.producer import transactional_producer
-from acesteps.kafka.records import Backoff, InRecord, OutRecord
+from acesteps.kafka.records import InRecord, OutRecord
 
 
 @dataclass

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Self
 
-from acesteps.settings import StackSettings
+from acesteps.dev.localstack import StackSettings
 from tests.integration.anvil import free_port
 
 __all__ = ["Kubo"]

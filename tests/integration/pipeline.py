@@ -14,8 +14,9 @@ from pathlib import Path
 
 from eth_account import Account
 
-from acesteps.devchain import dev_key
-from acesteps.settings import CommonSettings, StackSettings
+from acesteps.dev.devchain import dev_key
+from acesteps.dev.localstack import StackSettings
+from acesteps.settings import CommonSettings
 from tests.integration.anvil import Anvil, free_port
 from tests.integration.chainload import ChainLoader
 from tests.integration.services import ServiceProcess

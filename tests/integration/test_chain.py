@@ -6,8 +6,8 @@ import pytest
 from eth_account import Account
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
+from acesteps.dev.solc import SolcError, compile_sources, solc_version
 from acesteps.settings import CommonSettings
-from acesteps.solc import SolcError, compile_sources, solc_version
 
 # anvil's first default account (a well-known development key, funded on every anvil).
 DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"

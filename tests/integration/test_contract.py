@@ -30,12 +30,14 @@ from web3.exceptions import ContractCustomError
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from acesteps import contracts
-from acesteps.chain import connect, deploy_registry, registry
-from acesteps.devchain import dev_key
+from acesteps import registry
+from acesteps.chain import connect, deploy_registry
+from acesteps.dev import contracts
+from acesteps.dev.devchain import dev_key
+from acesteps.dev.solc import compile_sources
+from acesteps.registry import Registry
 from acesteps.reverts import decode_revert
 from acesteps.settings import CommonSettings
-from acesteps.solc import compile_sources
 
 FEE = 10**15  # 0.001 ether
 ZERO_HASH = b"\x00" * 32
@@ -57,14 +59,14 @@ class Status(IntEnum):
 
 def error_selector(name: str, abi: list[dict[str, Any]] | None = None) -> bytes:
     """The 4-byte selector of the custom error ``name``, from the ABI's input types."""
-    (item,) = [e for e in abi or contracts.load_abi() if e["type"] == "error" and e["name"] == name]
+    (item,) = [e for e in abi or registry.abi() if e["type"] == "error" and e["name"] == name]
     types = ",".join(i["type"] for i in item["inputs"])
     return keccak(text=f"{name}({types})")[:4]
 
 
 def decode_error(data: str | bytes) -> tuple[str, tuple]:
     """``(name, args)`` of the custom error whose selector starts the revert data."""
-    name, args = decode_revert(contracts.load_abi(), data)
+    name, args = decode_revert(registry.abi(), data)
     assert name not in ("unknown", "Error", "Panic"), f"not a custom error: {name} {args}"
     return name, args
 
@@ -104,7 +106,9 @@ class Chain:
     async def deploy(cls, w3: AsyncWeb3, fee: int = 0) -> Chain:
         owner, publisher, requester, stranger = (Account.from_key(dev_key(i)) for i in (5, 6, 7, 8))
         deployment = await deploy_registry(w3, dev_key(5), publisher.address, fee)
-        return cls(w3, registry(w3, deployment.address), owner, publisher, requester, stranger)
+        return cls(
+            w3, Registry(w3, deployment.address).contract, owner, publisher, requester, stranger
+        )
 
     async def send(self, call: Any, sender: LocalAccount, value: int = 0) -> TxReceipt:
         """Sign and send ``call``; the receipt, which must show success."""

@@ -21,6 +21,7 @@ import soundfile as sf
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from acesteps.dev.localstack import StackSettings
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.unixfs import cid_of_bytes
 from acesteps.kafka.admin import ensure_topics
@@ -39,7 +40,7 @@ from acesteps.messages import (
     encode,
     headers_for,
 )
-from acesteps.settings import CommonSettings, StackSettings
+from acesteps.settings import CommonSettings
 from generator.jobs import effective_seed
 from generator.tiny import TINY_VERSION
 from tests.integration.kafkaread import eventually, partitions, read_all

@@ -25,12 +25,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import ProducerFenced
 
+from acesteps.backoff import Backoff
 from acesteps.errors import PermanentError, RetryableError
 from acesteps.hashing import keccak256_hex
 from acesteps.kafka.admin import ensure_topics, topic_configs
 from acesteps.kafka.loop import RETRIES_EXHAUSTED, LoopConfig, TransactionalLoop
 from acesteps.kafka.producer import idempotent_producer, transactional_producer
-from acesteps.kafka.records import Backoff, InRecord, OutRecord, decode_value
+from acesteps.kafka.records import InRecord, OutRecord, decode_value
 from acesteps.messages import TYPE_HEADER, GenerationFailed, GenerationRequest, decode, encode
 from acesteps.settings import CommonSettings
 from acesteps.topics import TopicSpec

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from acesteps.dev.localstack import StackSettings
 from acesteps.kafka.admin import ensure_topics
 from acesteps.messages import (
     TYPE_HEADER,
@@ -20,7 +21,7 @@ from acesteps.messages import (
     ListenerCheckpoint,
     decode,
 )
-from acesteps.settings import CommonSettings, StackSettings
+from acesteps.settings import CommonSettings
 from tests.integration.anvil import Anvil
 from tests.integration.chainload import ChainLoader, Requested
 from tests.integration.kafkaread import eventually, read_all

@@ -32,8 +32,11 @@ from web3 import AsyncWeb3
 from web3.contract import AsyncContract
 from web3.types import Wei
 
-from acesteps.chain import Deployment, connect, deploy_registry, registry
-from acesteps.devchain import dev_key
+from acesteps.chain import connect, deploy_registry
+from acesteps.cli.verify import add_arguments, run_cli
+from acesteps.deployment import Deployment
+from acesteps.dev.devchain import dev_key
+from acesteps.dev.localstack import StackSettings
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.ipfs.unixfs import cid_of_bytes
@@ -50,10 +53,9 @@ from acesteps.messages import (
     TrackPublished,
     decode,
 )
-from acesteps.settings import CommonSettings, StackSettings
+from acesteps.registry import Registry, RequestStatus
+from acesteps.settings import CommonSettings
 from acesteps.topics import Topics
-from acesteps.verify import add_arguments, run_cli
-from publisher.registrar import RequestStatus, request_status
 from tests.integration.anvil import Anvil
 from tests.integration.kafkaread import eventually, partitions, read_all
 from tests.integration.kubo import Kubo
@@ -141,7 +143,7 @@ class Harness:
     async def deploy(self, fee: int = 0) -> None:
         """A new registry (``PUBLISHER`` has the publisher role) replaces the current one."""
         self.deployment = await deploy_registry(self.w3, OWNER_KEY, PUBLISHER, fee)
-        self.reg = registry(self.w3, self.deployment.address)
+        self.reg = Registry(self.w3, self.deployment.address).contract
 
     # -- the publisher
 
@@ -284,7 +286,7 @@ async def h(settings: CommonSettings, tmp_path: Path) -> AsyncIterator[Harness]:
             anvil=anvil,
             w3=w3,
             deployment=deployment,
-            reg=registry(w3, deployment.address),
+            reg=Registry(w3, deployment.address).contract,
             producer=producer,
             tmp=tmp_path,
             ipfs_api_url=settings.ipfs_api_url,
@@ -608,7 +610,7 @@ async def test_a_failed_onchain_request_is_refunded_exactly_once(h: Harness) -> 
     assert [("0x" + bytes(x["args"]["requestId"]).hex(), x["args"]["refund"]) for x in logs] == [
         (rid, FEE)
     ]
-    assert await request_status(h.reg, rid) == RequestStatus.FAILED
+    assert await Registry(h.w3, h.reg.address).status(rid) == RequestStatus.FAILED
     assert await h.publisher_nonce("pending") == 1, "markFailed was sent more than once"
 
 

@@ -19,14 +19,14 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from web3 import AsyncWeb3
-from web3.contract import AsyncContract
 from web3.contract.async_contract import AsyncContractFunction
 from web3.logs import DISCARD
 
-from acesteps.chain import connect, deploy_registry, registry
-from acesteps.devchain import dev_key
+from acesteps.chain import connect, deploy_registry
+from acesteps.dev.devchain import dev_key
+from acesteps.registry import Registry, RequestStatus
 from publisher.errors import ConflictingRegistration, ContractReverted, PermanentPublisherError
-from publisher.registrar import RequestStatus, mark_failed, register, request_status
+from publisher.registrar import mark_failed, register
 from publisher.txsender import TxSender
 from publisher.txtypes import SentTx, TxPolicy
 from tests.integration.anvil import Anvil
@@ -40,7 +40,7 @@ POLICY = TxPolicy(poll_interval_s=0.02, deadline_s=30)
 @dataclass
 class Chain:
     w3: AsyncWeb3[Any]
-    reg: AsyncContract
+    reg: Registry
     sender: TxSender
     requester: LocalAccount
     from_block: int
@@ -52,16 +52,18 @@ class Chain:
         """requestGeneration from the requester, paying the fee; the new request id."""
         requester = TxSender(self.w3, dev_key(3), POLICY)
         sent = await requester.send(
-            self.reg.functions.requestGeneration("a calm piano piece", "", 30),
+            self.reg.contract.functions.requestGeneration("a calm piano piece", "", 30),
             confirmations=1,
             value=FEE,
         )
         receipt = await self.w3.eth.get_transaction_receipt(sent.tx_hash)  # type: ignore[arg-type]
-        (event,) = self.reg.events.GenerationRequested().process_receipt(receipt, errors=DISCARD)
+        (event,) = self.reg.contract.events.GenerationRequested().process_receipt(
+            receipt, errors=DISCARD
+        )
         return bytes(event["args"]["requestId"])
 
     async def status(self, rid: bytes) -> RequestStatus:
-        return await request_status(self.reg, rid)
+        return await self.reg.status(rid)
 
 
 @pytest.fixture
@@ -73,7 +75,7 @@ async def chain(tmp_path: Path) -> AsyncIterator[Chain]:
         deployment = await deploy_registry(w3, dev_key(0), publisher.address, FEE)
         yield Chain(
             w3,
-            registry(w3, deployment.address),
+            Registry(w3, deployment.address),
             TxSender(w3, dev_key(1), POLICY),
             Account.from_key(dev_key(3)),
             deployment.block_number,
@@ -98,7 +100,7 @@ async def test_register_then_again_is_already_registered_without_a_transaction(
         "0x" + audio.hex(),
         CID,
     )
-    assert tuple(await chain.reg.functions.trackOf(rid).call()) == (audio, CID)
+    assert tuple(await chain.reg.contract.functions.trackOf(rid).call()) == (audio, CID)
     receipt = await chain.w3.eth.get_transaction_receipt(first.tx_hash)  # type: ignore[arg-type]
     assert receipt["blockNumber"] == first.block_number and receipt["status"] == 1
 
@@ -158,9 +160,13 @@ class RacingSender(TxSender):
 async def test_losing_a_race_reads_the_winner_back(chain: Chain, rival_cid: str) -> None:
     rival = TxSender(chain.w3, dev_key(2), POLICY)
     owner = TxSender(chain.w3, dev_key(0), POLICY)
-    await owner.send(chain.reg.functions.setPublisher(rival.address, True), confirmations=1)
+    await owner.send(
+        chain.reg.contract.functions.setPublisher(rival.address, True), confirmations=1
+    )
     rid, audio = new_id(), keccak(b"the track")
-    racing = RacingSender(chain.w3, rival, chain.reg.functions.registerTrack(rid, audio, rival_cid))
+    racing = RacingSender(
+        chain.w3, rival, chain.reg.contract.functions.registerTrack(rid, audio, rival_cid)
+    )
     nonce = await chain.nonce()
 
     if rival_cid == CID:

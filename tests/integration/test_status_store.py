@@ -24,7 +24,9 @@ from acesteps.messages import (
 )
 from listener.api.models import Generation, Status
 from listener.api.pgstore import PostgresStore
-from listener.api.store import Event, SqliteStore, Store, open_store
+from listener.api.rows import Event
+from listener.api.sqlitestore import SqliteStore
+from listener.api.store import Store, open_store
 from tests.factories import track_published
 from tests.integration.pgdb import fresh_database
 
@@ -108,7 +110,7 @@ def failure_of(rid: str) -> GenerationFailed:
 
 
 def queued(rid: str, prompt: str = "slow lofi piano") -> Generation:
-    return Generation(id=rid, status=Status.QUEUED, source="http", prompt=prompt, duration=30)
+    return Generation(id=rid, status=Status.QUEUED, source="http", prompt=prompt, duration_s=30)
 
 
 def events(*messages: Message) -> list[Event]:
@@ -123,7 +125,7 @@ def assert_completed(g: Generation | None, rid: str) -> None:
     assert g.ipfs_urls == list(track.urls)
     assert g.block_number == 42
     assert (g.chain_id, g.contract) == (31337, track.contract)
-    assert (g.size_bytes, g.duration, g.seed, g.model) == (480_000, 30.0, 7, track.model_id)
+    assert (g.size_bytes, g.duration_s, g.seed, g.model) == (480_000, 30.0, 7, track.model_id)
     assert (g.prompt, g.tags, g.requester, g.source) == (
         "slow lofi piano",
         ["lofi", "piano"],

@@ -27,9 +27,10 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.contract import AsyncContract
 from web3.exceptions import TransactionNotFound
 
-from acesteps import contracts
-from acesteps.chain import connect, deploy_registry, registry
-from acesteps.devchain import dev_key
+from acesteps import registry
+from acesteps.chain import connect, deploy_registry
+from acesteps.dev.devchain import dev_key
+from acesteps.registry import Registry
 from acesteps.reverts import decode_revert
 from publisher.errors import ContractReverted, InsufficientFunds
 from publisher.txsender import TxSender, connect_for_sending
@@ -57,7 +58,7 @@ def _selector(signature: str) -> bytes:
 
 
 def test_decode_revert_names_the_contracts_custom_errors() -> None:
-    abi = contracts.load_abi()
+    abi = registry.abi()
     rid = b"\x07" * 32
     data = "0x" + (_selector("AlreadyRegistered(bytes32)") + rid).hex()
     assert decode_revert(abi, data) == ("AlreadyRegistered", (rid,))
@@ -173,7 +174,7 @@ async def chain(tmp_path: Path) -> AsyncIterator[Chain]:
     try:
         me = Account.from_key(dev_key(1))
         deployment = await deploy_registry(w3, dev_key(0), me.address)
-        yield Chain(node, w3, registry(w3, deployment.address), me)
+        yield Chain(node, w3, Registry(w3, deployment.address).contract, me)
     finally:
         await w3.provider.disconnect()
         node.stop()
@@ -392,7 +393,7 @@ async def test_an_empty_wallet_is_retryable_and_the_key_stays_secret(
         poor = Account.create()
         key = "0x" + bytes(poor.key).hex()
         deployment = await deploy_registry(w3, dev_key(0), poor.address)
-        reg = registry(w3, deployment.address)
+        reg = Registry(w3, deployment.address).contract
         caplog.set_level(logging.DEBUG)
         sender = TxSender(w3, key, FAST)
         with pytest.raises(InsufficientFunds) as info:

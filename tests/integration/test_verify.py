@@ -17,15 +17,16 @@ from typing import Any
 import pytest
 from eth_account import Account
 from eth_utils.crypto import keccak
-from web3.contract import AsyncContract
 
-from acesteps.chain import connect, deploy_registry, registry
-from acesteps.devchain import dev_key
+from acesteps.chain import connect, deploy_registry
+from acesteps.cli.verify import add_arguments, render, run_cli
+from acesteps.dev.devchain import dev_key
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.ipfs.unixfs import CHUNK_SIZE, cid_of_bytes
+from acesteps.registry import Registry
 from acesteps.settings import CommonSettings
-from acesteps.verify import Status, add_arguments, render, run_cli
+from acesteps.verify import Status
 from publisher.registrar import register
 from publisher.txsender import TxSender
 from publisher.txtypes import TxPolicy
@@ -35,7 +36,7 @@ from tests.integration.anvil import Anvil, free_port
 @dataclass
 class Env:
     anvil: Anvil
-    reg: AsyncContract
+    reg: Registry
     sender: TxSender
     kubo: KuboClient
     stack: CommonSettings
@@ -73,7 +74,7 @@ async def env(
         deployment = await deploy_registry(w3, dev_key(0), Account.from_key(dev_key(1)).address)
         sender = TxSender(w3, dev_key(1), TxPolicy(poll_interval_s=0.02, deadline_s=30))
         async with KuboClient(stack.ipfs_api_url) as kubo:
-            yield Env(node, registry(w3, deployment.address), sender, kubo, stack, tmp_path, capsys)
+            yield Env(node, Registry(w3, deployment.address), sender, kubo, stack, tmp_path, capsys)
     finally:
         await w3.provider.disconnect()
         node.stop()

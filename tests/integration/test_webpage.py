@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from acesteps.settings import CommonSettings, StackSettings
+from acesteps.dev.localstack import StackSettings
+from acesteps.settings import CommonSettings
 from tests.integration.pipeline import Pipeline, running_pipeline
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -120,6 +121,14 @@ def test_generate_play_and_verify(browser: Browser, pipeline: Pipeline, page: Pa
     page.fill("#lyrics", "")
     page.fill("#duration", "5")
     page.select_option("#format", "mp3")
+    # Every further request option has a field, built from the OpenAPI document.
+    expect(page.locator("#more-options")).to_be_visible()
+    page.click("#more-options summary")
+    with urllib.request.urlopen(f"{pipeline.api_url}/api/openapi.json") as answer:
+        options = json.load(answer)["components"]["schemas"]["GenerateBody"]["properties"]
+    for name in set(options) - {"prompt", "tags", "lyrics", "duration", "format"}:
+        expect(page.locator(f"#more-options-fields #{name}")).to_be_attached()
+    page.fill("#seed", "7")
     page.click("#submit")
 
     # 2. Live progress, up to completed; the address now names the request.
@@ -131,6 +140,7 @@ def test_generate_play_and_verify(browser: Browser, pipeline: Pipeline, page: Pa
         expect(page.locator(f'#steps li[data-step="{step}"]')).to_have_class("done")
     record = _record(pipeline, request_id)
     assert record["status"] == "completed"
+    assert record["seed"] == 7  # the built seed field was sent
 
     # 3. The player has the track and plays it.
     player = page.locator("#player")

@@ -18,11 +18,12 @@ from acesteps.ipfs.kubo import KuboClient
 from acesteps.messages import GenerationFailed, GenerationRequest
 from acesteps.verify import Status as VerdictStatus
 from acesteps.verify import Verdict
-from listener.api.app import ApiDeps, create_app
+from listener.api.app import create_app
 from listener.api.audiocache import AudioCache
 from listener.api.auth import ApiKeys, RateLimiter
+from listener.api.deps import ApiDeps
 from listener.api.projection import Hub
-from listener.api.store import SqliteStore
+from listener.api.sqlitestore import SqliteStore
 from tests.factories import track_published
 
 KEYS = {"alice": "s3cret-alice", "bob": "s3cret-bob"}

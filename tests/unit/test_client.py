@@ -15,13 +15,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from acesteps import client, sse
-from acesteps.cli import build_parser
-from acesteps.client import ApiClient, ApiError, GenerateOptions
+from acesteps.cli import generate as client
+from acesteps.cli import sse
+from acesteps.cli.api import ApiClient, ApiError, open_session
+from acesteps.cli.generate import GenerateOptions
+from acesteps.cli.main import build_parser
+from acesteps.cli.options import options_body
+from acesteps.cli.progressbar import Progress, render_bar
+from acesteps.cli.sse import SseEvent, sse_events
 from acesteps.hashing import keccak256_hex
-from acesteps.progressbar import Progress, render_bar
 from acesteps.settings import ClientSettings, load_settings
-from acesteps.sse import SseEvent, sse_events
 
 RID = "0x" + "ab" * 32
 AUDIO = b"ID3 not really an mp3 " * 1000
@@ -240,14 +243,21 @@ async def served() -> AsyncIterator[Served]:
         slept.append(seconds)
 
     url = str(server.make_url("")).rstrip("/")
-    async with client.open_session("s3cret") as session:
+    async with open_session("s3cret") as session:
         yield Served(fake, url, ApiClient(session, url, sleep=sleep), slept)
     await server.close()
 
 
-async def _generate(served: Served, tmp_path: Path, **options: Any) -> tuple[int, str, str]:
+async def _generate(
+    served: Served,
+    tmp_path: Path,
+    idempotency_key: str | None = None,
+    wait: bool = True,
+    **options: Any,
+) -> tuple[int, str, str]:
     stdout, stderr = io.StringIO(), io.StringIO()
-    opts = GenerateOptions(prompt="chill lofi", duration=30, out=tmp_path / "track.mp3", **options)
+    body = {"prompt": "chill lofi", "duration": 30, **options}
+    opts = GenerateOptions(body, wait, tmp_path / "track.mp3", idempotency_key)
     code = await client.generate(
         served.api, opts, stdout=stdout, stderr=stderr, poll_s=0.0, sleep=served.api.sleep
     )
@@ -259,7 +269,7 @@ async def _generate(served: Served, tmp_path: Path, **options: Any) -> tuple[int
 
 async def test_generate_follows_events_downloads_and_checks(served: Served, tmp_path: Path) -> None:
     code, out, err = await _generate(
-        served, tmp_path, tags=("lofi", "rain"), seed=7, idempotency_key="k1"
+        served, tmp_path, tags=["lofi", "rain"], seed=7, idempotency_key="k1"
     )
     assert code == 0, err
     printed = json.loads(out)
@@ -277,14 +287,7 @@ async def test_generate_follows_events_downloads_and_checks(served: Served, tmp_
     assert (method, path) == ("POST", "/api/generate?wait=0")
     assert headers["Authorization"] == "Bearer s3cret"
     assert headers["Idempotency-Key"] == "k1"
-    assert body == {
-        "prompt": "chill lofi",
-        "duration": 30,
-        "lyrics": "",
-        "tags": ["lofi", "rain"],
-        "format": "mp3",
-        "seed": 7,
-    }
+    assert body == {"prompt": "chill lofi", "duration": 30, "tags": ["lofi", "rain"], "seed": 7}
     assert served.fake.polls == 0  # the stream was enough
 
 
@@ -300,7 +303,7 @@ async def test_a_broken_stream_falls_back_to_polling(served: Served, tmp_path: P
 
 async def test_live_progress_on_a_terminal(served: Served, tmp_path: Path) -> None:
     stderr = _Tty()
-    opts = GenerateOptions(prompt="x", out=tmp_path / "t.mp3")
+    opts = GenerateOptions({"prompt": "x"}, out=tmp_path / "t.mp3")
     code = await client.generate(served.api, opts, stdout=io.StringIO(), stderr=stderr)
     assert code == 0, stderr.getvalue()
     frames = stderr.getvalue().split("\r")
@@ -310,7 +313,7 @@ async def test_live_progress_on_a_terminal(served: Served, tmp_path: Path) -> No
 async def test_reads_failing_after_submit_exit_3(served: Served, tmp_path: Path) -> None:
     served.fake.reads_fail = True
     stderr = _Tty()
-    opts = GenerateOptions(prompt="x", out=tmp_path / "t.mp3")
+    opts = GenerateOptions({"prompt": "x"}, out=tmp_path / "t.mp3")
     code = await client.generate(
         served.api, opts, stdout=io.StringIO(), stderr=stderr, sleep=served.api.sleep
     )
@@ -410,9 +413,9 @@ async def test_an_unreachable_api_exits_3(tmp_path: Path) -> None:
     url = str(server.make_url("")).rstrip("/")
     await server.close()  # nothing listens there now
     stdout, stderr = io.StringIO(), io.StringIO()
-    async with client.open_session(None) as session:
+    async with open_session(None) as session:
         code = await client.generate(
-            ApiClient(session, url), GenerateOptions("x"), stdout=stdout, stderr=stderr
+            ApiClient(session, url), GenerateOptions({"prompt": "x"}), stdout=stdout, stderr=stderr
         )
     assert code == 3
     assert stderr.getvalue().startswith("error: unreachable: POST ")
@@ -455,7 +458,11 @@ async def test_status_refuses_a_malformed_id_without_asking(served: Served) -> N
 
 def test_generate_arguments() -> None:
     args = build_parser().parse_args(["generate", "beat", "--tags", " lofi, ,rain "])
-    assert (args.wait, args.duration, args.format, args.seed) == (True, 30, "mp3", None)
+    # Options not given are not sent: the server's defaults apply.
+    assert options_body(args) == {"prompt": "beat", "tags": ["lofi", "rain"]}
+    assert args.wait is True
+    args = build_parser().parse_args(["generate", "beat", "--duration", "12.5", "--seed", "7"])
+    assert options_body(args) == {"prompt": "beat", "duration": 12.5, "seed": 7}
     assert build_parser().parse_args(["generate", "beat", "--no-wait"]).wait is False
     with pytest.raises(SystemExit):
         build_parser().parse_args(["generate", "beat", "--format", "flac"])

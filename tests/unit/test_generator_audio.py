@@ -17,6 +17,7 @@ import numpy.typing as npt
 import pytest
 import soundfile as sf
 
+from acesteps.types import AudioFormat
 from generator import audio
 
 SR_IN = 48_000
@@ -113,7 +114,7 @@ def test_wav_is_16_bit_44k1_stereo_with_exact_samples() -> None:
 
 def test_bytes_are_a_pure_function_of_the_input() -> None:
     signal = _signal(5.0)
-    formats: tuple[audio.Format, ...] = ("mp3", "wav")
+    formats: tuple[AudioFormat, ...] = ("mp3", "wav")
     first = {fmt: audio.encode(signal, 5.0, fmt) for fmt in formats}
     time.sleep(1.1)  # a timestamp in the file would change across a second boundary
     other = signal.copy()

@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from hypothesis import given
 from hypothesis import strategies as st
 
+from acesteps.backoff import Backoff
 from acesteps.errors import (
     AceStepsError,
     InvalidRecordError,
@@ -26,16 +27,16 @@ from acesteps.errors import (
     UnavailableError,
 )
 from acesteps.hashing import keccak256_hex
-from acesteps.kafka.loop import RETRIES_EXHAUSTED, LoopConfig, TransactionalLoop, _is_fatal
+from acesteps.kafka.loop import RETRIES_EXHAUSTED, LoopConfig, TransactionalLoop
 from acesteps.kafka.records import (
     MAX_REQUEST_SIZE,
-    Backoff,
     InRecord,
     OutRecord,
     dead_letter,
     decode_value,
     request_id_of,
 )
+from acesteps.kafka.transactions import is_fatal
 from acesteps.messages import (
     TYPE_HEADER,
     AudioChunk,
@@ -343,8 +344,8 @@ def test_fencing_is_recognised_through_the_exception_chain() -> None:
         except ProducerFenced as exc:
             raise KafkaError("Unexpected error during batch delivery") from exc
     except KafkaError as wrapped:
-        assert _is_fatal(wrapped)
+        assert is_fatal(wrapped)
     looped = KafkaError("a")
     looped.__context__ = KafkaError("b")
     looped.__context__.__context__ = looped  # a cycle must not hang the check
-    assert not _is_fatal(looped)
+    assert not is_fatal(looped)

@@ -16,12 +16,13 @@ from acesteps.messages import (
     ListenerCheckpoint,
     Message,
 )
+from acesteps.registry import event_topic
 from listener.chainreader import Header, RangeTooLarge, RawLog
 from listener.poller import ChainMoved, LogPoller, PollerConfig
 
 CONTRACT = "0x" + "11" * 20
 REQUESTER_TOPIC = "0x" + "00" * 12 + "22" * 20
-TOPIC0 = "0x" + "ee" * 32
+TOPIC0 = event_topic("GenerationRequested")
 
 
 def h(*parts: object) -> str:

@@ -13,10 +13,7 @@ from pydantic import ValidationError
 from acesteps import schemas
 from acesteps.messages import (
     MAX_CHUNK_BYTES,
-    MAX_DURATION_S,
-    MAX_PROMPT_CHARS,
     MESSAGE_TYPES,
-    MIN_DURATION_S,
     AudioChunk,
     AudioReady,
     ChainOrigin,
@@ -28,6 +25,7 @@ from acesteps.messages import (
     encode,
     headers_for,
 )
+from acesteps.options import MAX_DURATION_S, MAX_PROMPT_CHARS, MIN_DURATION_S
 
 hex32 = st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex())
 address = st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex())
@@ -152,7 +150,7 @@ def _request(**changes: object) -> dict[str, object]:
         ({"duration_s": MIN_DURATION_S - 0.01}, "greater than or equal"),
         ({"duration_s": MAX_DURATION_S + 1}, "less than or equal"),
         ({"prompt": ""}, "at least 1 character"),
-        ({"prompt": "   "}, "prompt is blank"),
+        ({"prompt": "   "}, "at least 1 character"),  # stripped first
         ({"prompt": "x" * (MAX_PROMPT_CHARS + 1)}, "at most"),
         ({"prompt": "bad\x00byte"}, "control characters"),
         ({"format": "flac"}, "'mp3' or 'wav'"),

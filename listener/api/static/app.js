@@ -6,7 +6,10 @@
 const STEPS = ["queued", "generating", "publishing", "completed"];
 const FINAL = new Set(["completed", "failed", "revoked"]);
 const KEY_STORAGE = "acesteps.apiKey";
+// Fields laid out by hand in index.html; every other request option gets a field built from
+// the OpenAPI document's GenerateBody (see addOptionFields), so a new option needs no edit here.
 const FIELDS = ["prompt", "tags", "lyrics", "duration", "format"];
+let options = []; // [{name, schema}] of the built fields
 
 const $ = (id) => document.getElementById(id);
 let events = null; // the EventSource of the request being followed
@@ -51,12 +54,13 @@ function showError(field, message) {
   slot.hidden = false;
   input.setAttribute("aria-invalid", "true");
   if (field === "api-key") $("api-key-box").open = true;
+  if (options.some((o) => o.name === field)) $("more-options").open = true;
   input.focus();
   return true;
 }
 
 function clearErrors() {
-  for (const field of [...FIELDS, "api-key"]) {
+  for (const field of [...FIELDS, ...options.map((o) => o.name), "api-key"]) {
     $(`${field}-error`).hidden = true;
     $(field).removeAttribute("aria-invalid");
   }
@@ -78,7 +82,87 @@ function requestBody() {
     tags,
   };
   if (form.lyrics.value.trim()) body.lyrics = form.lyrics.value;
+  for (const { name, schema } of options) {
+    const value = optionValue($(name), schema);
+    if (value !== undefined) body[name] = value;
+  }
   return body;
+}
+
+// ---------------------------------------------------------------- options from the OpenAPI document
+
+// The schema itself, or the non-null branch of `anyOf: [X, {type: "null"}]`.
+function plainSchema(schema) {
+  const branches = (schema.anyOf || []).filter((s) => s.type !== "null");
+  return branches.length === 1 ? { ...branches[0], ...schema, anyOf: undefined } : schema;
+}
+
+function optionInput(name, schema) {
+  let input;
+  if (schema.enum) {
+    input = document.createElement("select");
+    for (const value of ["", ...schema.enum]) {
+      const option = new Option(value === "" ? "(default)" : String(value), String(value));
+      input.add(option);
+    }
+  } else {
+    input = document.createElement("input");
+    if (schema.type === "boolean") input.type = "checkbox";
+    else if (schema.type === "integer" || schema.type === "number") {
+      input.type = "number";
+      if (schema.minimum != null) input.min = schema.minimum;
+      if (schema.maximum != null) input.max = schema.maximum;
+      input.step = schema.type === "integer" ? "1" : "any";
+    } else input.type = "text";
+    if (schema.type === "array") input.placeholder = "comma separated";
+  }
+  input.id = name;
+  input.name = name;
+  input.setAttribute("aria-describedby", `${name}-error`);
+  return input;
+}
+
+function optionValue(input, schema) {
+  if (schema.type === "boolean") return input.checked ? true : undefined;
+  const text = input.value.trim();
+  if (text === "") return undefined; // not asked: the server's default applies
+  if (schema.type === "array") return text.split(",").map((t) => t.trim()).filter(Boolean);
+  if (schema.type === "integer" || schema.type === "number") {
+    // Not a number: sent as text, so the server names the field.
+    return Number.isFinite(Number(text)) ? Number(text) : text;
+  }
+  return text;
+}
+
+async function addOptionFields() {
+  const answer = await fetch("api/openapi.json");
+  if (!answer.ok) return;
+  const body = (await answer.json()).components.schemas.GenerateBody;
+  const box = $("more-options-fields");
+  for (const [name, property] of Object.entries(body.properties)) {
+    if (FIELDS.includes(name)) continue;
+    const schema = plainSchema(property);
+    const field = document.createElement("div");
+    field.className = "field";
+    const label = document.createElement("label");
+    label.htmlFor = name;
+    label.textContent = `${schema.title || name} `;
+    if (schema.description) {
+      const hint = document.createElement("span");
+      hint.className = "hint";
+      hint.textContent = `(${schema.description})`;
+      label.append(hint);
+    }
+    const error = document.createElement("p");
+    error.className = "field-error";
+    error.id = `${name}-error`;
+    error.dataset.testid = `error-${name}`;
+    error.hidden = true;
+    field.append(label, optionInput(name, schema), error);
+    box.append(field);
+    options.push({ name, schema });
+  }
+  $("more-options").hidden = options.length === 0;
 }
 
 async function submit(event) {
@@ -300,7 +384,7 @@ async function verify() {
 
 // ---------------------------------------------------------------- start
 
-function start() {
+async function start() {
   const key = $("api-key");
   key.value = localStorage.getItem(KEY_STORAGE) || "";
   key.addEventListener("change", () => {
@@ -311,6 +395,11 @@ function start() {
   $("generate-form").addEventListener("submit", submit);
   $("verify-button").addEventListener("click", verify);
 
+  try {
+    await addOptionFields();
+  } catch (error) {
+    console.warn("no further options: the OpenAPI document did not load", error);
+  }
   const id = new URLSearchParams(location.search).get("id");
   if (id) follow(id.trim());
   document.body.dataset.ready = "true";

@@ -15,15 +15,27 @@ import sys
 from pathlib import Path
 
 from dotenv import dotenv_values
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from acesteps.dev import CHECKOUT
 from acesteps.settings import CACHE_DIR, CommonSettings
 
-__all__ = ["ENV_FILE", "child_env", "start_if_needed", "stop_if_started"]
+__all__ = ["ENV_FILE", "StackSettings", "child_env", "start_if_needed", "stop_if_started"]
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "stack"
+SCRIPT = CHECKOUT / "scripts" / "stack"
 ENV_FILE = CACHE_DIR / "run" / "stack.env"
 MARKER = CACHE_DIR / "run" / "stack.started-by-up"
+
+
+class StackSettings(BaseSettings):
+    """Where ``scripts/stack`` put its tools and logs (development and tests only)."""
+
+    model_config = SettingsConfigDict(env_prefix="ACESTEPS_STACK_", extra="ignore", frozen=True)
+
+    log_dir: Path = CACHE_DIR / "run" / "logs"
+    ipfs_bin: Path = CACHE_DIR / "bin" / "ipfs"
+    anvil_bin: Path = CACHE_DIR / "node" / "node_modules" / ".bin" / "anvil"
+    node_modules: Path = CACHE_DIR / "node" / "node_modules"
 
 
 def _reachable(bootstrap: str) -> bool:

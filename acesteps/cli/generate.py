@@ -1,4 +1,4 @@
-"""Client of the HTTP API: ``acesteps generate`` and ``acesteps status``.
+"""``acesteps generate`` and ``acesteps status``: the HTTP API from the command line.
 
 ``generate`` submits ``POST /api/generate?wait=0``, follows the request's server-sent events
 (``GET /api/generations/{id}/events``; when the stream breaks, it polls
@@ -8,8 +8,6 @@ keccak256 of the bytes is the record's ``audioHash``. ``status`` prints one reco
 Exit codes: 0 done; 1 the request failed or was revoked, the audio does not match its hash, or
 (``status``) there is no such request; 2 the API refused the request (4xx); 3 the API could
 not be reached or failed (5xx, or an answer that is not the API's).
-
-The client speaks only HTTP and JSON: it imports nothing from the services.
 """
 
 from __future__ import annotations
@@ -17,241 +15,44 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
-import re
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Final, TextIO
 
 import aiohttp
 
-from acesteps.hashing import Keccak256
-from acesteps.progressbar import Progress
-from acesteps.sse import sse_events
+from acesteps.cli.api import ApiClient, ApiError, Record, Sleep, open_session
+from acesteps.cli.options import add_option_arguments, options_body
+from acesteps.cli.progressbar import Progress
+from acesteps.types import AUDIO_FORMATS
 
 __all__ = [
-    "ApiClient",
-    "ApiError",
     "GenerateOptions",
     "add_generate_arguments",
     "add_status_arguments",
     "follow",
     "generate",
-    "open_session",
     "render_status",
     "run_generate_cli",
     "run_status_cli",
     "status",
 ]
 
-Record = dict[str, Any]
-Sleep = Callable[[float], Awaitable[None]]
-
-FINAL = frozenset({"completed", "failed", "revoked"})
-POLL_S = 2.0
-RETRIES = 3  # a 429 (or 503) with Retry-After is retried this many times
-POLL_FAILURES = 5  # consecutive unreachable/5xx polls tolerated before giving up
-_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
-
-
-class ApiError(Exception):
-    """No success: the API's ``{"error": {"code", "message", "field"?}}``, or no answer at all
-    (``status`` None)."""
-
-    def __init__(
-        self,
-        status: int | None,
-        code: str,
-        message: str,
-        field: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-        self.retry_after = retry_after
-
-    @property
-    def exit_code(self) -> int:
-        return 2 if self.status is not None and 400 <= self.status < 500 else 3
-
-
-# ---------------------------------------------------------------- HTTP
-
-
-def open_session(api_key: str | None) -> aiohttp.ClientSession:
-    headers = {"User-Agent": "acesteps-cli"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    # No total timeout: a generation takes minutes. The event stream sends a keep-alive every
-    # 15 s, so a minute of silence means a dead connection.
-    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
-    return aiohttp.ClientSession(headers=headers, timeout=timeout)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return 1.0
-
-
-async def _error_of(resp: aiohttp.ClientResponse) -> ApiError:
-    retry = _retry_after(resp.headers.get("Retry-After"))
-    try:
-        body = await resp.json(content_type=None)
-        error = body["error"]
-        return ApiError(
-            resp.status, str(error["code"]), str(error["message"]), error.get("field"), retry
-        )
-    except (ValueError, TypeError, KeyError, AttributeError, aiohttp.ClientError):
-        return ApiError(resp.status, f"http_{resp.status}", resp.reason or "error", None, retry)
-
-
-def _record(body: object) -> Record:
-    """A `Generation` record as the API writes it; anything else is not the API's answer."""
-    if (
-        not isinstance(body, dict)
-        or not isinstance(body.get("id"), str)
-        or not _ID.match(body["id"])
-        or not isinstance(body.get("status"), str)
-    ):
-        raise ApiError(None, "bad_response", f"not a generation record: {str(body)[:200]}")
-    return body
-
-
-def _unreachable(what: str, exc: BaseException) -> ApiError:
-    return ApiError(None, "unreachable", f"{what}: {str(exc) or type(exc).__name__}")
-
-
-class ApiClient:
-    """The endpoints the CLI uses, on one session (which carries the API key)."""
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        base_url: str,
-        *,
-        retries: int = RETRIES,
-        sleep: Sleep = asyncio.sleep,
-        notify: Callable[[str], None] = lambda _: None,
-    ) -> None:
-        self.session = session
-        self.base_url = base_url.rstrip("/")
-        self.retries = retries
-        self.sleep = sleep
-        self.notify = notify
-
-    async def _open(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
-        """A successful response, still to be read and released by the caller."""
-        url = self.base_url + path
-        attempt = 0
-        while True:
-            try:
-                resp = await self.session.request(method, url, **kwargs)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise _unreachable(f"{method} {url}", exc) from None
-            if resp.status < 400:
-                return resp
-            try:
-                error = await _error_of(resp)
-            finally:
-                resp.release()
-            if error.status not in (429, 503) or error.retry_after is None:
-                raise error
-            if attempt >= self.retries:
-                raise error
-            attempt += 1
-            self.notify(f"{error.code}: retrying in {error.retry_after:g} s")
-            await self.sleep(error.retry_after)
-
-    async def _record(self, method: str, path: str, **kwargs: Any) -> Record:
-        resp = await self._open(method, path, **kwargs)
-        async with resp:
-            try:
-                body = await resp.json(content_type=None)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise _unreachable(f"{method} {resp.url}", exc) from None
-            except ValueError:
-                raise ApiError(None, "bad_response", f"{method} {resp.url}: not JSON") from None
-        return _record(body)
-
-    @staticmethod
-    def _path(request_id: str, tail: str = "") -> str:
-        if not _ID.match(request_id):
-            raise ApiError(400, "invalid_id", "a request id is 0x + 64 hex digits", "id")
-        return f"/api/generations/{request_id.lower()}{tail}"
-
-    async def submit(self, body: Mapping[str, Any], idempotency_key: str | None = None) -> Record:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
-        return await self._record(
-            "POST", "/api/generate", params={"wait": "0"}, json=dict(body), headers=headers
-        )
-
-    async def get(self, request_id: str) -> Record:
-        return await self._record("GET", self._path(request_id))
-
-    async def events(self, request_id: str) -> AsyncIterator[Record]:
-        """The records of the ``status`` events; aiohttp and JSON errors break the stream."""
-        headers = {"Accept": "text/event-stream"}
-        resp = await self._open("GET", self._path(request_id, "/events"), headers=headers)
-        async with resp:
-            async for event in sse_events(resp.content.iter_any()):
-                if event.event == "status":
-                    yield _record(json.loads(event.data))
-
-    async def download(self, request_id: str, dest: Path) -> str:
-        """Write the audio to ``dest``; its keccak256 (``0x`` + hex)."""
-        resp = await self._open("GET", self._path(request_id, "/audio"))
-        digest = Keccak256()
-        async with resp:
-            try:
-                with dest.open("wb") as f:
-                    async for chunk in resp.content.iter_chunked(1 << 16):
-                        digest.update(chunk)
-                        f.write(chunk)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise _unreachable(f"GET {resp.url}", exc) from None
-        return digest.hexdigest()
-
-
-# ---------------------------------------------------------------- generate
+FINAL: Final = frozenset({"completed", "failed", "revoked"})
+POLL_S: Final = 2.0
+POLL_FAILURES: Final = 5  # consecutive unreachable/5xx polls tolerated before giving up
 
 
 @dataclass(frozen=True)
 class GenerateOptions:
-    prompt: str
-    duration: float = 30
-    lyrics: str = ""
-    tags: tuple[str, ...] = ()
-    format: Literal["mp3", "wav"] = "mp3"
-    seed: int | None = None
+    """What ``generate`` sends (``body``: the request options, API names) and does after."""
+
+    body: dict[str, Any] = field(default_factory=dict)
     wait: bool = True
     out: Path | None = None
     idempotency_key: str | None = None
-
-    def body(self) -> Record:
-        duration = int(self.duration) if float(self.duration).is_integer() else self.duration
-        return {
-            "prompt": self.prompt,
-            "duration": duration,
-            "lyrics": self.lyrics,
-            "tags": list(self.tags),
-            "format": self.format,
-            "seed": self.seed,
-        }
 
 
 async def follow(
@@ -328,7 +129,7 @@ async def generate(
     progress = progress or Progress(stderr)
     try:
         # 1. submit (the API answers at once with the queued record)
-        record = await api.submit(opts.body(), opts.idempotency_key)
+        record = await api.submit(opts.body, opts.idempotency_key)
         request_id: str = record["id"].lower()
         print(f"request {request_id}", file=stderr, flush=True)
         if not opts.wait:
@@ -350,7 +151,8 @@ async def generate(
         expected = record.get("audioHash")
         if not isinstance(expected, str):
             raise ApiError(None, "bad_response", f"request {request_id} has no audioHash")
-        fmt = record.get("format") if record.get("format") in ("mp3", "wav") else opts.format
+        fmt = record.get("format")
+        fmt = fmt if fmt in AUDIO_FORMATS else opts.body.get("format", "mp3")
         dest = opts.out or Path(f"{request_id}.{fmt}")
         partial = dest.with_name(dest.name + ".part")
         try:
@@ -417,20 +219,9 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", help="API key (default: ACESTEPS_API_KEY)")
 
 
-def _seconds(value: str) -> float:
-    seconds = float(value)
-    if not math.isfinite(seconds):
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}")
-    return seconds
-
-
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="what the track should sound like")
-    parser.add_argument("--duration", type=_seconds, default=30, help="seconds (default 30)")
-    parser.add_argument("--lyrics-file", type=Path, help="UTF-8 text file with the lyrics")
-    parser.add_argument("--tags", default="", help="comma-separated: genre, mood, instruments")
-    parser.add_argument("--format", choices=["mp3", "wav"], default="mp3")
-    parser.add_argument("--seed", type=int, help="fix it to reproduce a track")
+    add_option_arguments(parser)  # the prompt, --duration, --tags, ...: one per request option
+    parser.add_argument("--lyrics-file", type=Path, help="read the lyrics from a UTF-8 file")
     parser.add_argument(
         "--wait",
         action=argparse.BooleanOptionalAction,
@@ -464,27 +255,28 @@ def _notify(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _body(args: argparse.Namespace) -> dict[str, Any]:
+    body = options_body(args)
+    if args.lyrics_file is not None:
+        if "lyrics" in body:
+            raise ValueError("give --lyrics or --lyrics-file, not both")
+        body["lyrics"] = args.lyrics_file.read_text(encoding="utf-8")
+    return body
+
+
 async def run_generate_cli(args: argparse.Namespace) -> int:
     """Run ``acesteps generate``; its exit code."""
     try:
         url, key = _connection(args)
-        lyrics = args.lyrics_file.read_text(encoding="utf-8") if args.lyrics_file else ""
+        body = _body(args)
     except ApiError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         print(f"error: --lyrics-file: {exc}", file=sys.stderr)
         return 2
     opts = GenerateOptions(
-        prompt=args.prompt,
-        duration=args.duration,
-        lyrics=lyrics,
-        tags=tuple(t.strip() for t in args.tags.split(",") if t.strip()),
-        format=args.format,
-        seed=args.seed,
-        wait=args.wait,
-        out=args.out,
-        idempotency_key=args.idempotency_key,
+        body=body, wait=args.wait, out=args.out, idempotency_key=args.idempotency_key
     )
     async with open_session(key) as session:
         api = ApiClient(session, url, notify=_notify)

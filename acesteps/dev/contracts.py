@@ -1,28 +1,28 @@
-"""The ``AceStepsRegistry`` contract: build its artifacts, load its ABI.
+"""Building the ``AceStepsRegistry`` artifacts: ``acesteps contracts build`` / ``check``.
 
-``acesteps contracts build`` compiles ``contracts/AceStepsRegistry.sol`` with the pinned
-solc-js and writes ``contracts/abi/AceStepsRegistry.json`` (ABI) and ``.bin`` (bytecode);
-a test recompiles and fails when the committed artifacts are stale. The services load the ABI
-from the committed file, so they need neither Node.js nor the compiler.
+``build`` compiles ``contracts/AceStepsRegistry.sol`` with the pinned solc-js and writes
+``contracts/abi/AceStepsRegistry.json`` (ABI) and ``.bin`` (bytecode); a test recompiles and
+fails when the committed artifacts are stale. The services read the committed files as
+package data (`acesteps.registry`), so they need neither Node.js nor the compiler.
 """
 
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
-from typing import Any
 
-__all__ = ["ABI_DIR", "NAME", "build", "bytecode", "load_abi", "render", "stale"]
+from acesteps.dev import CHECKOUT
+from acesteps.registry import NAME
 
-NAME = "AceStepsRegistry"
-CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
+__all__ = ["ABI_DIR", "build", "render", "stale"]
+
+CONTRACTS_DIR = CHECKOUT / "contracts"
 ABI_DIR = CONTRACTS_DIR / "abi"
 
 
 def render() -> dict[str, str]:
     """File name -> content of the artifacts that the current source compiles to."""
-    from acesteps.solc import compile_sources  # needs Node.js: build time only
+    from acesteps.dev.solc import compile_sources  # needs Node.js
 
     source = (CONTRACTS_DIR / f"{NAME}.sol").read_text()
     out = compile_sources({f"{NAME}.sol": source})[f"{NAME}.sol"][NAME]
@@ -47,14 +47,3 @@ def stale(directory: Path = ABI_DIR) -> list[str]:
         for name, text in render().items()
         if not (directory / name).is_file() or (directory / name).read_text() != text
     ]
-
-
-@cache
-def load_abi() -> list[dict[str, Any]]:
-    abi: list[dict[str, Any]] = json.loads((ABI_DIR / f"{NAME}.json").read_text())
-    return abi
-
-
-@cache
-def bytecode() -> str:
-    return (ABI_DIR / f"{NAME}.bin").read_text().strip()

@@ -10,11 +10,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from acesteps.settings import StackSettings
+from acesteps.dev import CHECKOUT
+from acesteps.dev.localstack import StackSettings
 
 __all__ = ["SolcError", "compile_sources", "solc_version"]
 
-_SCRIPT = Path(__file__).resolve().parent.parent / "contracts" / "solc-compile.cjs"
+_SCRIPT = CHECKOUT / "contracts" / "solc-compile.cjs"
 
 
 class SolcError(RuntimeError):

@@ -1,6 +1,6 @@
 """Running the whole service on one machine: ``acesteps up``, ``acesteps demo``, ``acesteps down``.
 
-``up`` starts the local stack when it is not running (`acesteps.localstack`), deploys the
+``up`` starts the local stack when it is not running (`acesteps.dev.localstack`), deploys the
 registry to the local chain (once; anvil's development account 0 is the owner, account 1 the
 publisher), then starts ``python -m listener``, ``generator`` and
 ``publisher`` as background processes with their logs and pid files under ``.cache/run``.
@@ -25,16 +25,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from eth_account import Account
+from web3.types import TxParams, Wei
 
-from acesteps import localstack
-from acesteps.chain import Deployment, connect, deploy_registry, registry
-from acesteps.client import ApiClient, ApiError, follow, open_session
-from acesteps.devchain import dev_key
+from acesteps.chain import connect, deploy_registry
+from acesteps.cli.api import ApiClient, ApiError, open_session
+from acesteps.cli.generate import follow
+from acesteps.cli.progressbar import Progress
+from acesteps.deployment import Deployment
+from acesteps.dev import localstack
+from acesteps.dev.devchain import dev_key
+from acesteps.dev.localstack import StackSettings
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.kafka.admin import ensure_topics
-from acesteps.progressbar import Progress
-from acesteps.settings import ChainSettings, ClientSettings, StackSettings
+from acesteps.registry import Registry
+from acesteps.settings import ChainSettings, ClientSettings
 from acesteps.verify import KuboSource, verify
 
 __all__ = ["demo", "down", "up"]
@@ -160,19 +165,17 @@ async def _request_on_chain(settings: ChainSettings, prompt: str, duration: int)
     try:
         chain_id = await w3.eth.chain_id
         account = Account.from_key(dev_key(2, chain_id))
-        contract = registry(w3, settings.contract())
-        fee = await contract.functions.requestFee().call()
-        tx = await contract.functions.requestGeneration(prompt, "", duration).build_transaction(
-            {
-                "from": account.address,
-                "value": fee,
-                "nonce": await w3.eth.get_transaction_count(account.address, "pending"),
-            }
-        )
+        registry = Registry(w3, settings.contract())
+        params: TxParams = {
+            "from": account.address,
+            "value": Wei(await registry.request_fee()),
+            "nonce": await w3.eth.get_transaction_count(account.address, "pending"),
+        }
+        tx = await registry.request_generation(prompt, "", duration).build_transaction(params)
         tx_hash = await w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
         receipt = await w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
-        (event,) = contract.events.GenerationRequested().process_receipt(receipt)
-        return "0x" + event["args"]["requestId"].hex(), tx_hash.to_0x_hex()
+        (event,) = registry.requested(receipt)
+        return str(event["requestId"]), tx_hash.to_0x_hex()
     finally:
         await w3.provider.disconnect()
 
@@ -206,9 +209,8 @@ async def _fetch_and_verify(
     out.write_bytes(data)
     w3 = connect(settings.rpc_url)
     try:
-        contract = registry(w3, settings.contract())
         source = KuboSource(kubo, settings.ipfs_api_url)
-        verdict = await verify(contract, record["id"], source)
+        verdict = await verify(Registry(w3, settings.contract()), record["id"], source)
     finally:
         await w3.provider.disconnect()
     # MATCH only when the chain, the bytes and what the API reported all agree.

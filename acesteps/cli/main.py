@@ -1,20 +1,27 @@
 """The ``acesteps`` command.
 
-acesteps schemas export [--dir DIR]   write the topic JSON Schemas
-acesteps schemas check [--dir DIR]    exit 1 when the written schemas are stale
-acesteps topics create                create the topics on the configured Kafka
 acesteps generate PROMPT [...]        submit to the HTTP API, wait, download and check the audio
 acesteps status ID [--json]           one request's record from the HTTP API
+acesteps verify ID [--file F]         check a track against its on-chain registration
+acesteps schemas export|check         the topics' JSON Schemas
+acesteps topics create                create the topics on the configured Kafka
+acesteps contracts deploy             deploy the registry from the shipped bytecode
+acesteps contracts build|check        compile the contract (a checkout with solc-js)
+acesteps up | demo | down             the whole service on this machine (a checkout)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from pathlib import Path
 
-from acesteps import client, schemas, verify
+from acesteps import __version__, schemas
+from acesteps.cli import generate, verify
+
+__all__ = ["build_parser", "main"]
 
 
 def _schemas(args: argparse.Namespace) -> int:
@@ -42,25 +49,24 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def _contracts(args: argparse.Namespace) -> int:
-    from acesteps import contracts
+    if args.action == "deploy":
+        return asyncio.run(_deploy(args))
+    from acesteps.dev import contracts  # solc-js, in a checkout
 
     if args.action == "build":
         for path in contracts.build():
             print(path)
         return 0
-    if args.action == "check":
-        stale = contracts.stale()
-        for name in stale:
-            print(f"stale: contracts/abi/{name} (run `acesteps contracts build`)", file=sys.stderr)
-        return 1 if stale else 0
-    return asyncio.run(_deploy(args))
+    stale = contracts.stale()
+    for name in stale:
+        print(f"stale: contracts/abi/{name} (run `acesteps contracts build`)", file=sys.stderr)
+    return 1 if stale else 0
 
 
 async def _deploy(args: argparse.Namespace) -> int:
     from eth_account import Account
 
     from acesteps.chain import connect, deploy_registry
-    from acesteps.devchain import dev_key
     from acesteps.settings import ChainSettings, ConfigError, load_settings
 
     settings = load_settings(ChainSettings)
@@ -68,8 +74,12 @@ async def _deploy(args: argparse.Namespace) -> int:
     try:
         chain_id = await w3.eth.chain_id
         try:
-            key = dev_key(args.dev_account, chain_id) if args.dev_account is not None else None
-            key = key or settings.signing_key()
+            if args.dev_account is not None:
+                from acesteps.dev.devchain import dev_key
+
+                key = dev_key(args.dev_account, chain_id)
+            else:
+                key = settings.signing_key()
         except (ConfigError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -84,9 +94,7 @@ async def _deploy(args: argparse.Namespace) -> int:
 
 
 def _local(args: argparse.Namespace) -> int:
-    import json
-
-    from acesteps import localrun
+    from acesteps.dev import localrun  # the local stack, in a checkout
 
     if args.command == "up":
         print(json.dumps(localrun.up()))
@@ -103,11 +111,24 @@ def _local(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acesteps", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"acesteps {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="request a track from the HTTP API and download it")
+    generate.add_generate_arguments(p)
+    p.set_defaults(func=lambda a: asyncio.run(generate.run_generate_cli(a)))
+
+    p = sub.add_parser("status", help="a request's record from the HTTP API")
+    generate.add_status_arguments(p)
+    p.set_defaults(func=lambda a: asyncio.run(generate.run_status_cli(a)))
+
+    p = sub.add_parser("verify", help="check a track against its on-chain registration")
+    verify.add_arguments(p)
+    p.set_defaults(func=lambda a: asyncio.run(verify.run_cli(a)))
 
     p = sub.add_parser("schemas", help="JSON Schemas of the topic messages")
     p.add_argument("action", choices=["export", "check"])
-    p.add_argument("--dir", default=str(schemas.DEFAULT_DIR))
+    p.add_argument("--dir", default=str(schemas.PACKAGED_DIR))
     p.set_defaults(func=_schemas)
 
     p = sub.add_parser("topics", help="Kafka topics")
@@ -125,18 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="deployment file (default: ACESTEPS_DEPLOYMENT_FILE)")
     p.set_defaults(func=_contracts)
 
-    p = sub.add_parser("verify", help="check a track against its on-chain registration")
-    verify.add_arguments(p)
-    p.set_defaults(func=lambda a: asyncio.run(verify.run_cli(a)))
-
-    p = sub.add_parser("generate", help="request a track from the HTTP API and download it")
-    client.add_generate_arguments(p)
-    p.set_defaults(func=lambda a: asyncio.run(client.run_generate_cli(a)))
-
-    p = sub.add_parser("status", help="a request's record from the HTTP API")
-    client.add_status_arguments(p)
-    p.set_defaults(func=lambda a: asyncio.run(client.run_status_cli(a)))
-
     sub.add_parser("up", help="deploy locally and start the services").set_defaults(func=_local)
     sub.add_parser("down", help="stop the services `up` started").set_defaults(func=_local)
     p = sub.add_parser("demo", help="one on-chain and one HTTP request through the whole pipeline")
@@ -151,7 +160,3 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

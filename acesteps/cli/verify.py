@@ -1,0 +1,115 @@
+"""``acesteps verify``: its arguments, the verdict for a person, the exit code (0/1/2).
+
+The check itself is `acesteps.verify`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import aiohttp
+
+from acesteps.chain import connect
+from acesteps.ipfs.kubo import KuboClient
+from acesteps.registry import Registry
+from acesteps.settings import ChainSettings, ConfigError, load_settings
+from acesteps.verify import (
+    DEFAULT_MAX_BYTES,
+    ByteSource,
+    FileSource,
+    GatewaySource,
+    KuboSource,
+    Status,
+    Verdict,
+    verify,
+)
+
+__all__ = ["add_arguments", "render", "run_cli"]
+
+_HEADLINE = {Status.MATCH: "MATCH", Status.MISMATCH: "MISMATCH", Status.UNKNOWN: "CANNOT VERIFY"}
+
+
+def render(v: Verdict) -> str:
+    """The verdict for a person: a headline, then both sides, one value per line."""
+    lines = [f"{_HEADLINE[v.status]}: {v.reason}", ""]
+
+    def row(label: str, value: object) -> None:
+        if value is not None:
+            lines.append(f"  {label:<14}{value}")
+
+    row("target", v.target if v.target != v.request_id else None)
+    row("request id", v.request_id)
+    if v.also_registered_as:
+        row("same CID in", ", ".join(v.also_registered_as))
+    row("contract", f"{v.contract} on chain {v.chain_id}" if v.chain_id else v.contract)
+    if v.registered_block is not None:
+        row("registered", f"block {v.registered_block}, tx {v.registered_tx}")
+    row("bytes from", v.source)
+    row("size", f"{v.size} bytes" if v.size is not None else None)
+    if v.onchain_audio_hash is not None:
+        lines.append("")
+        for label, on, got, same in (
+            ("audioHash", v.onchain_audio_hash, v.computed_audio_hash, v.hash_matches),
+            ("CID", v.onchain_cid, v.computed_cid, v.cid_matches),
+        ):
+            mark = "" if same is None else ("  (same)" if same else "  (DIFFERENT)")
+            lines.append(f"  {label:<14}on chain  {on}")
+            lines.append(f"  {'':<14}computed  {got if got is not None else '-'}{mark}")
+    if v.contract_verify is not None:
+        lines.append("")
+        row("contract says", f"verify(requestId, computed audioHash) = {v.contract_verify}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``acesteps verify``; the parser's ``func`` is left to the caller."""
+    parser.add_argument("target", metavar="ID", help="request id (0x + 64 hex) or CID")
+    parser.add_argument("--file", type=Path, help="check this local file instead of IPFS")
+    parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    parser.add_argument("--rpc-url", help="JSON-RPC endpoint (default: ACESTEPS_RPC_URL)")
+    parser.add_argument("--contract", help="registry address (default: settings/deployment)")
+    parser.add_argument(
+        "--from-block", type=int, help="first block of log searches (default: deployment or 0)"
+    )
+    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--ipfs-api-url", help="Kubo RPC (default: ACESTEPS_IPFS_API_URL)")
+    where.add_argument("--gateway-url", help="read the bytes from this HTTP gateway instead")
+
+
+async def run_cli(args: argparse.Namespace) -> int:
+    """Run ``acesteps verify``; prints the verdict and returns its exit code (0/1/2)."""
+    settings = load_settings(ChainSettings)
+    try:
+        address = args.contract or settings.contract()
+    except ConfigError as exc:
+        verdict = Verdict(Status.UNKNOWN, str(exc), args.target)
+        print(verdict.to_json() if args.json else render(verdict))
+        return verdict.exit_code
+    from_block = args.from_block
+    if from_block is None:
+        from_block = settings.deployment_block(address) or 0
+    w3 = connect(args.rpc_url or settings.rpc_url, timeout_s=30.0)
+    async with aiohttp.ClientSession() as session:
+        source: ByteSource
+        if args.file is not None:
+            source = FileSource(args.file)
+        elif args.gateway_url:
+            source = GatewaySource(session, args.gateway_url, settings.ipfs_timeout_s)
+        else:
+            url = args.ipfs_api_url or settings.ipfs_api_url
+            kubo = KuboClient(url, session=session, timeout_s=settings.ipfs_timeout_s)
+            source = KuboSource(kubo, url)
+        try:
+            verdict = await verify(
+                Registry(w3, address),
+                args.target,
+                source,
+                from_block=from_block,
+                max_bytes=args.max_bytes,
+            )
+        finally:
+            await w3.provider.disconnect()
+    print(verdict.to_json() if args.json else render(verdict))
+    return verdict.exit_code

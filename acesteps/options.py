@@ -1,0 +1,153 @@
+"""What a caller asks for: the one definition of every request field.
+
+`GenerationOptions` is the request as its author wrote it. Every surface derives from it:
+
+- the topic message `acesteps.messages.GenerationRequest` (snake_case JSON) inherits it;
+- the HTTP API's body ``GenerateBody`` inherits it under camelCase names (`api_name`), and
+  the API's record ``Generation`` inherits `Extras`; the OpenAPI document is built from them;
+- the JSON Schemas in ``schemas/`` are exported from the messages;
+- ``acesteps generate`` builds its arguments from the fields (`acesteps.cli.options`), and
+  the web page its form from the OpenAPI document.
+
+So a new request field is one more field of `Extras` here, with a default that means "not
+asked" (which keeps every surface backward compatible), plus the generator's use of it in
+``generator/jobs.py``. ``tests/unit/test_options.py`` fails when a surface misses a field.
+
+The limits are structural (lengths, ranges, formats): a value that validates is a request the
+service accepts. What only the model can judge (token counts, the content policy) is checked
+by the generator before any GPU work.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Final
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from acesteps.types import AudioFormat
+
+__all__ = [
+    "MAX_DURATION_S",
+    "MAX_LYRICS_CHARS",
+    "MAX_PROMPT_CHARS",
+    "MAX_SEED",
+    "MAX_TAGS",
+    "MAX_TAG_CHARS",
+    "MIN_DURATION_S",
+    "Essentials",
+    "Extras",
+    "GenerationOptions",
+    "api_name",
+    "clean_text",
+]
+
+MIN_DURATION_S: Final = 5
+MAX_DURATION_S: Final = 240
+MAX_PROMPT_CHARS: Final = 1_000
+MAX_LYRICS_CHARS: Final = 4_096
+MAX_TAGS: Final = 16
+MAX_TAG_CHARS: Final = 48
+MAX_SEED: Final = 2**32 - 1
+
+# Control characters a request may not carry (newlines, tabs and carriage returns may: lyrics
+# are lines). The same set as a JSON Schema pattern, so that clients and property-based tests
+# see the rule the server applies.
+_CTRL: Final = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
+_CONTROL: Final = re.compile(f"[{_CTRL}]")
+TEXT_PATTERN: Final = f"^[^{_CTRL}]*$"
+PROMPT_PATTERN: Final = f"^[^{_CTRL}]*[^{_CTRL}\\s][^{_CTRL}]*$"  # and not only whitespace
+
+_API_NAMES: Final = {"duration_s": "duration"}
+
+
+def api_name(field: str) -> str:
+    """A field's name in the HTTP API and on the command line (``duration_s`` -> ``duration``,
+    others camelCase): the API keeps the names of its first public version."""
+    return _API_NAMES.get(field, to_camel(field))
+
+
+def clean_text(value: str, field: str) -> str:
+    """``value`` if it is text a request may carry: no control characters (newlines and tabs
+    are allowed), no lone surrogates (JSON allows them, UTF-8 cannot encode them)."""
+    if _CONTROL.search(value):
+        raise ValueError(f"{field} contains control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{field} is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
+Text = Annotated[str, Field(json_schema_extra={"pattern": TEXT_PATTERN})]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Essentials(_Frozen):
+    """What every request says (or gets a default for): the text, the length, the format."""
+
+    prompt: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS, strip_whitespace=True),
+    ] = Field(
+        description="what the track should sound like",
+        json_schema_extra={"pattern": PROMPT_PATTERN},
+    )
+    duration_s: float = Field(
+        30, ge=MIN_DURATION_S, le=MAX_DURATION_S, description="length of the track in seconds"
+    )
+    format: AudioFormat = Field("mp3", description="mp3 (320 kbps CBR) or wav (16-bit PCM)")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        return clean_text(value, "prompt")
+
+    @field_validator("duration_s", mode="before")
+    @classmethod
+    def _number(cls, value: object) -> object:
+        # JSON true would otherwise be read as 1 second.
+        if isinstance(value, bool):
+            raise ValueError("must be a number")
+        return value
+
+
+class Extras(_Frozen):
+    """The optional inputs: each default means "not asked". New request fields go here."""
+
+    lyrics: Annotated[Text, StringConstraints(max_length=MAX_LYRICS_CHARS)] = Field(
+        "", description="the words to sing; empty for an instrumental"
+    )
+    tags: tuple[Annotated[Text, StringConstraints(min_length=1, max_length=MAX_TAG_CHARS)], ...] = (
+        Field((), max_length=MAX_TAGS, description="genre, mood, instruments")
+    )
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="fix it to reproduce a track (default: from the id)"
+    )
+
+    @field_validator("lyrics", "tags")
+    @classmethod
+    def _text(cls, value: str | tuple[str, ...], info: ValidationInfo) -> str | tuple[str, ...]:
+        name = str(info.field_name)
+        if isinstance(value, str):
+            return clean_text(value, name)
+        return tuple(clean_text(tag, "tag") for tag in value)
+
+
+class GenerationOptions(Extras, Essentials):
+    """A request as its author wrote it (essentials first, then extras)."""
+
+    def options(self) -> dict[str, object]:
+        """The option fields and their values (without the fields a subclass adds)."""
+        return {name: getattr(self, name) for name in GenerationOptions.model_fields}

@@ -1,0 +1,244 @@
+"""``AceStepsRegistry``, typed: the one module that builds its calls and reads its events.
+
+The listener, the publisher, the API and ``acesteps verify`` go through `Registry` (reads, and
+the calls a `publisher.txsender.TxSender` signs) and `decode_event` (logs, decoded by event
+name and parameter name from the ABI, never by topic position). The ABI and bytecode are the
+committed artifacts of ``contracts/abi/``, shipped inside the package (``acesteps/data/abi``)
+and read with `importlib.resources`, so an installed wheel needs no checkout.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from functools import cache
+from importlib.resources import files
+from typing import Any, Final
+
+from eth_abi.abi import decode as abi_decode
+from eth_utils.crypto import keccak
+from web3 import AsyncWeb3
+from web3.contract import AsyncContract
+from web3.contract.async_contract import AsyncContractFunction
+from web3.exceptions import Web3Exception
+
+from acesteps.reverts import decode_revert
+from acesteps.types import to_bytes32, to_hex
+
+__all__ = [
+    "NAME",
+    "EventDecodeError",
+    "LogRef",
+    "Registry",
+    "RequestStatus",
+    "Track",
+    "abi",
+    "bytecode",
+    "decode_event",
+    "event_topic",
+]
+
+NAME: Final = "AceStepsRegistry"
+LOG_RANGE: Final = 10_000  # blocks per eth_getLogs of a scan (halved when a node refuses)
+_ZERO: Final = b"\x00" * 32
+
+
+@cache
+def abi() -> list[dict[str, Any]]:
+    """The registry's ABI (package data)."""
+    text = (files("acesteps") / "data" / "abi" / f"{NAME}.json").read_text()
+    loaded: list[dict[str, Any]] = json.loads(text)
+    return loaded
+
+
+@cache
+def bytecode() -> str:
+    """The deployable bytecode, ``0x``-hex (package data)."""
+    return (files("acesteps") / "data" / "abi" / f"{NAME}.bin").read_text().strip()
+
+
+class RequestStatus(IntEnum):
+    """``AceStepsRegistry.Status``."""
+
+    NONE = 0
+    PENDING = 1
+    REGISTERED = 2
+    FAILED = 3
+
+
+@dataclass(frozen=True)
+class Track:
+    """A registration: the keccak256 of the file's bytes and its CID."""
+
+    audio_hash: str
+    cid: str
+
+
+@dataclass(frozen=True)
+class LogRef:
+    """Where an event was emitted."""
+
+    tx_hash: str
+    block_number: int
+    block_hash: str
+
+
+# ---------------------------------------------------------------------- events
+
+
+class EventDecodeError(ValueError):
+    """A log that does not decode as the named event."""
+
+
+def _event(name: str) -> dict[str, Any]:
+    for item in abi():
+        if item.get("type") == "event" and item.get("name") == name:
+            return item
+    raise KeyError(f"{NAME} has no event {name}")
+
+
+@cache
+def event_topic(name: str) -> str:
+    """topic0 of event ``name``: keccak256 of its signature, ``0x``-hex."""
+    inputs = ",".join(str(i["type"]) for i in _event(name)["inputs"])
+    return to_hex(keccak(text=f"{name}({inputs})"))
+
+
+def decode_event(
+    name: str, topics: Sequence[str], data: bytes, *, indexed_only: bool = False
+) -> dict[str, Any]:
+    """The parameters of a ``name`` log by parameter name: bytes32 as ``0x``-hex, addresses
+    checksummed, and strings as raw bytes (Solidity never checks UTF-8: a raw call can emit
+    any bytes, so the caller decides what to do with them). ``indexed_only`` decodes the
+    topics alone. Raises `EventDecodeError`."""
+    event = _event(name)
+    if not topics or topics[0].lower() != event_topic(name):
+        raise EventDecodeError(f"not a {name} log")
+    indexed = [i for i in event["inputs"] if i["indexed"]]
+    plain = [] if indexed_only else [i for i in event["inputs"] if not i["indexed"]]
+    if len(topics) != len(indexed) + 1:
+        raise EventDecodeError(f"{name} log with {len(topics)} topics, expected {len(indexed) + 1}")
+    args: dict[str, Any] = {}
+    try:
+        for item, topic in zip(indexed, topics[1:], strict=True):
+            (args[item["name"]],) = abi_decode([item["type"]], bytes.fromhex(topic[2:]))
+        types = ["bytes" if i["type"] == "string" else i["type"] for i in plain]
+        for item, value in zip(plain, abi_decode(types, data), strict=True):
+            args[item["name"]] = value
+    except Exception as exc:  # eth_abi raises many types for malformed data
+        raise EventDecodeError(f"{name} event data: {type(exc).__name__}: {exc}") from None
+    for item in [*indexed, *plain]:
+        if item["type"] == "bytes32":
+            args[item["name"]] = to_hex(args[item["name"]])
+        elif item["type"] == "address":
+            args[item["name"]] = AsyncWeb3.to_checksum_address(args[item["name"]])
+    return args
+
+
+# ---------------------------------------------------------------------- the contract
+
+
+class Registry:
+    """One deployed registry on one node: typed reads and the calls a signer sends."""
+
+    def __init__(self, w3: AsyncWeb3[Any], address: str) -> None:
+        self.w3 = w3
+        self.contract: AsyncContract = w3.eth.contract(
+            address=AsyncWeb3.to_checksum_address(address), abi=abi()
+        )
+        self.address: str = str(self.contract.address)
+
+    # ------------------------------------------------------------ reads
+
+    async def status(self, request_id: str | bytes) -> RequestStatus:
+        """The on-chain status of a request (`RequestStatus.NONE` for ids never requested)."""
+        call = self.contract.functions.requests(to_bytes32(request_id))
+        values = await call.call()
+        # By name: the getter's field order follows the struct's, which may be repacked.
+        names = [output["name"] for output in call.abi["outputs"]]
+        return RequestStatus(values[names.index("status")])
+
+    async def track_of(self, request_id: str | bytes) -> Track | None:
+        audio_hash, cid = await self.contract.functions.trackOf(to_bytes32(request_id)).call()
+        if bytes(audio_hash) == _ZERO:
+            return None
+        return Track(to_hex(bytes(audio_hash)), str(cid))
+
+    async def verify(self, request_id: str | bytes, audio_hash: str | bytes) -> bool:
+        """The contract's own ``verify(requestId, audioHash)``."""
+        call = self.contract.functions.verify(to_bytes32(request_id), to_bytes32(audio_hash))
+        return bool(await call.call())
+
+    async def request_fee(self) -> int:
+        return int(await self.contract.functions.requestFee().call())
+
+    async def registration(self, request_id: str | bytes, from_block: int = 0) -> LogRef | None:
+        """Where ``request_id`` was registered: its ``TrackRegistered`` log, if any."""
+        logs = await self.contract.events.TrackRegistered().get_logs(
+            argument_filters={"requestId": to_bytes32(request_id)},
+            from_block=from_block,
+            to_block="latest",
+        )
+        for entry in logs:  # at most one: the contract registers an id once
+            return LogRef(
+                to_hex(entry["transactionHash"]),
+                int(entry["blockNumber"]),
+                to_hex(entry["blockHash"]),
+            )
+        return None
+
+    async def ids_with_cid(self, cid: str, from_block: int = 0) -> list[str]:
+        """Request ids whose ``TrackRegistered`` carries ``cid``, oldest first.
+
+        The CID is not an indexed topic, so this scans every registration from ``from_block``
+        in bounded ranges: fine for a tool, too slow for a service on a long chain.
+        """
+        head = await self.w3.eth.block_number
+        event, found = self.contract.events.TrackRegistered(), []
+        start, step = from_block, LOG_RANGE
+        while start <= head:
+            end = min(start + step - 1, head)
+            try:
+                logs = await event.get_logs(from_block=start, to_block=end)
+            except Web3Exception:
+                if step == 1:
+                    raise
+                step = max(1, step // 2)  # the node refused the range: try a smaller one
+                continue
+            found += [to_hex(e["args"]["requestId"]) for e in logs if e["args"]["cid"] == cid]
+            start = end + 1
+        return found
+
+    def decode_revert(self, data: object) -> tuple[str, tuple[object, ...]]:
+        """The custom error (or ``Error``/``Panic``) in revert ``data``."""
+        return decode_revert(abi(), data)
+
+    # ------------------------------------------------------------ calls (signed elsewhere)
+
+    def register_track(
+        self, request_id: str | bytes, audio_hash: str | bytes, cid: str
+    ) -> AsyncContractFunction:
+        return self.contract.functions.registerTrack(
+            to_bytes32(request_id), to_bytes32(audio_hash), cid
+        )
+
+    def mark_failed(self, request_id: str | bytes, reason: str) -> AsyncContractFunction:
+        return self.contract.functions.markFailed(to_bytes32(request_id), reason)
+
+    def request_generation(
+        self, prompt: str, lyrics: str, duration_s: int
+    ) -> AsyncContractFunction:
+        return self.contract.functions.requestGeneration(prompt, lyrics, duration_s)
+
+    def requested(self, receipt: Any) -> list[dict[str, Any]]:
+        """The ``GenerationRequested`` events of a transaction receipt, decoded."""
+        topic = event_topic("GenerationRequested")
+        return [
+            decode_event("GenerationRequested", [to_hex(t) for t in log["topics"]], log["data"])
+            for log in receipt["logs"]
+            if log["topics"]
+            and to_hex(log["topics"][0]) == topic
+            and log["address"].lower() == self.address.lower()
+        ]

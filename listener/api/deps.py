@@ -1,0 +1,99 @@
+"""What the API's handlers share: their dependencies (`ApiDeps`) and the JSON error answer.
+
+`listener.api.routes` reads them from the application (``app[DEPS]``, ``request[CALLER]``);
+`listener.api.app` builds the application around them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from acesteps.messages import GenerationRequest
+from acesteps.verify import Verdict
+from listener.api.audiocache import AudioCache
+from listener.api.auth import ApiKeys, RateLimiter
+from listener.api.models import ApiError, ErrorBody
+from listener.api.projection import Hub, Projection
+from listener.api.store import Store
+
+__all__ = [
+    "CALLER",
+    "DEPS",
+    "STATIC",
+    "ApiDeps",
+    "ApiFailure",
+    "Submitter",
+    "Verifier",
+    "error_response",
+]
+
+DEPS: web.AppKey[ApiDeps] = web.AppKey("deps")
+CALLER = web.RequestKey("caller", str)
+"""Who is calling: the API key id, or ``local`` when keys are off."""
+STATIC = Path(str(files("listener.api") / "static"))
+"""The web page's files: package data, on disk wherever the package is installed."""
+
+
+class Submitter(Protocol):
+    async def submit(self, request: GenerationRequest) -> None:
+        """Write the request to ``PREFIX.requests.v1`` (raises when Kafka refuses)."""
+        ...
+
+
+class Verifier(Protocol):
+    async def __call__(self, request_id: str) -> Verdict: ...
+
+
+@dataclass
+class ApiDeps:
+    store: Store
+    hub: Hub
+    projection: Projection | None
+    submitter: Submitter
+    audio: AudioCache
+    verifier: Verifier
+    keys: ApiKeys
+    generate_limit: RateLimiter
+    read_limit: RateLimiter
+    wait_s: float
+    public_url: str | None = None
+    resend_after_s: float = 10.0
+
+
+class ApiFailure(web.HTTPException):
+    """An answer with a JSON error body (raise it from a handler)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status_code = status
+        super().__init__(
+            headers=headers,
+            text=_error_json(code, message, field),
+            content_type="application/json",
+        )
+
+
+def _error_json(code: str, message: str, field: str | None = None) -> str:
+    return ErrorBody(error=ApiError(code=code, message=message, field=field)).model_dump_json(
+        by_alias=True, exclude_none=True
+    )
+
+
+def error_response(status: int, code: str, message: str, **headers: str) -> web.Response:
+    return web.Response(
+        status=status,
+        text=_error_json(code, message),
+        content_type="application/json",
+        headers=headers,
+    )

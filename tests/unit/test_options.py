@@ -1,0 +1,118 @@
+"""One definition per request field: every surface is derived from `GenerationOptions`.
+
+A new request option is a field of `acesteps.options.Extras`; these tests fail when any
+surface (the topic message and its schema, the API body and record, the OpenAPI document, the
+status fold, the command line) does not carry it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from acesteps import schemas
+from acesteps.cli.main import build_parser
+from acesteps.cli.options import flag_of, options_body
+from acesteps.messages import GenerationRequest
+from acesteps.options import Extras, GenerationOptions, api_name
+from listener.api.models import GenerateBody, Generation, Status
+from listener.api.openapi import openapi_document
+from listener.api.updates import apply
+
+OPTIONS = list(GenerationOptions.model_fields)
+RID = "0x" + "ab" * 32
+
+# A value of each option that differs from its default.
+SAMPLE: dict[str, object] = {
+    "prompt": "warm lo-fi piano",
+    "duration_s": 12.5,
+    "format": "wav",
+    "lyrics": "[verse]\nla la",
+    "tags": ("piano", "rain"),
+    "seed": 7,
+}
+
+
+def test_the_sample_covers_every_option() -> None:
+    # A new option needs a sample value here, which the tests below then carry everywhere.
+    assert set(SAMPLE) == set(OPTIONS)
+    sample = GenerationOptions.model_validate(SAMPLE)
+    for name, field in GenerationOptions.model_fields.items():
+        assert getattr(sample, name) != field.default, name
+
+
+def test_extras_are_optional_for_backward_compatibility() -> None:
+    # Records written before an option existed must still validate: every extra has a default.
+    for name, field in Extras.model_fields.items():
+        assert not field.is_required(), name
+    GenerationRequest(request_id=RID, source="http", requester="k", prompt="x")
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_every_option_is_on_the_topic_and_in_its_schema(name: str) -> None:
+    assert name in GenerationRequest.model_fields
+    schema = json.loads(schemas.render()["GenerationRequest.json"])
+    assert name in schema["properties"]
+    request = GenerationRequest(request_id=RID, source="http", requester="k", **SAMPLE)
+    again = GenerationRequest.model_validate_json(request.model_dump_json())
+    assert getattr(again, name) == SAMPLE[name]
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_every_option_is_in_the_api_and_its_openapi_document(name: str) -> None:
+    document = openapi_document("http://api.test")["components"]["schemas"]
+    assert api_name(name) in document["GenerateBody"]["properties"]
+    assert api_name(name) in document["Generation"]["properties"]
+    body = GenerateBody.model_validate(
+        {api_name(k): list(v) if isinstance(v, tuple) else v for k, v in SAMPLE.items()}
+    )
+    assert getattr(body, name) == SAMPLE[name]
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_every_option_reaches_the_status_record(name: str) -> None:
+    request = GenerationRequest(request_id=RID, source="http", requester="k", **SAMPLE)
+    record = apply(None, request)
+    assert isinstance(record, Generation) and record.status is Status.QUEUED
+    public = record.public("http://api.test")
+    value = public[api_name(name)]
+    assert (tuple(value) if isinstance(value, list) else value) == SAMPLE[name]
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_every_option_is_on_the_command_line(name: str) -> None:
+    (generate,) = [
+        action.choices["generate"]
+        for action in build_parser()._subparsers._group_actions  # type: ignore[union-attr]
+    ]
+    help_text = generate.format_help()
+    required = GenerationOptions.model_fields[name].is_required()
+    assert (name if required else flag_of(name)) in help_text
+    argv = ["generate"]
+    for key, value in SAMPLE.items():
+        shown = ",".join(value) if isinstance(value, tuple) else str(value)
+        argv += (
+            [shown] if GenerationOptions.model_fields[key].is_required() else [flag_of(key), shown]
+        )
+    sent = options_body(build_parser().parse_args(argv))
+    value = sent[api_name(name)]
+    assert (tuple(value) if isinstance(value, list) else value) == SAMPLE[name]
+
+
+def test_the_api_body_refuses_what_the_topic_refuses() -> None:
+    for bad in ({"prompt": " "}, {"prompt": "x", "duration": 4}, {"prompt": "x", "seed": -1}):
+        with pytest.raises(ValidationError):
+            GenerateBody.model_validate(bad)
+        with pytest.raises(ValidationError):
+            GenerationRequest.model_validate(
+                {
+                    "request_id": RID,
+                    "source": "http",
+                    "requester": "k",
+                    "requested_at": datetime.now(UTC).isoformat(),
+                    **{("duration_s" if k == "duration" else k): v for k, v in bad.items()},
+                }
+            )
