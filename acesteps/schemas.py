@@ -12,6 +12,7 @@ import json
 from importlib.resources import files
 from pathlib import Path
 
+from acesteps import rendered
 from acesteps.messages import MESSAGE_TYPES
 
 __all__ = ["PACKAGED_DIR", "export", "render", "stale"]
@@ -31,19 +32,9 @@ def render() -> dict[str, str]:
 
 
 def export(directory: Path) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for filename, text in render().items():
-        path = directory / filename
-        path.write_text(text)
-        written.append(path)
-    return written
+    return rendered.write(directory, render())
 
 
 def stale(directory: Path = PACKAGED_DIR) -> list[str]:
     """Names of schema files that are missing or differ from the code."""
-    return [
-        filename
-        for filename, text in render().items()
-        if not (directory / filename).is_file() or (directory / filename).read_text() != text
-    ]
+    return rendered.stale(directory, render())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from acesteps import rendered
 from acesteps.dev import CHECKOUT
 from acesteps.registry import NAME
 
@@ -33,17 +34,8 @@ def render() -> dict[str, str]:
 
 
 def build(directory: Path = ABI_DIR) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for filename, text in render().items():
-        (directory / filename).write_text(text)
-        paths.append(directory / filename)
-    return paths
+    return rendered.write(directory, render())
 
 
 def stale(directory: Path = ABI_DIR) -> list[str]:
-    return [
-        name
-        for name, text in render().items()
-        if not (directory / name).is_file() or (directory / name).read_text() != text
-    ]
+    return rendered.stale(directory, render())

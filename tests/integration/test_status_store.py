@@ -128,7 +128,7 @@ def assert_completed(g: Generation | None, rid: str) -> None:
     assert (g.size_bytes, g.duration_s, g.seed, g.model) == (480_000, 30.0, 7, track.model_id)
     assert (g.prompt, g.tags, g.requester, g.source) == (
         "slow lofi piano",
-        ["lofi", "piano"],
+        ("lofi", "piano"),
         "key-1",
         "http",
     )
