@@ -19,7 +19,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from acesteps.options import MAX_SEED, GenerationOptions
-from acesteps.types import Address, AudioFormat, Bytes32Hex, Cid, RequestId
+from acesteps.types import Address, AudioFormat, Bytes32Hex, Cid, RequestId, Source
 
 __all__ = [
     "MAX_CHUNK_BYTES",
@@ -35,6 +35,10 @@ __all__ = [
     "ListenerCheckpoint",
     "Message",
     "RecentBlock",
+    "Registered",
+    "RegistrationReorged",
+    "RequestOrigin",
+    "TrackFinalized",
     "TrackPublished",
     "decode",
     "encode",
@@ -77,24 +81,46 @@ class ChainOrigin(BaseModel):
     log_index: int = Field(ge=0)
 
 
+class RequestOrigin(BaseModel):
+    """Where a request came from, carried along so the publisher registers it the right way:
+    a chain request (``registerTrack``, while it is pending on chain) or an HTTP request
+    (``registerOffchainTrack`` with its ``offchain_id``). Absent (None) in records written
+    before these fields existed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    source: Source | None = None
+    chain: ChainOrigin | None = None
+    offchain_id: Bytes32Hex | None = None
+
+
 class GenerationRequest(Message, GenerationOptions):
     """``PREFIX.requests.v1``: one request for a track, from the chain or from HTTP."""
 
     # The options (prompt, duration_s, lyrics, ...) are those of `GenerationOptions`.
 
     request_id: RequestId
-    source: Literal["chain", "http"]
+    source: Source
     requester: str = Field(
         max_length=128, description="the requesting address (chain) or API key id (http)"
     )
     chain: ChainOrigin | None = None
+    offchain_id: Bytes32Hex | None = Field(
+        None,
+        description="http: the id the contract derives request_id from when the track is "
+        "registered (registerOffchainTrack); absent in records of older versions",
+    )
     requested_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerationRequest:
         if (self.source == "chain") != (self.chain is not None):
             raise ValueError("chain origin is required for, and only for, source 'chain'")
+        if self.source == "chain" and self.offchain_id is not None:
+            raise ValueError("offchain_id is for source 'http' only")
         return self
+
+    def origin(self) -> RequestOrigin:
+        return RequestOrigin(source=self.source, chain=self.chain, offchain_id=self.offchain_id)
 
 
 # ------------------------------------------------------------------ audio
@@ -152,7 +178,7 @@ class AudioChunk(BaseModel):
         ]
 
 
-class AudioReady(Message):
+class AudioReady(Message, RequestOrigin):
     """``PREFIX.audio.v1``, after a request's chunks: what the file is and how it was made."""
 
     request_id: RequestId
@@ -174,17 +200,29 @@ class AudioReady(Message):
 # ------------------------------------------------------------------ results
 
 
-class TrackPublished(Message):
-    """``PREFIX.tracks.v1``: a track pinned to IPFS and registered on the contract."""
+class Registered(BaseModel):
+    """A ``registerTrack`` (or ``registerOffchainTrack``) transaction and where it was mined."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
     request_id: RequestId
     audio_hash: Bytes32Hex
     cid: Cid
-    urls: tuple[str, ...] = Field(description="where the file can be fetched (ipfs://, gateway)")
     chain_id: int = Field(ge=1)
     contract: Address
     tx_hash: Bytes32Hex
     block_number: int = Field(ge=0)
+    block_hash: Bytes32Hex | None = Field(None, description="absent in older records")
+
+
+class TrackPublished(Message, Registered, RequestOrigin):
+    """``PREFIX.tracks.v1``: a track pinned to IPFS and registered on the contract, with
+    ``confirmations`` blocks on top of its registration (not final yet: see `TrackFinalized`;
+    a reorg may still drop it, see `RegistrationReorged`)."""
+
+    urls: tuple[str, ...] = Field(description="where the file can be fetched (ipfs://, gateway)")
+    confirmations: int | None = Field(
+        None, ge=1, description="blocks from the registration's to the head (1: the head)"
+    )
     format: AudioFormat | None = None
     size_bytes: int | None = Field(default=None, ge=0)
     duration_s: float | None = Field(default=None, gt=0)
@@ -200,6 +238,26 @@ class TrackPublished(Message):
     )
 
 
+class TrackFinalized(Message, Registered):
+    """``PREFIX.tracks.v1``: the registration of a `TrackPublished` is final (its block is at
+    or below the node's finalized block, or deep enough: ``finality`` says which)."""
+
+    confirmations: int = Field(ge=1)
+    finality: str = Field(max_length=100, description="the rule: 'finalized tag' or 'N blocks'")
+    finalized_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class RegistrationReorged(Message, Registered):
+    """``PREFIX.tracks.v1``: a published registration (this transaction) vanished in a reorg.
+
+    The track is registered again when its request is still pending (a `TrackPublished` with
+    the new transaction follows); otherwise the request itself vanished or failed (``reason``).
+    """
+
+    reason: str = Field(max_length=500)
+    reorged_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
 class GenerationFailed(Message):
     """``PREFIX.failures.v1``, the dead-letter topic: a request that will not complete."""
 
@@ -208,7 +266,7 @@ class GenerationFailed(Message):
     code: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
     message: str = Field(max_length=4_000)
     retryable: Literal[False] = False
-    source: Literal["chain", "http"] | None = None
+    source: Source | None = None
     chain: ChainOrigin | None = None
     failed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
@@ -275,6 +333,8 @@ MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
         GenerationRevoked,
         AudioReady,
         TrackPublished,
+        TrackFinalized,
+        RegistrationReorged,
         GenerationFailed,
         GenerationProgress,
         ListenerCheckpoint,

@@ -18,6 +18,7 @@ from importlib.resources import files
 from typing import Any, Final
 
 from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 from web3 import AsyncWeb3
 from web3.contract import AsyncContract
@@ -38,9 +39,12 @@ __all__ = [
     "bytecode",
     "decode_event",
     "event_topic",
+    "offchain_request_id",
+    "request_id_of",
 ]
 
 NAME: Final = "AceStepsRegistry"
+OFFCHAIN_DOMAIN: Final = "acesteps.offchain.v1"
 LOG_RANGE: Final = 10_000  # blocks per eth_getLogs of a scan (halved when a node refuses)
 _ZERO: Final = b"\x00" * 32
 
@@ -137,6 +141,27 @@ def decode_event(
     return args
 
 
+# ---------------------------------------------------------------------- ids
+
+
+def request_id_of(chain_id: int, contract: str, requester: str, salt: str | bytes) -> str:
+    """``requestIdOf(requester, salt)``: a chain request's id."""
+    encoded = abi_encode(
+        ["uint256", "address", "address", "bytes32"],
+        [chain_id, contract, requester, to_bytes32(salt)],
+    )
+    return to_hex(keccak(encoded))
+
+
+def offchain_request_id(chain_id: int, contract: str, offchain_id: str | bytes) -> str:
+    """``offchainRequestId(offchainId)``: the id an HTTP request is registered under."""
+    encoded = abi_encode(
+        ["string", "uint256", "address", "bytes32"],
+        [OFFCHAIN_DOMAIN, chain_id, contract, to_bytes32(offchain_id)],
+    )
+    return to_hex(keccak(encoded))
+
+
 # ---------------------------------------------------------------------- the contract
 
 
@@ -149,6 +174,12 @@ class Registry:
             address=AsyncWeb3.to_checksum_address(address), abi=abi()
         )
         self.address: str = str(self.contract.address)
+        self._chain_id: int | None = None
+
+    async def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(await self.w3.eth.chain_id)
+        return self._chain_id
 
     # ------------------------------------------------------------ reads
 
@@ -176,12 +207,19 @@ class Registry:
 
     async def registration(self, request_id: str | bytes, from_block: int = 0) -> LogRef | None:
         """Where ``request_id`` was registered: its ``TrackRegistered`` log, if any."""
-        logs = await self.contract.events.TrackRegistered().get_logs(
+        return await self._log_of("TrackRegistered", request_id, from_block)
+
+    async def failure(self, request_id: str | bytes, from_block: int = 0) -> LogRef | None:
+        """Where ``request_id`` was marked failed: its ``GenerationFailed`` log, if any."""
+        return await self._log_of("GenerationFailed", request_id, from_block)
+
+    async def _log_of(self, event: str, request_id: str | bytes, from_block: int) -> LogRef | None:
+        logs = await self.contract.events[event]().get_logs(
             argument_filters={"requestId": to_bytes32(request_id)},
             from_block=from_block,
             to_block="latest",
         )
-        for entry in logs:  # at most one: the contract registers an id once
+        for entry in logs:  # at most one: the contract does each once per id
             return LogRef(
                 to_hex(entry["transactionHash"]),
                 int(entry["blockNumber"]),
@@ -224,13 +262,26 @@ class Registry:
             to_bytes32(request_id), to_bytes32(audio_hash), cid
         )
 
+    def register_offchain_track(
+        self, offchain_id: str | bytes, audio_hash: str | bytes, cid: str
+    ) -> AsyncContractFunction:
+        return self.contract.functions.registerOffchainTrack(
+            to_bytes32(offchain_id), to_bytes32(audio_hash), cid
+        )
+
     def mark_failed(self, request_id: str | bytes, reason: str) -> AsyncContractFunction:
         return self.contract.functions.markFailed(to_bytes32(request_id), reason)
 
     def request_generation(
-        self, prompt: str, lyrics: str, duration_s: int
+        self, prompt: str, lyrics: str, duration_s: int, salt: str | bytes | None = None
     ) -> AsyncContractFunction:
-        return self.contract.functions.requestGeneration(prompt, lyrics, duration_s)
+        """``requestGeneration``, or with ``salt`` ``requestGenerationWithSalt`` (the id is then
+        `request_id_of` the sender and the salt)."""
+        if salt is None:
+            return self.contract.functions.requestGeneration(prompt, lyrics, duration_s)
+        return self.contract.functions.requestGenerationWithSalt(
+            prompt, lyrics, duration_s, to_bytes32(salt)
+        )
 
     def requested(self, receipt: Any) -> list[dict[str, Any]]:
         """The ``GenerationRequested`` events of a transaction receipt, decoded."""

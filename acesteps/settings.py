@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import TYPE_CHECKING, Literal, Self, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from acesteps.deployment import Deployment
 from acesteps.topics import Topics
+
+if TYPE_CHECKING:
+    from acesteps.finality import Finality
 
 __all__ = [
     "CACHE_DIR",
@@ -119,6 +122,14 @@ class ChainSettings(CommonSettings):
         CACHE_DIR / "run" / "deployment.json",
         description="written by `acesteps contracts deploy`",
     )
+    finality_depth: int = Field(
+        12, ge=1, le=10_000, description="a block is final this many blocks deep (1: the head)"
+    )
+    finality_tag: Literal["finalized", "safe"] | None = Field(
+        None,
+        description="when set, a block is final at or below the node's block of this tag "
+        "(Ethereum mainnet and most L2s: finalized), and finality_depth is not used",
+    )
     private_key: SecretStr | None = Field(None, description="0x-hex signing key")
     keystore_file: Path | None = Field(None, description="encrypted JSON keystore")
     keystore_password: SecretStr | None = None
@@ -145,6 +156,11 @@ class ChainSettings(CommonSettings):
         except (OSError, ValueError, ConfigError):
             pass
         return None
+
+    def finality(self) -> Finality:
+        from acesteps.finality import Finality  # web3: only for what talks to the chain
+
+        return Finality(depth=self.finality_depth, tag=self.finality_tag)
 
     def signing_key(self) -> str:
         """The private key as 0x-hex, from ACESTEPS_PRIVATE_KEY or the keystore file.

@@ -21,6 +21,7 @@ __all__ = [
     "Bytes32Hex",
     "Cid",
     "RequestId",
+    "Source",
     "parse_request_id",
     "to_bytes32",
     "to_hex",
@@ -38,6 +39,8 @@ Cid = Annotated[str, StringConstraints(pattern=r"^b[a-z2-7]{20,200}$")]
 """A CIDv1 in base32 (Kubo's default text form for CIDv1)."""
 
 AudioFormat = Literal["mp3", "wav"]
+Source = Literal["chain", "http"]
+"""Where a request came from: a ``GenerationRequested`` event, or the HTTP API."""
 AUDIO_FORMATS: Final[tuple[str, ...]] = get_args(AudioFormat)
 
 _REQUEST_ID_INPUT: Final = re.compile(REQUEST_ID_INPUT)

@@ -21,7 +21,9 @@ A verdict is MATCH (exit 0) when both the audioHash and the CID computed from th
 equal the registered ones, MISMATCH (exit 1) when either differs, and UNKNOWN (exit 2,
 "CANNOT VERIFY") when there is nothing to compare: not registered, content or chain
 unreachable. The contract's own ``verify(requestId, audioHash)`` is asked as well and
-reported beside the local comparison.
+reported beside the local comparison, and so is whether the registration is final yet
+(``confirmations``, ``final``): a MATCH on a registration that is not final may still be
+undone by a reorg.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any, Protocol
 import aiohttp
 from web3.exceptions import ProviderConnectionError, Web3Exception
 
+from acesteps.finality import Finality
 from acesteps.hashing import Keccak256
 from acesteps.ipfs.kubo import KuboClient, KuboError
 from acesteps.ipfs.unixfs import CHUNK_SIZE, CidBuilder
@@ -85,6 +88,11 @@ class Verdict:
     """What the contract's ``verify(requestId, computed audioHash)`` answered."""
     registered_block: int | None = None
     registered_tx: str | None = None
+    confirmations: int | None = None
+    """Blocks from the registration's to the head, with it."""
+    final: bool | None = None
+    """Whether the registration is final (`acesteps.finality`): until it is, a reorg may still
+    drop it (the publisher then registers the track again)."""
     also_registered_as: tuple[str, ...] = ()
     """Other request ids registered with the same CID (CID mode)."""
 
@@ -199,11 +207,15 @@ async def verify(
     *,
     from_block: int = 0,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    finality: Finality | None = None,
 ) -> Verdict:
-    """Check ``target`` (request id or CID) against the bytes ``source`` gives."""
+    """Check ``target`` (request id or CID) against the bytes ``source`` gives; ``finality``
+    says when the registration counts as final (default: `Finality`'s)."""
     base = Verdict(Status.UNKNOWN, "", target, contract=registry.address)
     try:
-        return await _verify(registry, target, source, base, from_block, max_bytes)
+        return await _verify(
+            registry, target, source, base, from_block, max_bytes, finality or Finality()
+        )
     except (ProviderConnectionError, aiohttp.ClientError, TimeoutError, OSError) as exc:
         return _with(base, reason=f"chain unreachable: {type(exc).__name__}: {exc}")
     except Web3Exception as exc:  # the node answered with an error
@@ -217,6 +229,7 @@ async def _verify(
     v: Verdict,
     from_block: int,
     max_bytes: int,
+    finality: Finality,
 ) -> Verdict:
     # 1. The chain: is there a registry, and which request is meant?
     w3 = registry.w3
@@ -242,7 +255,7 @@ async def _verify(
     if track is None:
         return _with(v, reason=f"request {rid} is not registered on this contract")
     v = _with(v, onchain_audio_hash=track.audio_hash, onchain_cid=track.cid)
-    v = await _with_registration_log(v, registry, rid, from_block)
+    v = await _with_registration_log(v, registry, rid, from_block, finality)
 
     # 3. The bytes, hashed both ways as they arrive.
     v = _with(v, source=source.describe(track.cid))
@@ -270,16 +283,25 @@ async def _verify(
 
 
 async def _with_registration_log(
-    v: Verdict, registry: Registry, request_id: str, from_block: int
+    v: Verdict, registry: Registry, request_id: str, from_block: int, finality: Finality
 ) -> Verdict:
-    """Where the registration happened, if the node answers; the verdict does not need it."""
+    """Where the registration happened and whether it is final, if the node answers; the
+    verdict does not need it."""
     try:
         found = await registry.registration(request_id, from_block)
+        if found is None:
+            return v
+        confirmations = int(await registry.w3.eth.block_number) - found.block_number + 1
+        final = await finality.is_final(registry.w3, found.block_number, confirmations)
     except Web3Exception:
         return v
-    if found is None:
-        return v
-    return _with(v, registered_block=found.block_number, registered_tx=found.tx_hash)
+    return _with(
+        v,
+        registered_block=found.block_number,
+        registered_tx=found.tx_hash,
+        confirmations=confirmations,
+        final=final,
+    )
 
 
 def _with(v: Verdict, **changes: Any) -> Verdict:

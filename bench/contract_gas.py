@@ -69,6 +69,8 @@ async def measure(rpc_url: str) -> dict[str, Any]:
         failing_id, _ = await request(TYPICAL_PROMPT, "")
 
         register = await send(w3, account, functions.registerTrack(typical_id, AUDIO_HASH, CID))
+        http = functions.registerOffchainTrack(b"\x01" * 32, AUDIO_HASH, CID)
+        offchain = await send(w3, account, http)
         fail = await send(w3, account, functions.markFailed(failing_id, "generation failed"))
         (failed,) = reg.events.GenerationFailed().process_receipt(fail, errors=DISCARD)
         if failed["args"]["refund"] != FEE:
@@ -84,6 +86,7 @@ async def measure(rpc_url: str) -> dict[str, Any]:
                 "requestGeneration_typical_60_char_prompt_no_lyrics": typical_gas,
                 "requestGeneration_1000_byte_prompt_4096_byte_lyrics": largest_gas,
                 "registerTrack_59_char_cid": register["gasUsed"],
+                "registerOffchainTrack_59_char_cid": offchain["gasUsed"],
                 "markFailed_with_refund": fail["gasUsed"],
                 "verify_eth_estimateGas": verify,
             },

@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import statistics
@@ -58,8 +59,8 @@ from acesteps.ipfs.unixfs import cid_of_bytes
 from acesteps.kafka.admin import delete_topics, ensure_topics
 from acesteps.kafka.producer import send_record, transactional_producer
 from acesteps.kafka.records import InRecord, OutRecord
-from acesteps.messages import AudioChunk, AudioReady, TrackPublished, decode
-from acesteps.registry import Registry
+from acesteps.messages import MAX_CHUNK_BYTES, AudioChunk, AudioReady, TrackPublished, decode
+from acesteps.registry import Registry, offchain_request_id
 from acesteps.settings import CommonSettings
 from acesteps.topics import Topics
 from bench.hashing import _best_seconds, _keccak_streamed
@@ -87,8 +88,10 @@ class Track:
     ready: AudioReady
 
 
-def make_track(size: int) -> Track:
-    rid = "0x" + os.urandom(32).hex()
+def make_track(size: int, contract: str) -> Track:
+    """An HTTP request's track for the registry at ``contract``: fresh random bytes."""
+    offchain_id = "0x" + os.urandom(32).hex()
+    rid = offchain_request_id(31337, contract, offchain_id)
     data = os.urandom(size)
     chunks = AudioChunk.split(rid, data)
     ready = AudioReady(
@@ -103,6 +106,8 @@ def make_track(size: int) -> Track:
         duration_s=30,
         seed=1,
         model_id="bench",
+        source="http",
+        offchain_id=offchain_id,
     )
     return Track(rid, data, chunks, ready)
 
@@ -141,15 +146,16 @@ def _summary(seconds: list[float]) -> dict[str, float]:
 
 
 async def bench_steps(
-    base: CommonSettings, anvil: Anvil, ipfs_api_url: str, tracks: list[Track]
+    base: CommonSettings, anvil: Anvil, ipfs_api_url: str, count: int, size: int
 ) -> dict[str, Any]:
     """Phase 1: the handler's steps, one track after the other, each timed."""
     topics = Topics(f"bench{uuid.uuid4().hex[:10]}")
     await ensure_topics(base.kafka_bootstrap, topics.specs())
-    readies = await write_tracks(base.kafka_bootstrap, topics, tracks)
     w3 = connect_for_sending(anvil.url)
     deployment = await deploy_registry(w3, dev_key(0), PUBLISHER)
     registry = Registry(w3, deployment.address)
+    tracks = [make_track(size, deployment.address) for _ in range(count)]
+    readies = await write_tracks(base.kafka_bootstrap, topics, tracks)
     sender = TxSender(w3, PUBLISHER_KEY, TxPolicy())
     reader = ChunkReader(base.kafka_bootstrap)
     await reader.start()
@@ -166,7 +172,13 @@ async def bench_steps(
                 added = await kubo.add(data, pin=True)
                 pinned = time.perf_counter()
                 reg = await register(
-                    registry, sender, rid, claims.audio_hash, added.cid, CONFIRMATIONS
+                    registry,
+                    sender,
+                    rid,
+                    claims.audio_hash,
+                    added.cid,
+                    CONFIRMATIONS,
+                    offchain_id=claims.offchain_id,
                 )
                 registered = time.perf_counter()
                 assert added.cid == claims.cid
@@ -200,17 +212,18 @@ async def bench_steps(
 
 
 async def bench_service(
-    base: CommonSettings, anvil: Anvil, kubo: tuple[str, str], tracks: list[Track], tmp: Path
+    base: CommonSettings, anvil: Anvil, kubo: tuple[str, str], count: int, size: int, tmp: Path
 ) -> dict[str, Any]:
     """Phase 2: ``python -m publisher`` over tracks written before it starts."""
     topics = Topics(f"bench{uuid.uuid4().hex[:10]}")
     await ensure_topics(base.kafka_bootstrap, topics.specs())
-    await write_tracks(base.kafka_bootstrap, topics, tracks)
     w3 = connect(anvil.url)
     try:
         deployment = await deploy_registry(w3, dev_key(0), PUBLISHER)
     finally:
         await w3.provider.disconnect()
+    tracks = [make_track(size, deployment.address) for _ in range(count)]
+    await write_tracks(base.kafka_bootstrap, topics, tracks)
     env = {
         "ACESTEPS_KAFKA_BOOTSTRAP": base.kafka_bootstrap,
         "ACESTEPS_TOPIC_PREFIX": topics.prefix,
@@ -291,17 +304,15 @@ async def private_kubo(url: str | None, tmp: Path) -> AsyncIterator[tuple[str, s
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     base = CommonSettings()
-    steps_tracks = [make_track(args.track_bytes) for _ in range(args.tracks)]
-    e2e_tracks = [make_track(args.track_bytes) for _ in range(args.tracks)]
     prefixes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-publisher-") as tmp_name:
         tmp = Path(tmp_name)
         anvil = Anvil(StackSettings().log_dir).start()
         try:
             async with private_kubo(args.ipfs_api_url, tmp) as kubo:
-                steps = await bench_steps(base, anvil, kubo[0], steps_tracks)
+                steps = await bench_steps(base, anvil, kubo[0], args.tracks, args.track_bytes)
                 prefixes.append(steps.pop("topics_prefix"))
-                service = await bench_service(base, anvil, kubo, e2e_tracks, tmp)
+                service = await bench_service(base, anvil, kubo, args.tracks, args.track_bytes, tmp)
                 prefixes.append(service.pop("topics_prefix"))
         finally:
             anvil.stop()
@@ -313,7 +324,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "bench": "publisher",
         "tracks": args.tracks,
         "track_bytes": args.track_bytes,
-        "chunks_per_track": len(steps_tracks[0].chunks),
+        "chunks_per_track": math.ceil(args.track_bytes / MAX_CHUNK_BYTES),
         "confirmations": CONFIRMATIONS,
         "chain": "private anvil, instant mining",
         "ipfs": args.ipfs_api_url or "private Kubo (offline, test profile)",

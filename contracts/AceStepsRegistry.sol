@@ -6,8 +6,11 @@ pragma solidity ^0.8.24;
 /// A dApp calls `requestGeneration` (paying `requestFee`, if one is set); the AceSteps
 /// services generate the track, pin it to IPFS and call `registerTrack` with the keccak256
 /// of the file's bytes and its CID. Anyone can then check a file with `verify`.
-/// Requests that reach the services over HTTP are registered under their own ids, which were
-/// never requested here; each id is registered at most once.
+/// Request ids depend only on what the requester sent (never on block order), so a request
+/// re-included in another block after a reorg keeps its id. A chain request can be registered
+/// only while it is pending here; requests that reach the services over HTTP are registered
+/// through `registerOffchainTrack`, under ids derived in a separate domain, so an id whose
+/// request vanished in a reorg can never be registered as an off-chain one.
 contract AceStepsRegistry {
     // ------------------------------------------------------------------ interface events
 
@@ -44,6 +47,7 @@ contract AceStepsRegistry {
     error BadCid();
     error AlreadyRegistered(bytes32 requestId);
     error NotPending(bytes32 requestId);
+    error RequestExists(bytes32 requestId);
     error TransferFailed();
     error ZeroAddress();
 
@@ -80,7 +84,7 @@ contract AceStepsRegistry {
     uint256 public requestFee;
     bool public paused;
     uint256 public collectedFees; // fees of registered requests, withdrawable by the owner
-    uint256 public requestCount;
+    mapping(address => uint256) public requestNonce; // calls of `requestGeneration` per requester
     mapping(address => bool) public isPublisher;
     mapping(bytes32 => Request) public requests;
     mapping(address => uint256) public deferredRefunds;
@@ -109,10 +113,61 @@ contract AceStepsRegistry {
 
     // ------------------------------------------------------------------ requests
 
-    /// @notice Ask for a track. Pay exactly `requestFee`. The id is unique per call.
+    /// @notice Ask for a track. Pay exactly `requestFee`. The id depends on the requester, their
+    /// count of requests here and what they asked for, so a transaction re-included after a
+    /// reorg gets the same id (a requester's transactions keep their order), and one sent
+    /// instead of a dropped one gets another. `nextRequestId` tells it before sending.
     function requestGeneration(string calldata prompt, string calldata lyrics, uint32 durationSeconds)
         external
         payable
+        returns (bytes32 requestId)
+    {
+        bytes32 salt = _nonceSalt(requestNonce[msg.sender]++, prompt, lyrics, durationSeconds);
+        return _request(prompt, lyrics, durationSeconds, salt);
+    }
+
+    /// @notice Ask for a track under an id of the caller's choosing: `requestIdOf(caller, salt)`.
+    /// For callers whose transactions may be re-ordered (contract wallets, relayers). A salt
+    /// can be used once.
+    function requestGenerationWithSalt(
+        string calldata prompt,
+        string calldata lyrics,
+        uint32 durationSeconds,
+        bytes32 salt
+    ) external payable returns (bytes32 requestId) {
+        return _request(prompt, lyrics, durationSeconds, salt);
+    }
+
+    /// @notice The id a request from `requester` with `salt` gets.
+    function requestIdOf(address requester, bytes32 salt) public view returns (bytes32) {
+        return keccak256(abi.encode(block.chainid, address(this), requester, salt));
+    }
+
+    /// @notice The id `requester`'s next `requestGeneration` with these arguments gets.
+    function nextRequestId(address requester, string calldata prompt, string calldata lyrics, uint32 durationSeconds)
+        external
+        view
+        returns (bytes32)
+    {
+        return requestIdOf(requester, _nonceSalt(requestNonce[requester], prompt, lyrics, durationSeconds));
+    }
+
+    /// @notice The id an off-chain (HTTP) request with this `offchainId` is registered under:
+    /// a domain of its own, apart from the ids of chain requests.
+    function offchainRequestId(bytes32 offchainId) public view returns (bytes32) {
+        return keccak256(abi.encode("acesteps.offchain.v1", block.chainid, address(this), offchainId));
+    }
+
+    function _nonceSalt(uint256 nonce, string calldata prompt, string calldata lyrics, uint32 durationSeconds)
+        private
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(nonce, prompt, lyrics, durationSeconds));
+    }
+
+    function _request(string calldata prompt, string calldata lyrics, uint32 durationSeconds, bytes32 salt)
+        private
         returns (bytes32 requestId)
     {
         if (paused) revert IsPaused();
@@ -124,27 +179,44 @@ contract AceStepsRegistry {
         if (bytes(prompt).length > MAX_PROMPT_BYTES) revert PromptTooLong(bytes(prompt).length);
         if (bytes(lyrics).length > MAX_LYRICS_BYTES) revert LyricsTooLong(bytes(lyrics).length);
 
-        // Chain id and address keep ids distinct across deployments; the counter within one.
-        requestId = keccak256(abi.encode(block.chainid, address(this), msg.sender, requestCount++));
+        requestId = requestIdOf(msg.sender, salt);
+        if (requests[requestId].status != Status.None) revert RequestExists(requestId);
         requests[requestId] = Request(msg.sender, Status.Pending, msg.value);
         emit GenerationRequested(requestId, msg.sender, prompt, lyrics, durationSeconds);
     }
 
     // ------------------------------------------------------------------ publishing
 
-    /// @notice Record the published file of a request: keccak256 of its bytes and its CID.
-    /// Accepts a pending on-chain request or an id never requested here (HTTP), once.
+    /// @notice Record the published file of a chain request, which must be pending here:
+    /// keccak256 of its bytes and its CID. Once.
     function registerTrack(bytes32 requestId, bytes32 audioHash, string calldata cid) external onlyPublisher {
+        _checkTrack(requestId, audioHash, cid);
+        Request storage req = requests[requestId];
+        if (req.status != Status.Pending) revert NotPending(requestId); // vanished, failed or never requested
+        req.status = Status.Registered;
+        collectedFees += req.fee;
+        _store(requestId, audioHash, cid);
+    }
+
+    /// @notice Record the published file of an off-chain (HTTP) request, under
+    /// `offchainRequestId(offchainId)`, which it returns. Once.
+    function registerOffchainTrack(bytes32 offchainId, bytes32 audioHash, string calldata cid)
+        external
+        onlyPublisher
+        returns (bytes32 requestId)
+    {
+        requestId = offchainRequestId(offchainId);
+        _checkTrack(requestId, audioHash, cid);
+        _store(requestId, audioHash, cid);
+    }
+
+    function _checkTrack(bytes32 requestId, bytes32 audioHash, string calldata cid) private view {
         if (audioHash == bytes32(0)) revert ZeroHash();
         if (bytes(cid).length == 0 || bytes(cid).length > MAX_CID_BYTES) revert BadCid();
         if (tracks[requestId].audioHash != bytes32(0)) revert AlreadyRegistered(requestId);
-        Request storage req = requests[requestId];
-        if (req.status == Status.Pending) {
-            req.status = Status.Registered;
-            collectedFees += req.fee;
-        } else if (req.status != Status.None) {
-            revert NotPending(requestId); // failed on-chain requests stay failed
-        }
+    }
+
+    function _store(bytes32 requestId, bytes32 audioHash, string calldata cid) private {
         tracks[requestId] = Track(audioHash, cid);
         emit TrackRegistered(requestId, audioHash, cid);
     }

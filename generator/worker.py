@@ -135,6 +135,7 @@ async def handle(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         seed=job.seed,
         model_id=deps.model.model_id,
         timings=encoded.timings,
+        **request.origin().model_dump(),
     )
     return [
         *(OutRecord.chunk(deps.topics.audio, c) for c in chunks),

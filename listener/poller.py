@@ -7,12 +7,15 @@ confirmed when ``confirmations`` blocks follow it on the chosen head (``latest``
 ``finalized``).
 
 Reorgs are detected by hash, as Chainlink's log poller does: the block after the checkpoint
-must name the checkpoint's hash as its parent. A reorg shallower than the confirmation depth
-never reaches a processed block, so it produces nothing. A deeper one breaks that link: the
-poller walks its recent block hashes back to the newest block still on the chain (the
-common ancestor), rescans from there, emits requests that are new, keeps those that
-survived (no duplicates), and emits a `GenerationRevoked` for each request whose log
-vanished.
+must name the checkpoint's hash as its parent, before the range is read and again after (so
+a reorg that lands between the reads is not missed). A reorg shallower than the
+confirmation depth never reaches a processed block, so it produces nothing. A deeper one
+breaks that link: the poller walks its recent block hashes back to the newest block still on
+the chain (the common ancestor), rescans from there, emits requests that are new, keeps
+those that survived (no duplicates), and emits a `GenerationRevoked` for each request whose
+log vanished. Request ids do not depend on block order (the contract derives them from the
+requester and what it sent), so a request re-included in another block keeps its id and
+is neither revoked nor emitted twice.
 """
 
 from __future__ import annotations
@@ -88,7 +91,10 @@ class LogPoller:
         end = min(target, cp.block_number + self._range)
         logs, end_header, headers = await self._read_range(cp.block_number + 1, end)
         records = self._records(logs)
-        # 3. Hand records and checkpoint over together.
+        # 3. Still the chain the range was read from? A reorg between step 1 and the reads
+        #    would otherwise go unseen: the next step checks the link from the new checkpoint.
+        await self._still_linked(cp.block_number, cp.block_hash)
+        # 4. Hand records and checkpoint over together.
         new_cp = self._advance(cp, end_header, headers, logs, drop_after=None)
         await self._sink.commit(records, new_cp)
         self.checkpoint = new_cp
@@ -96,6 +102,13 @@ class LogPoller:
         return end - cp.block_number
 
     # ------------------------------------------------------------------ reading
+
+    async def _still_linked(self, number: int, block_hash: str) -> None:
+        """Raise `ChainMoved` unless block ``number + 1`` still names ``block_hash`` as its
+        parent (block ``number`` is the last one processed, or the common ancestor)."""
+        successor = await self._reader.header(number + 1)
+        if successor.parent_hash != block_hash:
+            raise ChainMoved(f"block {number} was reorged out while the range was read")
 
     async def _read_range(
         self, start: int, end: int
@@ -215,6 +228,7 @@ class LogPoller:
             headers.update(part_headers)
             start = part_end.number + 1
         end_header = headers[end]
+        await self._still_linked(ancestor.number, ancestor.hash)
         pairs = [(item, request_id_of(item)) for item in logs]
         fresh = [item for item, rid in pairs if rid is not None and rid not in suspects]
         survived = {rid for _, rid in pairs}

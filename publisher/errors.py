@@ -19,6 +19,7 @@ __all__ = [
     "PermanentPublisherError",
     "PublisherError",
     "RetryablePublisherError",
+    "TxDropped",
     "TxNotMined",
 ]
 
@@ -61,6 +62,13 @@ class TxNotMined(RetryablePublisherError):
     def __init__(self, message: str, tx_hashes: tuple[str, ...]) -> None:
         super().__init__(message)
         self.tx_hashes = tx_hashes
+
+
+class TxDropped(TxNotMined):
+    """A transaction of ours vanished: no receipt, and the node no longer knows it (a reorg
+    orphaned its block). Retrying reads the chain again and sends what is still needed."""
+
+    code = "tx_dropped"
 
 
 class ContractReverted(PermanentPublisherError):

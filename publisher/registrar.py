@@ -9,8 +9,13 @@ sends it back to reading:
    block come from the ``TrackRegistered`` log (``requestId`` is indexed).
 2. It holds another track: `ConflictingRegistration`, permanent, logged at ERROR: the
    service's own record of the request disagrees with the chain and a person must look.
-3. It holds nothing: send ``registerTrack``. If that reverts with ``AlreadyRegistered``,
-   someone got there between the read and the send: go back to 1.
+3. It holds nothing: send ``registerTrack`` (a chain request: the contract refuses it unless
+   the request is pending on this chain, so a request a reorg removed is never registered)
+   or ``registerOffchainTrack`` (an HTTP request, by its off-chain id). If that reverts with
+   ``AlreadyRegistered``, someone got there between the read and the send: go back to 1.
+
+Step 1 and the wait for confirmations follow reorgs: a registration that a reorg dropped
+raises `publisher.errors.TxDropped` (retryable), and the retry starts again at step 1.
 
 ``markFailed`` only applies to pending on-chain requests; anything else (already failed,
 registered, or an HTTP id the contract never saw) is skipped without a transaction.
@@ -21,11 +26,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from acesteps.registry import Registry, RequestStatus, Track
+from acesteps.registry import Registry, RequestStatus, Track, offchain_request_id
 from acesteps.types import to_hex
 from publisher.errors import (
     ConflictingRegistration,
     ContractReverted,
+    PermanentPublisherError,
     RetryablePublisherError,
 )
 from publisher.txsender import TxSender
@@ -43,6 +49,8 @@ class Registration:
     cid: str
     tx_hash: str
     block_number: int
+    block_hash: str
+    confirmations: int
     already: bool = False
     """True when the track was found registered and no transaction was sent."""
 
@@ -55,21 +63,32 @@ async def register(
     cid: str,
     confirmations: int,
     *,
+    offchain_id: str | None = None,
     from_block: int = 0,
 ) -> Registration:
     """Make sure ``request_id`` is registered with exactly (``audio_hash``, ``cid``).
 
-    ``from_block`` (the deployment block, when known) bounds the log search of step 1.
+    A chain request goes through ``registerTrack`` (the contract accepts it only while the
+    request is pending); an HTTP request, given its ``offchain_id``, through
+    ``registerOffchainTrack``, whose id must be ``request_id``. ``from_block`` (the
+    deployment block, when known) bounds the log search of step 1.
     """
     request_id = to_hex(request_id)
     wanted = Track(to_hex(audio_hash), cid)
     found = await _registered(registry, sender, request_id, wanted, confirmations, from_block)
     if found is not None:
         return found
+    if offchain_id is None:
+        call = registry.register_track(request_id, audio_hash, cid)
+    else:
+        derived = offchain_request_id(await registry.chain_id(), registry.address, offchain_id)
+        if derived != request_id:
+            raise PermanentPublisherError(
+                f"request {request_id} is not the off-chain id {offchain_id}'s ({derived})"
+            )
+        call = registry.register_offchain_track(offchain_id, audio_hash, cid)
     try:
-        sent = await sender.send(
-            registry.register_track(request_id, audio_hash, cid), confirmations=confirmations
-        )
+        sent = await sender.send(call, confirmations=confirmations)
     except ContractReverted as exc:
         if exc.error_name != "AlreadyRegistered":
             raise
@@ -81,7 +100,15 @@ async def register(
             ) from None
         return found
     log.info("request %s: registered in %s (block %d)", request_id, sent.tx_hash, sent.block_number)
-    return Registration(request_id, wanted.audio_hash, cid, sent.tx_hash, sent.block_number)
+    return Registration(
+        request_id,
+        wanted.audio_hash,
+        cid,
+        sent.tx_hash,
+        sent.block_number,
+        sent.block_hash,
+        sent.confirmations,
+    )
 
 
 async def mark_failed(
@@ -147,5 +174,12 @@ async def _registered(
     sent = await sender.wait_for_confirmations(found.tx_hash, confirmations)
     log.info("request %s: already registered in %s", request_id, sent.tx_hash)
     return Registration(
-        request_id, wanted.audio_hash, wanted.cid, sent.tx_hash, sent.block_number, True
+        request_id,
+        wanted.audio_hash,
+        wanted.cid,
+        sent.tx_hash,
+        sent.block_number,
+        sent.block_hash,
+        sent.confirmations,
+        already=True,
     )

@@ -1,8 +1,10 @@
-"""Wiring of the publisher: settings -> clients -> two transactional loops.
+"""Wiring of the publisher: settings -> clients -> three transactional loops.
 
-Loop ``audio`` reads ``PREFIX.audio.v1`` and writes ``PREFIX.tracks.v1``; loop ``failures``
-reads ``PREFIX.failures.v1`` and writes nothing but its offsets. Both share one signer
-(`TxSender`), so the nonces of the instance's key stay in one place.
+Loop ``audio`` reads ``PREFIX.audio.v1`` and writes ``PREFIX.tracks.v1``; loop ``finality``
+reads ``PREFIX.tracks.v1`` and writes ``PREFIX.tracks.v1`` (`publisher.finality`: each
+registration until it is final, re-registered when a reorg drops it); loop ``failures`` reads
+``PREFIX.failures.v1`` and writes nothing but its offsets. All share one signer (`TxSender`),
+so the nonces of the instance's key stay in one place.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from acesteps.kafka.loop import LoopConfig, TransactionalLoop
 from acesteps.progress import ProgressReporter
 from acesteps.registry import Registry
 from publisher.chunks import ChunkReader
+from publisher.finality import FinalityDeps, handle_track
 from publisher.handlers import Deps, handle_audio, handle_failure
 from publisher.remotepin import RemotePinner
 from publisher.settings import PublisherSettings
@@ -28,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def _loop_config(
-    settings: PublisherSettings, name: str, topic: str, failures_topic: str
+    settings: PublisherSettings, name: str, topic: str, failures_topic: str, max_records: int = 8
 ) -> LoopConfig:
     topics = settings.topics
     instance = settings.publisher_instance_id
@@ -42,11 +45,11 @@ def _loop_config(
         deadletter_topic=topics.deadletter,
         stage="publisher",
         client_id=f"acesteps-publisher-{instance}",
-        max_records=8,
+        max_records=max_records,
         max_attempts=settings.publisher_max_attempts,
-        # Registration waits for confirmations; allow for a slow chain before giving up
-        # the partition.
-        max_poll_interval_ms=int(settings.publisher_tx_deadline_s * 1000) + 60_000,
+        # Registration waits for confirmations (and a finality check for up to a minute);
+        # allow for a slow chain before giving up the partition.
+        max_poll_interval_ms=int(settings.publisher_tx_deadline_s * 1000) + 120_000,
     )
 
 
@@ -79,6 +82,15 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
         )
         await progress.start()
         stack.push_async_callback(progress.stop)
+        finality = FinalityDeps(
+            registry=registry,
+            sender=sender,
+            finality=settings.finality(),
+            topic=settings.topics.tracks,
+            confirmations=settings.publisher_confirmations,
+            from_block=settings.deployment_block() or 0,
+            poll_s=settings.publisher_tx_poll_interval_s,
+        )
         deps = Deps(
             topics=settings.topics,
             chunks=chunks,
@@ -90,9 +102,16 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
             from_block=settings.deployment_block() or 0,
             gateway_url=settings.ipfs_gateway_url,
             remote_pins=remote_pins,
+            finality=finality,
             progress=progress,
         )
-        log.info("publishing to %s on chain %d as %s", registry.address, chain_id, sender.address)
+        log.info(
+            "publishing to %s on chain %d as %s; final: %s",
+            registry.address,
+            chain_id,
+            sender.address,
+            finality.finality.describe(),
+        )
         if settings.publisher_pinning_services:
             names = ", ".join(s.name for s in settings.publisher_pinning_services)
             log.info("remote pinning services: %s", names)
@@ -104,10 +123,17 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
         # A failure record that cannot be handled must not go back to the topic it came
         # from (it would be read again, forever): its dead letters go to the dead-letter topic.
         failures = TransactionalLoop(
-            _loop_config(settings, "failures", topics.failures, topics.deadletter),
+            _loop_config(settings, "failures", topics.failures, topics.deadletter, max_records=1),
             handle_failure,
             deps,
         )
+        following = TransactionalLoop(
+            # One track at a time: each may wait for its finality, up to `FinalityDeps.wait_s`.
+            _loop_config(settings, "finality", topics.tracks, topics.failures, max_records=1),
+            handle_track,
+            finality,
+        )
         async with asyncio.TaskGroup() as group:
             group.create_task(audio.run(stop))
+            group.create_task(following.run(stop))
             group.create_task(failures.run(stop))

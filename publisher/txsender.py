@@ -56,6 +56,7 @@ from publisher.errors import (
     ChainUnavailable,
     ContractReverted,
     RetryablePublisherError,
+    TxDropped,
     TxNotMined,
 )
 from publisher.txtypes import (
@@ -170,17 +171,23 @@ class TxSender:
         """Poll until ``tx_hash`` is mined ``confirmations`` deep (1: in the head block).
 
         The receipt is read again on every poll, so a reorg that moves the transaction to
-        another block is followed, not missed.
+        another block is followed, not missed. A transaction that a reorg dropped (no receipt,
+        and the node no longer knows it) raises `TxDropped` at once, and the next send
+        re-reads the nonce: waiting would only stall every later transaction.
         """
         deadline = deadline if deadline is not None else _now() + self.policy.deadline_s
         while True:
             try:
                 head = await self._w3.eth.block_number
                 receipt = await self._w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-                if head - int(receipt["blockNumber"]) + 1 >= confirmations:
-                    return SentTx.of(receipt)
+                confirmed = head - int(receipt["blockNumber"]) + 1
+                if confirmed >= confirmations:
+                    return replace(SentTx.of(receipt), confirmations=confirmed)
             except TransactionNotFound:
-                log.warning("transaction %s has no receipt (reorged out?); waiting", tx_hash)
+                if not await self._known(tx_hash):
+                    self._next_nonce = None
+                    raise TxDropped(f"{tx_hash} was dropped (a reorg?)", (tx_hash,)) from None
+                log.warning("transaction %s is pending again (reorged out?); waiting", tx_hash)
             except _TRANSIENT as exc:
                 log.warning("waiting for confirmations of %s: %s", tx_hash, _describe(exc))
             if _now() >= deadline:
@@ -235,11 +242,24 @@ class TxSender:
     # ------------------------------------------------------------------ 2./3. nonce, fees
 
     async def _broadcast_new(self, tx: TxParams, label: str) -> _InFlight:
-        """Assign the next nonce and broadcast; the lock keeps nonces in sending order."""
+        """Assign the next nonce and broadcast; the lock keeps nonces in sending order.
+
+        The nonce is re-read when the node counts fewer transactions of ours than we sent: a
+        reorg dropped one, and a nonce above that gap would never be mined.
+        """
         async with self._lock:
             for _ in range(self.policy.nonce_retries + 1):
-                if self._next_nonce is None:
-                    self._next_nonce = await self._pending_nonce()
+                pending = await self._pending_nonce()
+                if self._next_nonce is None or pending < self._next_nonce:
+                    if self._next_nonce is not None:
+                        log.warning(
+                            "%s: the node has our nonces up to %d, we sent up to %d: "
+                            "re-syncing (a transaction was dropped)",
+                            label,
+                            pending,
+                            self._next_nonce,
+                        )
+                    self._next_nonce = pending
                 nonce = self._next_nonce
                 fees = await self._market_fees()
                 raw, tx_hash = self._sign(tx, nonce, fees)
@@ -315,7 +335,8 @@ class TxSender:
             receipt = await self._find_receipt(flight.hashes)
             if receipt is not None:
                 return receipt
-            if await self._nonce_used(flight.nonce):
+            mined = await self._mined_nonce()
+            if mined is not None and mined > flight.nonce:
                 # Mined between the two reads, or taken by another transaction?
                 receipt = await self._find_receipt(flight.hashes)
                 if receipt is not None:
@@ -329,7 +350,16 @@ class TxSender:
                     "was mined in time",
                     tuple(flight.hashes),
                 )
-            if now - flight.last_sent >= self.policy.pending_timeout_s:
+            if not await self._known(flight.hashes[-1]):
+                # Dropped from the node's pool (a reorg discards what it orphans): send the
+                # same signed bytes again; nothing new is signed, so nothing can happen twice.
+                log.warning(
+                    "nonce %d: %s was dropped; re-broadcasting it", flight.nonce, flight.hashes[-1]
+                )
+                await self._rebroadcast(flight.raw, flight.hashes[-1])
+            elif mined is not None and mined < flight.nonce:
+                pass  # queued behind a lower nonce that is not mined yet: a higher fee won't help
+            elif now - flight.last_sent >= self.policy.pending_timeout_s:
                 await self._replace(flight)
             await asyncio.sleep(self.policy.poll_interval_s)
 
@@ -344,13 +374,24 @@ class TxSender:
                 return None
         return None
 
-    async def _nonce_used(self, nonce: int) -> bool:
+    async def _mined_nonce(self) -> int | None:
+        """How many of our transactions are mined (None when the node does not answer)."""
         try:
-            mined = await self._w3.eth.get_transaction_count(self.address, "latest")  # type: ignore[arg-type]
+            mined: int = await self._w3.eth.get_transaction_count(self.address, "latest")  # type: ignore[arg-type]
         except _TRANSIENT as exc:
             log.warning("reading the mined nonce: %s", _describe(exc))
+            return None
+        return mined
+
+    async def _known(self, tx_hash: str) -> bool:
+        """Whether the node holds ``tx_hash``, mined or in its pool (True when it cannot say)."""
+        try:
+            await self._w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
             return False
-        return mined > nonce
+        except _TRANSIENT as exc:
+            log.warning("looking up %s: %s", tx_hash, _describe(exc))
+        return True
 
     async def _replace(self, flight: _InFlight) -> None:
         """Re-sign ``flight`` with higher fees; at a cap, re-broadcast the last one instead."""

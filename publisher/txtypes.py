@@ -76,6 +76,8 @@ class SentTx:
     gas_used: int
     effective_gas_price: int
     sent: tuple[str, ...] = ()
+    confirmations: int = 1
+    """Blocks from the transaction's to the head when it was last read (1: the head)."""
 
     @classmethod
     def of(cls, receipt: TxReceipt) -> SentTx:

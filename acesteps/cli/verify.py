@@ -45,6 +45,9 @@ def render(v: Verdict) -> str:
     row("contract", f"{v.contract} on chain {v.chain_id}" if v.chain_id else v.contract)
     if v.registered_block is not None:
         row("registered", f"block {v.registered_block}, tx {v.registered_tx}")
+        if v.final is not None:
+            settled = "final" if v.final else "NOT FINAL YET: a reorg may still drop it"
+            row("finality", f"{v.confirmations} confirmation(s), {settled}")
     row("bytes from", v.source)
     row("size", f"{v.size} bytes" if v.size is not None else None)
     if v.onchain_audio_hash is not None:
@@ -108,6 +111,7 @@ async def run_cli(args: argparse.Namespace) -> int:
                 source,
                 from_block=from_block,
                 max_bytes=args.max_bytes,
+                finality=settings.finality(),
             )
         finally:
             await w3.provider.disconnect()

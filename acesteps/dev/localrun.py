@@ -110,8 +110,9 @@ def up() -> dict[str, Any]:
         "ACESTEPS_PRIVATE_KEY": dev_key(1, deployment.chain_id),
         # The real ACE-Step 1.5 when its weights are cached, else the tiny test checkpoint.
         "ACESTEPS_GENERATOR_MODEL": os.environ.get("ACESTEPS_GENERATOR_MODEL", "auto"),
-        # anvil mines one block per transaction and never reorgs: no confirmations needed.
-        "ACESTEPS_LISTENER_CONFIRMATIONS": os.environ.get("ACESTEPS_LISTENER_CONFIRMATIONS", "0"),
+        # The local anvil mines a block every second (scripts/stack): a request is processed
+        # one block deep, a registration is published one block deep and final three deep.
+        "ACESTEPS_LISTENER_CONFIRMATIONS": os.environ.get("ACESTEPS_LISTENER_CONFIRMATIONS", "1"),
         "ACESTEPS_PUBLISHER_CONFIRMATIONS": os.environ.get("ACESTEPS_PUBLISHER_CONFIRMATIONS", "1"),
         "ACESTEPS_LISTENER_POLL_INTERVAL_S": "0.5",
         # The API where ACESTEPS_API_URL (the client's setting) says it is.

@@ -61,6 +61,9 @@ class ApiDeps:
     generate_limit: RateLimiter
     read_limit: RateLimiter
     wait_s: float
+    chain_id: int
+    contract: str
+    """Where HTTP requests are registered: their ids are the contract's offchainRequestId."""
     public_url: str | None = None
     resend_after_s: float = 10.0
 

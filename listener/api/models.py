@@ -2,8 +2,11 @@
 
 `Generation` is the public record of one request, from the chain or from HTTP; the status
 projection keeps it (`listener.api.store`) and every endpoint answers with it. Its statuses
-only move forward: ``queued`` -> ``generating`` -> ``publishing`` -> one of ``completed``,
-``failed`` or ``revoked``, which are final.
+move forward, ``queued`` -> ``generating`` -> ``publishing`` -> one of ``completed``,
+``failed`` or ``revoked``, except where the chain moves back (`listener.api.updates`): a
+reorg that drops a registration takes ``completed`` back to ``publishing``, one that drops
+an on-chain request makes it ``revoked``, and its re-inclusion brings it back. A completed
+record is settled once its registration is ``final``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class Status(StrEnum):
 
     @property
     def final(self) -> bool:
+        """completed, failed or revoked: where a request ends (unless the chain moves back)."""
         return self.rank == FINAL_RANK
 
 
@@ -89,6 +93,14 @@ class Generation(Extras):
     model: str | None = None
     tx_hash: str | None = Field(None, description="the registerTrack transaction")
     block_number: int | None = None
+    confirmations: int | None = Field(
+        None, description="blocks on top of the registration's, with it, when last reported"
+    )
+    final: bool = Field(
+        False,
+        description="the registration is final (a reorg can no longer drop it); until then "
+        "a reorg may move a completed record back to publishing",
+    )
     chain_id: int | None = None
     contract: str | None = None
     request_tx_hash: str | None = Field(None, description="requestGeneration (chain requests)")

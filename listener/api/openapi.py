@@ -144,7 +144,8 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_ID_PARAM],
                 "responses": {
                     "200": {
-                        "description": "an event stream that ends at a final status",
+                        "description": "events until the record is settled: failed, revoked, "
+                        "or completed with a final registration",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
                     **_READ_ERRORS,

@@ -31,6 +31,8 @@ from acesteps.messages import (
     GenerationRequest,
     GenerationRevoked,
     Message,
+    RegistrationReorged,
+    TrackFinalized,
     TrackPublished,
     decode,
 )
@@ -53,6 +55,8 @@ _KINDS: dict[bytes, type[Message]] = {
         GenerationRevoked,
         GenerationProgress,
         TrackPublished,
+        TrackFinalized,
+        RegistrationReorged,
         GenerationFailed,
     )
 }

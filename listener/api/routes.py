@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from acesteps.hashing import keccak256_hex
 from acesteps.messages import GenerationRequest
+from acesteps.registry import offchain_request_id
 from acesteps.types import parse_request_id
 from listener.api.audiocache import AudioMismatch, AudioUnavailable
 from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure
@@ -31,15 +32,16 @@ from listener.api.models import GenerateBody, Generation, Status
 from listener.api.openapi import openapi_document
 from listener.api.updates import from_request
 
-__all__ = ["add_routes", "request_id_for"]
+__all__ = ["add_routes", "offchain_id_for"]
 
 HEARTBEAT_S = 15.0
 RETRY_MS = 2000  # what an EventSource waits before reconnecting
 CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
 
 
-def request_id_for(caller: str, idempotency_key: str | None) -> str:
-    """An HTTP request's id: keccak256 of a random nonce, or of the caller's idempotency key."""
+def offchain_id_for(caller: str, idempotency_key: str | None) -> str:
+    """An HTTP request's off-chain id: keccak256 of a random nonce, or of the caller's
+    idempotency key. Its request id is the contract's ``offchainRequestId`` of it."""
     if idempotency_key is None:
         return keccak256_hex(os.urandom(16))
     return keccak256_hex(b"acesteps/idempotency/v1\0" + f"{caller}\0{idempotency_key}".encode())
@@ -101,12 +103,17 @@ async def generate(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise ApiFailure(422, "invalid_request", "Idempotency-Key: 1 to 255 characters")
-    request_id = request_id_for(caller, key)
+    offchain_id = offchain_id_for(caller, key)
+    request_id = offchain_request_id(deps.chain_id, deps.contract, offchain_id)
     # The same key with another body is a client bug, not a retry.
     fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     try:
         message = GenerationRequest(
-            request_id=request_id, source="http", requester=caller, **body.options()
+            request_id=request_id,
+            source="http",
+            requester=caller,
+            offchain_id=offchain_id,
+            **body.options(),
         )
     except ValidationError as exc:  # the body's checks mirror these; this is the backstop
         raise ApiFailure(422, "invalid_request", str(exc.errors()[0]["msg"])) from None
@@ -192,11 +199,23 @@ def _last_event_id(request: web.Request) -> int:
         return 0
 
 
-async def events(request: web.Request) -> web.StreamResponse:
-    """One ``status`` event now, then one per status change, until a final status.
+def _step(g: Generation) -> int:
+    """A record's place: 1 queued, 2 generating, 3 publishing, 4 completed, failed or
+    revoked, 5 completed with a final registration."""
+    return g.status.rank + 1 + (1 if g.status is Status.COMPLETED and g.final else 0)
 
-    An event's id is its status' step (1 queued ... 4 final), so a client that reconnects
-    with ``Last-Event-ID`` gets only the steps it has not seen.
+
+def _settled(g: Generation) -> bool:
+    """Nothing more will change: failed, revoked, or completed with a final registration."""
+    return g.status in (Status.FAILED, Status.REVOKED) or (g.status is Status.COMPLETED and g.final)
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """One ``status`` event now, then one per change of step, until the record is settled.
+
+    An event's id is its step (`_step`): a client that reconnects with ``Last-Event-ID``
+    gets the current record unless it has that very step already. Steps may go back (a reorg
+    dropped a registration: completed -> publishing); that is an event too.
     """
     deps = request.app[DEPS]
     g = await _generation(request)
@@ -214,12 +233,12 @@ async def events(request: web.Request) -> web.StreamResponse:
         await stream.prepare(request)
         await stream.write(f"retry: {RETRY_MS}\n\n".encode())
         while True:
-            step = g.status.rank + 1
-            if step > seen:
+            step = _step(g)
+            if step != seen:
                 data = json.dumps(g.public(base))
                 await stream.write(f"id: {step}\nevent: status\ndata: {data}\n\n".encode())
                 seen = step
-            if g.status.final:
+            if _settled(g):
                 break
             try:
                 g = await asyncio.wait_for(changes.get(), HEARTBEAT_S)

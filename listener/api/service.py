@@ -10,10 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import AsyncExitStack
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from web3 import AsyncWeb3
+from web3.exceptions import Web3Exception
 
+from acesteps.backoff import Backoff
 from acesteps.chain import connect
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.kafka.admin import ensure_topics
@@ -63,11 +68,14 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
         w3 = connect(settings.rpc_url)
         stack.push_async_callback(w3.provider.disconnect)
         registry = Registry(w3, settings.contract())
+        chain_id = await _chain_id(w3)
         from_block = settings.deployment_block() or 0
 
         async def verifier(request_id: str) -> Verdict:
             source = KuboSource(kubo, settings.ipfs_api_url)
-            return await verify(registry, request_id, source, from_block=from_block)
+            return await verify(
+                registry, request_id, source, from_block=from_block, finality=settings.finality()
+            )
 
         deps = ApiDeps(
             store=store,
@@ -87,6 +95,8 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
             ),
             read_limit=RateLimiter(settings.api_read_per_minute, settings.api_read_burst),
             wait_s=settings.api_wait_s,
+            chain_id=chain_id,
+            contract=registry.address,
             public_url=settings.api_public_url,
         )
 
@@ -102,3 +112,17 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
             "required" if settings.api_auth_required else "off",
         )
         await projection.run(stop)
+
+
+async def _chain_id(w3: AsyncWeb3[Any]) -> int:
+    """The chain's id (HTTP request ids depend on it), waiting for the node if it is down."""
+    backoff = Backoff(initial_s=0.5, max_s=10.0)
+    attempt = 0
+    while True:
+        try:
+            return int(await w3.eth.chain_id)
+        except (aiohttp.ClientError, OSError, TimeoutError, Web3Exception) as exc:
+            attempt += 1
+            delay = backoff.delay(attempt)
+            log.warning("reading the chain id failed (%r); again in %.1f s", exc, delay)
+            await asyncio.sleep(delay)

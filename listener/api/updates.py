@@ -2,11 +2,20 @@
 
 The status projection (`listener.api.projection`) reads ``PREFIX.requests.v1``,
 ``PREFIX.progress.v1``, ``PREFIX.tracks.v1`` and ``PREFIX.failures.v1`` and folds every
-record into the request's record with `apply`. Records of different topics arrive in any
-order (a progress hint may come before the request itself), so `apply` merges: request
-fields fill in whenever the request is seen, and the status only moves forward. The first
-final status wins: a request that completed stays completed even if a late revocation or a
-duplicate failure follows.
+record into the request's record with `apply`. Records of one request on one topic arrive in
+the order they were written (one key, one partition); records of different topics arrive in
+any order. So the fold follows the chain with rules that give the same record whatever the
+order across topics:
+
+- the request's own topic decides whether it is on chain: a revocation makes it ``revoked``,
+  a request read after its revocation (re-included in another block) brings it back;
+- a revoked request stays revoked whatever its other topics say (a registration cannot
+  outlive its request: the contract registers only pending requests, and a reorg that drops
+  the request drops what followed it);
+- the tracks topic decides whether it is registered: a `TrackPublished` makes it
+  ``completed`` (not ``final``), a `RegistrationReorged` of that transaction takes it back
+  to ``publishing``, a `TrackFinalized` of it makes it ``final``;
+- a registration outranks a failure (it is on chain); progress hints only move forward.
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ from acesteps.messages import (
     GenerationRequest,
     GenerationRevoked,
     Message,
+    RegistrationReorged,
+    TrackFinalized,
     TrackPublished,
 )
 from listener.api.models import Generation, Status, TrackError
@@ -39,14 +50,6 @@ def from_request(request: GenerationRequest) -> dict[str, object]:
     }
 
 
-def _advance(current: Generation, status: Status, **fields: object) -> Generation:
-    if current.status.final or status.rank < current.status.rank:
-        status = current.status
-        if current.status.final:
-            fields = {}  # a final record is never rewritten by a later event
-    return current.model_copy(update={"status": status, "updated_at": datetime.now(UTC), **fields})
-
-
 def apply(current: Generation | None, message: Message) -> Generation | None:
     """``current`` after ``message``; None when the message is not about a request."""
     rid = getattr(message, "request_id", None)
@@ -55,8 +58,6 @@ def apply(current: Generation | None, message: Message) -> Generation | None:
     base = current or Generation(id=rid, status=Status.QUEUED)
     match message:
         case GenerationRequest():
-            # Request fields describe the request whatever its status; never overwrite a
-            # seed the track already recorded.
             # A request read after its track (the topics are read side by side) must not undo
             # what the track recorded: the seed, the chain it was registered on, ...
             fields = from_request(message)
@@ -65,18 +66,28 @@ def apply(current: Generation | None, message: Message) -> Generation | None:
                 for name in ("seed", "chain_id", "contract", "format", "duration_s"):
                     if getattr(current, name) is not None:
                         fields.pop(name)
-            return base.model_copy(update=fields)
+            if base.status is Status.REVOKED:
+                # Read after its revocation on the same partition: back on the chain (a
+                # transaction re-included after a reorg).
+                fields.update(status=_registered_or(base, Status.QUEUED), error=None)
+            return _changed(base, **fields)
         case GenerationProgress(stage=stage):
-            return _advance(base, Status(stage))
+            if base.status.rank < Status(stage).rank:
+                return _changed(base, status=Status(stage))
+            return base
         case TrackPublished():
-            return _advance(
+            status = base.status if base.status is Status.REVOKED else Status.COMPLETED
+            return _changed(
                 base,
-                Status.COMPLETED,
+                status=status,
+                error=None if status is Status.COMPLETED else base.error,
                 audio_hash=message.audio_hash,
                 cid=message.cid,
                 ipfs_urls=list(message.urls),
                 tx_hash=message.tx_hash,
                 block_number=message.block_number,
+                confirmations=message.confirmations,
+                final=False,
                 chain_id=message.chain_id,
                 contract=message.contract,
                 format=message.format or base.format,
@@ -85,10 +96,37 @@ def apply(current: Generation | None, message: Message) -> Generation | None:
                 seed=message.seed if message.seed is not None else base.seed,
                 model=message.model_id,
             )
+        case TrackFinalized():
+            if message.tx_hash != base.tx_hash:
+                return base  # a registration that was replaced meanwhile
+            return _changed(
+                base,
+                final=True,
+                confirmations=message.confirmations,
+                block_number=message.block_number,
+            )
+        case RegistrationReorged():
+            if message.tx_hash != base.tx_hash:
+                return base  # an older registration; the current one stands
+            back = Status.PUBLISHING if base.status is Status.COMPLETED else base.status
+            cleared = {"tx_hash": None, "block_number": None, "confirmations": None, "final": False}
+            return _changed(base, status=back, **cleared)
         case GenerationFailed():
+            if base.status in (Status.COMPLETED, Status.REVOKED):
+                return base  # a registration, or the chain's own verdict, says more
             error = TrackError(stage=message.stage, code=message.code, message=message.message)
-            return _advance(base, Status.FAILED, error=error)
+            return _changed(base, status=Status.FAILED, error=error)
         case GenerationRevoked():
             error = TrackError(stage="listener", code="revoked", message=message.reason)
-            return _advance(base, Status.REVOKED, error=error)
+            # The tracks topic keeps its say on the registration (read in any order with this):
+            # should the request come back on chain, its record is what that topic said.
+            return _changed(base, status=Status.REVOKED, error=error)
     return None
+
+
+def _registered_or(g: Generation, status: Status) -> Status:
+    return Status.COMPLETED if g.tx_hash else status
+
+
+def _changed(g: Generation, **fields: object) -> Generation:
+    return g.model_copy(update={"updated_at": datetime.now(UTC), **fields})

@@ -34,11 +34,14 @@ class Anvil:
         state: Path | None = None,
         block_time: float | None = None,
         keep_states: int | None = None,
+        mixed: bool = False,
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state = state
         self.block_time = block_time
+        # With a block time: mine each transaction at once too, not only every block_time.
+        self.mixed = mixed
         # anvil keeps every block's state in memory and mining slows down as the chain
         # grows; keeping only the last N states makes long chains cheap (reorgs and state
         # reads stay possible within those N blocks).
@@ -53,6 +56,8 @@ class Anvil:
             args += ["--prune-history", str(self.keep_states)]
         if self.block_time:
             args += ["--block-time", str(self.block_time)]
+            if self.mixed:
+                args += ["--mixed-mining"]
         if self.state is not None:
             args += ["--dump-state", str(self.state), "--state-interval", "1"]
             if self.state.exists():

@@ -31,6 +31,8 @@ class ChainLoader:
         self.account = Account.from_key(dev_key(account))
         self.nonce = self.w3.eth.get_transaction_count(self.account.address, "pending")
         self.registry: Any = None
+        self.raw: dict[str, str] = {}
+        """tx hash -> the signed transaction (0x-hex), to re-include it in a reorg."""
 
     def rpc(self, method: str, *params: object) -> Any:
         answer = self.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
@@ -49,9 +51,11 @@ class ChainLoader:
         }
         self.nonce += 1
         signed = self.account.sign_transaction(tx)
-        return "0x" + self.w3.eth.send_raw_transaction(signed.raw_transaction).hex().removeprefix(
-            "0x"
-        )
+        tx_hash = "0x" + self.w3.eth.send_raw_transaction(
+            signed.raw_transaction
+        ).hex().removeprefix("0x")
+        self.raw[tx_hash] = "0x" + bytes(signed.raw_transaction).hex()
+        return tx_hash
 
     def wait(self, tx_hash: str) -> Any:
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
@@ -74,6 +78,15 @@ class ChainLoader:
         if abi is None:
             self.registry = self.w3.eth.contract(address=address, abi=registry.abi())
         return address
+
+    def resync(self) -> None:
+        """Take the nonce from the node again (a reorg dropped transactions of ours)."""
+        self.nonce = self.w3.eth.get_transaction_count(self.account.address, "pending")
+
+    def attach(self, address: str) -> ChainLoader:
+        """Use the registry at ``address`` (deployed by another loader)."""
+        self.registry = self.w3.eth.contract(address=address, abi=registry.abi())
+        return self
 
     def registry_abi(self) -> list[Any]:
         return registry.abi()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,15 @@ class Pipeline:
     contract: str
     env: dict[str, str]
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def start(self, name: str) -> ServiceProcess:
+        """Start service ``name`` (again, after a kill) with its settings."""
+        proc = ServiceProcess(
+            name, {**self.env, **self.service_env[name]}, self.log_dir / f"{name}.log"
+        )
+        self.services[name] = proc.start()
+        return proc
 
     def logs(self) -> str:
         return "\n".join(f"--- {n}\n{p.tail(40)}" for n, p in self.services.items())
@@ -60,12 +69,21 @@ def wait_healthy(
 
 
 @contextmanager
-def running_pipeline(stack: CommonSettings, **api_env: str) -> Iterator[Pipeline]:
-    """Everything running; ``api_env`` adds ``ACESTEPS_*`` settings of the listener."""
+def running_pipeline(
+    stack: CommonSettings,
+    *,
+    start: Sequence[str] = ("listener", "generator", "publisher"),
+    settings: Mapping[str, Mapping[str, str]] | None = None,
+    **api_env: str,
+) -> Iterator[Pipeline]:
+    """The services of ``start`` running (start the others with `Pipeline.start`);
+    ``api_env`` adds ``ACESTEPS_*`` settings of the listener, ``settings`` of any service."""
     prefix = f"t{uuid.uuid4().hex[:12]}"
     log_dir = StackSettings().log_dir / prefix
     log_dir.mkdir(parents=True, exist_ok=True)
-    anvil = Anvil(log_dir).start()
+    # Blocks every half second, as on a real chain: requests are processed one block deep and
+    # registrations become final two blocks deep.
+    anvil = Anvil(log_dir, block_time=0.5, mixed=True).start()
     try:
         chain = ChainLoader(anvil.url)
         contract = chain.deploy(args=(Account.from_key(PUBLISHER_KEY).address, 0))
@@ -78,6 +96,7 @@ def running_pipeline(stack: CommonSettings, **api_env: str) -> Iterator[Pipeline
             "ACESTEPS_IPFS_GATEWAY_URL": stack.ipfs_gateway_url,
             "ACESTEPS_CONTRACT_ADDRESS": contract,
             "ACESTEPS_DEPLOYMENT_FILE": str(log_dir / "no-deployment.json"),
+            "ACESTEPS_FINALITY_DEPTH": "2",
         }
         url = f"http://127.0.0.1:{port}"
         pipeline = Pipeline(url, prefix, log_dir, anvil, chain, contract, env)
@@ -86,7 +105,7 @@ def running_pipeline(stack: CommonSettings, **api_env: str) -> Iterator[Pipeline
                 "ACESTEPS_API_PORT": str(port),
                 "ACESTEPS_API_STORE_URL": f"sqlite:///{log_dir / 'status.sqlite3'}",
                 "ACESTEPS_API_AUDIO_CACHE_DIR": str(log_dir / "audio"),
-                "ACESTEPS_LISTENER_CONFIRMATIONS": "0",
+                "ACESTEPS_LISTENER_CONFIRMATIONS": "1",
                 "ACESTEPS_LISTENER_POLL_INTERVAL_S": "0.1",
                 **api_env,
             },
@@ -101,11 +120,14 @@ def running_pipeline(stack: CommonSettings, **api_env: str) -> Iterator[Pipeline
                 "ACESTEPS_PUBLISHER_TX_POLL_INTERVAL_S": "0.1",
             },
         }
+        for name, extra in (settings or {}).items():
+            service_env[name].update(extra)
+        pipeline.service_env = service_env
         try:
-            for name, extra in service_env.items():
-                proc = ServiceProcess(name, {**env, **extra}, log_dir / f"{name}.log")
-                pipeline.services[name] = proc.start()
-            wait_healthy(pipeline.api_url, pipeline)
+            for name in start:
+                pipeline.start(name)
+            if "listener" in start:
+                wait_healthy(pipeline.api_url, pipeline)
             yield pipeline
         finally:
             for proc in pipeline.services.values():

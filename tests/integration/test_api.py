@@ -78,20 +78,23 @@ async def test_generate_waits_and_answers_the_completed_track(pipeline: Pipeline
     assert "0x" + bytes(on_hash).hex() == record["audioHash"] and on_cid == record["cid"]
 
 
-async def test_events_arrive_in_order_and_end_at_completed(pipeline: Pipeline) -> None:
+async def test_events_arrive_in_order_and_end_at_a_final_registration(pipeline: Pipeline) -> None:
     status, headers, record = await post(
         pipeline, {"prompt": "lofi beat", "duration": 5}, "?wait=0"
     )
     assert status == 202 and record["status"] in ORDER[:-1]
     assert headers["Location"].endswith(record["id"])
     events = await sse_statuses(pipeline, record["id"])
-    statuses = [e["status"] for e in events]
-    assert statuses[-1] == "completed", statuses
-    assert statuses == sorted(set(statuses), key=ORDER.index), statuses  # no repeats, in order
-    assert len(statuses) >= 2, statuses
-    assert events[-1]["audioHash"] and events[-1]["txHash"]
-    # A stream opened after the end gives the final status once and closes.
-    assert [e["status"] for e in await sse_statuses(pipeline, record["id"])] == ["completed"]
+    steps = [(e["status"], e["final"]) for e in events]
+    # In order, no repeats: completed first as published, then once its registration is final.
+    assert steps[-2:] == [("completed", False), ("completed", True)], steps
+    statuses = [s for s, _ in steps[:-1]]
+    assert statuses == sorted(set(statuses), key=ORDER.index), steps
+    assert len(statuses) >= 2, steps
+    assert events[-1]["audioHash"] and events[-1]["txHash"] and events[-1]["confirmations"] >= 2
+    # A stream opened after the end gives the settled record once and closes.
+    again = await sse_statuses(pipeline, record["id"])
+    assert [(e["status"], e["final"]) for e in again] == [("completed", True)]
 
 
 async def test_idempotent_retries_get_one_request(pipeline: Pipeline) -> None:

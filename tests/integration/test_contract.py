@@ -21,6 +21,7 @@ from functools import cache
 from typing import Any
 
 import pytest
+from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
@@ -35,7 +36,7 @@ from acesteps.chain import connect, deploy_registry
 from acesteps.dev import contracts
 from acesteps.dev.devchain import dev_key
 from acesteps.dev.solc import compile_sources
-from acesteps.registry import Registry
+from acesteps.registry import Registry, offchain_request_id, request_id_of
 from acesteps.reverts import decode_revert
 from acesteps.settings import CommonSettings
 
@@ -225,8 +226,33 @@ async def test_request_ids_are_unique_per_call(chain: Chain, w3: AsyncWeb3) -> N
     ids.append(await other.request("same prompt"))
 
     assert len(set(ids)) == 5
-    assert await chain.reg.functions.requestCount().call() == 4
+    assert await chain.reg.functions.requestNonce(chain.requester.address).call() == 3
     assert all(len(i) == 32 for i in ids)
+
+
+async def test_a_request_id_depends_only_on_what_the_requester_sent(chain: Chain) -> None:
+    # Known before sending (so a dApp can follow it at once), and the same whatever block the
+    # transaction lands in: the requester, its count of requests and the arguments.
+    functions, me = chain.reg.functions, chain.requester.address
+    expected = await functions.nextRequestId(me, "rain", "la", 30).call()
+    assert expected != await functions.nextRequestId(me, "rain", "la", 31).call()
+    assert await chain.request("rain", "la", 30) == expected
+    nonce_salt = keccak(
+        abi_encode(["uint256", "string", "string", "uint32"], [0, "rain", "la", 30])
+    )
+    assert "0x" + expected.hex() == request_id_of(31337, chain.reg.address, me, nonce_salt)
+
+    # With a salt of the caller's choosing: requestIdOf(caller, salt), once.
+    salt = keccak(b"my salt")
+    salted = functions.requestGenerationWithSalt("rain", "", 30, salt)
+    receipt = await chain.send(salted, chain.requester)
+    (event,) = chain.reg.events.GenerationRequested().process_receipt(receipt, errors=DISCARD)
+    rid = event["args"]["requestId"]
+    assert rid == await functions.requestIdOf(me, salt).call()
+    assert "0x" + rid.hex() == request_id_of(31337, chain.reg.address, me, salt)
+    assert await revert_of(salted, chain.requester) == ("RequestExists", (rid,))
+    # Another requester's salt is another id.
+    assert await functions.requestIdOf(chain.stranger.address, salt).call() != rid
 
 
 @pytest.mark.parametrize("duration", [4, 241, 0, 2**32 - 1])
@@ -410,20 +436,47 @@ async def test_on_chain_request_is_registered_once(chain: Chain) -> None:
     assert await chain.reg.functions.trackOf(request_id).call() == [AUDIO_HASH, CID]
 
 
-async def test_http_request_id_is_registered_exactly_once(chain: Chain) -> None:
-    http_id = random_id()
+async def test_an_id_never_requested_on_chain_is_refused_by_register_track(chain: Chain) -> None:
+    # What a request that vanished in a reorg looks like: no phantom registration.
+    vanished = random_id()
+    register = chain.reg.functions.registerTrack(vanished, AUDIO_HASH, CID)
+    assert await revert_of(register, chain.publisher) == ("NotPending", (vanished,))
+
+
+async def test_http_request_is_registered_once_under_its_off_chain_id(chain: Chain) -> None:
+    offchain_id = random_id()
+    http_id = await chain.reg.functions.offchainRequestId(offchain_id).call()
+    assert "0x" + http_id.hex() == offchain_request_id(31337, chain.reg.address, offchain_id)
     assert await chain.status(http_id) == Status.NONE
-    receipt = await chain.register(http_id)
+    call = chain.reg.functions.registerOffchainTrack(offchain_id, AUDIO_HASH, CID)
+    assert await call.call({"from": chain.publisher.address}) == http_id
+    receipt = await chain.send(call, chain.publisher)
 
     (event,) = chain.reg.events.TrackRegistered().process_receipt(receipt, errors=DISCARD)
     assert (event["args"]["requestId"], event["args"]["audioHash"]) == (http_id, AUDIO_HASH)
     assert await chain.reg.functions.trackOf(http_id).call() == [AUDIO_HASH, CID]
     assert await chain.status(http_id) == Status.NONE  # it never was an on-chain request
 
+    assert await revert_of(call, chain.publisher) == ("AlreadyRegistered", (http_id,))
     again = chain.reg.functions.registerTrack(http_id, AUDIO_HASH, CID)
     assert await revert_of(again, chain.publisher) == ("AlreadyRegistered", (http_id,))
     fail = chain.reg.functions.markFailed(http_id, "too late")
     assert await revert_of(fail, chain.publisher) == ("NotPending", (http_id,))
+    for account in (chain.stranger, chain.owner):
+        assert await revert_of(call, account) == ("NotPublisher", ())
+
+
+async def test_off_chain_ids_never_meet_chain_ids(chain: Chain) -> None:
+    # A chain request's id cannot be registered as an off-chain one: the contract derives
+    # the off-chain id's request id in a domain of its own.
+    request_id = await chain.request()
+    derived = await chain.reg.functions.offchainRequestId(request_id).call()
+    assert derived != request_id
+    await chain.fail(request_id)
+    offchain = chain.reg.functions.registerOffchainTrack(request_id, AUDIO_HASH, CID)
+    await chain.send(offchain, chain.publisher)
+    assert await chain.reg.functions.trackOf(request_id).call() == [ZERO_HASH, ""]
+    assert await chain.reg.functions.trackOf(derived).call() == [AUDIO_HASH, CID]
 
 
 async def test_failed_request_cannot_be_registered(chain: Chain) -> None:
@@ -590,7 +643,8 @@ async def test_withdraw_fees_takes_only_fees_of_registered_requests(paid: Chain)
     pending, failed = await paid.request(), await paid.request()
     await paid.register(registered_a)
     await paid.register(registered_b)
-    await paid.register(random_id())  # an HTTP request: no fee
+    offchain = paid.reg.functions.registerOffchainTrack(random_id(), AUDIO_HASH, CID)
+    await paid.send(offchain, paid.publisher)  # an HTTP request: no fee
     await paid.fail(failed)
     assert await paid.reg.functions.collectedFees().call() == 2 * FEE
     assert await paid.w3.eth.get_balance(paid.reg.address) == 3 * FEE

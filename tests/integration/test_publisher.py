@@ -53,7 +53,7 @@ from acesteps.messages import (
     TrackPublished,
     decode,
 )
-from acesteps.registry import Registry, RequestStatus
+from acesteps.registry import Registry, RequestStatus, offchain_request_id
 from acesteps.settings import CommonSettings
 from acesteps.topics import Topics
 from tests.integration.anvil import Anvil
@@ -77,10 +77,11 @@ ZERO = b"\x00" * 32
 
 @dataclass(frozen=True)
 class Track:
-    """One generated file and what a generator says about it."""
+    """One generated file of an HTTP request, and what a generator says about it."""
 
     request_id: str
     data: bytes
+    offchain_id: str
 
     @property
     def audio_hash(self) -> str:
@@ -106,12 +107,9 @@ class Track:
             duration_s=30,
             seed=1,
             model_id="test",
+            source="http",
+            offchain_id=self.offchain_id,
         )
-
-
-def make_track(size: int = TRACK_BYTES, request_id: str | None = None) -> Track:
-    """Fresh random bytes: no other test (or earlier run) can have added them to Kubo."""
-    return Track(request_id or "0x" + os.urandom(32).hex(), os.urandom(size))
 
 
 def flipped(data: bytes, at: int) -> bytes:
@@ -145,6 +143,13 @@ class Harness:
         self.deployment = await deploy_registry(self.w3, OWNER_KEY, PUBLISHER, fee)
         self.reg = Registry(self.w3, self.deployment.address).contract
 
+    def track(self, size: int = TRACK_BYTES) -> Track:
+        """An HTTP request's track: fresh random bytes, which no other test (or earlier run)
+        can have added to Kubo, under the id the registry derives from a new off-chain id."""
+        offchain_id = "0x" + os.urandom(32).hex()
+        rid = offchain_request_id(31337, self.deployment.address, offchain_id)
+        return Track(rid, os.urandom(size), offchain_id)
+
     # -- the publisher
 
     def publisher(
@@ -165,6 +170,9 @@ class Harness:
             "ACESTEPS_PUBLISHER_INSTANCE_ID": f"{prefix}-{instance}",
             "ACESTEPS_PUBLISHER_CONFIRMATIONS": "1",
             "ACESTEPS_PUBLISHER_TX_POLL_INTERVAL_S": "0.1",
+            # This anvil mines only when sent something (tests hold transactions in its pool):
+            # a registration is final in the head block (reorgs: tests/integration/test_reorg.py).
+            "ACESTEPS_FINALITY_DEPTH": "1",
             **{f"ACESTEPS_PUBLISHER_{k.upper()}": str(v) for k, v in extra.items()},
         }
         log = StackSettings().log_dir / f"publisher-{prefix}.log"
@@ -200,9 +208,10 @@ class Harness:
     async def published(self) -> list[TrackPublished]:
         out = []
         for record in await read_all(self.settings.kafka_bootstrap, self.topics.tracks):
+            if dict(record.headers)[TYPE_HEADER] != b"TrackPublished":
+                continue  # TrackFinalized, RegistrationReorged: the finality loop's
             track = decode(TrackPublished, record.value)
             assert record.key == track.request_id.encode()
-            assert dict(record.headers)[TYPE_HEADER] == b"TrackPublished"
             out.append(track)
         return out
 
@@ -340,7 +349,7 @@ async def test_a_track_becomes_registered_and_verifiable(
     h: Harness, kubo: KuboClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     h.publisher().start()
-    track = make_track()
+    track = h.track()
     assert len(track.chunks()) == 3
     await h.send(track)
 
@@ -401,13 +410,13 @@ async def test_kubo_down_for_a_minute_loses_and_duplicates_nothing(
     node = Kubo(tmp_path / "ipfs", StackSettings().log_dir).start()
     try:
         proc = h.publisher(ipfs=node).start()
-        first = make_track()
+        first = h.track()
         await h.send(first)
         await h.wait_published([first])
 
         node.stop()
         down_at = time.monotonic()
-        during = [make_track() for _ in range(5)]
+        during = [h.track() for _ in range(5)]
         for track in during:
             await h.send(track)
         await eventually(logged(proc, "IpfsUnavailable"), 30, "the publisher to retry")
@@ -432,7 +441,7 @@ async def test_kubo_down_for_a_minute_loses_and_duplicates_nothing(
 
 async def test_anvil_restarted_mid_stream_loses_and_duplicates_nothing(h: Harness) -> None:
     proc = h.publisher().start()
-    tracks = [make_track() for _ in range(6)]
+    tracks = [h.track() for _ in range(6)]
     await h.send(tracks[0])
     await h.wait_published(tracks[:1])
     head = await h.w3.eth.block_number
@@ -461,16 +470,16 @@ async def test_kill9_after_the_registration_is_mined_registers_once(h: Harness) 
     # begun.
     h.anvil.rpc("evm_setAutomine", False)
     proc = h.publisher(confirmations=3).start()
-    track = make_track()
+    track = h.track()
     await h.send(track)
 
     async def sent() -> bool:
         return await h.publisher_nonce("pending") == 1
 
-    await eventually(sent, 60, "the registerTrack transaction in the pool", interval_s=0.1)
+    await eventually(sent, 60, "the registration transaction in the pool", interval_s=0.1)
     h.anvil.rpc("evm_mine")
     assert (await h.registrations())[track.request_id] == 1
-    await eventually(logged(proc, "registerTrack: sent"), 10, "the publisher's log of it")
+    await eventually(logged(proc, "registerOffchainTrack: sent"), 10, "the publisher's log of it")
     await asyncio.sleep(0.5)  # it polls the receipt, then the confirmations: mined, 1 deep
     assert not proc.mentions("registered in"), "the publisher did not wait for confirmations"
     proc.kill9()
@@ -495,7 +504,7 @@ async def test_broken_files_are_dead_lettered_and_nothing_is_pinned_or_registere
     h: Harness, kubo: KuboClient
 ) -> None:
     proc = h.publisher().start()
-    missing, duplicated, tampered = make_track(), make_track(), make_track()
+    missing, duplicated, tampered = h.track(), h.track(), h.track()
     c = missing.chunks()
     await h.send_records(h.records(missing, [c[0], c[2]]))
     c = duplicated.chunks()
@@ -505,7 +514,7 @@ async def test_broken_files_are_dead_lettered_and_nothing_is_pinned_or_registere
         request_id=tampered.request_id, sequence=1, total=3, data=flipped(c[1].data, 1000)
     )
     await h.send_records(h.records(tampered, [c[0], bad, c[2]]))
-    good = make_track()
+    good = h.track()
     await h.send(good)
 
     await h.wait_published([good])
@@ -544,7 +553,7 @@ async def test_broken_files_are_dead_lettered_and_nothing_is_pinned_or_registere
 
 async def test_a_nonce_taken_by_another_sender_loses_no_track(h: Harness) -> None:
     proc = h.publisher().start()
-    before, after = make_track(), make_track()
+    before, after = h.track(), h.track()
     await h.send(before)
     await h.wait_published([before])
     assert await h.publisher_nonce() == 1

@@ -24,7 +24,7 @@ from web3.logs import DISCARD
 
 from acesteps.chain import connect, deploy_registry
 from acesteps.dev.devchain import dev_key
-from acesteps.registry import Registry, RequestStatus
+from acesteps.registry import Registry, RequestStatus, Track, offchain_request_id
 from publisher.errors import ConflictingRegistration, ContractReverted, PermanentPublisherError
 from publisher.registrar import mark_failed, register
 from publisher.txsender import TxSender
@@ -92,7 +92,7 @@ def new_id() -> bytes:
 async def test_register_then_again_is_already_registered_without_a_transaction(
     chain: Chain,
 ) -> None:
-    rid, audio = new_id(), keccak(b"the track")
+    rid, audio = await chain.request(), keccak(b"the track")
     first = await register(chain.reg, chain.sender, rid, audio, CID, 1)
     assert not first.already
     assert (first.request_id, first.audio_hash, first.cid) == (
@@ -124,7 +124,7 @@ async def test_register_then_again_is_already_registered_without_a_transaction(
 async def test_a_conflicting_registration_is_permanent_and_loud(
     chain: Chain, other: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rid, audio = new_id(), keccak(b"the track")
+    rid, audio = await chain.request(), keccak(b"the track")
     await register(chain.reg, chain.sender, rid, audio, CID, 1)
     nonce = await chain.nonce()
     caplog.set_level(logging.ERROR, "publisher.registrar")
@@ -163,7 +163,7 @@ async def test_losing_a_race_reads_the_winner_back(chain: Chain, rival_cid: str)
     await owner.send(
         chain.reg.contract.functions.setPublisher(rival.address, True), confirmations=1
     )
-    rid, audio = new_id(), keccak(b"the track")
+    rid, audio = await chain.request(), keccak(b"the track")
     racing = RacingSender(
         chain.w3, rival, chain.reg.contract.functions.registerTrack(rid, audio, rival_cid)
     )
@@ -210,3 +210,35 @@ async def test_register_completes_a_pending_on_chain_request(chain: Chain) -> No
     await register(chain.reg, chain.sender, rid, keccak(b"the track"), CID, 1)
     assert await chain.status(rid) == RequestStatus.REGISTERED
     assert await mark_failed(chain.reg, chain.sender, rid, "too late", 1) is None
+
+
+async def test_an_http_request_is_registered_under_its_off_chain_id(chain: Chain) -> None:
+    offchain_id = "0x" + new_id().hex()
+    rid = offchain_request_id(31337, chain.reg.address, offchain_id)
+    audio = keccak(b"an http track")
+    first = await register(chain.reg, chain.sender, rid, audio, CID, 1, offchain_id=offchain_id)
+    assert not first.already and first.request_id == rid
+    assert await chain.reg.track_of(rid) == Track("0x" + audio.hex(), CID)
+    assert await chain.status(bytes.fromhex(rid[2:])) == RequestStatus.NONE  # not a chain request
+    again = await register(chain.reg, chain.sender, rid, audio, CID, 1, offchain_id=offchain_id)
+    assert again.already and again.tx_hash == first.tx_hash
+
+
+async def test_registration_refuses_what_is_not_its_request(chain: Chain) -> None:
+    # An id that was never requested here (a chain request that vanished in a reorg looks the
+    # same): registerTrack refuses it, and it is no off-chain id's either.
+    vanished = new_id()
+    with pytest.raises(ContractReverted) as info:
+        await register(chain.reg, chain.sender, vanished, keccak(b"phantom"), CID, 1)
+    assert info.value.error_name == "NotPending"
+    with pytest.raises(PermanentPublisherError, match="off-chain id"):
+        await register(
+            chain.reg,
+            chain.sender,
+            vanished,
+            keccak(b"phantom"),
+            CID,
+            1,
+            offchain_id="0x" + "11" * 32,
+        )
+    assert await chain.reg.track_of(vanished) is None

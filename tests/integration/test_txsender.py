@@ -133,7 +133,7 @@ class Chain:
 
     def register_call(self, n: int | None = None) -> Any:
         rid = keccak(os.urandom(16)) if n is None else n.to_bytes(32)
-        return self.reg.functions.registerTrack(rid, keccak(rid), CID)
+        return self.reg.functions.registerOffchainTrack(rid, keccak(rid), CID)
 
     async def nonce(self, tag: str = "latest") -> int:
         return await self.w3.eth.get_transaction_count(self.me.address, tag)  # type: ignore[arg-type]
@@ -307,7 +307,8 @@ async def test_a_nonce_taken_while_pending_sends_the_call_again(chain: Chain) ->
     assert not await chain.mined(first["hash"])
     assert (await chain.w3.eth.get_transaction(sent.tx_hash))["nonce"] == nonce + 1  # type: ignore[arg-type]
     assert sent.status == 1
-    audio_hash, _ = await chain.reg.functions.trackOf(call.args[0]).call()
+    rid = await chain.reg.functions.offchainRequestId(call.args[0]).call()
+    audio_hash, _ = await chain.reg.functions.trackOf(rid).call()
     assert audio_hash == call.args[1]
 
 
@@ -339,7 +340,8 @@ async def test_a_revert_on_estimation_sends_nothing(chain: Chain) -> None:
     with pytest.raises(ContractReverted) as info:
         await sender.send(chain.register_call(5), confirmations=1)
     assert info.value.error_name == "AlreadyRegistered"
-    assert info.value.args_ == ((5).to_bytes(32),)
+    derived = await chain.reg.functions.offchainRequestId((5).to_bytes(32)).call()
+    assert info.value.args_ == (derived,)
     assert info.value.tx_hash is None
 
     with pytest.raises(ContractReverted) as info:
@@ -398,7 +400,8 @@ async def test_an_empty_wallet_is_retryable_and_the_key_stays_secret(
         sender = TxSender(w3, key, FAST)
         with pytest.raises(InsufficientFunds) as info:
             await sender.send(
-                reg.functions.registerTrack(b"\x01" * 32, b"\x02" * 32, CID), confirmations=1
+                reg.functions.registerOffchainTrack(b"\x01" * 32, b"\x02" * 32, CID),
+                confirmations=1,
             )
     finally:
         await w3.provider.disconnect()

@@ -24,7 +24,7 @@ from acesteps.dev.devchain import dev_key
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.ipfs.unixfs import CHUNK_SIZE, cid_of_bytes
-from acesteps.registry import Registry
+from acesteps.registry import Registry, offchain_request_id
 from acesteps.settings import CommonSettings
 from acesteps.verify import Status
 from publisher.registrar import register
@@ -44,11 +44,17 @@ class Env:
     capsys: pytest.CaptureFixture[str]
 
     async def publish(self, data: bytes, audio_hash: str | None = None) -> tuple[str, str]:
-        """Pin ``data`` and register it (or ``audio_hash``) under a new id: (id, CID)."""
+        """Pin ``data`` and register it (or ``audio_hash``) as a new HTTP request: (id, CID)."""
         cid = (await self.kubo.add(data)).cid
-        rid = "0x" + keccak(os.urandom(16)).hex()
-        await register(self.reg, self.sender, rid, audio_hash or keccak256_hex(data), cid, 1)
+        rid = await self.register(audio_hash or keccak256_hex(data), cid)
         return rid, cid
+
+    async def register(self, audio_hash: str, cid: str) -> str:
+        """Register (audio_hash, cid) as a new HTTP request's track; its request id."""
+        offchain_id = "0x" + keccak(os.urandom(16)).hex()
+        rid = offchain_request_id(31337, self.reg.address, offchain_id)
+        await register(self.reg, self.sender, rid, audio_hash, cid, 1, offchain_id=offchain_id)
+        return rid
 
     async def cli(self, *argv: str, source: str = "api") -> tuple[int, str]:
         """Run ``acesteps verify ARGV`` against this chain; (exit code, stdout)."""
@@ -174,9 +180,8 @@ async def test_an_unregistered_id_cannot_be_verified(env: Env) -> None:
 async def test_content_nobody_holds_cannot_be_verified(env: Env, source: str) -> None:
     """Registered, but its CID was never added to this (offline) Kubo."""
     data = track(1000)
-    rid = "0x" + keccak(os.urandom(16)).hex()
     cid = cid_of_bytes(data)
-    await register(env.reg, env.sender, rid, keccak256_hex(data), cid, 1)
+    rid = await env.register(keccak256_hex(data), cid)
 
     code, out = await env.cli(rid, source=source)
 
@@ -218,3 +223,24 @@ async def test_not_a_contract_cannot_verify(env: Env) -> None:
     args = parser.parse_args([rid, "--rpc-url", env.anvil.url, "--contract", "0x" + "11" * 20])
     assert await run_cli(args) == 2
     assert "no contract at" in env.capsys.readouterr().out
+
+
+async def test_a_registration_that_is_not_final_yet_is_reported_as_such(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ACESTEPS_FINALITY_DEPTH", "12")
+    monkeypatch.delenv("ACESTEPS_FINALITY_TAG", raising=False)
+    rid, _ = await env.publish(track(5000))
+
+    code, out = await env.cli(rid, "--json")
+    verdict = json.loads(out)
+    # A match, on a registration a reorg may still drop until it is 12 blocks deep.
+    assert code == 0 and verdict["status"] == "MATCH"
+    assert (verdict["confirmations"], verdict["final"]) == (1, False)
+    code, out = await env.cli(rid)
+    assert "NOT FINAL YET" in out
+
+    env.anvil.rpc("anvil_mine", hex(11))
+    code, out = await env.cli(rid, "--json")
+    verdict = json.loads(out)
+    assert code == 0 and (verdict["confirmations"], verdict["final"]) == (12, True)

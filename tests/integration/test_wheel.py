@@ -11,6 +11,7 @@ directory, with no ``PYTHONPATH``, and the test checks where each module was loa
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from acesteps.chain import connect, deploy_registry
 from acesteps.dev.devchain import dev_key
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.kubo import KuboClient
-from acesteps.registry import Registry
+from acesteps.registry import Registry, offchain_request_id
 from acesteps.settings import CommonSettings
 from publisher.registrar import register
 from publisher.txsender import TxSender
@@ -45,22 +46,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     tmp = tmp_path_factory.mktemp("wheel")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "ACESTEPS_"))}
     env["ACESTEPS_CACHE_DIR"] = str(tmp / "cache")
-    # 1. The wheel, built from the checkout as `pip install .` would.
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "-w",
-            str(tmp / "dist"),
-            str(ROOT),
-        ],
-        tmp,
-        env,
-    )
+    # 1. The wheel, built as `pip install .` would, from a copy of the checkout (a build writes
+    #    build/ and *.egg-info next to the sources).
+    source = tmp / "src"
+    skip = shutil.ignore_patterns(".cache", ".git", "build", "*.egg-info", "__pycache__", "tests")
+    shutil.copytree(ROOT, source, symlinks=True, ignore=skip)
+    wheel_cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist")]
+    _run([*wheel_cmd, str(source)], tmp, env)
     (wheel,) = (tmp / "dist").glob("acesteps-*.whl")
     # 2. A fresh virtualenv, and the wheel with its runtime dependencies in it.
     venv = tmp / "venv"
@@ -118,8 +110,9 @@ async def test_verify_a_registered_track(
         data = os.urandom(300_000)
         async with KuboClient(stack.ipfs_api_url) as kubo:
             cid = (await kubo.add(data)).cid
-        rid = keccak256_hex(os.urandom(16))
-        await register(registry, sender, rid, keccak256_hex(data), cid, 1)
+        offchain_id = keccak256_hex(os.urandom(16))
+        rid = offchain_request_id(31337, registry.address, offchain_id)
+        await register(registry, sender, rid, keccak256_hex(data), cid, 1, offchain_id=offchain_id)
 
         argv = [str(venv / "bin" / "acesteps"), "verify", rid, "--rpc-url", node.url]
         argv += ["--contract", deployment.address, "--ipfs-api-url", stack.ipfs_api_url]

@@ -27,6 +27,7 @@ from listener.api.sqlitestore import SqliteStore
 from tests.factories import track_published
 
 KEYS = {"alice": "s3cret-alice", "bob": "s3cret-bob"}
+CONTRACT = "0x" + "c0" * 20
 BODY = {"prompt": "a calm piano piece", "duration": 5}
 
 
@@ -69,6 +70,8 @@ async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             generate_limit=RateLimiter(per_minute, burst),
             read_limit=RateLimiter(per_minute, burst),
             wait_s=wait_s,
+            chain_id=31337,
+            contract=CONTRACT,
         )
         client = TestClient(TestServer(create_app(deps)))
         await client.start_server()

@@ -12,6 +12,10 @@ from acesteps.messages import (
     GenerationRequest,
     GenerationRevoked,
     Message,
+    Registered,
+    RegistrationReorged,
+    TrackFinalized,
+    TrackPublished,
 )
 from listener.api.models import Generation, Status
 from listener.api.updates import apply
@@ -35,6 +39,10 @@ REQUEST = GenerationRequest(
     chain=ORIGIN,
 )
 TRACK = track_published(RID, duration_s=12, seed=99, size_bytes=1234)
+SECOND = TRACK.model_copy(update={"tx_hash": "0x" + "55" * 32, "block_number": 50})
+REINCLUDED = REQUEST.model_copy(
+    update={"chain": ORIGIN.model_copy(update={"block_hash": "0x" + "66" * 32, "block_number": 6})}
+)
 GENERATING = GenerationProgress(request_id=RID, stage="generating", worker="g1")
 PUBLISHING = GenerationProgress(request_id=RID, stage="publishing", worker="p1")
 FAILED = GenerationFailed(request_id=RID, stage="publisher", code="ipfs", message="down")
@@ -46,6 +54,16 @@ REVOKED = GenerationRevoked(
     block_number=5,
     block_hash="0x" + "22" * 32,
 )
+
+
+def reorged(track: TrackPublished) -> RegistrationReorged:
+    fields = {k: getattr(track, k) for k in Registered.model_fields}
+    return RegistrationReorged(**fields, reason="reorg")
+
+
+def finalized(track: TrackPublished) -> TrackFinalized:
+    fields = {k: getattr(track, k) for k in Registered.model_fields}
+    return TrackFinalized(**fields, confirmations=12, finality="12 blocks")
 
 
 def fold(messages: list[Message]) -> Generation:
@@ -77,14 +95,56 @@ def test_progress_only_moves_forward() -> None:
     assert fold([REQUEST]).status is Status.QUEUED
 
 
-def test_the_first_final_status_wins() -> None:
-    late_failure = fold([REQUEST, TRACK, FAILED])
-    assert late_failure.status is Status.COMPLETED and late_failure.error is None
-    revoked_then_track = fold([REQUEST, REVOKED, TRACK])
-    assert revoked_then_track.status is Status.REVOKED and revoked_then_track.cid is None
+def test_a_registration_outranks_a_failure_in_either_order() -> None:
+    for order in ([REQUEST, TRACK, FAILED], [REQUEST, FAILED, TRACK]):
+        g = fold(order)
+        assert g.status is Status.COMPLETED and g.error is None, order
     failed = fold([REQUEST, GENERATING, FAILED, PUBLISHING])
     assert failed.status is Status.FAILED and failed.error is not None
     assert (failed.error.stage, failed.error.code) == ("publisher", "ipfs")
+
+
+def test_a_revoked_request_stays_revoked_whatever_the_tracks_topic_says() -> None:
+    for order in ([REQUEST, REVOKED, TRACK], [REQUEST, TRACK, REVOKED], [TRACK, REQUEST, REVOKED]):
+        g = fold(order)
+        assert g.status is Status.REVOKED and g.error is not None, order
+        assert g.error.code == "revoked"
+
+
+def test_a_registration_dropped_by_a_reorg_goes_back_to_publishing_then_final() -> None:
+    dropped = fold([REQUEST, TRACK, reorged(TRACK)])
+    assert dropped.status is Status.PUBLISHING and dropped.tx_hash is None
+    again = fold([REQUEST, TRACK, reorged(TRACK), SECOND, finalized(SECOND)])
+    assert again.status is Status.COMPLETED and again.tx_hash == SECOND.tx_hash and again.final
+    # A late word about the dropped transaction changes nothing.
+    late = fold([REQUEST, TRACK, reorged(TRACK), SECOND, finalized(TRACK), reorged(TRACK)])
+    assert late.status is Status.COMPLETED and late.tx_hash == SECOND.tx_hash and not late.final
+
+
+def test_a_request_back_on_chain_after_its_revocation_is_followed_again() -> None:
+    back = fold([REQUEST, REVOKED, REINCLUDED])
+    assert back.status is Status.QUEUED and back.error is None
+    assert back.request_tx_hash == REINCLUDED.chain.tx_hash  # type: ignore[union-attr]
+    assert fold([REQUEST, REVOKED, REINCLUDED, TRACK]).status is Status.COMPLETED
+
+
+@given(st.permutations([0, 0, 0, 1, 1, 1, 1, 2]))
+def test_the_record_does_not_depend_on_how_the_topics_interleave(topics: list[int]) -> None:
+    # One request's topics, each in its own (partition) order: revoked and back on chain;
+    # its first registration dropped, registered again, final; a late failure.
+    queues: list[list[Message]] = [
+        [REQUEST, REVOKED, REINCLUDED],
+        [TRACK, reorged(TRACK), SECOND, finalized(SECOND)],
+        [FAILED],
+    ]
+    order = [queues[topic].pop(0) for topic in topics]
+    g = fold(order)
+    assert (g.status, g.tx_hash, g.final, g.error) == (
+        Status.COMPLETED,
+        SECOND.tx_hash,
+        True,
+        None,
+    ), order
 
 
 def test_a_duplicate_request_keeps_the_recorded_seed_and_creation_time() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -54,6 +54,9 @@ class FakeChain:
         self.max_logs_range = max_logs_range
         self.ranges: list[tuple[int, int]] = []
         self.fork = 0
+        # Called once with the block number of the next header read, after its answer is
+        # taken: the chain can change between that read and the next (a slow RPC answer).
+        self.after_header: Callable[[int], None] | None = None
 
     def mine(self, *logs: tuple[str, bytes]) -> Block:
         parent = self.blocks[-1]
@@ -75,7 +78,11 @@ class FakeChain:
 
     async def header(self, number: int) -> Header:
         b = self.blocks[number]
-        return Header(b.number, b.hash, b.parent)
+        answer = Header(b.number, b.hash, b.parent)
+        hook, self.after_header = self.after_header, None
+        if hook is not None:
+            hook(number)
+        return answer
 
     async def logs(self, start: int, end: int) -> list[RawLog]:
         if self.max_logs_range and end - start + 1 > self.max_logs_range:
@@ -191,6 +198,33 @@ async def test_reorg_deeper_than_confirmations_revokes_vanished_requests() -> No
     (revoked,) = sink.of(GenerationRevoked)
     assert revoked.request_id == rid(2)  # type: ignore[attr-defined]
     assert revoked.block_number == 4  # type: ignore[attr-defined]
+    assert p.checkpoint.block_hash == chain.blocks[p.checkpoint.block_number].hash
+
+
+async def test_a_reorg_between_the_link_check_and_the_range_read_is_not_missed() -> None:
+    # The answer that says "the checkpoint's block is still the parent of the next one" is
+    # already stale when it arrives: a reorg replaced both meanwhile. The range is then read
+    # from the new chain, whose blocks agree with each other; only a second look at the link
+    # finds out that the checkpoint, and the request in it, are gone.
+    chain, sink = FakeChain(), MemorySink()
+    chain.mine((rid(1), payload()))  # block 1
+    chain.mine_empty(3)  # 2..4: block 1 confirmed
+    p = poller(chain, sink)
+    await drain(p)
+    assert sink.ids(GenerationRequest) == [rid(1)] and p.checkpoint.block_number == 1
+    chain.mine_empty(1)  # block 5: block 2 confirmed, the next step reads it
+
+    def reorg(number: int) -> None:
+        assert number == 2  # the successor of the checkpoint: the link check
+        chain.reorg(5)  # blocks 1..5 replaced: rid(1) vanishes
+        chain.mine_empty(8)
+
+    chain.after_header = reorg
+    with pytest.raises(ChainMoved):  # the service's loop retries the step
+        await p.step()
+    await drain(p)
+    assert [r.request_id for r in sink.of(GenerationRevoked)] == [rid(1)]  # type: ignore[attr-defined]
+    assert sink.ids(GenerationRequest) == [rid(1)]  # emitted once, before the reorg
     assert p.checkpoint.block_hash == chain.blocks[p.checkpoint.block_number].hash
 
 

@@ -4,7 +4,8 @@
 "use strict";
 
 const STEPS = ["queued", "generating", "publishing", "completed"];
-const FINAL = new Set(["completed", "failed", "revoked"]);
+// The stream ends when nothing more will change: failed, revoked, or a final registration.
+const settled = (g) => g.status === "failed" || g.status === "revoked" || (g.status === "completed" && g.final);
 const KEY_STORAGE = "acesteps.apiKey";
 // Fields laid out by hand in index.html; every other request option gets a field built from
 // the OpenAPI document's GenerateBody (see addOptionFields), so a new option needs no edit here.
@@ -209,8 +210,8 @@ function follow(id, record = null) {
   source.addEventListener("status", (message) => {
     const g = JSON.parse(message.data);
     render(g);
-    // The stream ends at a final status; without close() EventSource would reconnect.
-    if (FINAL.has(g.status)) source.close();
+    // The stream ends there; without close() EventSource would reconnect.
+    if (settled(g)) source.close();
   });
   source.addEventListener("error", async () => {
     // Still CONNECTING: it reconnects by itself. Another request followed since: not ours.
@@ -230,7 +231,7 @@ function setStatus(status, text) {
 }
 
 function render(g) {
-  if (current && current.status === g.status) return;
+  if (current && current.status === g.status && current.final === g.final) return;
   current = g;
   const step = STEPS.indexOf(g.status);
   if (step >= 0) lastStep = Math.max(lastStep, step);
@@ -266,7 +267,9 @@ function statusText(g) {
     case "publishing":
       return "Publishing: pinning to IPFS and registering on chain…";
     case "completed":
-      return "Completed: pinned and registered.";
+      return g.final
+        ? "Completed: pinned and registered (final)."
+        : `Completed: pinned and registered (${g.confirmations || 1} confirmation(s), not final yet).`;
     default:
       return `${g.status[0].toUpperCase()}${g.status.slice(1)}.`;
   }
