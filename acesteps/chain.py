@@ -44,4 +44,5 @@ async def deploy_registry(
         deployer=account.address,
         publisher=AsyncWeb3.to_checksum_address(publisher),
         request_fee_wei=request_fee_wei,
+        bytecode_hash=registry.bytecode_hash(),
     )

@@ -23,6 +23,8 @@ class Deployment(BaseModel):
     deployer: str
     publisher: str
     request_fee_wei: int
+    bytecode_hash: str | None = None
+    """keccak256 of the creation bytecode deployed (absent in files of older versions)."""
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,11 @@ def bytecode() -> str:
     return (files("acesteps") / "data" / "abi" / f"{NAME}.bin").read_text().strip()
 
 
+def bytecode_hash() -> str:
+    """keccak256 of `bytecode`: which version of the contract a deployment is."""
+    return to_hex(keccak(hexstr=bytecode()))
+
+
 class RequestStatus(IntEnum):
     """``AceStepsRegistry.Status``."""
 

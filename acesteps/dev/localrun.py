@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from eth_account import Account
 from web3.types import TxParams, Wei
 
+from acesteps import registry
 from acesteps.chain import connect, deploy_registry
 from acesteps.cli.api import ApiClient, ApiError, open_session
 from acesteps.cli.generate import follow
@@ -71,8 +72,9 @@ async def _deploy(settings: ChainSettings) -> Deployment:
         if path.exists():
             known = Deployment.load(path)
             address = w3.to_checksum_address(known.address)
-            if known.chain_id == chain_id and await w3.eth.get_code(address):
-                return known
+            current = known.bytecode_hash == registry.bytecode_hash()
+            if current and known.chain_id == chain_id and await w3.eth.get_code(address):
+                return known  # this version of the contract is deployed: reuse it
         publisher = Account.from_key(dev_key(1, chain_id)).address
         deployment = await deploy_registry(w3, dev_key(0, chain_id), publisher)
         deployment.save(path)
@@ -166,16 +168,16 @@ async def _request_on_chain(settings: ChainSettings, prompt: str, duration: int)
     try:
         chain_id = await w3.eth.chain_id
         account = Account.from_key(dev_key(2, chain_id))
-        registry = Registry(w3, settings.contract())
+        contract = Registry(w3, settings.contract())
         params: TxParams = {
             "from": account.address,
-            "value": Wei(await registry.request_fee()),
+            "value": Wei(await contract.request_fee()),
             "nonce": await w3.eth.get_transaction_count(account.address, "pending"),
         }
-        tx = await registry.request_generation(prompt, "", duration).build_transaction(params)
+        tx = await contract.request_generation(prompt, "", duration).build_transaction(params)
         tx_hash = await w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
         receipt = await w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
-        (event,) = registry.requested(receipt)
+        (event,) = contract.requested(receipt)
         return str(event["requestId"]), tx_hash.to_0x_hex()
     finally:
         await w3.provider.disconnect()
@@ -221,6 +223,8 @@ async def _fetch_and_verify(
         "source": record["source"],
         "status": record["status"],
         "verified": verdict.status.value if agreed else "MISMATCH",
+        # Registered, and until the registration is final a reorg could still drop it.
+        "final": verdict.final,
         "audioHash": record["audioHash"],
         "cid": record["cid"],
         "txHash": record["txHash"],

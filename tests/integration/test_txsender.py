@@ -32,7 +32,7 @@ from acesteps.chain import connect, deploy_registry
 from acesteps.dev.devchain import dev_key
 from acesteps.registry import Registry
 from acesteps.reverts import decode_revert
-from publisher.errors import ContractReverted, InsufficientFunds
+from publisher.errors import ContractReverted, InsufficientFunds, TxDropped
 from publisher.txsender import TxSender, connect_for_sending
 from publisher.txtypes import Fees, TxPolicy
 from tests.integration.anvil import Anvil
@@ -434,3 +434,21 @@ async def test_concurrent_sends_get_consecutive_nonces(chain: Chain) -> None:
     )
     assert nonces == list(range(before, before + 6))
     assert all(t.result().status == 1 for t in tasks)
+
+
+async def test_a_transaction_a_reorg_dropped_neither_stalls_nor_waits(chain: Chain) -> None:
+    """Mined, then orphaned by a reorg (anvil does not put it back in its pool): waiting for
+    its confirmations fails at once, and the next send takes its nonce instead of queueing
+    behind a gap that would never be filled."""
+    sender = chain.sender()
+    first = await sender.send(chain.register_call(), confirmations=1)
+    nonce = await chain.nonce()  # the first one's nonce + 1
+    chain.anvil.rpc("anvil_reorg", 1, [])
+    assert await chain.nonce() == nonce - 1
+
+    with pytest.raises(TxDropped):
+        await asyncio.wait_for(sender.wait_for_confirmations(first.tx_hash, 2), 5)
+    second = await asyncio.wait_for(sender.send(chain.register_call(), confirmations=1), 10)
+    tx = await chain.w3.eth.get_transaction(second.tx_hash)  # type: ignore[arg-type]
+    assert tx["nonce"] == nonce - 1 and second.status == 1
+    assert not await chain.mined(first.tx_hash)
