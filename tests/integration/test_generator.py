@@ -24,7 +24,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from acesteps.dev.localstack import StackSettings
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.unixfs import cid_of_bytes
-from acesteps.kafka.admin import ensure_topics
 from acesteps.kafka.producer import idempotent_producer
 from acesteps.messages import (
     TYPE_HEADER,
@@ -74,12 +73,6 @@ class GeneratorProcess(ServiceProcess):
         }
         log = StackSettings().log_dir / f"generator-{settings.topic_prefix}.log"
         super().__init__(module, full_env, log)
-
-
-@pytest.fixture
-async def topics(settings: CommonSettings) -> CommonSettings:
-    await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
-    return settings
 
 
 @pytest.fixture

@@ -6,13 +6,11 @@ Every check reads the topics with a read_committed consumer: what a downstream s
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from acesteps.dev.localstack import StackSettings
-from acesteps.kafka.admin import ensure_topics
 from acesteps.messages import (
     GenerationFailed,
     GenerationRequest,
@@ -29,27 +27,6 @@ from tests.integration.listening import (
     requests_topic,
     wait_checkpoint,
 )
-
-
-@pytest.fixture
-def anvil(tmp_path: Path) -> Iterator[Anvil]:
-    node = Anvil(StackSettings().log_dir, state=tmp_path / "anvil-state.json").start()
-    yield node
-    node.stop()
-
-
-@pytest.fixture
-async def topics(settings: CommonSettings) -> CommonSettings:
-    await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
-    return settings
-
-
-@pytest.fixture
-def listeners() -> Iterator[list[ListenerProcess]]:
-    started: list[ListenerProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 @pytest.fixture

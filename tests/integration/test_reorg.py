@@ -16,20 +16,16 @@ import random
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_utils.crypto import keccak
 
 from acesteps.chain import connect
-from acesteps.dev.localstack import StackSettings
 from acesteps.finality import Finality
 from acesteps.ipfs.kubo import KuboClient
-from acesteps.kafka.admin import ensure_topics
 from acesteps.messages import TYPE_HEADER, GenerationRequest, GenerationRevoked
 from acesteps.registry import Registry, request_id_of
 from acesteps.settings import CommonSettings
@@ -46,28 +42,6 @@ from tests.integration.listening import (
 )
 from tests.integration.pipeline import Pipeline, running_pipeline
 from tests.integration.rpcproxy import RpcProxy
-
-
-@pytest.fixture
-def anvil(tmp_path: Path) -> Iterator[Anvil]:
-    """Instant mining: blocks come when a test mines them (``evm_mine``) or sends something."""
-    node = Anvil(StackSettings().log_dir, state=tmp_path / "anvil-state.json").start()
-    yield node
-    node.stop()
-
-
-@pytest.fixture
-async def topics(settings: CommonSettings) -> CommonSettings:
-    await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
-    return settings
-
-
-@pytest.fixture
-def listeners() -> Iterator[list[ListenerProcess]]:
-    started: list[ListenerProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 def mine(anvil: Anvil, blocks: int) -> None:

@@ -279,8 +279,11 @@ function statusText(g) {
 
 function showTrack(g) {
   const audioPath = generationPath(g.id, "audio");
+  // Shown again when the registration turns final (or moves): the file is the same, so the
+  // player and the waveform are left alone (setting src again would reload the player).
+  const same = $("player").getAttribute("src") === audioPath;
   $("result").hidden = false;
-  $("player").src = audioPath;
+  if (!same) $("player").src = audioPath;
   $("download").href = audioPath;
   $("size").textContent = g.sizeBytes ? `(${g.format}, ${formatBytes(g.sizeBytes)})` : "";
 
@@ -302,6 +305,7 @@ function showTrack(g) {
     .filter(Boolean)
     .join(", ");
   $("verify-button").disabled = false;
+  if (same) return;
   drawWaveform(audioPath).catch((error) => {
     $("waveform").dataset.drawn = "error";
     $("waveform").setAttribute("aria-label", `Waveform unavailable: ${error.message}`);
