@@ -80,6 +80,8 @@ __all__ = ["TxSender", "connect_for_sending"]
 log = logging.getLogger(__name__)
 
 _SEND_RAW: Final = "eth_sendRawTransaction"
+GAP_GRACE_S: Final = 3.0
+"""How long a gap below a waiting transaction may last before the sender fills it."""
 _TRANSIENT: Final = (aiohttp.ClientError, TimeoutError, ProviderConnectionError)
 
 
@@ -358,10 +360,51 @@ class TxSender:
                 )
                 await self._rebroadcast(flight.raw, flight.hashes[-1])
             elif mined is not None and mined < flight.nonce:
-                pass  # queued behind a lower nonce that is not mined yet: a higher fee won't help
+                # Queued behind a lower nonce of ours: a higher fee would not help. If nothing
+                # of ours is pending there (a reorg dropped transactions whose calls already
+                # returned), nothing will ever fill it: fill it ourselves.
+                await self._fill_gap(flight, mined, now)
             elif now - flight.last_sent >= self.policy.pending_timeout_s:
                 await self._replace(flight)
             await asyncio.sleep(self.policy.poll_interval_s)
+
+    async def _fill_gap(self, flight: _InFlight, mined: int, now: float) -> None:
+        """Send no-op transactions (0 to ourselves) for the nonces below ``flight``'s that no
+        transaction of ours holds any more, once that has lasted ``GAP_GRACE_S``."""
+        async with self._lock:  # no send of ours is half done while we look
+            pending = await self._pending_nonce()
+            if pending > mined:  # something of ours is pending at the next nonce: it moves
+                flight.behind_gap_since = None
+                return
+            if flight.behind_gap_since is None:
+                flight.behind_gap_since = now
+                log.warning(
+                    "nonce %d: nonces %d..%d of ours are gone from the chain and the pool "
+                    "(a reorg?); filling them if nothing else does",
+                    flight.nonce,
+                    mined,
+                    flight.nonce - 1,
+                )
+                return
+            if now - flight.behind_gap_since < GAP_GRACE_S:
+                return
+            fees = await self._market_fees()
+            chain_id = self._chain_id or await self._w3.eth.chain_id
+            for nonce in range(mined, flight.nonce):
+                noop: TxParams = {
+                    "to": self.address,
+                    "value": Wei(0),
+                    "gas": 21_000,
+                    "chainId": chain_id,
+                }
+                raw, tx_hash = self._sign(noop, nonce, fees)
+                try:
+                    await self._send_raw(raw, tx_hash)
+                except (_NonceRefused, RetryablePublisherError) as exc:
+                    log.info("gap nonce %d: %s", nonce, exc)
+                    continue
+                log.warning("nonce %d: filled with a no-op %s", nonce, tx_hash)
+            flight.behind_gap_since = None
 
     async def _find_receipt(self, hashes: list[str]) -> TxReceipt | None:
         for tx_hash in reversed(hashes):  # the newest is the likeliest

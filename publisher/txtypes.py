@@ -103,6 +103,8 @@ class _InFlight:
     last_sent: float
     replacements: int = 0
     capped: bool = field(default=False)
+    behind_gap_since: float | None = None
+    """When it was first seen queued behind a nonce of ours that nothing will fill."""
 
 
 class _NonceRefused(Exception):

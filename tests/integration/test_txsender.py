@@ -452,3 +452,42 @@ async def test_a_transaction_a_reorg_dropped_neither_stalls_nor_waits(chain: Cha
     tx = await chain.w3.eth.get_transaction(second.tx_hash)  # type: ignore[arg-type]
     assert tx["nonce"] == nonce - 1 and second.status == 1
     assert not await chain.mined(first.tx_hash)
+
+
+async def test_a_transaction_queued_behind_dropped_nonces_gets_the_gap_filled(
+    chain: Chain,
+) -> None:
+    """A's call already returned when a reorg drops it; B, sent after A with the next nonce,
+    waits in the pool behind a nonce nothing holds any more. The sender fills that nonce with
+    a no-op (the dropped call is its caller's to send again), and B is mined."""
+    sender = chain.sender()
+    first = await sender.send(chain.register_call(), confirmations=1)
+    gap = (await chain.w3.eth.get_transaction(first.tx_hash))["nonce"]  # type: ignore[arg-type]
+    chain.anvil.rpc("evm_setAutomine", False)
+    task = asyncio.create_task(sender.send(chain.register_call(), confirmations=1))
+    await eventually(lambda: _pooled(chain))
+    chain.anvil.rpc("anvil_reorg", 1, [])  # A's block is gone; B stays in the pool
+
+    async def mining() -> None:
+        while True:
+            chain.anvil.rpc("evm_mine")
+            await asyncio.sleep(0.2)
+
+    miner = asyncio.create_task(mining())
+    try:
+        second = await asyncio.wait_for(task, 20)
+    finally:
+        miner.cancel()
+    assert second.status == 1
+    assert (await chain.w3.eth.get_transaction(second.tx_hash))["nonce"] == gap + 1  # type: ignore[arg-type]
+    fills = []
+    for number in range(max(0, second.block_number - 10), second.block_number + 1):
+        block = await chain.w3.eth.get_block(number, full_transactions=True)
+        fills += [tx for tx in block["transactions"] if tx["from"] == chain.me.address]
+    fills = [tx for tx in fills if tx["nonce"] == gap]
+    assert fills and fills[0]["to"] == chain.me.address and fills[0]["value"] == 0
+    assert not await chain.mined(first.tx_hash)
+
+
+async def _pooled(chain: Chain) -> bool:
+    return bool(chain.pool())
