@@ -65,8 +65,9 @@ from acesteps.settings import CommonSettings
 from acesteps.topics import Topics
 from bench.hashing import _best_seconds, _keccak_streamed
 from publisher.chunks import ChunkReader, assemble
+from publisher.provider import connect_for_sending
 from publisher.registrar import register
-from publisher.txsender import TxSender, connect_for_sending
+from publisher.txsender import TxSender
 from publisher.txtypes import TxPolicy
 from tests.integration.anvil import Anvil
 from tests.integration.kafkaread import read_all

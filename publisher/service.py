@@ -21,9 +21,10 @@ from acesteps.registry import Registry
 from publisher.chunks import ChunkReader
 from publisher.finality import FinalityDeps, handle_track
 from publisher.handlers import Deps, handle_audio, handle_failure
+from publisher.provider import connect_for_sending
 from publisher.remotepin import RemotePinner
 from publisher.settings import PublisherSettings
-from publisher.txsender import TxSender, connect_for_sending
+from publisher.txsender import TxSender
 
 __all__ = ["run_publisher"]
 

@@ -21,11 +21,14 @@ that key while the instance runs, except by mistake, which the sender survives.
    up to ``max_replacements`` times and never above the cap. If a transaction that is not
    ours took the nonce, the call is re-estimated and sent again with a new nonce.
 
-web3's `AsyncHTTPProvider` retries failed requests, ``eth_sendRawTransaction`` included. A
-retried broadcast that answers "nonce too low" (because the first try did get through and
-was mined) would make this sender re-send the call under a new nonce: a duplicate. So the
-sender takes ``eth_sendRawTransaction`` off the provider's retry list (`connect_for_sending`
-builds such a provider directly) and retries broadcasts itself.
+6. **Reorgs.** A transaction that a reorg dropped after it was mined raises `TxDropped` at
+   once (the caller reads the chain again); the nonce re-syncs before a send when the node
+   counts fewer of ours than we sent; a transaction dropped from the node's pool is
+   re-broadcast as signed; one queued behind nonces that nothing holds any more gets them
+   filled with no-ops.
+
+The sender never lets web3 retry ``eth_sendRawTransaction`` (`publisher.provider`): it retries
+broadcasts itself.
 
 The private key lives only in the `LocalAccount`; logs, reprs and errors show the address.
 """
@@ -40,7 +43,7 @@ from typing import Any, Final
 import aiohttp
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 from web3.contract.async_contract import AsyncContractFunction
 from web3.exceptions import (
     ContractLogicError,
@@ -48,7 +51,6 @@ from web3.exceptions import (
     TransactionNotFound,
     Web3RPCError,
 )
-from web3.providers.rpc.utils import REQUEST_RETRY_ALLOWLIST, ExceptionRetryConfiguration
 from web3.types import Nonce, TxParams, TxReceipt, Wei
 
 from acesteps.reverts import decode_revert
@@ -59,6 +61,7 @@ from publisher.errors import (
     TxDropped,
     TxNotMined,
 )
+from publisher.provider import no_send_retries
 from publisher.txtypes import (
     _KNOWN,
     _NONCE,
@@ -75,48 +78,20 @@ from publisher.txtypes import (
     _rpc_message,
 )
 
-__all__ = ["TxSender", "connect_for_sending"]
+__all__ = ["TxSender"]
 
 log = logging.getLogger(__name__)
 
-_SEND_RAW: Final = "eth_sendRawTransaction"
 GAP_GRACE_S: Final = 3.0
 """How long a gap below a waiting transaction may last before the sender fills it."""
 _TRANSIENT: Final = (aiohttp.ClientError, TimeoutError, ProviderConnectionError)
-
-
-def connect_for_sending(rpc_url: str, timeout_s: float = 30.0) -> AsyncWeb3[Any]:
-    """An `AsyncWeb3` that retries reads but never re-sends a raw transaction by itself."""
-    retry = ExceptionRetryConfiguration(
-        errors=(aiohttp.ClientError, TimeoutError),
-        method_allowlist=[m for m in REQUEST_RETRY_ALLOWLIST if m != _SEND_RAW],
-    )
-    provider = AsyncHTTPProvider(
-        rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=retry
-    )
-    return AsyncWeb3(provider)
-
-
-def _no_send_retries(w3: AsyncWeb3[Any]) -> None:
-    provider = w3.provider
-    if not isinstance(provider, AsyncHTTPProvider):
-        return
-    config = provider.exception_retry_configuration
-    if config is not None and _SEND_RAW in config.method_allowlist:
-        provider.exception_retry_configuration = ExceptionRetryConfiguration(
-            errors=config.errors,
-            retries=config.retries,
-            backoff_factor=config.backoff_factor,
-            method_allowlist=[m for m in config.method_allowlist if m != _SEND_RAW],
-        )
-        log.info("took %s off the provider's retry list (see publisher.txsender)", _SEND_RAW)
 
 
 class TxSender:
     """Signs and sends contract calls from one key; see the module docstring."""
 
     def __init__(self, w3: AsyncWeb3[Any], private_key: str, policy: TxPolicy | None = None):
-        _no_send_retries(w3)
+        no_send_retries(w3)
         self._w3 = w3
         try:
             self._account: LocalAccount = Account.from_key(private_key)

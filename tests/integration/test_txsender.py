@@ -33,7 +33,8 @@ from acesteps.dev.devchain import dev_key
 from acesteps.registry import Registry
 from acesteps.reverts import decode_revert
 from publisher.errors import ContractReverted, InsufficientFunds, TxDropped
-from publisher.txsender import TxSender, connect_for_sending
+from publisher.provider import connect_for_sending
+from publisher.txsender import TxSender
 from publisher.txtypes import Fees, TxPolicy
 from tests.integration.anvil import Anvil
 
