@@ -18,7 +18,9 @@ from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from acesteps.manifest import Manifest
 from acesteps.options import MAX_SEED, GenerationOptions
+from acesteps.origin import ChainOrigin, RequestOrigin
 from acesteps.types import Address, AudioFormat, Bytes32Hex, Cid, RequestId, Source
 
 __all__ = [
@@ -67,30 +69,6 @@ class Message(BaseModel):
 
 
 # ------------------------------------------------------------------ requests
-
-
-class ChainOrigin(BaseModel):
-    """Where an on-chain request was emitted."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    chain_id: int = Field(ge=1)
-    contract: Address
-    block_number: int = Field(ge=0)
-    block_hash: Bytes32Hex
-    tx_hash: Bytes32Hex
-    log_index: int = Field(ge=0)
-
-
-class RequestOrigin(BaseModel):
-    """Where a request came from, carried along so the publisher registers it the right way:
-    a chain request (``registerTrack``, while it is pending on chain) or an HTTP request
-    (``registerOffchainTrack`` with its ``offchain_id``). Absent (None) in records written
-    before these fields existed."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    source: Source | None = None
-    chain: ChainOrigin | None = None
-    offchain_id: Bytes32Hex | None = None
 
 
 class GenerationRequest(Message, GenerationOptions):
@@ -195,6 +173,9 @@ class AudioReady(Message, RequestOrigin):
     timings: dict[str, float] = Field(
         default_factory=dict, description="seconds spent per stage (model, encode, hash, ...)"
     )
+    manifest: Manifest | None = Field(
+        None, description="how the file was made (acesteps.manifest); absent from older records"
+    )
 
 
 # ------------------------------------------------------------------ results
@@ -220,6 +201,10 @@ class TrackPublished(Message, Registered, RequestOrigin):
     a reorg may still drop it, see `RegistrationReorged`)."""
 
     urls: tuple[str, ...] = Field(description="where the file can be fetched (ipfs://, gateway)")
+    manifest_hash: Bytes32Hex | None = Field(
+        None, description="keccak256 of the generation manifest's canonical bytes (provenanceOf)"
+    )
+    manifest_cid: Cid | None = Field(None, description="where the manifest is pinned")
     confirmations: int | None = Field(
         None, ge=1, description="blocks from the registration's to the head (1: the head)"
     )

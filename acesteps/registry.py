@@ -32,6 +32,7 @@ __all__ = [
     "NAME",
     "EventDecodeError",
     "LogRef",
+    "Provenance",
     "Registry",
     "RequestStatus",
     "Track",
@@ -83,6 +84,14 @@ class Track:
 
     audio_hash: str
     cid: str
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How a registered track was made: its generation manifest's hash and CID."""
+
+    manifest_hash: str
+    manifest_cid: str
 
 
 @dataclass(frozen=True)
@@ -202,6 +211,13 @@ class Registry:
             return None
         return Track(to_hex(bytes(audio_hash)), str(cid))
 
+    async def provenance_of(self, request_id: str | bytes) -> Provenance | None:
+        call = self.contract.functions.provenanceOf(to_bytes32(request_id))
+        manifest_hash, manifest_cid = await call.call()
+        if bytes(manifest_hash) == _ZERO:
+            return None
+        return Provenance(to_hex(bytes(manifest_hash)), str(manifest_cid))
+
     async def verify(self, request_id: str | bytes, audio_hash: str | bytes) -> bool:
         """The contract's own ``verify(requestId, audioHash)``."""
         call = self.contract.functions.verify(to_bytes32(request_id), to_bytes32(audio_hash))
@@ -261,17 +277,17 @@ class Registry:
     # ------------------------------------------------------------ calls (signed elsewhere)
 
     def register_track(
-        self, request_id: str | bytes, audio_hash: str | bytes, cid: str
+        self, request_id: str | bytes, track: Track, provenance: Provenance
     ) -> AsyncContractFunction:
         return self.contract.functions.registerTrack(
-            to_bytes32(request_id), to_bytes32(audio_hash), cid
+            to_bytes32(request_id), *_track_args(track, provenance)
         )
 
     def register_offchain_track(
-        self, offchain_id: str | bytes, audio_hash: str | bytes, cid: str
+        self, offchain_id: str | bytes, track: Track, provenance: Provenance
     ) -> AsyncContractFunction:
         return self.contract.functions.registerOffchainTrack(
-            to_bytes32(offchain_id), to_bytes32(audio_hash), cid
+            to_bytes32(offchain_id), *_track_args(track, provenance)
         )
 
     def mark_failed(self, request_id: str | bytes, reason: str) -> AsyncContractFunction:
@@ -298,3 +314,12 @@ class Registry:
             and to_hex(log["topics"][0]) == topic
             and log["address"].lower() == self.address.lower()
         ]
+
+
+def _track_args(track: Track, provenance: Provenance) -> tuple[bytes, str, bytes, str]:
+    return (
+        to_bytes32(track.audio_hash),
+        track.cid,
+        to_bytes32(provenance.manifest_hash),
+        provenance.manifest_cid,
+    )

@@ -1,6 +1,7 @@
 """The JSON Schemas of the topic messages, for the teams that consume the topics.
 
-They are rendered from the message models (`acesteps.messages`), committed in ``schemas/``
+They are rendered from the message models (`acesteps.messages`) and the generation manifest
+(`acesteps.manifest`), committed in ``schemas/``
 and shipped in the package (``acesteps/data/schemas``, read with `importlib.resources`).
 ``acesteps schemas export [--dir DIR]`` writes them; ``acesteps schemas check`` exits 1 when a
 directory differs from the code (a test runs it on the committed folder).
@@ -12,7 +13,10 @@ import json
 from importlib.resources import files
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from acesteps import rendered
+from acesteps.manifest import Manifest
 from acesteps.messages import MESSAGE_TYPES
 
 __all__ = ["PACKAGED_DIR", "export", "render", "stale"]
@@ -22,9 +26,10 @@ PACKAGED_DIR = Path(str(files("acesteps") / "data" / "schemas")).resolve()
 
 
 def render() -> dict[str, str]:
-    """File name -> JSON text of every message schema."""
+    """File name -> JSON text of every message schema, and of the generation manifest."""
     out = {}
-    for name, model in sorted(MESSAGE_TYPES.items()):
+    models: dict[str, type[BaseModel]] = {**MESSAGE_TYPES, "Manifest": Manifest}
+    for name, model in sorted(models.items()):
         schema = model.model_json_schema(mode="serialization")
         schema["$id"] = f"urn:acesteps:schema:{name}"
         out[f"{name}.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"

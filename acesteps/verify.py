@@ -30,26 +30,22 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 from web3.exceptions import ProviderConnectionError, Web3Exception
 
+from acesteps.bytesources import ByteSource, FileSource, Unreachable
 from acesteps.finality import Finality
 from acesteps.hashing import Keccak256
-from acesteps.ipfs.kubo import KuboClient, KuboError
-from acesteps.ipfs.unixfs import CHUNK_SIZE, CidBuilder
+from acesteps.ipfs.unixfs import CidBuilder
+from acesteps.provenance import ManifestProblem, fetch_manifest
 from acesteps.registry import Registry
 from acesteps.types import parse_request_id
 
 __all__ = [
-    "FileSource",
-    "GatewaySource",
-    "KuboSource",
     "Status",
     "Verdict",
     "verify",
@@ -93,6 +89,12 @@ class Verdict:
     final: bool | None = None
     """Whether the registration is final (`acesteps.finality`): until it is, a reorg may still
     drop it (the publisher then registers the track again)."""
+    onchain_manifest_hash: str | None = None
+    onchain_manifest_cid: str | None = None
+    manifest_matches: bool | None = None
+    """The generation manifest's bytes hash to the registered ``manifestHash`` and it describes
+    this very file (None: no manifest registered, or it could not be read)."""
+    manifest_note: str | None = None
     also_registered_as: tuple[str, ...] = ()
     """Other request ids registered with the same CID (CID mode)."""
 
@@ -124,77 +126,6 @@ class Verdict:
 
 def _same(a: str | None, b: str | None) -> bool | None:
     return None if a is None or b is None else a == b
-
-
-# ---------------------------------------------------------------------- where bytes come from
-
-
-class ByteSource(Protocol):
-    def describe(self, cid: str) -> str: ...
-
-    def chunks(self, cid: str) -> AsyncIterator[bytes]: ...
-
-
-class Unreachable(Exception):
-    """The bytes could not be read; the verdict is UNKNOWN."""
-
-
-class KuboSource:
-    """``cat`` over a Kubo node's RPC API."""
-
-    def __init__(self, kubo: KuboClient, url: str) -> None:
-        self._kubo, self._url = kubo, url
-
-    def describe(self, cid: str) -> str:
-        return f"Kubo RPC {self._url} (cat {cid})"
-
-    async def chunks(self, cid: str) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._kubo.cat_iter(cid):
-                yield chunk
-        except KuboError as exc:
-            raise Unreachable(str(exc)) from exc
-
-
-class GatewaySource:
-    """``GET /ipfs/<cid>`` on an HTTP gateway, which need not be trusted: we rehash."""
-
-    def __init__(self, session: aiohttp.ClientSession, url: str, timeout_s: float = 60.0):
-        self._session, self._url = session, url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(sock_connect=timeout_s, sock_read=timeout_s)
-
-    def describe(self, cid: str) -> str:
-        return f"gateway {self._url}/ipfs/{cid}"
-
-    async def chunks(self, cid: str) -> AsyncIterator[bytes]:
-        try:
-            async with self._session.get(f"{self._url}/ipfs/{cid}", timeout=self._timeout) as r:
-                if r.status != 200:
-                    text = (await r.text(errors="replace")).strip()[:200]
-                    raise Unreachable(f"HTTP {r.status} from the gateway: {text}")
-                async for chunk in r.content.iter_chunked(CHUNK_SIZE):
-                    yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Unreachable(f"gateway: {type(exc).__name__}: {exc}") from exc
-
-
-class FileSource:
-    """A local file, whatever the CID: the check is of these bytes against the chain."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-
-    def describe(self, cid: str) -> str:
-        return f"file {self._path}"
-
-    async def chunks(self, cid: str) -> AsyncIterator[bytes]:
-        # Local reads of a few MB are fast; they block the loop no longer than hashing does.
-        try:
-            with self._path.open("rb") as f:
-                while chunk := f.read(CHUNK_SIZE):
-                    yield chunk
-        except OSError as exc:
-            raise Unreachable(f"cannot read {self._path}: {exc.strerror}") from exc
 
 
 # ---------------------------------------------------------------------- the check
@@ -271,15 +202,20 @@ async def _verify(
         return _with(v, reason=f"content unreachable: {exc}")
     v = _with(v, computed_audio_hash=keccak.hexdigest(), computed_cid=cid.finish(), size=size)
     v = _with(v, contract_verify=await registry.verify(rid, keccak.digest()))
+    v = await _with_manifest(v, registry, rid, source)
 
     # 4. The verdict.
-    differs = [
-        name for name, same in (("audioHash", v.hash_matches), ("CID", v.cid_matches)) if not same
-    ]
-    if not differs:
-        return _with(v, status=Status.MATCH, reason="audioHash and CID equal the registered ones")
-    reason = " and ".join(differs) + " differ from the registered ones"
-    return _with(v, status=Status.MISMATCH, reason=reason)
+    checks = (("audioHash", v.hash_matches), ("CID", v.cid_matches))
+    differs = [name for name, same in checks if not same]
+    manifest = "the generation manifest does not match its registration"
+    if differs:
+        reason = " and ".join(differs) + " differ from the registered ones"
+        if v.manifest_matches is False:
+            reason += f"; {manifest}"
+        return _with(v, status=Status.MISMATCH, reason=reason)
+    if v.manifest_matches is False:
+        return _with(v, status=Status.MISMATCH, reason=f"the bytes match, but {manifest}")
+    return _with(v, status=Status.MATCH, reason="audioHash and CID equal the registered ones")
 
 
 async def _with_registration_log(
@@ -302,6 +238,33 @@ async def _with_registration_log(
         confirmations=confirmations,
         final=final,
     )
+
+
+async def _with_manifest(
+    v: Verdict, registry: Registry, request_id: str, source: ByteSource
+) -> Verdict:
+    """The registered manifest, checked: its hash, and that it describes this file."""
+    provenance = await registry.provenance_of(request_id)
+    if provenance is None:
+        return _with(v, manifest_note="no generation manifest is registered for this track")
+    v = _with(
+        v,
+        onchain_manifest_hash=provenance.manifest_hash,
+        onchain_manifest_cid=provenance.manifest_cid,
+    )
+    if isinstance(source, FileSource):  # a local audio file: IPFS is not at hand
+        return _with(v, manifest_note="not checked: the bytes came from a local file")
+    try:
+        checked = await fetch_manifest(registry, request_id, source)
+    except ManifestProblem as exc:
+        if exc.kind == "unreachable":
+            return _with(v, manifest_note=str(exc))
+        return _with(v, manifest_matches=False, manifest_note=str(exc))
+    file = checked.manifest.output.file
+    if (file.audio_hash, file.cid) != (v.onchain_audio_hash, v.onchain_cid):
+        note = "the manifest describes another file than the registered one"
+        return _with(v, manifest_matches=False, manifest_note=note)
+    return _with(v, manifest_matches=True, manifest_note="the manifest matches its registration")
 
 
 def _with(v: Verdict, **changes: Any) -> Verdict:

@@ -30,6 +30,9 @@ FEE = 10**15  # 0.001 ether
 TYPICAL_PROMPT = "warm lo-fi hip hop beat, vinyl crackle, mellow piano, 80 bpm"  # 60 chars
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"  # CIDv1 base32, 59 chars
 AUDIO_HASH = keccak(b"the bytes of a flac file")
+# A generation manifest's hash and CID (a raw-leaf CIDv1 of a few KB, 59 characters).
+MANIFEST_HASH = keccak(b"the canonical bytes of a generation manifest")
+MANIFEST_CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 
 
 async def send(w3: AsyncWeb3, account: LocalAccount, call: Any, value: int = 0) -> TxReceipt:
@@ -68,8 +71,14 @@ async def measure(rpc_url: str) -> dict[str, Any]:
         _, largest_gas = await request("p" * 1000, "l" * 4096)
         failing_id, _ = await request(TYPICAL_PROMPT, "")
 
-        register = await send(w3, account, functions.registerTrack(typical_id, AUDIO_HASH, CID))
-        http = functions.registerOffchainTrack(b"\x01" * 32, AUDIO_HASH, CID)
+        register = await send(
+            w3,
+            account,
+            functions.registerTrack(typical_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID),
+        )
+        http = functions.registerOffchainTrack(
+            b"\x01" * 32, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID
+        )
         offchain = await send(w3, account, http)
         fail = await send(w3, account, functions.markFailed(failing_id, "generation failed"))
         (failed,) = reg.events.GenerationFailed().process_receipt(fail, errors=DISCARD)

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,8 +47,13 @@ import torch
 from acesteps.hashing import keccak256
 from generator import audio
 from generator.jobs import Job
-from generator.model import Model
+from generator.model import Checkpoint, Model
 from generator.settings import GeneratorSettings
+
+# Random weights built in memory: nothing on disk to digest.
+RANDOM = Checkpoint(
+    source="random", revision=None, path=Path("."), weights_digest="sha256:" + "0" * 64
+)
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "turbo": {},  # the diffusers defaults are the non-XL ACE-Step 1.5 sizes
@@ -214,7 +220,12 @@ def bench_variant(
         for mode in ("sequential", "batched"):
             settings = base.with_overrides(generator_batch_mode=mode, generator_max_batch=batch)
             model = Model(
-                pipe, settings, device=device, dtype=torch.bfloat16, model_id=f"random-{variant}"
+                pipe,
+                settings,
+                device=device,
+                dtype=torch.bfloat16,
+                model_id=f"random-{variant}",
+                checkpoint=RANDOM,
             )
             model.generate(_jobs(1, 5.0))  # warm-up: kernels, allocator
             _reset_peak()
@@ -234,7 +245,9 @@ def bench_variant(
                 ),
             }
             if mode == "batched":
-                single = Model(pipe, base, device=device, dtype=torch.bfloat16, model_id="x")
+                single = Model(
+                    pipe, base, device=device, dtype=torch.bfloat16, model_id="x", checkpoint=RANDOM
+                )
                 singles = single.generate(_jobs(batch, duration))
                 row[mode]["bit_identical_to_single_runs"] = all(
                     np.array_equal(a, b) for a, b in zip(outs[0], singles, strict=True)

@@ -61,14 +61,17 @@ from acesteps.kafka.producer import send_record, transactional_producer
 from acesteps.kafka.records import InRecord, OutRecord
 from acesteps.messages import MAX_CHUNK_BYTES, AudioChunk, AudioReady, TrackPublished, decode
 from acesteps.registry import Registry, offchain_request_id
+from acesteps.registry import Track as Registered
 from acesteps.settings import CommonSettings
 from acesteps.topics import Topics
 from bench.hashing import _best_seconds, _keccak_streamed
 from publisher.chunks import ChunkReader, assemble
+from publisher.manifests import pin_manifest
 from publisher.provider import connect_for_sending
 from publisher.registrar import register
 from publisher.txsender import TxSender
 from publisher.txtypes import TxPolicy
+from tests.factories import manifest_for
 from tests.integration.anvil import Anvil
 from tests.integration.kafkaread import read_all
 from tests.integration.kubo import Kubo
@@ -109,6 +112,7 @@ def make_track(size: int, contract: str) -> Track:
         model_id="bench",
         source="http",
         offchain_id=offchain_id,
+        manifest=manifest_for(rid, data, offchain_id=offchain_id),
     )
     return Track(rid, data, chunks, ready)
 
@@ -171,13 +175,14 @@ async def bench_steps(
                 data = assemble(chunks, claims)
                 assembled = time.perf_counter()
                 added = await kubo.add(data, pin=True)
+                provenance = await pin_manifest(kubo, claims)
                 pinned = time.perf_counter()
                 reg = await register(
                     registry,
                     sender,
                     rid,
-                    claims.audio_hash,
-                    added.cid,
+                    Registered(claims.audio_hash, added.cid),
+                    provenance,
                     CONFIRMATIONS,
                     offchain_id=claims.offchain_id,
                 )

@@ -22,6 +22,9 @@ contract AceStepsRegistry {
         uint32 durationSeconds
     );
     event TrackRegistered(bytes32 indexed requestId, bytes32 audioHash, string cid);
+    /// @notice How the track was made: keccak256 of its generation manifest's canonical bytes
+    /// (RFC 8785 JSON) and the manifest's CID. Emitted with every TrackRegistered.
+    event TrackProvenance(bytes32 indexed requestId, bytes32 manifestHash, string manifestCid);
 
     // ------------------------------------------------------------------ admin events
 
@@ -78,6 +81,8 @@ contract AceStepsRegistry {
     struct Track {
         bytes32 audioHash;
         string cid;
+        bytes32 manifestHash;
+        string manifestCid;
     }
 
     address public owner;
@@ -188,37 +193,60 @@ contract AceStepsRegistry {
     // ------------------------------------------------------------------ publishing
 
     /// @notice Record the published file of a chain request, which must be pending here:
-    /// keccak256 of its bytes and its CID. Once.
-    function registerTrack(bytes32 requestId, bytes32 audioHash, string calldata cid) external onlyPublisher {
-        _checkTrack(requestId, audioHash, cid);
+    /// keccak256 of its bytes, its CID, and its provenance (the generation manifest's hash and
+    /// CID). Once.
+    function registerTrack(
+        bytes32 requestId,
+        bytes32 audioHash,
+        string calldata cid,
+        bytes32 manifestHash,
+        string calldata manifestCid
+    ) external onlyPublisher {
+        _checkTrack(requestId, audioHash, cid, manifestHash, manifestCid);
         Request storage req = requests[requestId];
         if (req.status != Status.Pending) revert NotPending(requestId); // vanished, failed or never requested
         req.status = Status.Registered;
         collectedFees += req.fee;
-        _store(requestId, audioHash, cid);
+        _store(requestId, audioHash, cid, manifestHash, manifestCid);
     }
 
     /// @notice Record the published file of an off-chain (HTTP) request, under
     /// `offchainRequestId(offchainId)`, which it returns. Once.
-    function registerOffchainTrack(bytes32 offchainId, bytes32 audioHash, string calldata cid)
-        external
-        onlyPublisher
-        returns (bytes32 requestId)
-    {
+    function registerOffchainTrack(
+        bytes32 offchainId,
+        bytes32 audioHash,
+        string calldata cid,
+        bytes32 manifestHash,
+        string calldata manifestCid
+    ) external onlyPublisher returns (bytes32 requestId) {
         requestId = offchainRequestId(offchainId);
-        _checkTrack(requestId, audioHash, cid);
-        _store(requestId, audioHash, cid);
+        _checkTrack(requestId, audioHash, cid, manifestHash, manifestCid);
+        _store(requestId, audioHash, cid, manifestHash, manifestCid);
     }
 
-    function _checkTrack(bytes32 requestId, bytes32 audioHash, string calldata cid) private view {
-        if (audioHash == bytes32(0)) revert ZeroHash();
+    function _checkTrack(
+        bytes32 requestId,
+        bytes32 audioHash,
+        string calldata cid,
+        bytes32 manifestHash,
+        string calldata manifestCid
+    ) private view {
+        if (audioHash == bytes32(0) || manifestHash == bytes32(0)) revert ZeroHash();
         if (bytes(cid).length == 0 || bytes(cid).length > MAX_CID_BYTES) revert BadCid();
+        if (bytes(manifestCid).length == 0 || bytes(manifestCid).length > MAX_CID_BYTES) revert BadCid();
         if (tracks[requestId].audioHash != bytes32(0)) revert AlreadyRegistered(requestId);
     }
 
-    function _store(bytes32 requestId, bytes32 audioHash, string calldata cid) private {
-        tracks[requestId] = Track(audioHash, cid);
+    function _store(
+        bytes32 requestId,
+        bytes32 audioHash,
+        string calldata cid,
+        bytes32 manifestHash,
+        string calldata manifestCid
+    ) private {
+        tracks[requestId] = Track(audioHash, cid, manifestHash, manifestCid);
         emit TrackRegistered(requestId, audioHash, cid);
+        emit TrackProvenance(requestId, manifestHash, manifestCid);
     }
 
     /// @notice Give up on a pending on-chain request and refund its fee.
@@ -252,6 +280,12 @@ contract AceStepsRegistry {
     function trackOf(bytes32 requestId) external view returns (bytes32 audioHash, string memory cid) {
         Track storage t = tracks[requestId];
         return (t.audioHash, t.cid);
+    }
+
+    /// @notice The generation manifest of a registered track: its hash and CID.
+    function provenanceOf(bytes32 requestId) external view returns (bytes32 manifestHash, string memory manifestCid) {
+        Track storage t = tracks[requestId];
+        return (t.manifestHash, t.manifestCid);
     }
 
     /// @notice True when `audioHash` is the registered hash of the request's track.

@@ -43,6 +43,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -51,6 +52,8 @@ import numpy.typing as npt
 import torch
 from diffusers import AceStepPipeline
 
+from acesteps.settings import CACHE_DIR
+from generator.digest import weights_digest
 from generator.errors import GenerationFailedError, ModelUnavailable, OutOfMemory
 from generator.jobs import Conditioning, Job
 from generator.settings import AUTO_MODEL, DEFAULT_MODEL_ID, TINY_MODEL, GeneratorSettings
@@ -59,6 +62,7 @@ from generator.tiny import TINY_VERSION, ensure_tiny
 __all__ = [
     "OUTPUT_SAMPLE_RATE",
     "BatchKey",
+    "Checkpoint",
     "Model",
     "load_pipeline",
     "resolve_device",
@@ -72,6 +76,17 @@ MAX_TEXT_TOKENS: Final = 256  # AceStepPipeline.__call__ max_text_length default
 MAX_LYRIC_TOKENS: Final = 2048  # AceStepPipeline.__call__ max_lyric_length default
 
 Audio = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Which files were loaded: for the generation manifest and ``acesteps reproduce``."""
+
+    source: str
+    """``tiny``, the hub id, or the name of the local directory."""
+    revision: str | None
+    path: Path
+    weights_digest: str
 
 
 class BatchKey(NamedTuple):
@@ -136,6 +151,7 @@ def load_pipeline(settings: GeneratorSettings) -> Model:
                 "ACE-Step 1.5 directory or download the weights for real music. ***",
                 DEFAULT_MODEL_ID,
             )
+    revision = None
     if source == TINY_MODEL:
         path = ensure_tiny(settings.generator_tiny_dir)
         pipe = _from_directory(path, dtype)
@@ -144,19 +160,30 @@ def load_pipeline(settings: GeneratorSettings) -> Model:
         path = Path(source).expanduser()
         pipe = _from_directory(path, dtype)
         model_id = path.resolve().name
+        source = model_id  # where it lives on this host says nothing to anyone else
     else:
         revision = settings.generator_model_revision
         pipe = _from_hub(source, revision, dtype)
         model_id = f"{source}@{revision}" if revision else source
+        path = _hub_snapshot(source, revision)
+    checkpoint = Checkpoint(
+        source=source,
+        revision=revision,
+        path=path,
+        weights_digest=weights_digest(path, CACHE_DIR / "models" / "digests.json"),
+    )
 
     # 3. Place it, check that no component kept another dtype, silence the progress bars.
     pipe.to(device)
     _unify_dtype(pipe, dtype)
     pipe.set_progress_bar_config(disable=True)
-    model = Model(pipe, settings, device=device, dtype=dtype, model_id=model_id)
+    model = Model(
+        pipe, settings, device=device, dtype=dtype, model_id=model_id, checkpoint=checkpoint
+    )
     log.info(
-        "loaded %s on %s (%s, turbo=%s, guidance=%s) in %.1f s",
+        "loaded %s (%s) on %s (%s, turbo=%s, guidance=%s) in %.1f s",
         model_id,
+        checkpoint.weights_digest,
         device,
         dtype,
         model.is_turbo,
@@ -164,6 +191,13 @@ def load_pipeline(settings: GeneratorSettings) -> Model:
         time.perf_counter() - started,
     )
     return model
+
+
+def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
+    """The local snapshot directory the hub checkpoint was loaded from."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
 
 
 def _in_hub_cache(repo_id: str) -> bool:
@@ -240,8 +274,10 @@ class Model:
         device: torch.device,
         dtype: torch.dtype,
         model_id: str,
+        checkpoint: Checkpoint,
     ) -> None:
         self.pipeline = pipeline
+        self.checkpoint = checkpoint
         self.settings = settings
         self.device = device
         self.dtype = dtype

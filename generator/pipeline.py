@@ -35,7 +35,7 @@ from generator import audio, metrics
 from generator.errors import OutOfMemory
 from generator.jobs import Job
 
-__all__ = ["Encoded", "Pipeline"]
+__all__ = ["Encoded", "Pipeline", "pcm_keccak256"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ class Encoded:
     audio_hash: str
     cid: str
     timings: dict[str, float]
+    pcm_keccak256: str
+    """Of the model's float32 samples (little-endian, channel after channel), before resampling."""
+    pcm_frames: int
+    batch_size: int
 
 
 @dataclass
@@ -57,6 +61,7 @@ class _Item:
 
 def _encode(raw: npt.NDArray[np.float32], item: _Item) -> Encoded:
     start = time.perf_counter()
+    pcm_hash = pcm_keccak256(raw)
     data = audio.encode(raw, item.job.duration_s, item.fmt)
     encoded = time.perf_counter()
     audio_hash, cid = keccak256_hex(data), cid_of_bytes(data)
@@ -67,7 +72,20 @@ def _encode(raw: npt.NDArray[np.float32], item: _Item) -> Encoded:
     }
     metrics.STAGE_SECONDS.labels("encode").observe(timings["encode_s"])
     metrics.STAGE_SECONDS.labels("hash").observe(timings["hash_s"])
-    return Encoded(data, audio_hash, cid, {k: round(v, 6) for k, v in timings.items()})
+    return Encoded(
+        data,
+        audio_hash,
+        cid,
+        {k: round(v, 6) for k, v in timings.items() if k != "batch_size"},
+        pcm_hash,
+        int(raw.shape[-1]),
+        int(item.timings.get("batch_size", 1)),
+    )
+
+
+def pcm_keccak256(raw: npt.NDArray[np.float32]) -> str:
+    """keccak256 of ``[channels, frames]`` samples as little-endian float32, channel by channel."""
+    return keccak256_hex(np.ascontiguousarray(raw, dtype="<f4").tobytes())
 
 
 class Pipeline:

@@ -10,7 +10,8 @@
    has already queued every valid request of the Kafka batch (`generator.pipeline`: batched
    where the model allows, encoding overlapping the next model call);
 3. resample and encode it (MP3 320 kbps CBR or 16-bit WAV, 44.1 kHz stereo) in a thread;
-4. hash it (keccak256) and compute its CID locally;
+4. hash it (keccak256) and compute its CID locally, and describe how it was made (the
+   generation manifest, `generator.provenance`);
 5. return the chunks (at most 512 KiB each) and then the `AudioReady`; the loop writes them
    and the consumed offset in one transaction, so a crash before the commit means the
    request is generated again and no half file is ever visible.
@@ -43,6 +44,7 @@ from generator.errors import PermanentGeneratorError
 from generator.jobs import Job
 from generator.pipeline import Pipeline
 from generator.policy import ContentPolicy
+from generator.provenance import build_manifest
 from generator.validation import prepare
 
 __all__ = ["Deps", "handle", "prefetch"]
@@ -135,6 +137,7 @@ async def handle(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         seed=job.seed,
         model_id=deps.model.model_id,
         timings=encoded.timings,
+        manifest=build_manifest(request, job, deps.model, encoded),
         **request.origin().model_dump(),
     )
     return [

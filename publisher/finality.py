@@ -33,7 +33,7 @@ from acesteps.errors import UnavailableError
 from acesteps.finality import Finality, Mined, tx_state
 from acesteps.kafka.records import InRecord, OutRecord, decode_value
 from acesteps.messages import TYPE_HEADER, RegistrationReorged, TrackFinalized, TrackPublished
-from acesteps.registry import LogRef, Registry, RequestStatus, Track
+from acesteps.registry import LogRef, Provenance, Registry, RequestStatus, Track
 from publisher.errors import ConflictingRegistration, RetryablePublisherError, TxDropped
 from publisher.registrar import Registration, register
 from publisher.txsender import TxSender
@@ -126,12 +126,15 @@ async def _reregister(deps: FinalityDeps, track: TrackPublished) -> list[OutReco
             reason = f"its request is {status.name.lower()} on chain: not registered again"
             log.warning("request %s: registration %s reorged out; %s", rid, track.tx_hash, reason)
             return [_out(deps, _reorged(track, reason))]
+    if track.manifest_hash is None or track.manifest_cid is None:
+        reason = "published without a manifest (an older publisher): not registered again"
+        return [_out(deps, _reorged(track, reason))]
     reg = await register(
         registry,
         deps.sender,
         rid,
-        track.audio_hash,
-        track.cid,
+        wanted,
+        Provenance(track.manifest_hash, track.manifest_cid),
         deps.confirmations,
         offchain_id=track.offchain_id if track.source == "http" else None,
         from_block=deps.from_block,
@@ -174,5 +177,7 @@ def _republished(track: TrackPublished, reg: Registration) -> TrackPublished:
             "block_number": reg.block_number,
             "block_hash": reg.block_hash,
             "confirmations": reg.confirmations,
+            "manifest_hash": reg.provenance.manifest_hash,
+            "manifest_cid": reg.provenance.manifest_cid,
         }
     )

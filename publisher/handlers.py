@@ -5,10 +5,12 @@ AudioReady:
 
 1. a chain request must still be on chain: one that a reorg removed is not published;
 2. find the request's chunks and check the file against the AudioReady's claims;
-3. add it to Kubo (pinned) and check Kubo's CID against the local one; then ask the
+3. add it and its generation manifest (`publisher.manifests`) to Kubo (pinned) and check
+   Kubo's CIDs against the local ones; then ask the
    configured remote pinning services to pin it too (best effort, `publisher.remotepin`:
    their statuses go in ``TrackPublished.remote_pins`` and never block publishing);
-4. register ``(requestId, audioHash, cid)`` on the contract (skipped when already there):
+4. register ``(requestId, audioHash, cid, manifestHash, manifestCid)`` on the contract
+   (skipped when already there):
    ``registerTrack`` for a chain request, ``registerOffchainTrack`` for an HTTP one;
 5. return the `TrackPublished` (with the confirmations it has), which the loop commits with
    the consumed offsets. `publisher.finality` follows it until it is final.
@@ -37,7 +39,7 @@ from acesteps.ipfs.kubo import KuboClient, KuboError
 from acesteps.kafka.records import InRecord, OutRecord, decode_value
 from acesteps.messages import TYPE_HEADER, AudioReady, GenerationFailed, TrackPublished
 from acesteps.progress import NoProgress, Progress
-from acesteps.registry import Registry, RequestStatus
+from acesteps.registry import Registry, RequestStatus, Track
 from acesteps.topics import Topics
 from publisher.chunks import ChunkReader, CorruptAudio, assemble
 from publisher.errors import (
@@ -47,6 +49,7 @@ from publisher.errors import (
     RetryablePublisherError,
 )
 from publisher.finality import FinalityDeps, wait_final
+from publisher.manifests import pin_manifest
 from publisher.registrar import mark_failed, register
 from publisher.txsender import TxSender
 
@@ -105,6 +108,8 @@ async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         raise IpfsUnavailable(f"adding {ready.cid} to IPFS: {exc}") from exc
     if added.cid != ready.cid:
         raise CorruptAudio(f"Kubo returned CID {added.cid}, computed {ready.cid}")
+    # The generation manifest too: it is registered with the track.
+    provenance = await pin_manifest(deps.kubo, ready)
     # Best effort: a service that fails is recorded as such, publishing goes on.
     remote_pins = await deps.remote_pins.pin_all(ready.cid, f"acesteps-{ready.request_id}")
 
@@ -115,8 +120,8 @@ async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
                 deps.registry,
                 deps.sender,
                 ready.request_id,
-                ready.audio_hash,
-                ready.cid,
+                Track(ready.audio_hash, ready.cid),
+                provenance,
                 deps.confirmations,
                 offchain_id=ready.offchain_id if ready.source == "http" else None,
                 from_block=deps.from_block,
@@ -139,6 +144,8 @@ async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         block_number=reg.block_number,
         block_hash=reg.block_hash,
         confirmations=reg.confirmations,
+        manifest_hash=reg.provenance.manifest_hash,
+        manifest_cid=reg.provenance.manifest_cid,
         source=ready.source,
         chain=ready.chain,
         offchain_id=ready.offchain_id,

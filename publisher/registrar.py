@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from acesteps.registry import Registry, RequestStatus, Track, offchain_request_id
+from acesteps.registry import Provenance, Registry, RequestStatus, Track, offchain_request_id
 from acesteps.types import to_hex
 from publisher.errors import (
     ConflictingRegistration,
@@ -45,8 +45,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Registration:
     request_id: str
-    audio_hash: str
-    cid: str
+    track: Track
+    provenance: Provenance
+    """The manifest registered with the track (the first one, if it was registered before)."""
     tx_hash: str
     block_number: int
     block_hash: str
@@ -59,14 +60,15 @@ async def register(
     registry: Registry,
     sender: TxSender,
     request_id: str | bytes,
-    audio_hash: str | bytes,
-    cid: str,
+    track: Track,
+    provenance: Provenance,
     confirmations: int,
     *,
     offchain_id: str | None = None,
     from_block: int = 0,
 ) -> Registration:
-    """Make sure ``request_id`` is registered with exactly (``audio_hash``, ``cid``).
+    """Make sure ``request_id`` is registered with exactly ``track`` (its audioHash and CID),
+    with ``provenance`` (the manifest) when this call registers it.
 
     A chain request goes through ``registerTrack`` (the contract accepts it only while the
     request is pending); an HTTP request, given its ``offchain_id``, through
@@ -74,19 +76,19 @@ async def register(
     deployment block, when known) bounds the log search of step 1.
     """
     request_id = to_hex(request_id)
-    wanted = Track(to_hex(audio_hash), cid)
+    wanted = Track(to_hex(track.audio_hash), track.cid)
     found = await _registered(registry, sender, request_id, wanted, confirmations, from_block)
     if found is not None:
         return found
     if offchain_id is None:
-        call = registry.register_track(request_id, audio_hash, cid)
+        call = registry.register_track(request_id, wanted, provenance)
     else:
         derived = offchain_request_id(await registry.chain_id(), registry.address, offchain_id)
         if derived != request_id:
             raise PermanentPublisherError(
                 f"request {request_id} is not the off-chain id {offchain_id}'s ({derived})"
             )
-        call = registry.register_offchain_track(offchain_id, audio_hash, cid)
+        call = registry.register_offchain_track(offchain_id, wanted, provenance)
     try:
         sent = await sender.send(call, confirmations=confirmations)
     except ContractReverted as exc:
@@ -102,8 +104,8 @@ async def register(
     log.info("request %s: registered in %s (block %d)", request_id, sent.tx_hash, sent.block_number)
     return Registration(
         request_id,
-        wanted.audio_hash,
-        cid,
+        wanted,
+        provenance,
         sent.tx_hash,
         sent.block_number,
         sent.block_hash,
@@ -173,10 +175,13 @@ async def _registered(
     # A crash may have come before the confirmations did: wait for them now.
     sent = await sender.wait_for_confirmations(found.tx_hash, confirmations)
     log.info("request %s: already registered in %s", request_id, sent.tx_hash)
+    provenance = await registry.provenance_of(request_id)
+    if provenance is None:  # as for the log: the node answered from an older block
+        raise RetryablePublisherError(f"request {request_id}: registered, but no provenance")
     return Registration(
         request_id,
-        wanted.audio_hash,
-        wanted.cid,
+        wanted,
+        provenance,
         sent.tx_hash,
         sent.block_number,
         sent.block_hash,

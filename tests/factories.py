@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from acesteps.hashing import keccak256_hex
+from acesteps.ipfs.unixfs import cid_of_bytes
+from acesteps.manifest import Manifest
 from acesteps.messages import TrackPublished
 
-__all__ = ["CID", "track_published"]
+__all__ = ["CID", "manifest_for", "track_published"]
 
 CID = "bafkreigxndsvirh3mggovpue6i3g46db6hfaazjueqrly5n6t3mvosqqey"
 
@@ -28,3 +31,79 @@ def track_published(request_id: str, **fields: Any) -> TrackPublished:
         "model_id": "tiny-acestep-v1",
     }
     return TrackPublished(request_id=request_id, **{**defaults, **fields})
+
+
+def manifest_for(
+    request_id: str,
+    data: bytes = b"",
+    *,
+    source: str = "http",
+    offchain_id: str | None = None,
+    fmt: str = "mp3",
+    audio_hash: str | None = None,
+    cid: str | None = None,
+) -> Manifest:
+    """A generation manifest for ``data`` (or a file of ``audio_hash`` and ``cid``) as a
+    worker would write it, with a made-up model and environment: for tests of what carries
+    manifests, not of generation."""
+    return Manifest.model_validate(
+        {
+            "request": {
+                "request_id": request_id,
+                "source": source,
+                "offchain_id": offchain_id,
+                "options": {"prompt": "a test track", "duration_s": 30, "format": fmt},
+            },
+            "job": {
+                "caption": "a test track",
+                "lyrics": "[Instrumental]",
+                "duration_s": 30,
+                "seed": 1,
+            },
+            "model_input": {
+                "text": "a test track",
+                "lyrics": "[Instrumental]",
+                "text_tokens": 3,
+                "lyric_tokens": 2,
+                "pipeline_duration_s": 30,
+                "latent_frames": 750,
+            },
+            "sampling": {
+                "steps": 8,
+                "shift": 3,
+                "guidance_scale": 1,
+                "vocal_language": "en",
+                "batch_mode": "sequential",
+                "batch_size": 1,
+                "vae_tiling": False,
+            },
+            "model": {
+                "id": "test",
+                "source": "tiny",
+                "weights_digest": "sha256:" + "0" * 64,
+                "dtype": "float32",
+            },
+            "environment": {
+                "python": "3.11.7",
+                "packages": {"torch": "test"},
+                "device": {"type": "cpu", "name": "test", "threads": 1},
+            },
+            "output": {
+                "pcm": {
+                    "sample_rate": 48000,
+                    "channels": 2,
+                    "frames": 1,
+                    "keccak256": "0x" + "0" * 64,
+                },
+                "file": {
+                    "format": fmt,
+                    "sample_rate": 44100,
+                    "channels": 2,
+                    "duration_s": 30,
+                    "size_bytes": len(data),
+                    "audio_hash": audio_hash or keccak256_hex(data),
+                    "cid": cid or cid_of_bytes(data),
+                },
+            },
+        }
+    )

@@ -3,6 +3,7 @@
 acesteps generate PROMPT [...]        submit to the HTTP API, wait, download and check the audio
 acesteps status ID [--json]           one request's record from the HTTP API
 acesteps verify ID [--file F]         check a track against its on-chain registration
+acesteps reproduce ID                 re-run a track from its manifest and compare, byte for byte
 acesteps schemas export|check         the topics' JSON Schemas
 acesteps topics create                create the topics on the configured Kafka
 acesteps contracts deploy             deploy the registry from the shipped bytecode
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from acesteps import __version__, schemas
-from acesteps.cli import generate, verify
+from acesteps.cli import generate, reproduce, verify
 
 __all__ = ["build_parser", "main"]
 
@@ -125,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check a track against its on-chain registration")
     verify.add_arguments(p)
     p.set_defaults(func=lambda a: asyncio.run(verify.run_cli(a)))
+
+    p = sub.add_parser("reproduce", help="re-run a track from its generation manifest")
+    reproduce.add_arguments(p)
+    p.set_defaults(func=lambda a: asyncio.run(reproduce.run_cli(a)))
 
     p = sub.add_parser("schemas", help="JSON Schemas of the topic messages")
     p.add_argument("action", choices=["export", "check"])

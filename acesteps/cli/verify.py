@@ -10,20 +10,12 @@ from pathlib import Path
 
 import aiohttp
 
+from acesteps.bytesources import ByteSource, FileSource, GatewaySource, KuboSource
 from acesteps.chain import connect
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.registry import Registry
 from acesteps.settings import ChainSettings, ConfigError, load_settings
-from acesteps.verify import (
-    DEFAULT_MAX_BYTES,
-    ByteSource,
-    FileSource,
-    GatewaySource,
-    KuboSource,
-    Status,
-    Verdict,
-    verify,
-)
+from acesteps.verify import DEFAULT_MAX_BYTES, Status, Verdict, verify
 
 __all__ = ["add_arguments", "render", "run_cli"]
 
@@ -59,6 +51,12 @@ def render(v: Verdict) -> str:
             mark = "" if same is None else ("  (same)" if same else "  (DIFFERENT)")
             lines.append(f"  {label:<14}on chain  {on}")
             lines.append(f"  {'':<14}computed  {got if got is not None else '-'}{mark}")
+    if v.onchain_manifest_hash is not None or v.manifest_note:
+        lines.append("")
+        state = {True: "matches", False: "DIFFERENT", None: "not checked"}[v.manifest_matches]
+        row("manifest", f"{v.onchain_manifest_hash} ({state})" if v.onchain_manifest_hash else None)
+        row("manifest CID", v.onchain_manifest_cid)
+        row("", v.manifest_note)
     if v.contract_verify is not None:
         lines.append("")
         row("contract says", f"verify(requestId, computed audioHash) = {v.contract_verify}")

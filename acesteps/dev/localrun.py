@@ -28,6 +28,7 @@ from eth_account import Account
 from web3.types import TxParams, Wei
 
 from acesteps import registry
+from acesteps.bytesources import KuboSource
 from acesteps.chain import connect, deploy_registry
 from acesteps.cli.api import ApiClient, ApiError, open_session
 from acesteps.cli.generate import follow
@@ -41,7 +42,7 @@ from acesteps.ipfs.kubo import KuboClient
 from acesteps.kafka.admin import ensure_topics
 from acesteps.registry import Registry
 from acesteps.settings import ChainSettings, ClientSettings
-from acesteps.verify import KuboSource, verify
+from acesteps.verify import verify
 
 __all__ = ["demo", "down", "up"]
 
@@ -218,6 +219,7 @@ async def _fetch_and_verify(
         await w3.provider.disconnect()
     # MATCH only when the chain, the bytes and what the API reported all agree.
     agreed = verdict.onchain_audio_hash == record["audioHash"] == keccak256_hex(data)
+    agreed = agreed and verdict.manifest_matches is True  # its provenance checks out too
     line = {
         "id": record["id"],
         "source": record["source"],
@@ -228,6 +230,8 @@ async def _fetch_and_verify(
         "audioHash": record["audioHash"],
         "cid": record["cid"],
         "txHash": record["txHash"],
+        "manifestCid": record["manifestCid"],
+        "manifestHash": record["manifestHash"],
         "file": str(out),
         "rpcUrl": settings.rpc_url,
         "contract": settings.contract(),

@@ -27,6 +27,7 @@ __all__ = [
     "STATIC",
     "ApiDeps",
     "ApiFailure",
+    "Manifests",
     "Submitter",
     "Verifier",
     "error_response",
@@ -49,6 +50,13 @@ class Verifier(Protocol):
     async def __call__(self, request_id: str) -> Verdict: ...
 
 
+class Manifests(Protocol):
+    async def __call__(self, request_id: str) -> bytes:
+        """The registered generation manifest's bytes, checked against the chain; raises
+        `acesteps.provenance.ManifestProblem`."""
+        ...
+
+
 @dataclass
 class ApiDeps:
     store: Store
@@ -57,6 +65,7 @@ class ApiDeps:
     submitter: Submitter
     audio: AudioCache
     verifier: Verifier
+    manifests: Manifests
     keys: ApiKeys
     generate_limit: RateLimiter
     read_limit: RateLimiter

@@ -96,6 +96,10 @@ class Generation(Extras):
     confirmations: int | None = Field(
         None, description="blocks on top of the registration's, with it, when last reported"
     )
+    manifest_hash: str | None = Field(
+        None, description="keccak256 of the generation manifest (provenanceOf; /manifest)"
+    )
+    manifest_cid: str | None = Field(None, description="where the generation manifest is pinned")
     final: bool = Field(
         False,
         description="the registration is final (a reorg can no longer drop it); until then "

@@ -167,6 +167,23 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/api/generations/{id}/manifest": {
+            "get": {
+                "operationId": "getManifest",
+                "summary": "The generation manifest: how the track was made (RFC 8785 JSON)",
+                "parameters": [_ID_PARAM],
+                "responses": {
+                    "200": {
+                        "description": "the manifest's canonical bytes, as registered on chain",
+                        "content": {_JSON: {"schema": {"type": "object"}}},
+                    },
+                    "409": _error("not completed"),
+                    "502": _error("IPFS served a manifest that is not the registered one"),
+                    "503": _error("IPFS unavailable; retry"),
+                    **_READ_ERRORS,
+                },
+            }
+        },
         "/healthz": {
             "get": {
                 "operationId": "health",

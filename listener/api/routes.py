@@ -6,6 +6,7 @@ GET  /api/generations/{id}            the record
 GET  /api/generations/{id}/audio      the file (ranges, HEAD, conditional requests)
 GET  /api/generations/{id}/events     server-sent events: one ``status`` event per change
 GET  /api/generations/{id}/verify     the check `acesteps verify` runs, as JSON
+GET  /api/generations/{id}/manifest   the generation manifest (checked against the chain)
 GET  /api/openapi.json                the OpenAPI document
 GET  /healthz, GET /metrics, GET /    health, Prometheus, the web page
 """
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 
 from acesteps.hashing import keccak256_hex
 from acesteps.messages import GenerationRequest
+from acesteps.provenance import ManifestProblem
 from acesteps.registry import offchain_request_id
 from acesteps.types import parse_request_id
 from listener.api.audiocache import AudioMismatch, AudioUnavailable
@@ -248,6 +250,32 @@ async def events(request: web.Request) -> web.StreamResponse:
     return stream
 
 
+async def manifest(request: web.Request) -> web.Response:
+    """The generation manifest, as registered: its bytes are checked against the chain."""
+    g = await _generation(request)
+    if g.status is not Status.COMPLETED:
+        raise ApiFailure(409, "not_ready", f"request {g.id} is {g.status.value}, not completed")
+    try:
+        data = await request.app[DEPS].manifests(g.id)
+    except ManifestProblem as exc:
+        status, code = _MANIFEST_PROBLEMS[exc.kind]
+        headers = {"Retry-After": "5"} if status == 503 else None
+        raise ApiFailure(status, code, str(exc), headers=headers) from None
+    return web.Response(
+        body=data,
+        content_type="application/json",
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
+    )
+
+
+_MANIFEST_PROBLEMS = {
+    "absent": (404, "no_manifest"),
+    "unreachable": (503, "ipfs_unavailable"),
+    "mismatch": (502, "manifest_mismatch"),
+    "malformed": (502, "manifest_mismatch"),
+}
+
+
 async def verify(request: web.Request) -> web.Response:
     g = await _generation(request)
     if g.status is not Status.COMPLETED:
@@ -291,6 +319,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/generations/{id}/audio", get_audio)
     app.router.add_get("/api/generations/{id}/events", events)
     app.router.add_get("/api/generations/{id}/verify", verify)
+    app.router.add_get("/api/generations/{id}/manifest", manifest)
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

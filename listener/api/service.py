@@ -19,13 +19,15 @@ from web3 import AsyncWeb3
 from web3.exceptions import Web3Exception
 
 from acesteps.backoff import Backoff
+from acesteps.bytesources import KuboSource
 from acesteps.chain import connect
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.kafka.admin import ensure_topics
 from acesteps.kafka.producer import idempotent_producer, send_message
 from acesteps.messages import GenerationRequest
+from acesteps.provenance import fetch_manifest
 from acesteps.registry import Registry
-from acesteps.verify import KuboSource, Verdict, verify
+from acesteps.verify import Verdict, verify
 from listener.api.app import create_app
 from listener.api.audiocache import AudioCache
 from listener.api.auth import ApiKeys, RateLimiter
@@ -71,6 +73,10 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
         chain_id = await _chain_id(w3)
         from_block = settings.deployment_block() or 0
 
+        async def manifests(request_id: str) -> bytes:
+            source = KuboSource(kubo, settings.ipfs_api_url)
+            return (await fetch_manifest(registry, request_id, source)).data
+
         async def verifier(request_id: str) -> Verdict:
             source = KuboSource(kubo, settings.ipfs_api_url)
             return await verify(
@@ -86,6 +92,7 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
                 kubo, settings.api_audio_cache_dir, settings.api_audio_cache_mb * 2**20
             ),
             verifier=verifier,
+            manifests=manifests,
             keys=ApiKeys(
                 {k: v.get_secret_value() for k, v in settings.api_keys.items()},
                 required=settings.api_auth_required,

@@ -87,6 +87,8 @@ def apply(current: Generation | None, message: Message) -> Generation | None:
                 tx_hash=message.tx_hash,
                 block_number=message.block_number,
                 confirmations=message.confirmations,
+                manifest_hash=message.manifest_hash or base.manifest_hash,
+                manifest_cid=message.manifest_cid or base.manifest_cid,
                 final=False,
                 chain_id=message.chain_id,
                 contract=message.contract,

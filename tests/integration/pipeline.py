@@ -4,13 +4,16 @@ the shared Kafka and Kubo, under topics of their own."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from eth_account import Account
 
@@ -19,9 +22,10 @@ from acesteps.dev.localstack import StackSettings
 from acesteps.settings import CommonSettings
 from tests.integration.anvil import Anvil, free_port
 from tests.integration.chainload import ChainLoader
+from tests.integration.kafkaread import eventually
 from tests.integration.services import ServiceProcess
 
-__all__ = ["Pipeline", "running_pipeline", "wait_healthy"]
+__all__ = ["Pipeline", "record", "record_where", "running_pipeline", "wait_healthy"]
 
 PUBLISHER_KEY = dev_key(1)
 
@@ -134,3 +138,33 @@ def running_pipeline(
                 proc.stop()
     finally:
         anvil.stop()
+
+
+def record(pipeline: Pipeline, request_id: str) -> dict[str, Any]:
+    url = f"{pipeline.api_url}/api/generations/{request_id}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            body: dict[str, Any] = json.load(answer)
+            return body
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return {"id": request_id, "status": None}
+        raise
+
+
+async def record_where(
+    pipeline: Pipeline, request_id: str, check: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    async def holds() -> bool:
+        for name, proc in pipeline.services.items():
+            assert proc.alive(), f"{name} exited:\n{pipeline.logs()}"
+        found.update(record(pipeline, request_id))
+        return check(found)
+
+    try:
+        await eventually(holds, 120, what, interval_s=0.3)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {found}\n{pipeline.logs()}") from None
+    return found

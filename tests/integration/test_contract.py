@@ -46,6 +46,8 @@ ZERO_ADDRESS = "0x" + "00" * 20
 AUDIO_HASH = keccak(b"the bytes of a flac file")
 OTHER_HASH = keccak(b"the bytes of another file")
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"  # CIDv1 base32, 59 chars
+MANIFEST_HASH = keccak(b"the canonical bytes of a generation manifest")
+MANIFEST_CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 
 
 class Status(IntEnum):
@@ -145,7 +147,9 @@ class Chain:
         return bytes(event["args"]["requestId"])
 
     async def register(self, request_id: bytes, audio_hash: bytes = AUDIO_HASH) -> TxReceipt:
-        call = self.reg.functions.registerTrack(request_id, audio_hash, CID)
+        call = self.reg.functions.registerTrack(
+            request_id, audio_hash, CID, MANIFEST_HASH, MANIFEST_CID
+        )
         return await self.send(call, self.publisher)
 
     async def fail(self, request_id: bytes, reason: str = "generation failed") -> TxReceipt:
@@ -328,7 +332,9 @@ async def test_paused_registry_refuses_requests_until_unpaused(chain: Chain) -> 
 
 async def test_only_a_publisher_may_register_or_fail(chain: Chain) -> None:
     request_id = await chain.request()
-    register = chain.reg.functions.registerTrack(request_id, AUDIO_HASH, CID)
+    register = chain.reg.functions.registerTrack(
+        request_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID
+    )
     fail = chain.reg.functions.markFailed(request_id, "no")
     for account in (chain.stranger, chain.owner, chain.requester):  # the owner is no publisher
         assert await revert_of(register, account) == ("NotPublisher", ())
@@ -357,7 +363,9 @@ async def test_only_the_owner_may_administer(chain: Chain, function: str, args: 
 async def test_owner_adds_and_removes_publishers(chain: Chain) -> None:
     new = chain.stranger
     first, second = await chain.request(), await chain.request()
-    assert await revert_of(chain.reg.functions.registerTrack(first, AUDIO_HASH, CID), new) == (
+    assert await revert_of(
+        chain.reg.functions.registerTrack(first, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID), new
+    ) == (
         "NotPublisher",
         (),
     )
@@ -365,14 +373,18 @@ async def test_owner_adds_and_removes_publishers(chain: Chain) -> None:
     receipt = await chain.send(chain.reg.functions.setPublisher(new.address, True), chain.owner)
     (event,) = chain.reg.events.PublisherSet().process_receipt(receipt, errors=DISCARD)
     assert (event["args"]["account"], event["args"]["allowed"]) == (new.address, True)
-    await chain.send(chain.reg.functions.registerTrack(first, AUDIO_HASH, CID), new)
+    await chain.send(
+        chain.reg.functions.registerTrack(first, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID), new
+    )
     assert await chain.status(first) == Status.REGISTERED
 
     receipt = await chain.send(chain.reg.functions.setPublisher(new.address, False), chain.owner)
     (event,) = chain.reg.events.PublisherSet().process_receipt(receipt, errors=DISCARD)
     assert (event["args"]["account"], event["args"]["allowed"]) == (new.address, False)
     assert await chain.reg.functions.isPublisher(new.address).call() is False
-    register = chain.reg.functions.registerTrack(second, AUDIO_HASH, CID)
+    register = chain.reg.functions.registerTrack(
+        second, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID
+    )
     assert await revert_of(register, new) == ("NotPublisher", ())
     fail = chain.reg.functions.markFailed(second, "no")
     assert await revert_of(fail, new) == ("NotPublisher", ())
@@ -408,15 +420,18 @@ async def test_register_rejects_zero_hash_and_bad_cids(chain: Chain) -> None:
     request_id = await chain.request()
     functions, publisher = chain.reg.functions, chain.publisher
 
-    zero = functions.registerTrack(request_id, ZERO_HASH, CID)
+    zero = functions.registerTrack(request_id, ZERO_HASH, CID, MANIFEST_HASH, MANIFEST_CID)
     assert await revert_of(zero, publisher) == ("ZeroHash", ())
-    empty = functions.registerTrack(request_id, AUDIO_HASH, "")
+    empty = functions.registerTrack(request_id, AUDIO_HASH, "", MANIFEST_HASH, MANIFEST_CID)
     assert await revert_of(empty, publisher) == ("BadCid", ())
-    long = functions.registerTrack(request_id, AUDIO_HASH, "b" * 129)
+    long = functions.registerTrack(request_id, AUDIO_HASH, "b" * 129, MANIFEST_HASH, MANIFEST_CID)
     assert await revert_of(long, publisher) == ("BadCid", ())
     assert await chain.status(request_id) == Status.PENDING
 
-    await chain.send(functions.registerTrack(request_id, AUDIO_HASH, "b" * 128), publisher)
+    await chain.send(
+        functions.registerTrack(request_id, AUDIO_HASH, "b" * 128, MANIFEST_HASH, MANIFEST_CID),
+        publisher,
+    )
     assert await functions.trackOf(request_id).call() == [AUDIO_HASH, "b" * 128]
 
 
@@ -431,7 +446,9 @@ async def test_on_chain_request_is_registered_once(chain: Chain) -> None:
     assert event["args"]["cid"] == CID
     assert await chain.status(request_id) == Status.REGISTERED
 
-    again = chain.reg.functions.registerTrack(request_id, OTHER_HASH, CID + "x")
+    again = chain.reg.functions.registerTrack(
+        request_id, OTHER_HASH, CID + "x", MANIFEST_HASH, MANIFEST_CID
+    )
     assert await revert_of(again, chain.publisher) == ("AlreadyRegistered", (request_id,))
     assert await chain.reg.functions.trackOf(request_id).call() == [AUDIO_HASH, CID]
 
@@ -439,7 +456,9 @@ async def test_on_chain_request_is_registered_once(chain: Chain) -> None:
 async def test_an_id_never_requested_on_chain_is_refused_by_register_track(chain: Chain) -> None:
     # What a request that vanished in a reorg looks like: no phantom registration.
     vanished = random_id()
-    register = chain.reg.functions.registerTrack(vanished, AUDIO_HASH, CID)
+    register = chain.reg.functions.registerTrack(
+        vanished, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID
+    )
     assert await revert_of(register, chain.publisher) == ("NotPending", (vanished,))
 
 
@@ -448,7 +467,9 @@ async def test_http_request_is_registered_once_under_its_off_chain_id(chain: Cha
     http_id = await chain.reg.functions.offchainRequestId(offchain_id).call()
     assert "0x" + http_id.hex() == offchain_request_id(31337, chain.reg.address, offchain_id)
     assert await chain.status(http_id) == Status.NONE
-    call = chain.reg.functions.registerOffchainTrack(offchain_id, AUDIO_HASH, CID)
+    call = chain.reg.functions.registerOffchainTrack(
+        offchain_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID
+    )
     assert await call.call({"from": chain.publisher.address}) == http_id
     receipt = await chain.send(call, chain.publisher)
 
@@ -458,7 +479,7 @@ async def test_http_request_is_registered_once_under_its_off_chain_id(chain: Cha
     assert await chain.status(http_id) == Status.NONE  # it never was an on-chain request
 
     assert await revert_of(call, chain.publisher) == ("AlreadyRegistered", (http_id,))
-    again = chain.reg.functions.registerTrack(http_id, AUDIO_HASH, CID)
+    again = chain.reg.functions.registerTrack(http_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID)
     assert await revert_of(again, chain.publisher) == ("AlreadyRegistered", (http_id,))
     fail = chain.reg.functions.markFailed(http_id, "too late")
     assert await revert_of(fail, chain.publisher) == ("NotPending", (http_id,))
@@ -473,7 +494,9 @@ async def test_off_chain_ids_never_meet_chain_ids(chain: Chain) -> None:
     derived = await chain.reg.functions.offchainRequestId(request_id).call()
     assert derived != request_id
     await chain.fail(request_id)
-    offchain = chain.reg.functions.registerOffchainTrack(request_id, AUDIO_HASH, CID)
+    offchain = chain.reg.functions.registerOffchainTrack(
+        request_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID
+    )
     await chain.send(offchain, chain.publisher)
     assert await chain.reg.functions.trackOf(request_id).call() == [ZERO_HASH, ""]
     assert await chain.reg.functions.trackOf(derived).call() == [AUDIO_HASH, CID]
@@ -483,7 +506,9 @@ async def test_failed_request_cannot_be_registered(chain: Chain) -> None:
     request_id = await chain.request()
     await chain.fail(request_id)
 
-    register = chain.reg.functions.registerTrack(request_id, AUDIO_HASH, CID)
+    register = chain.reg.functions.registerTrack(
+        request_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID
+    )
     assert await revert_of(register, chain.publisher) == ("NotPending", (request_id,))
     assert await chain.reg.functions.trackOf(request_id).call() == [ZERO_HASH, ""]
 
@@ -643,7 +668,9 @@ async def test_withdraw_fees_takes_only_fees_of_registered_requests(paid: Chain)
     pending, failed = await paid.request(), await paid.request()
     await paid.register(registered_a)
     await paid.register(registered_b)
-    offchain = paid.reg.functions.registerOffchainTrack(random_id(), AUDIO_HASH, CID)
+    offchain = paid.reg.functions.registerOffchainTrack(
+        random_id(), AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID
+    )
     await paid.send(offchain, paid.publisher)  # an HTTP request: no fee
     await paid.fail(failed)
     assert await paid.reg.functions.collectedFees().call() == 2 * FEE
@@ -692,7 +719,7 @@ async def test_gas_used_by_the_main_calls(paid: Chain) -> None:
     gas = {
         "requestGeneration(short prompt)": short["gasUsed"],
         "requestGeneration(1000 B prompt + 1000 B lyrics)": long["gasUsed"],
-        "registerTrack(59-char CID)": register["gasUsed"],
+        "registerTrack(59-char CID, MANIFEST_HASH, MANIFEST_CID)": register["gasUsed"],
     }
     print("\ngas used:", gas)
     assert all(21_000 < used < 1_000_000 for used in gas.values())
@@ -700,3 +727,48 @@ async def test_gas_used_by_the_main_calls(paid: Chain) -> None:
         gas["requestGeneration(1000 B prompt + 1000 B lyrics)"]
         > gas["requestGeneration(short prompt)"]
     )
+
+
+# ---------------------------------------------------------------------- provenance
+
+
+async def test_provenance_is_registered_with_the_track_once(chain: Chain) -> None:
+    request_id = await chain.request()
+    assert await chain.reg.functions.provenanceOf(request_id).call() == [ZERO_HASH, ""]
+    receipt = await chain.register(request_id)
+
+    (event,) = chain.reg.events.TrackProvenance().process_receipt(receipt, errors=DISCARD)
+    assert event["args"]["requestId"] == request_id
+    assert (event["args"]["manifestHash"], event["args"]["manifestCid"]) == (
+        MANIFEST_HASH,
+        MANIFEST_CID,
+    )
+    assert await chain.reg.functions.provenanceOf(request_id).call() == [
+        MANIFEST_HASH,
+        MANIFEST_CID,
+    ]
+    # The old getters, unchanged.
+    assert await chain.reg.functions.trackOf(request_id).call() == [AUDIO_HASH, CID]
+    assert await chain.reg.functions.verify(request_id, AUDIO_HASH).call() is True
+    (registered,) = chain.reg.events.TrackRegistered().process_receipt(receipt, errors=DISCARD)
+    assert registered["args"]["audioHash"] == AUDIO_HASH
+    # Written once: no second registration, so no other manifest either.
+    other = chain.reg.functions.registerTrack(request_id, AUDIO_HASH, CID, OTHER_HASH, CID)
+    assert await revert_of(other, chain.publisher) == ("AlreadyRegistered", (request_id,))
+    assert (await chain.reg.functions.provenanceOf(request_id).call())[0] == MANIFEST_HASH
+
+
+async def test_only_a_publisher_records_provenance_and_it_must_be_real(chain: Chain) -> None:
+    request_id = await chain.request()
+    functions = chain.reg.functions
+    for account in (chain.stranger, chain.owner, chain.requester):
+        call = functions.registerTrack(request_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID)
+        assert await revert_of(call, account) == ("NotPublisher", ())
+    no_hash = functions.registerTrack(request_id, AUDIO_HASH, CID, ZERO_HASH, MANIFEST_CID)
+    assert await revert_of(no_hash, chain.publisher) == ("ZeroHash", ())
+    for bad in ("", "b" * 129):
+        bad_cid = functions.registerTrack(request_id, AUDIO_HASH, CID, MANIFEST_HASH, bad)
+        assert await revert_of(bad_cid, chain.publisher) == ("BadCid", ())
+    http = functions.registerOffchainTrack(random_id(), AUDIO_HASH, CID, ZERO_HASH, MANIFEST_CID)
+    assert await revert_of(http, chain.publisher) == ("ZeroHash", ())
+    assert await chain.status(request_id) == Status.PENDING

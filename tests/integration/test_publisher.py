@@ -56,6 +56,7 @@ from acesteps.messages import (
 from acesteps.registry import Registry, RequestStatus, offchain_request_id
 from acesteps.settings import CommonSettings
 from acesteps.topics import Topics
+from tests.factories import manifest_for
 from tests.integration.anvil import Anvil
 from tests.integration.kafkaread import eventually, partitions, read_all
 from tests.integration.kubo import Kubo
@@ -109,6 +110,7 @@ class Track:
             model_id="test",
             source="http",
             offchain_id=self.offchain_id,
+            manifest=manifest_for(self.request_id, self.data, offchain_id=self.offchain_id),
         )
 
 

@@ -24,9 +24,10 @@ from web3.logs import DISCARD
 
 from acesteps.chain import connect, deploy_registry
 from acesteps.dev.devchain import dev_key
-from acesteps.registry import Registry, RequestStatus, Track, offchain_request_id
+from acesteps.registry import Provenance, Registry, RequestStatus, Track, offchain_request_id
+from acesteps.types import to_hex
 from publisher.errors import ConflictingRegistration, ContractReverted, PermanentPublisherError
-from publisher.registrar import mark_failed, register
+from publisher.registrar import Registration, mark_failed, register
 from publisher.txsender import TxSender
 from publisher.txtypes import SentTx, TxPolicy
 from tests.integration.anvil import Anvil
@@ -85,6 +86,23 @@ async def chain(tmp_path: Path) -> AsyncIterator[Chain]:
         node.stop()
 
 
+PROVENANCE = Provenance("0x" + keccak(b"a manifest").hex(), OTHER_CID)
+
+
+async def register_track(
+    registry: Registry,
+    sender: TxSender,
+    rid: str | bytes,
+    audio_hash: str | bytes,
+    cid: str,
+    confirmations: int,
+    **options: Any,
+) -> Registration:
+    """`register` of (audio_hash, cid), with a made-up manifest."""
+    track = Track(to_hex(audio_hash), cid)
+    return await register(registry, sender, rid, track, PROVENANCE, confirmations, **options)
+
+
 def new_id() -> bytes:
     return keccak(os.urandom(16))
 
@@ -93,9 +111,9 @@ async def test_register_then_again_is_already_registered_without_a_transaction(
     chain: Chain,
 ) -> None:
     rid, audio = await chain.request(), keccak(b"the track")
-    first = await register(chain.reg, chain.sender, rid, audio, CID, 1)
+    first = await register_track(chain.reg, chain.sender, rid, audio, CID, 1)
     assert not first.already
-    assert (first.request_id, first.audio_hash, first.cid) == (
+    assert (first.request_id, first.track.audio_hash, first.track.cid) == (
         "0x" + rid.hex(),
         "0x" + audio.hex(),
         CID,
@@ -106,7 +124,7 @@ async def test_register_then_again_is_already_registered_without_a_transaction(
 
     nonce = await chain.nonce()
     # As after a crash between the mined transaction and the Kafka commit; hex inputs too.
-    again = await register(
+    again = await register_track(
         chain.reg,
         chain.sender,
         "0x" + rid.hex(),
@@ -125,13 +143,13 @@ async def test_a_conflicting_registration_is_permanent_and_loud(
     chain: Chain, other: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     rid, audio = await chain.request(), keccak(b"the track")
-    await register(chain.reg, chain.sender, rid, audio, CID, 1)
+    await register_track(chain.reg, chain.sender, rid, audio, CID, 1)
     nonce = await chain.nonce()
     caplog.set_level(logging.ERROR, "publisher.registrar")
     attempt = (keccak(b"another track"), CID) if other == "hash" else (audio, OTHER_CID)
 
     with pytest.raises(ConflictingRegistration) as info:
-        await register(chain.reg, chain.sender, rid, *attempt, 1)
+        await register_track(chain.reg, chain.sender, rid, *attempt, 1)
 
     assert isinstance(info.value, PermanentPublisherError)
     assert info.value.code == "conflicting_registration"
@@ -165,16 +183,20 @@ async def test_losing_a_race_reads_the_winner_back(chain: Chain, rival_cid: str)
     )
     rid, audio = await chain.request(), keccak(b"the track")
     racing = RacingSender(
-        chain.w3, rival, chain.reg.contract.functions.registerTrack(rid, audio, rival_cid)
+        chain.w3,
+        rival,
+        chain.reg.contract.functions.registerTrack(
+            rid, audio, rival_cid, bytes.fromhex(PROVENANCE.manifest_hash[2:]), OTHER_CID
+        ),
     )
     nonce = await chain.nonce()
 
     if rival_cid == CID:
-        result = await register(chain.reg, racing, rid, audio, CID, 1)
+        result = await register_track(chain.reg, racing, rid, audio, CID, 1)
         assert result.already and result.tx_hash == racing.rival_sent.tx_hash
     else:
         with pytest.raises(ConflictingRegistration):
-            await register(chain.reg, racing, rid, audio, CID, 1)
+            await register_track(chain.reg, racing, rid, audio, CID, 1)
     assert racing.sends == 1
     assert await chain.nonce() == nonce  # our registerTrack reverted on estimation
 
@@ -201,13 +223,13 @@ async def test_a_failed_request_cannot_be_registered(chain: Chain) -> None:
     rid = await chain.request()
     await mark_failed(chain.reg, chain.sender, rid, "gave up", 1)
     with pytest.raises(ContractReverted) as info:
-        await register(chain.reg, chain.sender, rid, keccak(b"late"), CID, 1)
+        await register_track(chain.reg, chain.sender, rid, keccak(b"late"), CID, 1)
     assert info.value.error_name == "NotPending"
 
 
 async def test_register_completes_a_pending_on_chain_request(chain: Chain) -> None:
     rid = await chain.request()
-    await register(chain.reg, chain.sender, rid, keccak(b"the track"), CID, 1)
+    await register_track(chain.reg, chain.sender, rid, keccak(b"the track"), CID, 1)
     assert await chain.status(rid) == RequestStatus.REGISTERED
     assert await mark_failed(chain.reg, chain.sender, rid, "too late", 1) is None
 
@@ -216,11 +238,15 @@ async def test_an_http_request_is_registered_under_its_off_chain_id(chain: Chain
     offchain_id = "0x" + new_id().hex()
     rid = offchain_request_id(31337, chain.reg.address, offchain_id)
     audio = keccak(b"an http track")
-    first = await register(chain.reg, chain.sender, rid, audio, CID, 1, offchain_id=offchain_id)
+    first = await register_track(
+        chain.reg, chain.sender, rid, audio, CID, 1, offchain_id=offchain_id
+    )
     assert not first.already and first.request_id == rid
     assert await chain.reg.track_of(rid) == Track("0x" + audio.hex(), CID)
     assert await chain.status(bytes.fromhex(rid[2:])) == RequestStatus.NONE  # not a chain request
-    again = await register(chain.reg, chain.sender, rid, audio, CID, 1, offchain_id=offchain_id)
+    again = await register_track(
+        chain.reg, chain.sender, rid, audio, CID, 1, offchain_id=offchain_id
+    )
     assert again.already and again.tx_hash == first.tx_hash
 
 
@@ -229,10 +255,10 @@ async def test_registration_refuses_what_is_not_its_request(chain: Chain) -> Non
     # same): registerTrack refuses it, and it is no off-chain id's either.
     vanished = new_id()
     with pytest.raises(ContractReverted) as info:
-        await register(chain.reg, chain.sender, vanished, keccak(b"phantom"), CID, 1)
+        await register_track(chain.reg, chain.sender, vanished, keccak(b"phantom"), CID, 1)
     assert info.value.error_name == "NotPending"
     with pytest.raises(PermanentPublisherError, match="off-chain id"):
-        await register(
+        await register_track(
             chain.reg,
             chain.sender,
             vanished,

@@ -11,25 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
-import urllib.error
-import urllib.request
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
 
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_utils.crypto import keccak
 
+from acesteps.bytesources import KuboSource
 from acesteps.chain import connect
 from acesteps.finality import Finality
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.messages import TYPE_HEADER, GenerationRequest, GenerationRevoked
 from acesteps.registry import Registry, request_id_of
 from acesteps.settings import CommonSettings
-from acesteps.verify import KuboSource, Verdict, verify
+from acesteps.verify import Verdict, verify
 from tests.integration.anvil import Anvil
 from tests.integration.chainload import ChainLoader
 from tests.integration.kafkaread import eventually, read_all
@@ -40,7 +36,7 @@ from tests.integration.listening import (
     requests_topic,
     wait_checkpoint,
 )
-from tests.integration.pipeline import Pipeline, running_pipeline
+from tests.integration.pipeline import Pipeline, record, record_where, running_pipeline
 from tests.integration.rpcproxy import RpcProxy
 
 
@@ -168,36 +164,6 @@ REORG_SETTINGS = {
     "listener": {"ACESTEPS_LISTENER_CONFIRMATIONS": "2"},
     "publisher": {"ACESTEPS_FINALITY_DEPTH": "20"},
 }
-
-
-def record(pipeline: Pipeline, request_id: str) -> dict[str, Any]:
-    url = f"{pipeline.api_url}/api/generations/{request_id}"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            body: dict[str, Any] = json.load(answer)
-            return body
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return {"id": request_id, "status": None}
-        raise
-
-
-async def record_where(
-    pipeline: Pipeline, request_id: str, check: Callable[[dict[str, Any]], bool], what: str
-) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-
-    async def holds() -> bool:
-        for name, proc in pipeline.services.items():
-            assert proc.alive(), f"{name} exited:\n{pipeline.logs()}"
-        found.update(record(pipeline, request_id))
-        return check(found)
-
-    try:
-        await eventually(holds, 120, what, interval_s=0.3)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}: {found}\n{pipeline.logs()}") from None
-    return found
 
 
 def registrations(pipeline: Pipeline) -> list[tuple[str, str]]:

@@ -40,6 +40,7 @@ from tests.integration.anvil import Anvil
 
 T = TypeVar("T")
 CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+MANIFEST_HASH, MANIFEST_CID = b"\x03" * 32, CID
 FAST = TxPolicy(poll_interval_s=0.02, pending_timeout_s=60, deadline_s=30)
 
 
@@ -134,7 +135,9 @@ class Chain:
 
     def register_call(self, n: int | None = None) -> Any:
         rid = keccak(os.urandom(16)) if n is None else n.to_bytes(32)
-        return self.reg.functions.registerOffchainTrack(rid, keccak(rid), CID)
+        return self.reg.functions.registerOffchainTrack(
+            rid, keccak(rid), CID, MANIFEST_HASH, MANIFEST_CID
+        )
 
     async def nonce(self, tag: str = "latest") -> int:
         return await self.w3.eth.get_transaction_count(self.me.address, tag)  # type: ignore[arg-type]
@@ -368,7 +371,7 @@ async def test_a_mined_revert_is_decoded_from_a_replay(chain: Chain) -> None:
         {
             "from": rival.address,
             "nonce": await chain.w3.eth.get_transaction_count(rival.address),
-            "gas": 200_000,
+            "gas": 500_000,
             "maxFeePerGas": int(ours["maxFeePerGas"], 16) * 10,
             "maxPriorityFeePerGas": int(ours["maxPriorityFeePerGas"], 16) * 10,
         }
@@ -401,7 +404,9 @@ async def test_an_empty_wallet_is_retryable_and_the_key_stays_secret(
         sender = TxSender(w3, key, FAST)
         with pytest.raises(InsufficientFunds) as info:
             await sender.send(
-                reg.functions.registerOffchainTrack(b"\x01" * 32, b"\x02" * 32, CID),
+                reg.functions.registerOffchainTrack(
+                    b"\x01" * 32, b"\x02" * 32, CID, MANIFEST_HASH, MANIFEST_CID
+                ),
                 confirmations=1,
             )
     finally:

@@ -24,12 +24,14 @@ from acesteps.dev.devchain import dev_key
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.ipfs.unixfs import CHUNK_SIZE, cid_of_bytes
-from acesteps.registry import Registry, offchain_request_id
+from acesteps.manifest import canonical, manifest_hash
+from acesteps.registry import Provenance, Registry, Track, offchain_request_id
 from acesteps.settings import CommonSettings
 from acesteps.verify import Status
 from publisher.registrar import register
 from publisher.txsender import TxSender
 from publisher.txtypes import TxPolicy
+from tests.factories import manifest_for
 from tests.integration.anvil import Anvil, free_port
 
 
@@ -53,7 +55,11 @@ class Env:
         """Register (audio_hash, cid) as a new HTTP request's track; its request id."""
         offchain_id = "0x" + keccak(os.urandom(16)).hex()
         rid = offchain_request_id(31337, self.reg.address, offchain_id)
-        await register(self.reg, self.sender, rid, audio_hash, cid, 1, offchain_id=offchain_id)
+        # Its generation manifest, pinned and registered with it.
+        data = canonical(manifest_for(rid, offchain_id=offchain_id, audio_hash=audio_hash, cid=cid))
+        manifest = Provenance(manifest_hash(data), (await self.kubo.add(data)).cid)
+        track = Track(audio_hash, cid)
+        await register(self.reg, self.sender, rid, track, manifest, 1, offchain_id=offchain_id)
         return rid
 
     async def cli(self, *argv: str, source: str = "api") -> tuple[int, str]:

@@ -173,6 +173,16 @@ def test_generate_play_and_verify(browser: Browser, pipeline: Pipeline, page: Pa
     expect(page.locator("#verify-onchain-cid")).to_have_text(str(record["cid"]))
     expect(page.locator("#verify-computed-cid")).to_have_text(str(record["cid"]))
     expect(page.locator("#verify-tx")).to_have_text(str(record["txHash"]))
+    expect(page.locator("#verify-manifest")).to_have_text("matches its registration")
+
+    # 6b. The provenance: the registered manifest, and how to re-run the track.
+    expect(page.locator("#provenance")).to_be_visible()
+    page.click("#provenance summary")
+    expect(page.locator("#manifest-link")).to_have_text(str(record["manifestHash"]))
+    expect(page.locator("#prov-model")).to_contain_text("tiny-acestep")
+    expect(page.locator("#prov-weights")).to_contain_text("sha256:")
+    expect(page.locator("#prov-sampling")).to_contain_text("seed 7")
+    expect(page.locator("#prov-command")).to_have_text(f"acesteps reproduce {request_id}")
 
     screenshot = StackSettings().log_dir / "screenshots" / "page-verified.png"
     screenshot.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from acesteps.chain import connect, deploy_registry
 from acesteps.dev.devchain import dev_key
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.kubo import KuboClient
-from acesteps.registry import Registry, offchain_request_id
+from acesteps.registry import Provenance, Registry, Track, offchain_request_id
 from acesteps.settings import CommonSettings
 from publisher.registrar import register
 from publisher.txsender import TxSender
@@ -112,7 +112,8 @@ async def test_verify_a_registered_track(
             cid = (await kubo.add(data)).cid
         offchain_id = keccak256_hex(os.urandom(16))
         rid = offchain_request_id(31337, registry.address, offchain_id)
-        await register(registry, sender, rid, keccak256_hex(data), cid, 1, offchain_id=offchain_id)
+        track, manifest = Track(keccak256_hex(data), cid), Provenance(keccak256_hex(b"m"), cid)
+        await register(registry, sender, rid, track, manifest, 1, offchain_id=offchain_id)
 
         argv = [str(venv / "bin" / "acesteps"), "verify", rid, "--rpc-url", node.url]
         argv += ["--contract", deployment.address, "--ipfs-api-url", stack.ipfs_api_url]

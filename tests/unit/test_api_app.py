@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.messages import GenerationFailed, GenerationRequest
+from acesteps.provenance import ManifestProblem
 from acesteps.verify import Status as VerdictStatus
 from acesteps.verify import Verdict
 from listener.api.app import create_app
@@ -48,6 +49,10 @@ async def fake_verifier(request_id: str) -> Verdict:
     return Verdict(VerdictStatus.MATCH, "equal", request_id)
 
 
+async def fake_manifests(request_id: str) -> bytes:
+    raise ManifestProblem("unreachable", f"no IPFS in this test ({request_id})")
+
+
 @pytest.fixture
 async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     clients: list[TestClient[Any, Any]] = []
@@ -66,6 +71,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             submitter=kafka,
             audio=AudioCache(KuboClient("http://127.0.0.1:9"), tmp_path / "audio"),
             verifier=fake_verifier,
+            manifests=fake_manifests,
             keys=ApiKeys(KEYS if required else {}, required=required),
             generate_limit=RateLimiter(per_minute, burst),
             read_limit=RateLimiter(per_minute, burst),

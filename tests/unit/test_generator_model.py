@@ -202,6 +202,7 @@ def test_batch_keys_separate_shapes_and_batched_mode_only_groups_equal_keys(
         device=tiny_model.device,
         dtype=tiny_model.dtype,
         model_id=tiny_model.model_id,
+        checkpoint=tiny_model.checkpoint,
     )
     assert sorted(map(sorted, batched.plan(jobs))) == [[0, 2], [1], [3], [4]]
     # Equal keys share a call; the result is close to, but not promised bit-equal with, a
@@ -234,6 +235,7 @@ def test_long_clips_are_decoded_with_vae_tiling(
             device=tiny_model.device,
             dtype=tiny_model.dtype,
             model_id=tiny_model.model_id,
+            checkpoint=tiny_model.checkpoint,
         )
         (with_tiles,) = tiled.generate([JOB])
         assert vae.use_tiling

@@ -306,10 +306,39 @@ function showTrack(g) {
     .join(", ");
   $("verify-button").disabled = false;
   if (same) return;
+  showProvenance(g).catch(() => {
+    $("provenance").hidden = true; // no manifest to show (yet): the rest stands
+  });
   drawWaveform(audioPath).catch((error) => {
     $("waveform").dataset.drawn = "error";
     $("waveform").setAttribute("aria-label", `Waveform unavailable: ${error.message}`);
   });
+}
+
+// The generation manifest, as the API serves it (checked against the chain there; the page's
+// Verify checks it again against the chain through the API's verify).
+async function showProvenance(g) {
+  if (!g.manifestCid) return;
+  const m = await api(generationPath(g.id, "manifest"));
+  const link = $("manifest-link");
+  link.textContent = g.manifestHash;
+  link.href = generationPath(g.id, "manifest");
+  $("prov-model").textContent = [m.model.id, m.model.revision, m.model.dtype]
+    .filter(Boolean)
+    .join(", ");
+  $("prov-weights").textContent = m.model.weights_digest;
+  $("prov-sampling").textContent =
+    `seed ${m.job.seed}, ${m.sampling.steps} steps, shift ${m.sampling.shift}, ` +
+    `guidance ${m.sampling.guidance_scale}`;
+  const p = m.environment.packages;
+  $("prov-software").textContent = ["torch", "diffusers", "transformers"]
+    .map((name) => `${name} ${p[name] || "?"}`)
+    .join(", ");
+  const d = m.environment.device;
+  $("prov-device").textContent = [d.type, d.name, d.capability && `sm ${d.capability}`,
+    `${d.threads} thread(s)`].filter(Boolean).join(", ");
+  $("prov-command").textContent = `acesteps reproduce ${g.id}`;
+  $("provenance").hidden = false;
 }
 
 function formatBytes(n) {
@@ -380,6 +409,9 @@ async function verify() {
     $("verify-contract").textContent =
       v.contract_verify == null ? "not asked" : v.contract_verify ? "true" : "false";
     $("verify-tx").textContent = v.registered_tx || "—";
+    $("verify-manifest").textContent =
+      v.manifest_matches == null ? v.manifest_note || "not checked"
+        : v.manifest_matches ? "matches its registration" : `DIFFERENT: ${v.manifest_note}`;
   } catch (error) {
     box.dataset.status = "ERROR";
     $("verify-status").textContent = "ERROR";

@@ -1,0 +1,151 @@
+"""Re-running a track from its generation manifest with the worker's own code (``acesteps
+reproduce``), and saying how the result compares.
+
+1. Settings from the manifest: the checkpoint (``tiny``, the hub id and revision, or a local
+   directory the caller names), steps, shift, guidance, vocal language, VAE tiling, dtype,
+   device type and the intra-op thread count; one job at a time (a batched worker's output is
+   close to, not bit-equal with, a single run: the manifest says which mode made it).
+2. The checkpoint loaded by `generator.model.load_pipeline`; a weights digest other than the
+   manifest's ends it: CANNOT TELL, naming both.
+3. The job rebuilt from the manifest, the text checked against what the pipeline tokenized
+   then, the model run, the file encoded: `generator.model`, `generator.audio`, the code the
+   worker runs.
+4. REPRODUCED when the PCM and the file hash the same; DIFFERENT with the first stage that
+   differs (``pcm``: the model's output; ``file``: resampling or encoding) and what differs
+   in the environment (versions, device class, threads).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from acesteps.hashing import keccak256_hex
+from acesteps.manifest import Manifest
+from acesteps.settings import ConfigError
+from generator import audio
+from generator.errors import ModelUnavailable
+from generator.jobs import Job
+from generator.model import Model, load_pipeline
+from generator.pipeline import pcm_keccak256
+from generator.provenance import environment
+from generator.settings import GeneratorSettings
+
+__all__ = ["Outcome", "reproduce"]
+
+Verdict = Literal["REPRODUCED", "DIFFERENT", "CANNOT TELL"]
+EXIT = {"REPRODUCED": 0, "DIFFERENT": 1, "CANNOT TELL": 2}
+
+
+@dataclass
+class Outcome:
+    status: Verdict
+    reason: str
+    stage: Literal["pcm", "file"] | None = None
+    expected_pcm: str | None = None
+    got_pcm: str | None = None
+    expected_file: str | None = None
+    got_file: str | None = None
+    environment: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """What differs from the manifest's run: name -> {"manifest": ..., "here": ...}."""
+    seconds: float | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT[self.status]
+
+
+def settings_for(
+    manifest: Manifest, base: GeneratorSettings, model: str | None
+) -> GeneratorSettings:
+    """``base`` with everything the manifest fixes; ``model`` names a local checkpoint."""
+    source = model or manifest.model.source
+    if model is None and manifest.model.source not in ("tiny",) and "/" not in source:
+        raise ModelUnavailable(
+            f"the track was made with a local checkpoint named {source!r}: give its directory "
+            "with --model DIR (its weights digest is checked)"
+        )
+    sampling, device = manifest.sampling, manifest.environment.device
+    return base.with_overrides(
+        generator_model=source,
+        generator_model_revision=manifest.model.revision if model is None else None,
+        generator_steps=sampling.steps,
+        generator_shift=sampling.shift,
+        generator_guidance_scale=sampling.guidance_scale,
+        generator_vocal_language=sampling.vocal_language,
+        # Tiling depends on the clip alone: the same decision as the manifest's run.
+        generator_vae_tiling_above_s=0.0 if sampling.vae_tiling else 1e9,
+        generator_batch_mode="sequential",
+        generator_dtype=manifest.model.dtype,
+        generator_device=device.type if device.type != "mps" else "cpu",
+        generator_torch_threads=device.threads,
+    )
+
+
+def reproduce(manifest: Manifest, base: GeneratorSettings, model: str | None = None) -> Outcome:
+    started = time.perf_counter()
+    # 1-2. The checkpoint the manifest names, and nothing else.
+    try:
+        loaded = load_pipeline(settings_for(manifest, base, model))
+    except (ModelUnavailable, ConfigError, ValueError) as exc:
+        return Outcome("CANNOT TELL", f"cannot load the model: {exc}")
+    if loaded.checkpoint.weights_digest != manifest.model.weights_digest:
+        return Outcome(
+            "CANNOT TELL",
+            f"other weights: the manifest's checkpoint is {manifest.model.weights_digest}, "
+            f"this one ({loaded.checkpoint.path}) is {loaded.checkpoint.weights_digest}",
+        )
+    # 3. The same job through the same code.
+    job = Job(
+        caption=manifest.job.caption,
+        lyrics=manifest.job.lyrics,
+        duration_s=manifest.job.duration_s,
+        seed=manifest.job.seed,
+        conditioning=tuple(sorted(manifest.job.conditioning.items())),
+    )
+    (raw,) = loaded.generate([job])
+    data = audio.encode(raw, job.duration_s, manifest.output.file.format)
+    outcome = Outcome(
+        "REPRODUCED",
+        "the model's PCM and the file are identical to the manifest's",
+        expected_pcm=manifest.output.pcm.keccak256,
+        got_pcm=pcm_keccak256(raw),
+        expected_file=manifest.output.file.audio_hash,
+        got_file=keccak256_hex(data),
+        environment=_differences(manifest, loaded),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    # 4. The first stage that differs.
+    text = _text_difference(manifest, loaded, job)
+    if outcome.got_pcm != outcome.expected_pcm:
+        outcome.status, outcome.stage = "DIFFERENT", "pcm"
+        outcome.reason = "the model's PCM differs" + (f" ({text})" if text else "")
+    elif outcome.got_file != outcome.expected_file:
+        outcome.status, outcome.stage = "DIFFERENT", "file"
+        outcome.reason = "same PCM, but the file differs (resampling or encoding)"
+    return outcome
+
+
+def _text_difference(manifest: Manifest, model: Model, job: Job) -> str | None:
+    text, lyrics = model.formatted_inputs(job)
+    if (text, lyrics) != (manifest.model_input.text, manifest.model_input.lyrics):
+        return "the pipeline's text template differs"
+    return None
+
+
+def _differences(manifest: Manifest, model: Model) -> dict[str, dict[str, Any]]:
+    ours = environment(model.device)
+    theirs = manifest.environment
+    found: dict[str, dict[str, Any]] = {}
+    if ours.python != theirs.python:
+        found["python"] = {"manifest": theirs.python, "here": ours.python}
+    for name in sorted(set(theirs.packages) | set(ours.packages)):
+        a, b = theirs.packages.get(name), ours.packages.get(name)
+        if a != b:
+            found[name] = {"manifest": a, "here": b}
+    for name in ("type", "name", "capability", "isa", "threads"):
+        a, b = getattr(theirs.device, name), getattr(ours.device, name)
+        if a != b:
+            found[f"device.{name}"] = {"manifest": a, "here": b}
+    return found
