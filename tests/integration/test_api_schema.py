@@ -42,6 +42,7 @@ OPERATIONS = [
     ("GET", "/api/generations/{id}/audio"),
     ("GET", "/api/generations/{id}/events"),
     ("GET", "/api/generations/{id}/verify"),
+    ("GET", "/api/generations/{id}/manifest"),
     ("GET", "/healthz"),
 ]
 

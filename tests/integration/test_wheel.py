@@ -3,7 +3,8 @@
 Builds the wheel, installs it (its runtime dependencies from the package index, no extras)
 into a new virtualenv under a temporary directory, and from there runs ``acesteps --version``,
 ``acesteps schemas check`` (the schemas shipped as package data), ``acesteps verify`` of a
-track registered on a private anvil and pinned on the shared Kubo (exit 0, MATCH), and imports
+track registered on a private anvil and pinned on the shared Kubo, with its manifest (exit 0,
+MATCH), ``acesteps reproduce`` of it (exit 2: it needs the ``gen`` extra, and says so), and imports
 each service's entry point. Nothing may come from the checkout: the commands run in another
 directory, with no ``PYTHONPATH``, and the test checks where each module was loaded from.
 """
@@ -24,19 +25,24 @@ from acesteps.chain import connect, deploy_registry
 from acesteps.dev.devchain import dev_key
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.kubo import KuboClient
+from acesteps.manifest import canonical, manifest_hash
 from acesteps.registry import Provenance, Registry, Track, offchain_request_id
 from acesteps.settings import CommonSettings
 from publisher.registrar import register
 from publisher.txsender import TxSender
 from publisher.txtypes import TxPolicy
+from tests.factories import manifest_for
 from tests.integration.anvil import Anvil
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> str:
+def _run(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float = 600, code: int = 0
+) -> str:
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    said = f"{args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == code, said
     return proc.stdout
 
 
@@ -108,18 +114,29 @@ async def test_verify_a_registered_track(
         registry = Registry(w3, deployment.address)
         sender = TxSender(w3, dev_key(1), TxPolicy(poll_interval_s=0.02, deadline_s=30))
         data = os.urandom(300_000)
-        async with KuboClient(stack.ipfs_api_url) as kubo:
-            cid = (await kubo.add(data)).cid
         offchain_id = keccak256_hex(os.urandom(16))
         rid = offchain_request_id(31337, registry.address, offchain_id)
-        track, manifest = Track(keccak256_hex(data), cid), Provenance(keccak256_hex(b"m"), cid)
-        await register(registry, sender, rid, track, manifest, 1, offchain_id=offchain_id)
+        async with KuboClient(stack.ipfs_api_url) as kubo:
+            cid = (await kubo.add(data)).cid
+            described = manifest_for(
+                rid, offchain_id=offchain_id, audio_hash=keccak256_hex(data), cid=cid
+            )
+            manifest = canonical(described)
+            manifest_cid = (await kubo.add(manifest)).cid
+        track = Track(keccak256_hex(data), cid)
+        provenance = Provenance(manifest_hash(manifest), manifest_cid)
+        await register(registry, sender, rid, track, provenance, 1, offchain_id=offchain_id)
 
         argv = [str(venv / "bin" / "acesteps"), "verify", rid, "--rpc-url", node.url]
         argv += ["--contract", deployment.address, "--ipfs-api-url", stack.ipfs_api_url]
         out = _run(argv, tmp_path, env)
         assert out.startswith("MATCH: "), out
-        assert keccak256_hex(data) in out and cid in out
+        assert keccak256_hex(data) in out and cid in out and manifest_cid in out
+
+        # Re-running needs the generator's packages, which the wheel alone does not bring.
+        argv[1] = "reproduce"
+        out = _run(argv, tmp_path, env, code=2)
+        assert out.startswith("CANNOT TELL: ") and "acesteps[gen]" in out, out
     finally:
         await w3.provider.disconnect()
         node.stop()
