@@ -25,6 +25,7 @@ from web3.contract import AsyncContract
 from web3.contract.async_contract import AsyncContractFunction
 from web3.exceptions import Web3Exception
 
+from acesteps.ipfs.unixfs import keccak_block_cid
 from acesteps.reverts import decode_revert
 from acesteps.types import to_bytes32, to_hex
 
@@ -36,6 +37,7 @@ __all__ = [
     "Registry",
     "RequestStatus",
     "Track",
+    "TrackItem",
     "abi",
     "bytecode",
     "decode_event",
@@ -88,10 +90,27 @@ class Track:
 
 @dataclass(frozen=True)
 class Provenance:
-    """How a registered track was made: its generation manifest's hash and CID."""
+    """How a registered track was made: its generation manifest's hash and CID (one raw block
+    named by its keccak-256, so the CID follows from the hash: `of`)."""
 
     manifest_hash: str
     manifest_cid: str
+
+    @classmethod
+    def of(cls, manifest_hash: str | bytes) -> Provenance:
+        """The provenance of a manifest whose keccak256 is ``manifest_hash``."""
+        return cls(to_hex(manifest_hash), keccak_block_cid(to_bytes32(manifest_hash)))
+
+
+@dataclass(frozen=True)
+class TrackItem:
+    """One registration of a ``registerTracks`` batch: a chain request, or an HTTP request
+    given by its ``offchain_id`` (``request_id`` is then ``offchainRequestId(offchain_id)``)."""
+
+    request_id: str
+    track: Track
+    provenance: Provenance
+    offchain_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +308,32 @@ class Registry:
         return self.contract.functions.registerOffchainTrack(
             to_bytes32(offchain_id), *_track_args(track, provenance)
         )
+
+    def register_tracks(self, items: Sequence[TrackItem]) -> AsyncContractFunction:
+        """``registerTracks``: every item registered, or skipped with ``TrackSkipped``
+        (`skipped`); the manifest CID is not sent: the contract derives it from the hash."""
+        return self.contract.functions.registerTracks(
+            [
+                (
+                    to_bytes32(item.offchain_id or item.request_id),
+                    item.offchain_id is not None,
+                    to_bytes32(item.track.audio_hash),
+                    item.track.cid,
+                    to_bytes32(item.provenance.manifest_hash),
+                )
+                for item in items
+            ]
+        )
+
+    def skipped(self, receipt: Any) -> dict[str, str]:
+        """request id -> the error name of each item a ``registerTracks`` receipt skipped."""
+        topic, found = event_topic("TrackSkipped"), {}
+        for log in receipt["logs"]:
+            topics = [to_hex(t) for t in log["topics"]]
+            if topics and topics[0] == topic and log["address"].lower() == self.address.lower():
+                args = decode_event("TrackSkipped", topics, bytes(log["data"]))
+                found[args["requestId"]] = decode_revert(abi(), bytes(args["reason"]))[0]
+        return found
 
     def mark_failed(self, request_id: str | bytes, reason: str) -> AsyncContractFunction:
         return self.contract.functions.markFailed(to_bytes32(request_id), reason)

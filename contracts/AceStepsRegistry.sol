@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
+import {CidCodec} from "./CidCodec.sol";
+
 /// @title AceStepsRegistry
 /// @notice Requests for AI-generated music and the registry of published tracks.
 /// A dApp calls `requestGeneration` (paying `requestFee`, if one is set); the AceSteps
-/// services generate the track, pin it to IPFS and call `registerTrack` with the keccak256
-/// of the file's bytes and its CID. Anyone can then check a file with `verify`.
+/// services generate the track, pin it to IPFS and register the keccak256 of the file's bytes,
+/// its CID and its generation manifest (`registerTracks`, many in one transaction, or
+/// `registerTrack`). Anyone can then check a file with `verify`.
 /// Request ids depend only on what the requester sent (never on block order), so a request
 /// re-included in another block after a reorg keeps its id. A chain request can be registered
 /// only while it is pending here; requests that reach the services over HTTP are registered
@@ -25,6 +28,10 @@ contract AceStepsRegistry {
     /// @notice How the track was made: keccak256 of its generation manifest's canonical bytes
     /// (RFC 8785 JSON) and the manifest's CID. Emitted with every TrackRegistered.
     event TrackProvenance(bytes32 indexed requestId, bytes32 manifestHash, string manifestCid);
+    /// @notice An item of `registerTracks` that was not registered, and why: the selector of
+    /// the error `registerTrack` would have reverted with (AlreadyRegistered, NotPending,
+    /// ZeroHash, BadCid). The rest of the batch is registered.
+    event TrackSkipped(bytes32 indexed requestId, bytes4 reason);
 
     // ------------------------------------------------------------------ admin events
 
@@ -53,6 +60,8 @@ contract AceStepsRegistry {
     error RequestExists(bytes32 requestId);
     error TransferFailed();
     error ZeroAddress();
+    error BadBatch(uint256 length);
+    error FeeTooLarge(uint256 fee);
 
     // ------------------------------------------------------------------ limits
 
@@ -60,8 +69,8 @@ contract AceStepsRegistry {
     uint32 public constant MAX_DURATION_SECONDS = 240;
     uint256 public constant MAX_PROMPT_BYTES = 1000;
     uint256 public constant MAX_LYRICS_BYTES = 4096;
-    uint256 public constant MAX_CID_BYTES = 128;
     uint256 public constant MAX_REASON_BYTES = 256;
+    uint256 public constant MAX_BATCH = 256;
 
     // ------------------------------------------------------------------ state
 
@@ -72,17 +81,30 @@ contract AceStepsRegistry {
         Failed
     }
 
+    /// One slot. An off-chain request gets one when its track is registered (requester 0).
     struct Request {
         address requester;
-        Status status; // packed with `requester` in one slot
-        uint256 fee; // what was paid, refunded if the request fails (any amount: no truncation)
+        Status status;
+        uint8 cidCodec; // the track's CID: CidCodec.RAW or CidCodec.DAG_PB, set on registration
+        uint80 fee; // what was paid, refunded if the request fails; `requestFee` fits (FeeTooLarge)
     }
 
+    /// Three slots. The CID is CIDv1, sha2-256: its digest here, its codec in the request;
+    /// the manifest's CID is CIDv1 raw keccak-256 of its bytes, so `manifestHash` is its digest.
     struct Track {
+        bytes32 audioHash;
+        bytes32 cidDigest;
+        bytes32 manifestHash;
+    }
+
+    /// An item of `registerTracks`: a chain request (`id` = its request id) or an off-chain one
+    /// (`offchain`, `id` = its off-chain id, registered under `offchainRequestId(id)`).
+    struct TrackInput {
+        bytes32 id;
+        bool offchain;
         bytes32 audioHash;
         string cid;
         bytes32 manifestHash;
-        string manifestCid;
     }
 
     address public owner;
@@ -108,8 +130,7 @@ contract AceStepsRegistry {
     constructor(address publisher, uint256 fee) {
         owner = msg.sender;
         emit OwnershipTransferred(address(0), msg.sender);
-        requestFee = fee;
-        emit RequestFeeSet(fee);
+        _setRequestFee(fee);
         if (publisher != address(0)) {
             isPublisher[publisher] = true;
             emit PublisherSet(publisher, true);
@@ -186,15 +207,37 @@ contract AceStepsRegistry {
 
         requestId = requestIdOf(msg.sender, salt);
         if (requests[requestId].status != Status.None) revert RequestExists(requestId);
-        requests[requestId] = Request(msg.sender, Status.Pending, msg.value);
+        requests[requestId] = Request(msg.sender, Status.Pending, 0, uint80(msg.value)); // fits: == requestFee
         emit GenerationRequested(requestId, msg.sender, prompt, lyrics, durationSeconds);
     }
 
     // ------------------------------------------------------------------ publishing
 
+    /// @notice Record the published files of many requests at once, emitting for each the events
+    /// `registerTrack` emits. An item that cannot be registered (already registered, not
+    /// pending, a zero hash, a CID of another form) is skipped with `TrackSkipped`; the others
+    /// are registered. Reverts only for the whole batch: not a publisher, empty or over
+    /// MAX_BATCH items. Returns how many were registered.
+    function registerTracks(TrackInput[] calldata items) external onlyPublisher returns (uint256 registered) {
+        if (items.length == 0 || items.length > MAX_BATCH) revert BadBatch(items.length);
+        uint256 fees;
+        for (uint256 i; i < items.length; ++i) {
+            TrackInput calldata item = items[i];
+            bytes32 requestId = item.offchain ? offchainRequestId(item.id) : item.id;
+            (bytes4 refused, uint256 fee) = _register(requestId, !item.offchain, item.audioHash, item.cid, item.manifestHash);
+            if (refused != bytes4(0)) {
+                emit TrackSkipped(requestId, refused);
+            } else {
+                fees += fee;
+                ++registered;
+            }
+        }
+        collectedFees += fees;
+    }
+
     /// @notice Record the published file of a chain request, which must be pending here:
-    /// keccak256 of its bytes, its CID, and its provenance (the generation manifest's hash and
-    /// CID). Once.
+    /// keccak256 of its bytes, its CID (CIDv1 base32, sha2-256), and its provenance: the
+    /// generation manifest's keccak256 and CID (CIDv1 raw keccak-256 of the same bytes). Once.
     function registerTrack(
         bytes32 requestId,
         bytes32 audioHash,
@@ -202,12 +245,10 @@ contract AceStepsRegistry {
         bytes32 manifestHash,
         string calldata manifestCid
     ) external onlyPublisher {
-        _checkTrack(requestId, audioHash, cid, manifestHash, manifestCid);
-        Request storage req = requests[requestId];
-        if (req.status != Status.Pending) revert NotPending(requestId); // vanished, failed or never requested
-        req.status = Status.Registered;
-        collectedFees += req.fee;
-        _store(requestId, audioHash, cid, manifestHash, manifestCid);
+        _checkManifestCid(manifestHash, manifestCid);
+        (bytes4 refused, uint256 fee) = _register(requestId, true, audioHash, cid, manifestHash);
+        _revertIf(refused, requestId);
+        collectedFees += fee;
     }
 
     /// @notice Record the published file of an off-chain (HTTP) request, under
@@ -220,33 +261,58 @@ contract AceStepsRegistry {
         string calldata manifestCid
     ) external onlyPublisher returns (bytes32 requestId) {
         requestId = offchainRequestId(offchainId);
-        _checkTrack(requestId, audioHash, cid, manifestHash, manifestCid);
-        _store(requestId, audioHash, cid, manifestHash, manifestCid);
+        _checkManifestCid(manifestHash, manifestCid);
+        (bytes4 refused,) = _register(requestId, false, audioHash, cid, manifestHash);
+        _revertIf(refused, requestId);
     }
 
-    function _checkTrack(
-        bytes32 requestId,
-        bytes32 audioHash,
-        string calldata cid,
-        bytes32 manifestHash,
-        string calldata manifestCid
-    ) private view {
-        if (audioHash == bytes32(0) || manifestHash == bytes32(0)) revert ZeroHash();
-        if (bytes(cid).length == 0 || bytes(cid).length > MAX_CID_BYTES) revert BadCid();
-        if (bytes(manifestCid).length == 0 || bytes(manifestCid).length > MAX_CID_BYTES) revert BadCid();
-        if (tracks[requestId].audioHash != bytes32(0)) revert AlreadyRegistered(requestId);
-    }
-
-    function _store(
-        bytes32 requestId,
-        bytes32 audioHash,
-        string calldata cid,
-        bytes32 manifestHash,
-        string calldata manifestCid
-    ) private {
-        tracks[requestId] = Track(audioHash, cid, manifestHash, manifestCid);
+    /// Registers one track, or says which error refuses it (and changes nothing). Returns the
+    /// fee the registration collects.
+    function _register(bytes32 requestId, bool onChain, bytes32 audioHash, string calldata cid, bytes32 manifestHash)
+        private
+        returns (bytes4 refused, uint256 fee)
+    {
+        if (audioHash == bytes32(0) || manifestHash == bytes32(0)) return (ZeroHash.selector, 0);
+        (uint8 codec, bytes32 digest) = _fileCid(cid);
+        if (codec == 0) return (BadCid.selector, 0);
+        Request storage req = requests[requestId];
+        if (req.status == Status.Registered) return (AlreadyRegistered.selector, 0);
+        if (onChain) {
+            if (req.status != Status.Pending) return (NotPending.selector, 0); // vanished, failed or never requested
+            req.status = Status.Registered;
+            req.cidCodec = codec;
+            fee = req.fee;
+        } else {
+            requests[requestId] = Request(address(0), Status.Registered, codec, 0);
+        }
+        tracks[requestId] = Track(audioHash, digest, manifestHash);
         emit TrackRegistered(requestId, audioHash, cid);
-        emit TrackProvenance(requestId, manifestHash, manifestCid);
+        emit TrackProvenance(requestId, manifestHash, _manifestCid(manifestHash));
+    }
+
+    /// The codec (0 when refused) and digest of a file's CID: CIDv1, sha2-256, raw or dag-pb.
+    function _fileCid(string calldata cid) private pure returns (uint8 codec, bytes32 digest) {
+        (bool ok, uint32 prefix, bytes32 d) = CidCodec.decode(cid);
+        if (!ok) return (0, 0);
+        if (prefix == CidCodec.prefixOf(CidCodec.DAG_PB, CidCodec.SHA2_256)) return (CidCodec.DAG_PB, d);
+        if (prefix == CidCodec.prefixOf(CidCodec.RAW, CidCodec.SHA2_256)) return (CidCodec.RAW, d);
+        return (0, 0);
+    }
+
+    function _checkManifestCid(bytes32 manifestHash, string calldata manifestCid) private pure {
+        if (keccak256(bytes(manifestCid)) != keccak256(bytes(_manifestCid(manifestHash)))) revert BadCid();
+    }
+
+    function _manifestCid(bytes32 manifestHash) private pure returns (string memory) {
+        return CidCodec.encode(CidCodec.prefixOf(CidCodec.RAW, CidCodec.KECCAK_256), manifestHash);
+    }
+
+    function _revertIf(bytes4 refused, bytes32 requestId) private pure {
+        if (refused == bytes4(0)) return;
+        if (refused == ZeroHash.selector) revert ZeroHash();
+        if (refused == BadCid.selector) revert BadCid();
+        if (refused == AlreadyRegistered.selector) revert AlreadyRegistered(requestId);
+        revert NotPending(requestId);
     }
 
     /// @notice Give up on a pending on-chain request and refund its fee.
@@ -279,13 +345,15 @@ contract AceStepsRegistry {
 
     function trackOf(bytes32 requestId) external view returns (bytes32 audioHash, string memory cid) {
         Track storage t = tracks[requestId];
-        return (t.audioHash, t.cid);
+        if (t.audioHash == bytes32(0)) return (bytes32(0), "");
+        return (t.audioHash, CidCodec.encode(CidCodec.prefixOf(requests[requestId].cidCodec, CidCodec.SHA2_256), t.cidDigest));
     }
 
     /// @notice The generation manifest of a registered track: its hash and CID.
     function provenanceOf(bytes32 requestId) external view returns (bytes32 manifestHash, string memory manifestCid) {
         Track storage t = tracks[requestId];
-        return (t.manifestHash, t.manifestCid);
+        if (t.manifestHash == bytes32(0)) return (bytes32(0), "");
+        return (t.manifestHash, _manifestCid(t.manifestHash));
     }
 
     /// @notice True when `audioHash` is the registered hash of the request's track.
@@ -302,6 +370,11 @@ contract AceStepsRegistry {
     }
 
     function setRequestFee(uint256 fee) external onlyOwner {
+        _setRequestFee(fee);
+    }
+
+    function _setRequestFee(uint256 fee) private {
+        if (fee > type(uint80).max) revert FeeTooLarge(fee);
         requestFee = fee;
         emit RequestFeeSet(fee);
     }

@@ -1,22 +1,30 @@
-"""The publisher's Kafka logic: plain async functions ``handle(record, deps) -> outputs``.
+"""The publisher's Kafka logic: plain async functions of a record (or a batch) and `Deps`.
 
-`handle_audio` reads ``PREFIX.audio.v1`` and writes ``PREFIX.tracks.v1``; for each
-AudioReady:
+`AudioBatches` reads ``PREFIX.audio.v1`` and writes ``PREFIX.tracks.v1`` through
+`acesteps.kafka.pipelined.PipelinedLoop`. ``prepare`` (`prepare_audio`), for each AudioReady
+as it is read:
 
 1. a chain request must still be on chain: one that a reorg removed is not published;
 2. find the request's chunks and check the file against the AudioReady's claims;
 3. add it and its generation manifest (`publisher.manifests`) to Kubo (pinned) and check
-   Kubo's CIDs against the local ones; then ask the
-   configured remote pinning services to pin it too (best effort, `publisher.remotepin`:
-   their statuses go in ``TrackPublished.remote_pins`` and never block publishing);
-4. register ``(requestId, audioHash, cid, manifestHash, manifestCid)`` on the contract
-   (skipped when already there):
-   ``registerTrack`` for a chain request, ``registerOffchainTrack`` for an HTTP one;
-5. return the `TrackPublished` (with the confirmations it has), which the loop commits with
-   the consumed offsets. `publisher.finality` follows it until it is final.
+   Kubo's CIDs against the local ones; then ask the configured remote pinning services to
+   pin it too (best effort, `publisher.remotepin`: their statuses go in
+   ``TrackPublished.remote_pins`` and never block publishing).
+
+``submit``, for a batch of those:
+
+4. register every ``(requestId, audioHash, cid, manifestHash)`` of the batch in one
+   ``registerTracks`` transaction (`publisher.registrar.submit_batch`; items registered
+   already are read back, not sent), and return at once: the loop reads and submits the next
+   batches while this one is mined;
+5. once it has its confirmations: one `TrackPublished` per track (with the confirmations it
+   has), which the loop commits with the consumed offsets. `publisher.finality` follows each
+   one until it is final. A chain request the contract refused as not pending is not
+   published when a reorg removed it (as in step 1), and dead-lettered otherwise.
 
 Steps 3 and 4 are idempotent (content addressing; a registration is read before it is
-sent), so a crash anywhere before the commit only repeats work, never the outcome.
+sent, and the contract registers an id once), so a crash anywhere before the commit only
+repeats work, never the outcome.
 
 `handle_failure` reads ``PREFIX.failures.v1`` and marks each request that is still pending
 on chain as failed, which refunds its fee, and waits until that is final (a refund that a
@@ -36,10 +44,11 @@ import aiohttp
 
 from acesteps.errors import InvalidRecordError, UnavailableError
 from acesteps.ipfs.kubo import KuboClient, KuboError
+from acesteps.kafka.pipelined import Finish
 from acesteps.kafka.records import InRecord, OutRecord, decode_value
 from acesteps.messages import TYPE_HEADER, AudioReady, GenerationFailed, TrackPublished
 from acesteps.progress import NoProgress, Progress
-from acesteps.registry import Registry, RequestStatus, Track
+from acesteps.registry import Provenance, Registry, RequestStatus, Track, TrackItem
 from acesteps.topics import Topics
 from publisher.chunks import ChunkReader, CorruptAudio, assemble
 from publisher.errors import (
@@ -50,10 +59,18 @@ from publisher.errors import (
 )
 from publisher.finality import FinalityDeps, wait_final
 from publisher.manifests import pin_manifest
-from publisher.registrar import mark_failed, register
+from publisher.registrar import Outcome, Registration, mark_failed, submit_batch
 from publisher.txsender import TxSender
 
-__all__ = ["Deps", "IpfsUnavailable", "RemotePins", "handle_audio", "handle_failure"]
+__all__ = [
+    "AudioBatches",
+    "Deps",
+    "IpfsUnavailable",
+    "Pinned",
+    "RemotePins",
+    "handle_failure",
+    "prepare_audio",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +101,24 @@ class Deps:
     progress: Progress = field(default_factory=NoProgress)
 
 
-async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
+@dataclass(frozen=True)
+class Pinned:
+    """A file ready to register: pinned with its manifest, remote pins asked."""
+
+    ready: AudioReady
+    provenance: Provenance
+    remote_pins: dict[str, str]
+
+    def item(self) -> TrackItem:
+        ready = self.ready
+        offchain_id = ready.offchain_id if ready.source == "http" else None
+        return TrackItem(
+            ready.request_id, Track(ready.audio_hash, ready.cid), self.provenance, offchain_id
+        )
+
+
+async def prepare_audio(record: InRecord, deps: Deps) -> Pinned | list[OutRecord]:
+    """Steps 1-3 of an audio record: its file pinned, or nothing to publish."""
     if record.header(TYPE_HEADER) == b"AudioChunk":
         return []  # read when the request's AudioReady arrives
     ready = decode_value(AudioReady, record)
@@ -112,27 +146,51 @@ async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
     provenance = await pin_manifest(deps.kubo, ready)
     # Best effort: a service that fails is recorded as such, publishing goes on.
     remote_pins = await deps.remote_pins.pin_all(ready.cid, f"acesteps-{ready.request_id}")
+    return Pinned(ready, provenance, remote_pins)
 
-    # 4. Registered on chain (not final yet: `publisher.finality` follows it from here).
-    async with _chain_errors("registering"):
-        try:
-            reg = await register(
+
+class AudioBatches:
+    """`acesteps.kafka.pipelined.BatchHandler` of the audio topic (steps 1-5)."""
+
+    async def prepare(self, record: InRecord, deps: Deps) -> Pinned | list[OutRecord]:
+        return await prepare_audio(record, deps)
+
+    async def submit(self, items: Sequence[Pinned], deps: Deps) -> Finish:
+        # 4. One transaction for the batch, broadcast (not mined) when this returns.
+        async with _chain_errors("registering"):
+            finish = await submit_batch(
                 deps.registry,
                 deps.sender,
-                ready.request_id,
-                Track(ready.audio_hash, ready.cid),
-                provenance,
+                [pinned.item() for pinned in items],
                 deps.confirmations,
-                offchain_id=ready.offchain_id if ready.source == "http" else None,
                 from_block=deps.from_block,
             )
-        except ContractReverted as exc:
-            # Removed by a reorg between step 1 and the send: not published, as in step 1.
-            if exc.error_name == "NotPending" and not await _still_requested(deps, ready):
-                return []
-            raise
 
-    # 5. Announced, in the transaction that consumes the AudioReady.
+        async def published() -> list[Sequence[OutRecord] | Exception]:
+            async with _chain_errors("registering"):
+                outcomes = await finish()
+            # 5. Announced, in the transaction that consumes the AudioReady records.
+            return [await _announce(deps, p, o) for p, o in zip(items, outcomes, strict=True)]
+
+        return published
+
+
+async def _announce(deps: Deps, pinned: Pinned, outcome: Outcome) -> list[OutRecord] | Exception:
+    if isinstance(outcome, Registration):
+        return [_published(deps, pinned, outcome)]
+    try:
+        # Removed by a reorg between step 1 and the registration: not published, as in step 1.
+        if isinstance(outcome, ContractReverted) and outcome.error_name == "NotPending":
+            async with _chain_errors("reading the request"):
+                if not await _still_requested(deps, pinned.ready):
+                    return []
+    except Exception as exc:
+        return exc
+    return outcome
+
+
+def _published(deps: Deps, pinned: Pinned, reg: Registration) -> OutRecord:
+    ready = pinned.ready
     track = TrackPublished(
         request_id=ready.request_id,
         audio_hash=ready.audio_hash,
@@ -154,9 +212,9 @@ async def handle_audio(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         duration_s=ready.duration_s,
         seed=ready.seed,
         model_id=ready.model_id,
-        remote_pins=remote_pins,
+        remote_pins=pinned.remote_pins,
     )
-    return [OutRecord.message(deps.topics.tracks, ready.request_id, track)]
+    return OutRecord.message(deps.topics.tracks, ready.request_id, track)
 
 
 async def _still_requested(deps: Deps, ready: AudioReady) -> bool:

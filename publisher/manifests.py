@@ -2,14 +2,14 @@
 
 The generator puts the manifest in the `AudioReady` (`acesteps.manifest`); here it is checked
 against the file it describes, turned into its canonical bytes (RFC 8785), pinned to our Kubo
-with the same import parameters as the audio (its CID recomputed locally), and returned as the
-`Provenance` that ``registerTrack`` records: keccak256 of those bytes and their CID.
+as one raw block named by its keccak-256 (so its CID is its ``manifestHash`` in another
+spelling, which is all the contract stores), and returned as the `Provenance` the registry
+records: keccak256 of those bytes and their CID (recomputed locally, Kubo's answer checked).
 """
 
 from __future__ import annotations
 
 from acesteps.ipfs.kubo import KuboClient, KuboError
-from acesteps.ipfs.unixfs import cid_of_bytes
 from acesteps.manifest import canonical, manifest_hash
 from acesteps.messages import AudioReady
 from acesteps.registry import Provenance
@@ -36,10 +36,14 @@ async def pin_manifest(kubo: KuboClient, ready: AudioReady) -> Provenance:
             f"the manifest of {ready.request_id} describes another file: {described}"
         )
     data = canonical(manifest)
+    digest = manifest_hash(data)
     try:
-        added = await kubo.add(data, pin=True)
+        cid = await kubo.block_put(data, pin=True)
     except KuboError as exc:
         raise RetryablePublisherError(f"adding the manifest of {ready.request_id}: {exc}") from exc
-    if added.cid != cid_of_bytes(data):
-        raise CorruptAudio(f"Kubo returned CID {added.cid} for the manifest, computed another")
-    return Provenance(manifest_hash(data), added.cid)
+    provenance = Provenance.of(digest)
+    if cid != provenance.manifest_cid:
+        raise CorruptAudio(
+            f"Kubo returned CID {cid} for the manifest, computed {provenance.manifest_cid}"
+        )
+    return provenance

@@ -17,16 +17,33 @@ sends it back to reading:
 Step 1 and the wait for confirmations follow reorgs: a registration that a reorg dropped
 raises `publisher.errors.TxDropped` (retryable), and the retry starts again at step 1.
 
+`submit_batch` does the same for many tracks with one ``registerTracks`` transaction: each
+item's state is read first (registered with this track: nothing to send; with another:
+`ConflictingRegistration` for that item), the rest go in one call, which returns once it is
+broadcast; the coroutine it returns waits for the confirmations and gives each item its
+`Registration` or its error. An item the contract skipped (``TrackSkipped``) because it was
+registered meanwhile is read back as in step 3; any other skip is a `ContractReverted` of
+that item with the contract's reason (``NotPending``, ``ZeroHash``, ``BadCid``).
+
 ``markFailed`` only applies to pending on-chain requests; anything else (already failed,
 registered, or an HTTP id the contract never saw) is skipped without a transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from acesteps.registry import Provenance, Registry, RequestStatus, Track, offchain_request_id
+from acesteps.registry import (
+    Provenance,
+    Registry,
+    RequestStatus,
+    Track,
+    TrackItem,
+    offchain_request_id,
+)
 from acesteps.types import to_hex
 from publisher.errors import (
     ConflictingRegistration,
@@ -34,10 +51,10 @@ from publisher.errors import (
     PermanentPublisherError,
     RetryablePublisherError,
 )
-from publisher.txsender import TxSender
+from publisher.txsender import PendingTx, TxSender
 from publisher.txtypes import SentTx
 
-__all__ = ["Registration", "mark_failed", "register"]
+__all__ = ["Outcome", "Registration", "mark_failed", "register", "submit_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +100,7 @@ async def register(
     if offchain_id is None:
         call = registry.register_track(request_id, wanted, provenance)
     else:
-        derived = offchain_request_id(await registry.chain_id(), registry.address, offchain_id)
-        if derived != request_id:
-            raise PermanentPublisherError(
-                f"request {request_id} is not the off-chain id {offchain_id}'s ({derived})"
-            )
+        _check_offchain(await registry.chain_id(), registry.address, request_id, offchain_id)
         call = registry.register_offchain_track(offchain_id, wanted, provenance)
     try:
         sent = await sender.send(call, confirmations=confirmations)
@@ -111,6 +124,102 @@ async def register(
         sent.block_hash,
         sent.confirmations,
     )
+
+
+Outcome = Registration | Exception
+"""An item's outcome in a batch: its registration, or why it has none."""
+
+
+async def submit_batch(
+    registry: Registry,
+    sender: TxSender,
+    items: Sequence[TrackItem],
+    confirmations: int,
+    *,
+    from_block: int = 0,
+) -> Callable[[], Awaitable[list[Outcome]]]:
+    """Send one ``registerTracks`` for the ``items`` not registered yet; the coroutine
+    function that waits for it and returns each item's outcome, in order."""
+    chain_id = await registry.chain_id()
+    states = await asyncio.gather(
+        *(_state(registry, chain_id, item) for item in items), return_exceptions=True
+    )
+    todo = [item for item, state in zip(items, states, strict=True) if state is None]
+    pending: PendingTx | None = None
+    if todo:
+        pending = await sender.submit(registry.register_tracks(todo))
+        log.info("registering %d track(s) in %s", len(todo), pending.tx_hash)
+
+    async def finish() -> list[Outcome]:
+        sent = await pending.wait(confirmations) if pending is not None else None
+        skipped = registry.skipped(sent.receipt) if sent is not None else {}
+        outcomes: list[Outcome] = []
+        for item, state in zip(items, states, strict=True):
+            try:
+                outcomes.append(
+                    await _outcome(
+                        registry, sender, item, state, sent, skipped, confirmations, from_block
+                    )
+                )
+            except Exception as exc:  # one item's trouble is that item's outcome
+                outcomes.append(exc)
+        return outcomes
+
+    return finish
+
+
+async def _state(registry: Registry, chain_id: int, item: TrackItem) -> Track | None:
+    """What the chain holds for ``item``: None (send it), or its very track (nothing to send);
+    raises for another track, or an off-chain id that is not the request's."""
+    if item.offchain_id is not None:
+        _check_offchain(chain_id, registry.address, item.request_id, item.offchain_id)
+    found = await registry.track_of(item.request_id)
+    if found is not None and found != _wanted(item):
+        _conflict(item.request_id, found, _wanted(item))
+    return found
+
+
+async def _outcome(
+    registry: Registry,
+    sender: TxSender,
+    item: TrackItem,
+    state: Track | BaseException | None,
+    sent: SentTx | None,
+    skipped: dict[str, str],
+    confirmations: int,
+    from_block: int,
+) -> Registration:
+    if isinstance(state, BaseException):
+        raise state
+    reason = skipped.get(item.request_id)
+    if state is not None or reason == "AlreadyRegistered":
+        found = await _registered(
+            registry, sender, item.request_id, _wanted(item), confirmations, from_block
+        )
+        if found is None:  # skipped as registered, and now it is not: a reorg, or a lagging node
+            raise RetryablePublisherError(
+                f"request {item.request_id}: AlreadyRegistered, yet trackOf is empty"
+            )
+        return found
+    assert sent is not None  # the item was sent
+    if reason is not None:
+        raise ContractReverted("registerTracks", reason, (item.request_id,), sent.tx_hash)
+    log.info(
+        "request %s: registered in %s (block %d)", item.request_id, sent.tx_hash, sent.block_number
+    )
+    return Registration(
+        item.request_id,
+        _wanted(item),
+        item.provenance,
+        sent.tx_hash,
+        sent.block_number,
+        sent.block_hash,
+        sent.confirmations,
+    )
+
+
+def _wanted(item: TrackItem) -> Track:
+    return Track(to_hex(item.track.audio_hash), item.track.cid)
 
 
 async def mark_failed(
@@ -154,19 +263,7 @@ async def _registered(
     if track is None:
         return None
     if track != wanted:
-        log.error(
-            "CONFLICTING REGISTRATION of request %s: the chain holds audioHash=%s cid=%s, "
-            "the publisher has audioHash=%s cid=%s",
-            request_id,
-            track.audio_hash,
-            track.cid,
-            wanted.audio_hash,
-            wanted.cid,
-        )
-        raise ConflictingRegistration(
-            f"request {request_id} is registered with audioHash {track.audio_hash} "
-            f"cid {track.cid}, not audioHash {wanted.audio_hash} cid {wanted.cid}"
-        )
+        _conflict(request_id, track, wanted)
     found = await registry.registration(request_id, from_block)
     if found is None:  # trackOf answered from a node (or block) that getLogs did not see yet
         raise RetryablePublisherError(
@@ -187,4 +284,28 @@ async def _registered(
         sent.block_hash,
         sent.confirmations,
         already=True,
+    )
+
+
+def _check_offchain(chain_id: int, contract: str, request_id: str, offchain_id: str) -> None:
+    derived = offchain_request_id(chain_id, contract, offchain_id)
+    if derived != request_id:
+        raise PermanentPublisherError(
+            f"request {request_id} is not the off-chain id {offchain_id}'s ({derived})"
+        )
+
+
+def _conflict(request_id: str, track: Track, wanted: Track) -> None:
+    log.error(
+        "CONFLICTING REGISTRATION of request %s: the chain holds audioHash=%s cid=%s, "
+        "the publisher has audioHash=%s cid=%s",
+        request_id,
+        track.audio_hash,
+        track.cid,
+        wanted.audio_hash,
+        wanted.cid,
+    )
+    raise ConflictingRegistration(
+        f"request {request_id} is registered with audioHash {track.audio_hash} "
+        f"cid {track.cid}, not audioHash {wanted.audio_hash} cid {wanted.cid}"
     )

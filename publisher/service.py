@@ -1,6 +1,7 @@
 """Wiring of the publisher: settings -> clients -> three transactional loops.
 
-Loop ``audio`` reads ``PREFIX.audio.v1`` and writes ``PREFIX.tracks.v1``; loop ``finality``
+Loop ``audio`` reads ``PREFIX.audio.v1`` and writes ``PREFIX.tracks.v1``, in batches with
+several registration transactions in flight (`acesteps.kafka.pipelined`); loop ``finality``
 reads ``PREFIX.tracks.v1`` and writes ``PREFIX.tracks.v1`` (`publisher.finality`: each
 registration until it is final, re-registered when a reorg drops it); loop ``failures`` reads
 ``PREFIX.failures.v1`` and writes nothing but its offsets. All share one signer (`TxSender`),
@@ -16,11 +17,12 @@ from contextlib import AsyncExitStack
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.kafka.admin import ensure_topics
 from acesteps.kafka.loop import LoopConfig, TransactionalLoop
+from acesteps.kafka.pipelined import PipelinedLoop
 from acesteps.progress import ProgressReporter
 from acesteps.registry import Registry
 from publisher.chunks import ChunkReader
 from publisher.finality import FinalityDeps, handle_track
-from publisher.handlers import Deps, handle_audio, handle_failure
+from publisher.handlers import AudioBatches, Deps, handle_failure
 from publisher.provider import connect_for_sending
 from publisher.remotepin import RemotePinner
 from publisher.settings import PublisherSettings
@@ -116,10 +118,16 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
         if settings.publisher_pinning_services:
             names = ", ".join(s.name for s in settings.publisher_pinning_services)
             log.info("remote pinning services: %s", names)
-        # 3. Both loops until stopped; if one fails, the other is cancelled.
+        # 3. The loops until stopped; if one fails, the others are cancelled.
         topics = settings.topics
-        audio = TransactionalLoop(
-            _loop_config(settings, "audio", topics.audio, topics.failures), handle_audio, deps
+        pipelining = settings.pipelining()
+        # Every record of a batch's tracks (their chunks too) in a few reads.
+        reads = pipelining.batch_size * 8
+        audio = PipelinedLoop(
+            _loop_config(settings, "audio", topics.audio, topics.failures, max_records=reads),
+            AudioBatches(),
+            deps,
+            pipelining,
         )
         # A failure record that cannot be handled must not go back to the topic it came
         # from (it would be read again, forever): its dead letters go to the dead-letter topic.

@@ -19,6 +19,7 @@ import socket
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from acesteps.kafka.pipelined import Pipelining
 from acesteps.settings import ChainSettings
 from publisher.txtypes import TxPolicy
 
@@ -62,6 +63,15 @@ class PublisherSettings(ChainSettings):
     publisher_tx_deadline_s: float = Field(900.0, gt=0)
     publisher_tx_poll_interval_s: float = Field(1.0, gt=0)
     publisher_max_attempts: int = Field(8, ge=1, description="tries before dead-lettering")
+    publisher_batch_size: int = Field(
+        50, ge=1, le=256, description="tracks registered by one registerTracks transaction"
+    )
+    publisher_batch_wait_ms: int = Field(
+        200, ge=0, le=60_000, description="how long a batch waits for more tracks to fill it"
+    )
+    publisher_max_in_flight: int = Field(
+        4, ge=1, le=64, description="registration transactions waiting to be mined at once"
+    )
     publisher_chunk_scan_limit: int = Field(
         20_000, ge=1, description="records read back from AudioReady to find its chunks"
     )
@@ -80,6 +90,13 @@ class PublisherSettings(ChainSettings):
         if len(set(names)) != len(names):
             raise ValueError(f"pinning service names must be unique, got {names}")
         return value
+
+    def pipelining(self) -> Pipelining:
+        return Pipelining(
+            batch_size=self.publisher_batch_size,
+            fill_wait_s=self.publisher_batch_wait_ms / 1000,
+            max_in_flight=self.publisher_max_in_flight,
+        )
 
     def tx_policy(self) -> TxPolicy:
         return TxPolicy(

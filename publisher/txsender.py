@@ -78,7 +78,7 @@ from publisher.txtypes import (
     _rpc_message,
 )
 
-__all__ = ["TxSender"]
+__all__ = ["PendingTx", "TxSender"]
 
 log = logging.getLogger(__name__)
 
@@ -114,33 +114,19 @@ class TxSender:
         Raises `ContractReverted` (permanent) when the call reverts, on estimation or
         mined; `TxNotMined`, `ChainUnavailable`, `InsufficientFunds` (retryable).
         """
-        if confirmations < 1:
-            raise ValueError("confirmations must be >= 1 (1: mined in a block)")
+        _check_confirmations(confirmations)
+        return await (await self.submit(fn, value=value)).wait(confirmations)
+
+    async def submit(self, fn: AsyncContractFunction, *, value: int = 0) -> PendingTx:
+        """Estimate, sign and broadcast the call; returns as soon as the node took it.
+
+        Several submitted calls are in flight at once with consecutive nonces; each
+        `PendingTx.wait` follows its own. Raises what `send` raises before the broadcast.
+        """
         deadline = _now() + self.policy.deadline_s
-        for _ in range(self.policy.nonce_retries + 1):
-            tx = await self._prepare(fn, value)
-            flight = await self._broadcast_new(tx, fn.fn_name)
-            try:
-                receipt = await self._await_mined(flight, deadline)
-            except _NonceTaken:
-                log.warning(
-                    "%s: nonce %d was used by a transaction not sent by this instance; "
-                    "sending the call again",
-                    fn.fn_name,
-                    flight.nonce,
-                )
-                continue
-            break
-        else:
-            raise RetryablePublisherError(f"{fn.fn_name}: nonce taken repeatedly by others")
-        sent = tuple(flight.hashes)
-        if int(receipt["status"]) != 1:
-            name, args = await self._replay_revert(fn, value, int(receipt["blockNumber"]))
-            raise ContractReverted(fn.fn_name, name, args, _hex(receipt["transactionHash"]))
-        result = await self.wait_for_confirmations(
-            _hex(receipt["transactionHash"]), confirmations, deadline
-        )
-        return replace(result, sent=sent)
+        tx = await self._prepare(fn, value)
+        flight = await self._broadcast_new(tx, fn.fn_name)
+        return PendingTx(self, fn, value, flight, deadline)
 
     async def wait_for_confirmations(
         self, tx_hash: str, confirmations: int, deadline: float | None = None
@@ -343,6 +329,17 @@ class TxSender:
                 await self._replace(flight)
             await asyncio.sleep(self.policy.poll_interval_s)
 
+    async def _resend(self, pending: PendingTx) -> None:
+        """Our nonce was taken by a transaction not sent by this instance: the call again."""
+        log.warning(
+            "%s: nonce %d was used by a transaction not sent by this instance; "
+            "sending the call again",
+            pending.fn.fn_name,
+            pending.flight.nonce,
+        )
+        tx = await self._prepare(pending.fn, pending.value)
+        pending.flight = await self._broadcast_new(tx, pending.fn.fn_name)
+
     async def _fill_gap(self, flight: _InFlight, mined: int, now: float) -> None:
         """Send no-op transactions (0 to ourselves) for the nonces below ``flight``'s that no
         transaction of ours holds any more, once that has lasted ``GAP_GRACE_S``."""
@@ -469,3 +466,51 @@ class TxSender:
             await self._send_raw(raw, tx_hash)
         except (_NonceRefused, RetryablePublisherError) as exc:
             log.debug("re-broadcast of %s: %s", tx_hash, exc)
+
+
+class PendingTx:
+    """A call `TxSender.submit` broadcast: `wait` until it is mined and confirmed."""
+
+    def __init__(
+        self,
+        sender: TxSender,
+        fn: AsyncContractFunction,
+        value: int,
+        flight: _InFlight,
+        deadline: float,
+    ) -> None:
+        self.sender, self.fn, self.value = sender, fn, value
+        self.flight, self.deadline = flight, deadline
+
+    @property
+    def tx_hash(self) -> str:
+        """The hash of the latest transaction sent for the call."""
+        return self.flight.hashes[-1]
+
+    async def wait(self, confirmations: int) -> SentTx:
+        """The mined transaction with ``confirmations``; raises as `TxSender.send` does."""
+        _check_confirmations(confirmations)
+        sender, receipt = self.sender, None
+        for attempt in range(sender.policy.nonce_retries + 1):
+            try:
+                receipt = await sender._await_mined(self.flight, self.deadline)
+                break
+            except _NonceTaken:
+                if attempt < sender.policy.nonce_retries:
+                    await sender._resend(self)
+        if receipt is None:
+            raise RetryablePublisherError(f"{self.fn.fn_name}: nonce taken repeatedly by others")
+        sent = tuple(self.flight.hashes)
+        if int(receipt["status"]) != 1:
+            block = int(receipt["blockNumber"])
+            name, args = await sender._replay_revert(self.fn, self.value, block)
+            raise ContractReverted(self.fn.fn_name, name, args, _hex(receipt["transactionHash"]))
+        result = await sender.wait_for_confirmations(
+            _hex(receipt["transactionHash"]), confirmations, self.deadline
+        )
+        return replace(result, sent=sent)
+
+
+def _check_confirmations(confirmations: int) -> None:
+    if confirmations < 1:
+        raise ValueError("confirmations must be >= 1 (1: mined in a block)")

@@ -78,6 +78,8 @@ class SentTx:
     sent: tuple[str, ...] = ()
     confirmations: int = 1
     """Blocks from the transaction's to the head when it was last read (1: the head)."""
+    receipt: TxReceipt | None = field(default=None, repr=False, compare=False)
+    """The receipt as last read (its logs are those of the block it is confirmed in)."""
 
     @classmethod
     def of(cls, receipt: TxReceipt) -> SentTx:
@@ -88,6 +90,7 @@ class SentTx:
             status=int(receipt["status"]),
             gas_used=int(receipt["gasUsed"]),
             effective_gas_price=int(receipt.get("effectiveGasPrice", 0)),
+            receipt=receipt,
         )
 
 

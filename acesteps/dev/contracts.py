@@ -1,7 +1,8 @@
 """Building the ``AceStepsRegistry`` artifacts: ``acesteps contracts build`` / ``check``.
 
-``build`` compiles ``contracts/AceStepsRegistry.sol`` with the pinned solc-js and writes
-``contracts/abi/AceStepsRegistry.json`` (ABI) and ``.bin`` (bytecode); a test recompiles and
+``build`` compiles ``contracts/AceStepsRegistry.sol`` (and the libraries beside it) with the
+pinned solc-js and writes ``contracts/abi/AceStepsRegistry.json`` (ABI) and ``.bin``
+(bytecode); a test recompiles and
 fails when the committed artifacts are stale. The services read the committed files as
 package data (`acesteps.registry`), so they need neither Node.js nor the compiler.
 """
@@ -25,8 +26,9 @@ def render() -> dict[str, str]:
     """File name -> content of the artifacts that the current source compiles to."""
     from acesteps.dev.solc import compile_sources  # needs Node.js
 
-    source = (CONTRACTS_DIR / f"{NAME}.sol").read_text()
-    out = compile_sources({f"{NAME}.sol": source})[f"{NAME}.sol"][NAME]
+    # Every source of the directory: the registry imports its libraries by file name.
+    sources = {path.name: path.read_text() for path in sorted(CONTRACTS_DIR.glob("*.sol"))}
+    out = compile_sources(sources)[f"{NAME}.sol"][NAME]
     return {
         f"{NAME}.json": json.dumps(out["abi"], indent=2) + "\n",
         f"{NAME}.bin": "0x" + out["evm"]["bytecode"]["object"] + "\n",

@@ -145,6 +145,20 @@ class KuboClient:
             raise KuboUnavailable(f"add: the response ended without a result: {body[:200]!r}")
         return AddResult(cid=result["Hash"], size=int(result["Size"]))
 
+    async def block_put(self, data: bytes, *, pin: bool = True) -> str:
+        """Store ``data`` as one raw block named by its keccak-256 (CIDv1); its CID.
+
+        For small documents whose CID must follow from their keccak256 (the generation
+        manifests: `acesteps.ipfs.unixfs.keccak_block_cid`); Kubo refuses blocks over 1 MiB.
+        """
+        params = {"cid-codec": "raw", "mhtype": "keccak-256", "mhlen": "32", "pin": _flag(pin)}
+        form = aiohttp.MultipartWriter("form-data")
+        part = form.append(data, {"Content-Type": "application/octet-stream"})
+        part.set_content_disposition("form-data", name="file", filename="block")
+        async with self._post("block/put", params, form) as resp:
+            result = json.loads(await resp.read())
+        return str(result["Key"])
+
     async def pin_add(self, cid: str) -> None:
         """Pin ``cid`` and everything under it (a recursive pin)."""
         await self._json("pin/add", {"arg": cid, "recursive": "true"})

@@ -33,7 +33,15 @@ from base64 import b32encode
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["CHUNK_SIZE", "MAX_LINKS", "CidBuilder", "cid_of_bytes", "cid_to_str", "varint"]
+__all__ = [
+    "CHUNK_SIZE",
+    "MAX_LINKS",
+    "CidBuilder",
+    "cid_of_bytes",
+    "cid_to_str",
+    "keccak_block_cid",
+    "varint",
+]
 
 CHUNK_SIZE: Final = 256 * 1024
 MAX_LINKS: Final = 174  # boxo's helpers.DefaultLinksPerBlock: 8 KiB / 47 B per link
@@ -41,6 +49,7 @@ MAX_LINKS: Final = 174  # boxo's helpers.DefaultLinksPerBlock: 8 KiB / 47 B per 
 _RAW: Final = 0x55
 _DAG_PB: Final = 0x70
 _SHA2_256: Final = 0x12
+_KECCAK_256: Final = 0x1B
 _UNIXFS_FILE: Final = 2
 
 # (binary CID, Tsize = bytes of all blocks under it, file bytes under it)
@@ -181,3 +190,13 @@ def cid_of_bytes(data: bytes | bytearray | memoryview) -> str:
     builder = CidBuilder()
     builder.update(data)
     return builder.finish()
+
+
+def keccak_block_cid(digest: bytes) -> str:
+    """The CID of one raw block whose keccak256 is ``digest``: CIDv1, raw, keccak-256.
+
+    The registry names generation manifests this way, so a manifest's CID is its
+    ``manifestHash`` in another spelling (`acesteps.ipfs.kubo.KuboClient.block_put`)."""
+    if len(digest) != 32:
+        raise ValueError("a keccak256 digest is 32 bytes")
+    return cid_to_str(b"\x01" + varint(_RAW) + bytes((_KECCAK_256, 32)) + digest)

@@ -21,24 +21,13 @@ So the outputs of a record and the consumption of the record are committed toget
 at all: a crash before the commit means the record is handled again and its earlier outputs
 were aborted, which read_committed consumers never see.
 
-What a handler raises decides the record's fate (`acesteps.errors`):
-
-- `PermanentError`: dead-lettered with the error's ``code``;
-- ``ValueError`` (pydantic's ``ValidationError`` included): the record did not decode;
-  dead-lettered with code ``invalid_record``. Handlers should prefer
-  `acesteps.kafka.records.decode_value`, which raises `InvalidRecordError`;
-- `RetryableError`, a timeout, anything else: the records handled before it are committed,
-  the loop seeks back to the failing record, backs off (`Backoff`) and tries again; after
-  ``max_attempts`` the record is dead-lettered with code ``retries_exhausted``. An
-  `UnavailableError` (a dependency is down) is retried for as long as it takes.
-
-A handler that knows more about a failed request than the loop does (its source, its chain
-origin, for a refund) returns its own `GenerationFailed` as an output instead of raising.
-
-A dead letter is produced in the transaction that commits the record's offset, so a poison
-record is neither lost nor handled twice, and the loop never stops on input. It does stop
-(raises) when the producer is fenced: another process took this transactional id, and a
-zombie must not write.
+What a handler raises decides the record's fate (`acesteps.kafka.consuming.Judge`: dead
+letter, or retry after a back-off); when a record is to be retried, the records handled
+before it are committed, and the loop seeks back to it. A handler that knows more about a
+failed request than the loop does (its source, its chain origin, for a refund) returns its
+own `GenerationFailed` as an output instead of raising. The loop stops (raises) only when
+the producer is fenced: another process took this transactional id, and a zombie must not
+write.
 
 aiokafka 0.14 against Kafka 4.4, checked here (tests/integration/test_kafka_transactions.py):
 
@@ -72,27 +61,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from acesteps.backoff import Backoff
-from acesteps.errors import InvalidRecordError, PermanentError, RetryableError, UnavailableError
-from acesteps.kafka.producer import (
-    DEFAULT_TRANSACTION_TIMEOUT_MS,
-    transactional_producer,
+from acesteps.kafka.consuming import (
+    RETRIES_EXHAUSTED,
+    Gate,
+    Judge,
+    LoopConfig,
+    OutputTooLargeError,
+    Retry,
+    check_sizes,
+    make_consumer,
+    seek,
+    sleep_unless,
 )
-from acesteps.kafka.records import (
-    MAX_REQUEST_SIZE,
-    InRecord,
-    OutRecord,
-    Stage,
-    dead_letter,
-)
+from acesteps.kafka.producer import transactional_producer
+from acesteps.kafka.records import InRecord, OutRecord
 from acesteps.kafka.transactions import TransactionalProducer, is_fatal
 
 __all__ = [
@@ -115,51 +104,6 @@ one by one, so a service can start work for all of them at once (the generator b
 them on the GPU). Outcomes still come only from the handler; a failing prefetch is logged
 and ignored."""
 
-RETRIES_EXHAUSTED: Final = "retries_exhausted"
-
-
-class OutputTooLargeError(PermanentError):
-    """A handler returned a record larger than ``max_request_size`` (1 MiB)."""
-
-    code = "output_too_large"
-
-
-@dataclass(frozen=True)
-class LoopConfig:
-    """What one loop instance reads, writes and is called (see the module docstring).
-
-    ``transactional_id`` must be stable across restarts of this instance and unique among
-    the instances (aiokafka has no KIP-447). ``group_instance_id`` (static membership, e.g.
-    the same value) lets a restarted instance take its partitions back without waiting
-    ``session_timeout_ms`` for the group to drop the dead member. ``max_poll_interval_ms``
-    must exceed the longest time a batch takes to handle.
-    """
-
-    bootstrap: str
-    group_id: str
-    transactional_id: str
-    topics: tuple[str, ...]
-    failures_topic: str
-    deadletter_topic: str
-    stage: Stage
-    client_id: str = "acesteps"
-    group_instance_id: str | None = None
-    max_records: int = 16
-    poll_timeout_ms: int = 500
-    max_attempts: int = 5
-    backoff: Backoff = field(default_factory=Backoff)
-    handler_timeout_s: float | None = None
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    max_poll_interval_ms: int = 300_000
-    transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS
-
-    def __post_init__(self) -> None:
-        if not self.topics:
-            raise ValueError("LoopConfig.topics is empty")
-        if self.max_attempts < 1 or self.max_records < 1:
-            raise ValueError("max_attempts and max_records must be at least 1")
-
 
 @dataclass
 class _Pass:
@@ -169,30 +113,6 @@ class _Pass:
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to consume
     rewind: dict[TopicPartition, int] = field(default_factory=dict)  # first record not handled
     retry_in: float | None = None
-
-
-@dataclass(frozen=True)
-class _Retry:
-    """Handle the record again after ``delay_s``."""
-
-    delay_s: float
-
-
-class _Gate(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Holds a rebalance back until the batch in progress has committed or aborted."""
-
-    def __init__(self, on_revoked: Callable[[Iterable[TopicPartition]], None]) -> None:
-        self.lock = asyncio.Lock()
-        self.rebalances = 0  # tells a batch fetched before a rebalance from one fetched after
-        self._on_revoked = on_revoked
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        async with self.lock:
-            self.rebalances += 1
-            self._on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        log.info("assigned %s", sorted(assigned))
 
 
 class TransactionalLoop(Generic[D]):
@@ -218,9 +138,9 @@ class TransactionalLoop(Generic[D]):
         self._prefetch = prefetch
         self._deps = deps
         self._txn = TransactionalProducer(producer_factory or self._default_producer)
-        self._attempts: dict[tuple[str, int, int], int] = {}
+        self._judge = Judge(config)
         self._txn_failures = 0
-        self._gate = _Gate(self._forget_partitions)
+        self._gate = Gate(self._judge.forget)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -232,7 +152,7 @@ class TransactionalLoop(Generic[D]):
             # and aborts the transaction that copy left open, before we read any offsets.
             await self._txn.start()
             stack.push_async_callback(self._txn.close)
-            consumer = self._make_consumer()
+            consumer = make_consumer(self.config)
             await consumer.start()
             stack.push_async_callback(consumer.stop)
             consumer.subscribe(list(self.config.topics), listener=self._gate)
@@ -253,23 +173,7 @@ class TransactionalLoop(Generic[D]):
                     continue
                 delay = await self._process(consumer, batch, fetched_in)
                 if delay is not None:
-                    await _sleep_unless(stop, delay)
-
-    def _make_consumer(self) -> AIOKafkaConsumer:
-        c = self.config
-        return AIOKafkaConsumer(
-            bootstrap_servers=c.bootstrap,
-            client_id=c.client_id,
-            group_id=c.group_id,
-            group_instance_id=c.group_instance_id,
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            # A new group must not skip requests written before it first started.
-            auto_offset_reset="earliest",
-            session_timeout_ms=c.session_timeout_ms,
-            heartbeat_interval_ms=c.heartbeat_interval_ms,
-            max_poll_interval_ms=c.max_poll_interval_ms,
-        )
+                    await sleep_unless(stop, delay)
 
     def _default_producer(self) -> AIOKafkaProducer:
         c = self.config
@@ -297,7 +201,7 @@ class TransactionalLoop(Generic[D]):
             firsts = {tp: batch[tp][0].offset for tp in batch}
             done = await self._handle(records)
             if not done.offsets:
-                _seek(consumer, done.rewind)
+                seek(consumer, done.rewind)
                 return done.retry_in
             elapsed_ms = (time.monotonic() - started) * 1000
             if elapsed_ms >= self.config.max_poll_interval_ms:
@@ -310,7 +214,7 @@ class TransactionalLoop(Generic[D]):
                     elapsed_ms,
                     self.config.max_poll_interval_ms,
                 )
-                _seek(consumer, firsts)
+                seek(consumer, firsts)
                 return None
             try:
                 await self._txn.commit(done.outputs, done.offsets, self.config.group_id)
@@ -325,10 +229,10 @@ class TransactionalLoop(Generic[D]):
                     exc,
                     delay,
                 )
-                _seek(consumer, firsts)  # the producer was replaced; handle the batch again
+                seek(consumer, firsts)  # the producer was replaced; handle the batch again
                 return delay
             self._txn_failures = 0
-            _seek(consumer, done.rewind)
+            seek(consumer, done.rewind)
             return done.retry_in
 
     async def _handle(self, records: Sequence[InRecord]) -> _Pass:
@@ -340,7 +244,7 @@ class TransactionalLoop(Generic[D]):
                 log.exception("prefetch of %d records failed", len(records))
         for i, record in enumerate(records):
             outcome = await self._handle_one(record)
-            if isinstance(outcome, _Retry):
+            if isinstance(outcome, Retry):
                 # Retry this record later; it and the batch's later records are not handled,
                 # the ones before it are committed now (their work is not redone).
                 done.retry_in = outcome.delay_s
@@ -353,95 +257,13 @@ class TransactionalLoop(Generic[D]):
             done.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         return done
 
-    async def _handle_one(self, record: InRecord) -> list[OutRecord] | _Retry:
+    async def _handle_one(self, record: InRecord) -> list[OutRecord] | Retry:
         """The record's outputs (or its dead letter), or the delay before trying it again."""
-        key = (record.topic, record.partition, record.offset)
         try:
             async with asyncio.timeout(self.config.handler_timeout_s):
                 outputs = list(await self._handler(record, self._deps))
-            _check_sizes(outputs)
-        except PermanentError as exc:
-            self._attempts.pop(key, None)
-            log.warning("%s: %s: %s", record.where(), exc.code, exc)
-            return [self._dead_letter(record, exc.code, str(exc) or type(exc).__name__)]
-        except ValueError as exc:
-            self._attempts.pop(key, None)
-            log.warning("%s: does not decode: %s", record.where(), exc)
-            return [self._dead_letter(record, InvalidRecordError.code, _one_line(exc))]
-        except Exception as exc:  # the one broad catch of the services
-            attempts = self._attempts.get(key, 0) + 1
-            if not isinstance(exc, RetryableError | TimeoutError):
-                log.exception("%s: unexpected error in handler", record.where())
-            if attempts >= self.config.max_attempts and not isinstance(exc, UnavailableError):
-                self._attempts.pop(key, None)
-                log.error("%s: giving up after %d attempts: %r", record.where(), attempts, exc)
-                return [
-                    self._dead_letter(
-                        record,
-                        RETRIES_EXHAUSTED,
-                        f"gave up after {attempts} attempts; last error: {_one_line(exc)}",
-                    )
-                ]
-            self._attempts[key] = attempts
-            delay = self.config.backoff.delay(attempts)
-            log.warning(
-                "%s: attempt %d failed (%s); again in %.2f s",
-                record.where(),
-                attempts,
-                _one_line(exc),
-                delay,
-            )
-            return _Retry(delay)
-        self._attempts.pop(key, None)
+            check_sizes(outputs)
+        except Exception as exc:  # the one broad catch of the services: the judge decides
+            return self._judge.failed(record, exc)
+        self._judge.succeeded(record)
         return outputs
-
-    def _dead_letter(self, record: InRecord, code: str, message: str) -> OutRecord:
-        c = self.config
-        try:
-            return dead_letter(
-                record,
-                stage=c.stage,
-                code=code,
-                message=message,
-                failures_topic=c.failures_topic,
-                deadletter_topic=c.deadletter_topic,
-            )
-        except Exception:  # never lose the record because its dead letter would not build
-            log.exception("%s: building the dead letter failed; writing it raw", record.where())
-            return OutRecord(c.deadletter_topic, record.key, record.value, record.headers)
-
-    def _forget_partitions(self, revoked: Iterable[TopicPartition]) -> None:
-        gone = {(tp.topic, tp.partition) for tp in revoked}
-        self._attempts = {k: v for k, v in self._attempts.items() if k[:2] not in gone}
-        log.info("revoked %s", sorted(gone))
-
-
-def _check_sizes(outputs: Sequence[OutRecord]) -> None:
-    for out in outputs:
-        size = out.size_estimate()
-        if size > MAX_REQUEST_SIZE:
-            raise OutputTooLargeError(
-                f"output for {out.topic} is {size} bytes, over the {MAX_REQUEST_SIZE} limit"
-            )
-
-
-def _seek(consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]) -> None:
-    for tp, offset in positions.items():
-        try:
-            consumer.seek(tp, offset)
-        except IllegalStateError:
-            # No longer assigned: the new owner starts from the committed offset anyway.
-            log.info("not seeking %s: no longer assigned", tp)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        async with asyncio.timeout(seconds):
-            await stop.wait()
-    except TimeoutError:
-        pass

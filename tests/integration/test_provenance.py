@@ -176,11 +176,12 @@ def test_bad_or_missing_manifests_cannot_tell_and_say_why(
     code, answer, _ = published.reproduce("--manifest", str(garbage))
     assert (code, answer["status"]) == (2, "CANNOT TELL")
     assert "not a generation manifest" in answer["reason"]
-    # Registered by hand: a manifest CID whose bytes are not the registered hash, one that
-    # nobody holds, and an id never registered.
+    # Registered by hand: a manifest hash whose bytes are pinned but are no manifest, one
+    # whose bytes nobody holds, and an id never registered.
     wrong, missing = asyncio.run(_register_by_hand(published))
     code, answer, _ = published.reproduce(wrong)
-    assert (code, answer["status"]) == (2, "CANNOT TELL") and "registered" in answer["reason"]
+    assert (code, answer["status"]) == (2, "CANNOT TELL")
+    assert "not a generation manifest" in answer["reason"]
     code, answer, _ = published.reproduce(missing)
     assert (code, answer["status"]) == (2, "CANNOT TELL") and "unreachable" in answer["reason"]
     code, answer, _ = published.reproduce("0x" + "ab" * 32)
@@ -188,19 +189,21 @@ def test_bad_or_missing_manifests_cannot_tell_and_say_why(
 
 
 async def _register_by_hand(published: Published) -> tuple[str, str]:
-    """Two HTTP-style registrations with made-up manifests: (one pinned, one nobody holds)."""
+    """Two HTTP-style registrations with made-up manifests: (one pinned but not a manifest,
+    one nobody holds)."""
     w3 = connect(published.pipeline.anvil.url)
     registry = Registry(w3, published.pipeline.contract)
     sender = TxSender(w3, PUBLISHER_KEY, TxPolicy(poll_interval_s=0.05, deadline_s=30))
+    pinned = os.urandom(100)  # bytes that are no manifest, stored under their keccak-256
     async with KuboClient(published.stack.ipfs_api_url) as kubo:
-        pinned = (await kubo.add(os.urandom(100))).cid  # not the bytes of the hash below
+        await kubo.block_put(pinned)
     ids = []
     try:
-        for cid in (pinned, cid_of_bytes(os.urandom(100))):
+        for data in (pinned, os.urandom(100)):  # the second one nobody holds
             offchain_id = keccak256_hex(os.urandom(16))
             rid = offchain_request_id(31337, registry.address, offchain_id)
             track = Track(keccak256_hex(b"audio"), cid_of_bytes(b"audio"))
-            manifest = Provenance(keccak256_hex(b"a manifest"), cid)
+            manifest = Provenance.of(keccak256_hex(data))
             await register(registry, sender, rid, track, manifest, 1, offchain_id=offchain_id)
             ids.append(rid)
     finally:

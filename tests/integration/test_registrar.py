@@ -86,7 +86,7 @@ async def chain(tmp_path: Path) -> AsyncIterator[Chain]:
         node.stop()
 
 
-PROVENANCE = Provenance("0x" + keccak(b"a manifest").hex(), OTHER_CID)
+PROVENANCE = Provenance.of(keccak(b"a manifest"))
 
 
 async def register_track(
@@ -186,7 +186,11 @@ async def test_losing_a_race_reads_the_winner_back(chain: Chain, rival_cid: str)
         chain.w3,
         rival,
         chain.reg.contract.functions.registerTrack(
-            rid, audio, rival_cid, bytes.fromhex(PROVENANCE.manifest_hash[2:]), OTHER_CID
+            rid,
+            audio,
+            rival_cid,
+            bytes.fromhex(PROVENANCE.manifest_hash[2:]),
+            PROVENANCE.manifest_cid,
         ),
     )
     nonce = await chain.nonce()
@@ -243,7 +247,8 @@ async def test_an_http_request_is_registered_under_its_off_chain_id(chain: Chain
     )
     assert not first.already and first.request_id == rid
     assert await chain.reg.track_of(rid) == Track("0x" + audio.hex(), CID)
-    assert await chain.status(bytes.fromhex(rid[2:])) == RequestStatus.NONE  # not a chain request
+    # Registered (no requester: it never was a chain request).
+    assert await chain.status(bytes.fromhex(rid[2:])) == RequestStatus.REGISTERED
     again = await register_track(
         chain.reg, chain.sender, rid, audio, CID, 1, offchain_id=offchain_id
     )

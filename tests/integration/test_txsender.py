@@ -30,7 +30,7 @@ from web3.exceptions import TransactionNotFound
 from acesteps import registry
 from acesteps.chain import connect, deploy_registry
 from acesteps.dev.devchain import dev_key
-from acesteps.registry import Registry
+from acesteps.registry import Provenance, Registry
 from acesteps.reverts import decode_revert
 from publisher.errors import ContractReverted, InsufficientFunds, TxDropped
 from publisher.provider import connect_for_sending
@@ -40,7 +40,8 @@ from tests.integration.anvil import Anvil
 
 T = TypeVar("T")
 CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-MANIFEST_HASH, MANIFEST_CID = b"\x03" * 32, CID
+MANIFEST_HASH = b"\x03" * 32
+MANIFEST_CID = Provenance.of(MANIFEST_HASH).manifest_cid
 FAST = TxPolicy(poll_interval_s=0.02, pending_timeout_s=60, deadline_s=30)
 
 

@@ -57,7 +57,7 @@ class Env:
         rid = offchain_request_id(31337, self.reg.address, offchain_id)
         # Its generation manifest, pinned and registered with it.
         data = canonical(manifest_for(rid, offchain_id=offchain_id, audio_hash=audio_hash, cid=cid))
-        manifest = Provenance(manifest_hash(data), (await self.kubo.add(data)).cid)
+        manifest = Provenance(manifest_hash(data), await self.kubo.block_put(data))
         track = Track(audio_hash, cid)
         await register(self.reg, self.sender, rid, track, manifest, 1, offchain_id=offchain_id)
         return rid

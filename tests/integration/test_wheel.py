@@ -122,7 +122,7 @@ async def test_verify_a_registered_track(
                 rid, offchain_id=offchain_id, audio_hash=keccak256_hex(data), cid=cid
             )
             manifest = canonical(described)
-            manifest_cid = (await kubo.add(manifest)).cid
+            manifest_cid = await kubo.block_put(manifest)
         track = Track(keccak256_hex(data), cid)
         provenance = Provenance(manifest_hash(manifest), manifest_cid)
         await register(registry, sender, rid, track, provenance, 1, offchain_id=offchain_id)
