@@ -217,7 +217,8 @@ class Registry:
     # ------------------------------------------------------------ reads
 
     async def status(self, request_id: str | bytes) -> RequestStatus:
-        """The on-chain status of a request (`RequestStatus.NONE` for ids never requested)."""
+        """The on-chain status of a request (`RequestStatus.NONE` for ids never requested; a
+        registered off-chain id reads `RequestStatus.REGISTERED`)."""
         call = self.contract.functions.requests(to_bytes32(request_id))
         values = await call.call()
         # By name: the getter's field order follows the struct's, which may be repacked.

@@ -4,7 +4,10 @@
 
 Deploys from the committed bytecode to the anvil at ACESTEPS_RPC_URL with anvil's dev
 account 9 (owner, publisher and requester at once), with a request fee so that markFailed
-sends a refund, and prints one JSON object: gas used per call.
+sends a refund, and prints one JSON object: gas used per call, and for ``registerTracks``
+batches of 1, 10, 20 and 50 chain requests, and as many off-chain (HTTP) requests, the gas of
+the transaction and per track. Every registration has its own hashes and CID (dag-pb and raw
+alternating), as real ones would; the chain requests of a batch are pending, with a fee.
 """
 
 from __future__ import annotations
@@ -23,16 +26,31 @@ from web3.types import TxReceipt
 
 from acesteps.chain import connect, deploy_registry
 from acesteps.dev.devchain import dev_key
-from acesteps.registry import Registry
+from acesteps.ipfs.unixfs import cid_to_str, keccak_block_cid
+from acesteps.registry import Provenance, Registry, Track, TrackItem
 from acesteps.settings import ChainSettings, load_settings
+from acesteps.types import to_hex
 
 FEE = 10**15  # 0.001 ether
 TYPICAL_PROMPT = "warm lo-fi hip hop beat, vinyl crackle, mellow piano, 80 bpm"  # 60 chars
-CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"  # CIDv1 base32, 59 chars
+CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"  # CIDv1 dag-pb sha2-256
 AUDIO_HASH = keccak(b"the bytes of a flac file")
-# A generation manifest's hash and CID (a raw-leaf CIDv1 of a few KB, 59 characters).
+# A generation manifest's hash and CID (CIDv1 raw keccak-256: the hash, spelled out).
 MANIFEST_HASH = keccak(b"the canonical bytes of a generation manifest")
-MANIFEST_CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+MANIFEST_CID = keccak_block_cid(MANIFEST_HASH)
+BATCH_SIZES = (1, 10, 20, 50)
+
+
+def track_item(n: int, request_id: bytes, offchain_id: bytes | None = None) -> TrackItem:
+    """The ``n``-th registration of the batches: hashes and CID of its own."""
+    codec = 0x55 if n % 2 else 0x70  # raw (a file of one chunk) or dag-pb
+    cid = cid_to_str(bytes((1, codec, 0x12, 32)) + keccak(b"file %d" % n))
+    return TrackItem(
+        to_hex(request_id),
+        Track(to_hex(keccak(b"audio %d" % n)), cid),
+        Provenance.of(keccak(b"manifest %d" % n)),
+        None if offchain_id is None else to_hex(offchain_id),
+    )
 
 
 async def send(w3: AsyncWeb3, account: LocalAccount, call: Any, value: int = 0) -> TxReceipt:
@@ -58,7 +76,8 @@ async def measure(rpc_url: str) -> dict[str, Any]:
         account: LocalAccount = Account.from_key(key)
         deployment = await deploy_registry(w3, key, account.address, FEE)
         deploy = await w3.eth.get_transaction_receipt(deployment.tx_hash)
-        reg = Registry(w3, deployment.address).contract
+        api = Registry(w3, deployment.address)
+        reg = api.contract
         functions = reg.functions
 
         async def request(prompt: str, lyrics: str) -> tuple[bytes, int]:
@@ -70,11 +89,19 @@ async def measure(rpc_url: str) -> dict[str, Any]:
         typical_id, typical_gas = await request(TYPICAL_PROMPT, "")
         _, largest_gas = await request("p" * 1000, "l" * 4096)
         failing_id, _ = await request(TYPICAL_PROMPT, "")
+        second_id, _ = await request(TYPICAL_PROMPT, "")
 
         register = await send(
             w3,
             account,
             functions.registerTrack(typical_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID),
+        )
+        # The first registration's fee turns collectedFees from zero to non-zero (a 20k
+        # SSTORE); every later one, and every registerTracks batch below, finds it non-zero.
+        second = await send(
+            w3,
+            account,
+            functions.registerTrack(second_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID),
         )
         http = functions.registerOffchainTrack(
             b"\x01" * 32, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID
@@ -85,6 +112,34 @@ async def measure(rpc_url: str) -> dict[str, Any]:
         if failed["args"]["refund"] != FEE:
             raise RuntimeError(f"markFailed refunded {failed['args']['refund']}, not {FEE}")
         verify = await functions.verify(typical_id, AUDIO_HASH).estimate_gas()
+        # The views rebuild the CID strings from the stored digests: what an on-chain caller pays.
+        track_of = await functions.trackOf(typical_id).estimate_gas()
+        provenance_of = await functions.provenanceOf(typical_id).estimate_gas()
+
+        batches: dict[str, dict[str, int | float]] = {}
+        n = 0
+        for size in BATCH_SIZES:
+            for kind in ("chain", "offchain"):
+                items = []
+                for _ in range(size):
+                    if kind == "chain":
+                        items.append(track_item(n, (await request(TYPICAL_PROMPT, ""))[0]))
+                    else:
+                        offchain_id = keccak(b"offchain %d" % n)
+                        rid = await functions.offchainRequestId(offchain_id).call()
+                        items.append(track_item(n, rid, offchain_id))
+                    n += 1
+                fees_before = await functions.collectedFees().call()
+                receipt = await send(w3, account, api.register_tracks(items))
+                if skipped := api.skipped(receipt):
+                    raise RuntimeError(f"registerTracks skipped {skipped}")
+                collected = await functions.collectedFees().call() - fees_before
+                if collected != (FEE * size if kind == "chain" else 0):
+                    raise RuntimeError(f"registerTracks collected {collected} wei for {size}")
+                batches[f"{size}_{kind}"] = {
+                    "total": receipt["gasUsed"],
+                    "per_track": round(receipt["gasUsed"] / size, 1),
+                }
 
         return {
             "chain_id": chain_id,
@@ -93,12 +148,17 @@ async def measure(rpc_url: str) -> dict[str, Any]:
             "gas_used": {
                 "deploy": deploy["gasUsed"],
                 "requestGeneration_typical_60_char_prompt_no_lyrics": typical_gas,
+                # Priced by EIP-7623's calldata floor, not by what it executes:
                 "requestGeneration_1000_byte_prompt_4096_byte_lyrics": largest_gas,
                 "registerTrack_59_char_cid": register["gasUsed"],
+                "registerTrack_59_char_cid_fees_already_collected": second["gasUsed"],
                 "registerOffchainTrack_59_char_cid": offchain["gasUsed"],
                 "markFailed_with_refund": fail["gasUsed"],
                 "verify_eth_estimateGas": verify,
+                "trackOf_eth_estimateGas": track_of,
+                "provenanceOf_eth_estimateGas": provenance_of,
             },
+            "registerTracks_gas_used": batches,
         }
     finally:
         await w3.provider.disconnect()

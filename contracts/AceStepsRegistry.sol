@@ -70,7 +70,7 @@ contract AceStepsRegistry {
     uint256 public constant MAX_PROMPT_BYTES = 1000;
     uint256 public constant MAX_LYRICS_BYTES = 4096;
     uint256 public constant MAX_REASON_BYTES = 256;
-    uint256 public constant MAX_BATCH = 256;
+    uint256 public constant MAX_BATCH = 128; // 128 off-chain registrations: ~15.7M gas, under 2^24
 
     // ------------------------------------------------------------------ state
 

@@ -64,7 +64,7 @@ class PublisherSettings(ChainSettings):
     publisher_tx_poll_interval_s: float = Field(1.0, gt=0)
     publisher_max_attempts: int = Field(8, ge=1, description="tries before dead-lettering")
     publisher_batch_size: int = Field(
-        50, ge=1, le=256, description="tracks registered by one registerTracks transaction"
+        50, ge=1, le=128, description="tracks registered by one registerTracks transaction"
     )
     publisher_batch_wait_ms: int = Field(
         200, ge=0, le=60_000, description="how long a batch waits for more tracks to fill it"

@@ -122,6 +122,9 @@ class _Flight(Generic[P]):
     items: list[tuple[InRecord, P]] = field(default_factory=list)
     firsts: dict[TopicPartition, int] = field(default_factory=dict)
     rewind: dict[TopicPartition, int] = field(default_factory=dict)
+    """Where the fill stopped (read again at once: the next flight starts there)."""
+    redo: dict[TopicPartition, int] = field(default_factory=dict)
+    """Items to try again, found when the flight landed: later flights are dropped."""
     retry_in: float | None = None
     task: asyncio.Task[Sequence[ItemOutcome]] | None = None
 
@@ -332,7 +335,9 @@ class PipelinedLoop(Generic[D, P]):
             )
             self._rewind({**flight.firsts}, consumer, delay=None)
             return
-        cut = flight.rewind
+        cut = {**flight.rewind}
+        for tp, offset in flight.redo.items():
+            cut[tp] = min(cut.get(tp, offset), offset)
         entries = [e for e in flight.entries if e.offset < cut.get(e.tp, e.offset + 1)]
         outputs = [out for e in entries for out in e.outputs]
         offsets: dict[TopicPartition, int] = {}
@@ -350,7 +355,7 @@ class PipelinedLoop(Generic[D, P]):
                 self._rewind({**flight.firsts}, consumer, delay=delay)
                 return
             self._txn_failures = 0
-        if cut:
+        if flight.redo:
             self._rewind(cut, consumer, delay=flight.retry_in)
 
     def _settle(self, flight: _Flight[P]) -> None:
@@ -367,7 +372,7 @@ class PipelinedLoop(Generic[D, P]):
                 self._solo = True
                 for record, _ in flight.items:
                     tp = TopicPartition(record.topic, record.partition)
-                    flight.rewind[tp] = min(flight.rewind.get(tp, record.offset), record.offset)
+                    flight.redo[tp] = min(flight.redo.get(tp, record.offset), record.offset)
                 flight.retry_in = max(flight.retry_in or 0.0, 0.0)
                 return
             outcomes = [exc] * len(flight.items)
@@ -387,7 +392,7 @@ class PipelinedLoop(Generic[D, P]):
                     judged = self._judge.failed(record, exc)
             if isinstance(judged, Retry):
                 tp = TopicPartition(record.topic, record.partition)
-                flight.rewind[tp] = min(flight.rewind.get(tp, record.offset), record.offset)
+                flight.redo[tp] = min(flight.redo.get(tp, record.offset), record.offset)
                 flight.retry_in = max(flight.retry_in or 0.0, judged.delay_s)
             else:
                 _entry_of(flight, record).outputs.extend(judged)

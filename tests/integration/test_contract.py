@@ -14,6 +14,7 @@ the committed ABI (4-byte selector of ``Name(types)``, then the ABI-encoded argu
 from __future__ import annotations
 
 import os
+from base64 import b32decode
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import IntEnum
@@ -25,6 +26,8 @@ from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from web3 import AsyncWeb3
 from web3.contract import AsyncContract
 from web3.exceptions import ContractCustomError
@@ -36,18 +39,42 @@ from acesteps.chain import connect, deploy_registry
 from acesteps.dev import contracts
 from acesteps.dev.devchain import dev_key
 from acesteps.dev.solc import compile_sources
-from acesteps.registry import Registry, offchain_request_id, request_id_of
+from acesteps.ipfs.unixfs import cid_of_bytes, cid_to_str, keccak_block_cid
+from acesteps.registry import (
+    Provenance,
+    Registry,
+    Track,
+    TrackItem,
+    offchain_request_id,
+    request_id_of,
+)
 from acesteps.reverts import decode_revert
 from acesteps.settings import CommonSettings
+from acesteps.types import to_hex
 
 FEE = 10**15  # 0.001 ether
 ZERO_HASH = b"\x00" * 32
 ZERO_ADDRESS = "0x" + "00" * 20
 AUDIO_HASH = keccak(b"the bytes of a flac file")
 OTHER_HASH = keccak(b"the bytes of another file")
-CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"  # CIDv1 base32, 59 chars
+# Multiformats codes: CID codecs and multihash functions.
+RAW, DAG_PB, DAG_CBOR = 0x55, 0x70, 0x71
+SHA2_256, SHA3_256, KECCAK_256 = 0x12, 0x16, 0x1B
+BASE32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648, lower case: multibase "b"
+
+
+def cid_of(codec: int, digest: bytes, hash_function: int = SHA2_256, version: int = 1) -> str:
+    """The base32 text of the CID <version><codec><hash function><digest length><digest>
+    (every code here below 0x80, so each is a one-byte varint)."""
+    return cid_to_str(bytes((version, codec, hash_function, len(digest))) + digest)
+
+
+CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"  # CIDv1 dag-pb sha2-256
+OTHER_CID = cid_of(DAG_PB, keccak(b"the DAG of another file"))
+RAW_CID = cid_of_bytes(b"a small file: one raw block")  # "bafkrei..."
 MANIFEST_HASH = keccak(b"the canonical bytes of a generation manifest")
-MANIFEST_CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+MANIFEST_CID = keccak_block_cid(MANIFEST_HASH)  # CIDv1 raw keccak-256: the hash, spelled out
+OTHER_MANIFEST_HASH = keccak(b"another generation manifest")
 
 
 class Status(IntEnum):
@@ -104,14 +131,14 @@ class Chain:
     publisher: LocalAccount
     requester: LocalAccount
     stranger: LocalAccount
+    api: Registry  # the typed wrapper of ``reg``
 
     @classmethod
     async def deploy(cls, w3: AsyncWeb3, fee: int = 0) -> Chain:
         owner, publisher, requester, stranger = (Account.from_key(dev_key(i)) for i in (5, 6, 7, 8))
         deployment = await deploy_registry(w3, dev_key(5), publisher.address, fee)
-        return cls(
-            w3, Registry(w3, deployment.address).contract, owner, publisher, requester, stranger
-        )
+        api = Registry(w3, deployment.address)
+        return cls(w3, api.contract, owner, publisher, requester, stranger, api)
 
     async def send(self, call: Any, sender: LocalAccount, value: int = 0) -> TxReceipt:
         """Sign and send ``call``; the receipt, which must show success."""
@@ -216,9 +243,11 @@ async def test_request_emits_generation_requested_with_exact_args(chain: Chain) 
     (log,) = receipt["logs"]
     assert log["topics"][1] == returned
     assert log["topics"][2][-20:] == bytes.fromhex(chain.requester.address[2:])
+    # requester, status, the CID's codec (set on registration), fee: one slot.
     assert await chain.reg.functions.requests(returned).call() == [
         chain.requester.address,
         Status.PENDING,
+        0,
         0,
     ]
 
@@ -304,6 +333,7 @@ async def test_request_must_pay_exactly_the_fee(paid: Chain) -> None:
     assert await paid.reg.functions.requests(request_id).call() == [
         paid.requester.address,
         Status.PENDING,
+        0,
         FEE,
     ]
     assert await paid.w3.eth.get_balance(paid.reg.address) == FEE
@@ -416,23 +446,99 @@ async def test_transfer_ownership_moves_every_owner_right(chain: Chain) -> None:
 # ---------------------------------------------------------------------- registerTrack
 
 
+def _replaced(text: str, index: int, char: str) -> str:
+    return text[:index] + char + text[index + 1 :]
+
+
+def _base58(data: bytes) -> str:
+    """Bitcoin base58, the text of a CIDv0."""
+    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+    number, out = int.from_bytes(data), ""
+    while number:
+        number, digit = divmod(number, 58)
+        out = alphabet[digit] + out
+    return "1" * (len(data) - len(data.lstrip(b"\x00"))) + out
+
+
+_DIGEST = b32decode(CID[1:].upper() + "======")[4:]  # CID's sha2-256 digest
+_LETTER = next(i for i in range(10, len(CID)) if CID[i].isalpha())
+_LAST = BASE32.index(CID[-1])  # its two low bits are padding: zero in a canonical CID
+
+# What BadCid means for a track's file CID: anything but "b" + 58 characters of the lower-case
+# base32 alphabet spelling CIDv1 (raw or dag-pb) sha2-256 with a 32-byte digest, zero padding.
+BAD_CIDS: dict[str, str] = {
+    "empty": "",
+    "58 characters": CID[:-1],
+    "60 characters": CID + "a",
+    "128 characters (the old limit)": "b" * 128,
+    "59 characters of b (padding bits set)": "b" * 59,
+    "upper case (multibase B)": CID.upper(),
+    "upper-case body": "b" + CID[1:].upper(),
+    "one upper-case letter": _replaced(CID, _LETTER, CID[_LETTER].upper()),
+    "no multibase prefix": CID[1:] + "a",
+    "multibase base32hex (v)": "v" + CID[1:],
+    "'1' (not base32)": _replaced(CID, 20, "1"),
+    "'8' (not base32)": _replaced(CID, 20, "8"),
+    "'0' (not base32)": _replaced(CID, 30, "0"),
+    "'9' (not base32)": _replaced(CID, 40, "9"),
+    "'=' (padding)": _replaced(CID, 58, "="),
+    "' '": _replaced(CID, 5, " "),
+    "'`' (below 'a')": _replaced(CID, 11, "`"),
+    "'{' (above 'z')": _replaced(CID, 12, "{"),
+    "'/'": _replaced(CID, 13, "/"),
+    "a two-byte UTF-8 character (59 bytes)": CID[:20] + "é" + CID[22:],
+    "low padding bit set": CID[:-1] + BASE32[_LAST | 1],
+    "high padding bit set": CID[:-1] + BASE32[_LAST | 2],
+    "both padding bits set": CID[:-1] + BASE32[_LAST | 3],
+    "sha3-256 multihash": cid_of(RAW, _DIGEST, SHA3_256),
+    "keccak-256 multihash (a manifest's CID)": cid_of(RAW, _DIGEST, KECCAK_256),
+    "dag-cbor codec": cid_of(DAG_CBOR, _DIGEST),
+    "digest length 31 in the multihash": cid_to_str(b"\x01\x70\x12\x1f" + _DIGEST),
+    "CID version 0 in base32": cid_of(DAG_PB, _DIGEST, version=0),
+    "CID version 2": cid_of(DAG_PB, _DIGEST, version=2),
+    "CIDv0 (Qm..., base58)": _base58(b"\x12\x20" + _DIGEST),
+}
+
+
+def test_the_bad_cids_are_what_they_say() -> None:
+    # The list is only meaningful if its cases differ from a good CID in the named way.
+    assert cid_of(DAG_PB, _DIGEST) == CID
+    assert cid_of(RAW, _DIGEST).startswith("bafkrei") and CID.startswith("bafybei")
+    assert BAD_CIDS["CIDv0 (Qm..., base58)"].startswith("Qm")
+    assert len(BAD_CIDS["CIDv0 (Qm..., base58)"]) == 46
+    for name in ("sha3-256 multihash", "dag-cbor codec", "CID version 2", "'1' (not base32)"):
+        assert len(BAD_CIDS[name]) == 59 and BAD_CIDS[name][0] == "b", name
+    assert len(BAD_CIDS["a two-byte UTF-8 character (59 bytes)"].encode()) == 59
+    assert len(set(BAD_CIDS.values())) == len(BAD_CIDS)
+
+
 async def test_register_rejects_zero_hash_and_bad_cids(chain: Chain) -> None:
     request_id = await chain.request()
     functions, publisher = chain.reg.functions, chain.publisher
 
     zero = functions.registerTrack(request_id, ZERO_HASH, CID, MANIFEST_HASH, MANIFEST_CID)
     assert await revert_of(zero, publisher) == ("ZeroHash", ())
-    empty = functions.registerTrack(request_id, AUDIO_HASH, "", MANIFEST_HASH, MANIFEST_CID)
-    assert await revert_of(empty, publisher) == ("BadCid", ())
-    long = functions.registerTrack(request_id, AUDIO_HASH, "b" * 129, MANIFEST_HASH, MANIFEST_CID)
-    assert await revert_of(long, publisher) == ("BadCid", ())
+    for name, bad in BAD_CIDS.items():
+        call = functions.registerTrack(request_id, AUDIO_HASH, bad, MANIFEST_HASH, MANIFEST_CID)
+        assert await revert_of(call, publisher) == ("BadCid", ()), f"{name}: {bad!r}"
+        http = functions.registerOffchainTrack(
+            random_id(), AUDIO_HASH, bad, MANIFEST_HASH, MANIFEST_CID
+        )
+        assert await revert_of(http, publisher) == ("BadCid", ()), f"{name}: {bad!r}"
     assert await chain.status(request_id) == Status.PENDING
 
+    # A raw-leaf CID (a file of one chunk) is as good as a dag-pb one, and reads back the same.
     await chain.send(
-        functions.registerTrack(request_id, AUDIO_HASH, "b" * 128, MANIFEST_HASH, MANIFEST_CID),
+        functions.registerTrack(request_id, AUDIO_HASH, RAW_CID, MANIFEST_HASH, MANIFEST_CID),
         publisher,
     )
-    assert await functions.trackOf(request_id).call() == [AUDIO_HASH, "b" * 128]
+    assert await functions.trackOf(request_id).call() == [AUDIO_HASH, RAW_CID]
+    assert await functions.requests(request_id).call() == [
+        chain.requester.address,
+        Status.REGISTERED,
+        RAW,
+        0,
+    ]
 
 
 async def test_on_chain_request_is_registered_once(chain: Chain) -> None:
@@ -445,12 +551,26 @@ async def test_on_chain_request_is_registered_once(chain: Chain) -> None:
     assert event["args"]["audioHash"] == AUDIO_HASH
     assert event["args"]["cid"] == CID
     assert await chain.status(request_id) == Status.REGISTERED
+    assert (await chain.reg.functions.requests(request_id).call())[2] == DAG_PB
 
+    # A valid second registration, with other hashes and CIDs: refused, nothing overwritten.
     again = chain.reg.functions.registerTrack(
-        request_id, OTHER_HASH, CID + "x", MANIFEST_HASH, MANIFEST_CID
+        request_id,
+        OTHER_HASH,
+        OTHER_CID,
+        OTHER_MANIFEST_HASH,
+        keccak_block_cid(OTHER_MANIFEST_HASH),
     )
     assert await revert_of(again, chain.publisher) == ("AlreadyRegistered", (request_id,))
+    raw = chain.reg.functions.registerTrack(
+        request_id, OTHER_HASH, RAW_CID, MANIFEST_HASH, MANIFEST_CID
+    )
+    assert await revert_of(raw, chain.publisher) == ("AlreadyRegistered", (request_id,))
     assert await chain.reg.functions.trackOf(request_id).call() == [AUDIO_HASH, CID]
+    assert await chain.reg.functions.provenanceOf(request_id).call() == [
+        MANIFEST_HASH,
+        MANIFEST_CID,
+    ]
 
 
 async def test_an_id_never_requested_on_chain_is_refused_by_register_track(chain: Chain) -> None:
@@ -476,7 +596,14 @@ async def test_http_request_is_registered_once_under_its_off_chain_id(chain: Cha
     (event,) = chain.reg.events.TrackRegistered().process_receipt(receipt, errors=DISCARD)
     assert (event["args"]["requestId"], event["args"]["audioHash"]) == (http_id, AUDIO_HASH)
     assert await chain.reg.functions.trackOf(http_id).call() == [AUDIO_HASH, CID]
-    assert await chain.status(http_id) == Status.NONE  # it never was an on-chain request
+    # It never was an on-chain request: its record (made to hold the CID's codec) has no
+    # requester and no fee.
+    assert await chain.reg.functions.requests(http_id).call() == [
+        ZERO_ADDRESS,
+        Status.REGISTERED,
+        DAG_PB,
+        0,
+    ]
 
     assert await revert_of(call, chain.publisher) == ("AlreadyRegistered", (http_id,))
     again = chain.reg.functions.registerTrack(http_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID)
@@ -691,16 +818,50 @@ async def test_withdraw_fees_takes_only_fees_of_registered_requests(paid: Chain)
     assert await revert_of(zero, paid.owner) == ("ZeroAddress", ())
 
 
-async def test_fee_above_uint96_is_stored_and_refunded_in_full(chain: Chain) -> None:
-    huge = 2**96 + 1  # would wrap to 1 wei if the fee were kept in 96 bits
-    rich: LocalAccount = Account.create()
-    await chain.w3.provider.make_request("anvil_setBalance", [rich.address, hex(2 * huge)])
-    await chain.send(chain.reg.functions.setRequestFee(huge), chain.owner)
+UINT80_MAX = 2**80 - 1  # about 1.2 million ether
 
-    request_id = await chain.request(sender=rich)
-    assert (await chain.reg.functions.requests(request_id).call())[2] == huge
-    receipt = await chain.fail(request_id)
-    assert await chain.balance_change(rich.address, receipt) == huge
+
+async def test_fees_up_to_uint80_max_are_stored_and_refunded_in_full(w3: AsyncWeb3) -> None:
+    chain = await Chain.deploy(w3, UINT80_MAX)  # the largest fee the constructor takes
+    assert await chain.reg.functions.requestFee().call() == UINT80_MAX
+    rich: LocalAccount = Account.create()
+    await w3.provider.make_request("anvil_setBalance", [rich.address, hex(3 * UINT80_MAX)])
+
+    failed, registered = await chain.request(sender=rich), await chain.request(sender=rich)
+    assert await chain.reg.functions.requests(failed).call() == [
+        rich.address,
+        Status.PENDING,
+        0,
+        UINT80_MAX,
+    ]
+    receipt = await chain.fail(failed)
+    (event,) = chain.reg.events.GenerationFailed().process_receipt(receipt, errors=DISCARD)
+    assert event["args"]["refund"] == UINT80_MAX
+    assert await chain.balance_change(rich.address, receipt) == UINT80_MAX
+    await chain.register(registered)
+    assert await chain.reg.functions.collectedFees().call() == UINT80_MAX
+    assert await w3.eth.get_balance(chain.reg.address) == UINT80_MAX
+
+
+async def test_a_fee_above_uint80_max_is_refused(chain: Chain) -> None:
+    functions = chain.reg.functions
+    for fee in (UINT80_MAX + 1, 2**96 + 1, 2**256 - 1):
+        call = functions.setRequestFee(fee)
+        assert await revert_of(call, chain.owner) == ("FeeTooLarge", (fee,))
+        # The constructor too: simulate the deployment.
+        factory = chain.w3.eth.contract(abi=registry.abi(), bytecode=registry.bytecode())
+        tx = await factory.constructor(chain.publisher.address, fee).build_transaction(
+            {"from": chain.owner.address, "gas": 5_000_000}
+        )
+        with pytest.raises(ContractCustomError) as info:
+            await chain.w3.eth.call({"from": chain.owner.address, "data": tx["data"]})
+        assert decode_error(str(info.value.data)) == ("FeeTooLarge", (fee,))
+    assert await functions.requestFee().call() == 0
+
+    receipt = await chain.send(functions.setRequestFee(UINT80_MAX), chain.owner)
+    (event,) = chain.reg.events.RequestFeeSet().process_receipt(receipt, errors=DISCARD)
+    assert event["args"]["fee"] == UINT80_MAX
+    assert await functions.requestFee().call() == UINT80_MAX
 
 
 # ---------------------------------------------------------------------- gas
@@ -719,7 +880,7 @@ async def test_gas_used_by_the_main_calls(paid: Chain) -> None:
     gas = {
         "requestGeneration(short prompt)": short["gasUsed"],
         "requestGeneration(1000 B prompt + 1000 B lyrics)": long["gasUsed"],
-        "registerTrack(59-char CID, MANIFEST_HASH, MANIFEST_CID)": register["gasUsed"],
+        "registerTrack(dag-pb CID, MANIFEST_HASH, its keccak CID)": register["gasUsed"],
     }
     print("\ngas used:", gas)
     assert all(21_000 < used < 1_000_000 for used in gas.values())
@@ -753,7 +914,9 @@ async def test_provenance_is_registered_with_the_track_once(chain: Chain) -> Non
     (registered,) = chain.reg.events.TrackRegistered().process_receipt(receipt, errors=DISCARD)
     assert registered["args"]["audioHash"] == AUDIO_HASH
     # Written once: no second registration, so no other manifest either.
-    other = chain.reg.functions.registerTrack(request_id, AUDIO_HASH, CID, OTHER_HASH, CID)
+    other = chain.reg.functions.registerTrack(
+        request_id, AUDIO_HASH, CID, OTHER_MANIFEST_HASH, keccak_block_cid(OTHER_MANIFEST_HASH)
+    )
     assert await revert_of(other, chain.publisher) == ("AlreadyRegistered", (request_id,))
     assert (await chain.reg.functions.provenanceOf(request_id).call())[0] == MANIFEST_HASH
 
@@ -764,11 +927,328 @@ async def test_only_a_publisher_records_provenance_and_it_must_be_real(chain: Ch
     for account in (chain.stranger, chain.owner, chain.requester):
         call = functions.registerTrack(request_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID)
         assert await revert_of(call, account) == ("NotPublisher", ())
-    no_hash = functions.registerTrack(request_id, AUDIO_HASH, CID, ZERO_HASH, MANIFEST_CID)
+    # A zero manifest hash, with the CID that spells it: ZeroHash; with any other CID: BadCid.
+    zero_cid = keccak_block_cid(ZERO_HASH)
+    no_hash = functions.registerTrack(request_id, AUDIO_HASH, CID, ZERO_HASH, zero_cid)
     assert await revert_of(no_hash, chain.publisher) == ("ZeroHash", ())
-    for bad in ("", "b" * 129):
-        bad_cid = functions.registerTrack(request_id, AUDIO_HASH, CID, MANIFEST_HASH, bad)
-        assert await revert_of(bad_cid, chain.publisher) == ("BadCid", ())
-    http = functions.registerOffchainTrack(random_id(), AUDIO_HASH, CID, ZERO_HASH, MANIFEST_CID)
+    http = functions.registerOffchainTrack(random_id(), AUDIO_HASH, CID, ZERO_HASH, zero_cid)
     assert await revert_of(http, chain.publisher) == ("ZeroHash", ())
+    mismatch = functions.registerTrack(request_id, AUDIO_HASH, CID, ZERO_HASH, MANIFEST_CID)
+    assert await revert_of(mismatch, chain.publisher) == ("BadCid", ())
+
+    # The manifest CID is not free: it must be exactly CIDv1 raw keccak-256 of manifestHash.
+    bad_manifest_cids = {
+        "empty": "",
+        "129 characters": "b" * 129,
+        "upper case": MANIFEST_CID.upper(),
+        "58 characters": MANIFEST_CID[:-1],
+        "a trailing space": MANIFEST_CID + " ",
+        "padding bits set": MANIFEST_CID[:-1] + BASE32[BASE32.index(MANIFEST_CID[-1]) | 1],
+        "another manifest's": keccak_block_cid(OTHER_MANIFEST_HASH),
+        "sha2-256 instead of keccak-256": cid_of(RAW, MANIFEST_HASH),
+        "dag-pb instead of raw": cid_of(DAG_PB, MANIFEST_HASH, KECCAK_256),
+        "the track's file CID": CID,
+    }
+    for name, bad in bad_manifest_cids.items():
+        call = functions.registerTrack(request_id, AUDIO_HASH, CID, MANIFEST_HASH, bad)
+        assert await revert_of(call, chain.publisher) == ("BadCid", ()), name
+        http = functions.registerOffchainTrack(random_id(), AUDIO_HASH, CID, MANIFEST_HASH, bad)
+        assert await revert_of(http, chain.publisher) == ("BadCid", ()), name
+    assert MANIFEST_CID == Provenance.of(MANIFEST_HASH).manifest_cid
+    assert MANIFEST_CID == cid_of(RAW, MANIFEST_HASH, KECCAK_256)
+    ok = functions.registerTrack(request_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID)
+    await ok.call({"from": chain.publisher.address})  # the real one passes
     assert await chain.status(request_id) == Status.PENDING
+
+
+# ---------------------------------------------------------------------- CIDs, stored compactly
+
+# The contract keeps a file CID as its 32-byte digest and its codec, and a manifest CID not at
+# all (it is manifestHash, spelled out): every string it returns or emits is re-encoded, so
+# each must come back exactly as registered.
+
+_DIGESTS = st.binary(min_size=32, max_size=32)
+_NONZERO = _DIGESTS.filter(any)
+
+
+async def _register_with(
+    chain: Chain, how: str, track: Track, provenance: Provenance
+) -> tuple[bytes, TxReceipt]:
+    """Register through ``registerTrack`` (a new chain request), ``registerOffchainTrack`` or
+    a one-item ``registerTracks``; the request id and the receipt."""
+    functions, api = chain.reg.functions, chain.api
+    if how == "registerOffchainTrack":
+        offchain_id = random_id()
+        request_id = await functions.offchainRequestId(offchain_id).call()
+        call = api.register_offchain_track(offchain_id, track, provenance)
+    elif how == "registerTrack":
+        request_id = await chain.request()
+        call = api.register_track(request_id, track, provenance)
+    else:
+        request_id = await chain.request()
+        call = api.register_tracks([TrackItem(to_hex(request_id), track, provenance)])
+    return bytes(request_id), await chain.send(call, chain.publisher)
+
+
+async def _check_registered(
+    chain: Chain, request_id: bytes, receipt: TxReceipt, track: Track, provenance: Provenance
+) -> None:
+    (registered,) = chain.reg.events.TrackRegistered().process_receipt(receipt, errors=DISCARD)
+    assert registered["args"]["requestId"] == request_id
+    assert to_hex(registered["args"]["audioHash"]) == track.audio_hash
+    assert registered["args"]["cid"] == track.cid
+    (made,) = chain.reg.events.TrackProvenance().process_receipt(receipt, errors=DISCARD)
+    assert made["args"]["requestId"] == request_id
+    assert to_hex(made["args"]["manifestHash"]) == provenance.manifest_hash
+    assert made["args"]["manifestCid"] == provenance.manifest_cid
+    assert await chain.api.track_of(request_id) == track
+    assert await chain.api.provenance_of(request_id) == provenance
+    assert chain.api.skipped(receipt) == {}
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # one registry for all
+)
+@given(
+    codec=st.sampled_from([RAW, DAG_PB]),
+    digest=_DIGESTS,
+    manifest_hash=_NONZERO,
+    how=st.sampled_from(["registerTrack", "registerOffchainTrack", "registerTracks"]),
+)
+@example(codec=RAW, digest=ZERO_HASH, manifest_hash=b"\xff" * 32, how="registerTrack")
+@example(codec=DAG_PB, digest=b"\xff" * 32, manifest_hash=b"\x01" * 32, how="registerTracks")
+@example(
+    codec=DAG_PB,
+    digest=b"\x80" + b"\x00" * 31,
+    manifest_hash=b"\x00" * 31 + b"\x01",
+    how="registerOffchainTrack",
+)
+async def test_a_cid_reads_back_exactly_as_registered(
+    chain: Chain, codec: int, digest: bytes, manifest_hash: bytes, how: str
+) -> None:
+    cid = cid_to_str(b"\x01" + bytes([codec, 0x12, 0x20]) + digest)
+    track = Track(to_hex(keccak(digest + b"audio")), cid)
+    provenance = Provenance(to_hex(manifest_hash), keccak_block_cid(manifest_hash))
+    request_id, receipt = await _register_with(chain, how, track, provenance)
+    await _check_registered(chain, request_id, receipt, track, provenance)
+    assert (await chain.reg.functions.requests(request_id).call())[2] == codec
+
+
+@pytest.mark.parametrize("how", ["registerTrack", "registerOffchainTrack", "registerTracks"])
+async def test_real_cids_of_a_small_and_a_large_file_read_back(chain: Chain, how: str) -> None:
+    small = os.urandom(1000)
+    large = os.urandom(300 * 1024)  # two chunks: a dag-pb root over raw leaves
+    for data, prefix in ((small, "bafkrei"), (large, "bafybei")):
+        cid = cid_of_bytes(data)
+        assert cid.startswith(prefix)
+        track = Track(to_hex(keccak(data)), cid)
+        provenance = Provenance.of(keccak(b"manifest of " + data))
+        request_id, receipt = await _register_with(chain, how, track, provenance)
+        await _check_registered(chain, request_id, receipt, track, provenance)
+        assert await chain.reg.functions.verify(request_id, keccak(data)).call() is True
+
+
+# ---------------------------------------------------------------------- registerTracks
+
+
+def _item(n: int, request_id: bytes | str, offchain_id: bytes | None = None) -> TrackItem:
+    """The ``n``-th item of a batch: its own hashes, and a raw or a dag-pb CID."""
+    track = Track(
+        to_hex(keccak(b"audio %d" % n)), cid_of(RAW if n % 2 else DAG_PB, keccak(b"file %d" % n))
+    )
+    return TrackItem(
+        to_hex(request_id),
+        track,
+        Provenance.of(keccak(b"manifest %d" % n)),
+        None if offchain_id is None else to_hex(offchain_id),
+    )
+
+
+async def _offchain_item(chain: Chain, n: int, offchain_id: bytes | None = None) -> TrackItem:
+    offchain_id = offchain_id or random_id()
+    request_id = await chain.reg.functions.offchainRequestId(offchain_id).call()
+    return _item(n, request_id, offchain_id)
+
+
+def _logs(chain: Chain, receipt: TxReceipt) -> list[tuple[str, bytes, bytes]]:
+    """(event name, indexed request id, data) of the registry's logs, in order."""
+    names = {
+        bytes.fromhex(registry.event_topic(name)[2:]): name
+        for name in ("TrackRegistered", "TrackProvenance", "TrackSkipped")
+    }
+    return [
+        (names[bytes(log["topics"][0])], bytes(log["topics"][1]), bytes(log["data"]))
+        for log in receipt["logs"]
+        if log["address"] == chain.reg.address
+    ]
+
+
+async def test_register_tracks_registers_a_mixed_batch_like_register_track(chain: Chain) -> None:
+    chain_ids = [await chain.request(f"song {n}") for n in range(3)]
+    items = [_item(n, rid) for n, rid in enumerate(chain_ids)]
+    items += [await _offchain_item(chain, n) for n in (3, 4)]
+    items.insert(1, items.pop())  # interleaved: chain, off-chain, chain, chain, off-chain
+    call = chain.api.register_tracks(items)
+    assert await call.call({"from": chain.publisher.address}) == 5
+    receipt = await chain.send(call, chain.publisher)
+
+    # Per item, in order: TrackRegistered then TrackProvenance, and nothing else.
+    logs = _logs(chain, receipt)
+    assert len(receipt["logs"]) == len(logs) == 10
+    assert [(name, "0x" + rid.hex()) for name, rid, _ in logs] == [
+        (name, item.request_id) for item in items for name in ("TrackRegistered", "TrackProvenance")
+    ]
+    # The very same events as registerTrack / registerOffchainTrack of the same files emit.
+    for n, item in enumerate(items):
+        if item.offchain_id is None:
+            single = chain.api.register_track(await chain.request(), item.track, item.provenance)
+        else:
+            single = chain.api.register_offchain_track(random_id(), item.track, item.provenance)
+        alone = _logs(chain, await chain.send(single, chain.publisher))
+        assert [(name, data) for name, _, data in alone] == [
+            (name, data) for name, _, data in logs[2 * n : 2 * n + 2]
+        ]
+
+    for item in items:
+        assert await chain.api.track_of(item.request_id) == item.track
+        assert await chain.api.provenance_of(item.request_id) == item.provenance
+        assert await chain.api.verify(item.request_id, item.track.audio_hash) is True
+        codec = RAW if item.track.cid.startswith("bafkrei") else DAG_PB
+        requester = ZERO_ADDRESS if item.offchain_id else chain.requester.address
+        assert await chain.reg.functions.requests(item.request_id).call() == [
+            requester,
+            Status.REGISTERED,
+            codec,
+            0,
+        ]
+
+
+async def test_register_tracks_skips_bad_items_and_registers_the_rest(paid: Chain) -> None:
+    good, dup = await paid.request(), await paid.request()
+    registered, failed = await paid.request(), await paid.request()
+    zero_audio, zero_manifest, bad_cid = [await paid.request() for _ in range(3)]
+    never = random_id()
+    await paid.register(registered)
+    await paid.fail(failed)
+    off_registered_id = random_id()
+    await paid.send(
+        paid.reg.functions.registerOffchainTrack(
+            off_registered_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID
+        ),
+        paid.publisher,
+    )
+    assert await paid.reg.functions.collectedFees().call() == FEE
+    off_good = await _offchain_item(paid, 20)
+
+    def spoiled(item: TrackItem, **changes: Any) -> TrackItem:
+        track = Track(
+            changes.get("audio_hash", item.track.audio_hash), changes.get("cid", item.track.cid)
+        )
+        return TrackItem(
+            item.request_id, track, changes.get("provenance", item.provenance), item.offchain_id
+        )
+
+    batch: list[tuple[TrackItem, str | None]] = [
+        (_item(0, good), None),
+        (_item(1, registered), "AlreadyRegistered"),
+        (_item(2, never), "NotPending"),
+        (_item(3, failed), "NotPending"),
+        (spoiled(_item(4, zero_audio), audio_hash=to_hex(ZERO_HASH)), "ZeroHash"),
+        (spoiled(_item(5, zero_manifest), provenance=Provenance.of(ZERO_HASH)), "ZeroHash"),
+        (spoiled(_item(6, bad_cid), cid=_item(6, bad_cid).track.cid.upper()), "BadCid"),
+        (_item(7, dup), None),
+        (_item(8, dup), "AlreadyRegistered"),  # the same id again, in the same batch
+        (off_good, None),
+        (
+            _item(21, off_good.request_id, bytes.fromhex(off_good.offchain_id[2:])),
+            "AlreadyRegistered",
+        ),
+        (await _offchain_item(paid, 22, off_registered_id), "AlreadyRegistered"),
+        (spoiled(await _offchain_item(paid, 23), cid=MANIFEST_CID), "BadCid"),
+        (spoiled(await _offchain_item(paid, 24), cid="b" * 59), "BadCid"),
+    ]
+    items = [item for item, _ in batch]
+    call = paid.api.register_tracks(items)
+    assert await call.call({"from": paid.publisher.address}) == 3
+    receipt = await paid.send(call, paid.publisher)
+
+    # One event per bad item, in order, naming the error registerTrack would have raised.
+    skipped = [(rid, data) for name, rid, data in _logs(paid, receipt) if name == "TrackSkipped"]
+    assert [("0x" + rid.hex(), data[:4]) for rid, data in skipped] == [
+        (item.request_id, error_selector(error)) for item, error in batch if error
+    ]
+    assert all(data[4:] == b"\x00" * 28 for _, data in skipped)  # bytes4, left-aligned
+    assert paid.api.skipped(receipt) == {item.request_id: error for item, error in batch if error}
+    registered_logs = [rid for name, rid, _ in _logs(paid, receipt) if name == "TrackRegistered"]
+    assert ["0x" + rid.hex() for rid in registered_logs] == [
+        batch[0][0].request_id,
+        batch[7][0].request_id,
+        off_good.request_id,
+    ]
+
+    # Only the good ones changed anything; their fees (two chain requests) are collected.
+    assert await paid.reg.functions.collectedFees().call() == 3 * FEE
+    assert await paid.balance_change(paid.reg.address, receipt) == 0
+    assert await paid.api.track_of(good) == batch[0][0].track
+    assert await paid.api.track_of(dup) == batch[7][0].track  # not the second item's
+    assert await paid.api.track_of(off_good.request_id) == off_good.track
+    assert await paid.reg.functions.trackOf(registered).call() == [AUDIO_HASH, CID]
+    assert await paid.reg.functions.trackOf(off_registered_id).call() == [ZERO_HASH, ""]
+    for request_id in (zero_audio, zero_manifest, bad_cid):
+        assert await paid.status(request_id) == Status.PENDING
+        assert await paid.api.track_of(request_id) is None
+    assert await paid.status(failed) == Status.FAILED
+    assert await paid.status(never) == Status.NONE
+    for item, _ in batch[12:]:
+        assert await paid.api.track_of(item.request_id) is None
+
+
+async def test_register_tracks_refuses_a_whole_batch_only_for_its_size_or_sender(
+    chain: Chain,
+) -> None:
+    assert await chain.reg.functions.MAX_BATCH().call() == 128
+    items = [await _offchain_item(chain, n) for n in range(129)]
+    empty = chain.api.register_tracks([])
+    assert await revert_of(empty, chain.publisher) == ("BadBatch", (0,))
+    over = chain.api.register_tracks(items)
+    assert await revert_of(over, chain.publisher) == ("BadBatch", (129,))
+    # 128 is allowed: one registers, the others are skipped, cheaply. (128 registrations of
+    # HTTP requests take about 15.7M gas, under the 2^24 gas a transaction may use.)
+    zero = to_hex(ZERO_HASH)
+    full = items[:1] + [
+        TrackItem(i.request_id, Track(zero, i.track.cid), i.provenance, i.offchain_id)
+        for i in items[1:128]
+    ]
+    assert await chain.api.register_tracks(full).call({"from": chain.publisher.address}) == 1
+    one = chain.api.register_tracks(items[:1])
+    for account in (chain.stranger, chain.owner, chain.requester):
+        assert await revert_of(one, account) == ("NotPublisher", ())
+        assert await revert_of(empty, account) == ("NotPublisher", ())
+    assert await chain.api.track_of(items[0].request_id) is None
+
+
+async def test_register_tracks_gas_per_track(chain: Chain) -> None:
+    """Measured, not pinned: gas of registerTracks per track for a few batch sizes."""
+    single = await chain.register(await chain.request())
+    per_track: dict[str, float] = {}
+    n = 0
+    for size in (1, 10, 20):
+        chain_items = []
+        for _ in range(size):
+            chain_items.append(_item(n, await chain.request()))
+            n += 1
+        offchain_items = []
+        for _ in range(size):
+            offchain_items.append(await _offchain_item(chain, n))
+            n += 1
+        for kind, items in (("chain", chain_items), ("off-chain", offchain_items)):
+            receipt = await chain.send(chain.api.register_tracks(items), chain.publisher)
+            assert chain.api.skipped(receipt) == {}
+            per_track[f"{size} {kind}"] = receipt["gasUsed"] / size
+    print("\nregisterTrack:", single["gasUsed"], "registerTracks gas per track:", per_track)
+    assert all(40_000 < gas < 400_000 for gas in per_track.values())
+    for kind in ("chain", "off-chain"):
+        assert per_track[f"20 {kind}"] < per_track[f"10 {kind}"] < per_track[f"1 {kind}"]
+    assert per_track["20 chain"] < single["gasUsed"]  # batching pays for itself
