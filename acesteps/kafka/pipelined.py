@@ -199,13 +199,15 @@ class PipelinedLoop(Generic[D, P]):
 
     async def _step(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         now = time.monotonic()
-        if len(self._flights) < self.pipelining.max_in_flight and now >= self._resume_at:
+        in_the_air = sum(1 for f in self._flights if not f.done())
+        if in_the_air < self.pipelining.max_in_flight and now >= self._resume_at:
             flight = await self._fill(consumer, short=bool(self._flights))
             if flight is not None:
                 if flight.items:
                     flight.task = asyncio.create_task(self._submit(flight))
                 self._flights.append(flight)
         elif self._flights and self._flights[0].task is not None:
+            # Full, or backing off: wait for the oldest flight to land.
             await asyncio.wait({self._flights[0].task}, timeout=self.config.poll_timeout_ms / 1000)
         elif not self._flights:
             await sleep_unless(stop, self._resume_at - now)

@@ -155,11 +155,16 @@ class Harness:
     # -- the publisher
 
     def publisher(
-        self, instance: str = "a", ipfs: Kubo | None = None, **extra: object
+        self,
+        instance: str = "a",
+        ipfs: Kubo | None = None,
+        module: str = "publisher",
+        env: dict[str, str] | None = None,
+        **extra: object,
     ) -> ServiceProcess:
-        """An unstarted ``python -m publisher``; ``extra`` sets ``ACESTEPS_PUBLISHER_*``."""
+        """An unstarted ``python -m MODULE``; ``extra`` sets ``ACESTEPS_PUBLISHER_*``."""
         prefix = self.settings.topic_prefix
-        env = {
+        values = {
             "ACESTEPS_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
             "ACESTEPS_TOPIC_PREFIX": prefix,
             "ACESTEPS_RPC_URL": self.anvil.url,
@@ -176,9 +181,10 @@ class Harness:
             # a registration is final in the head block (reorgs: tests/integration/test_reorg.py).
             "ACESTEPS_FINALITY_DEPTH": "1",
             **{f"ACESTEPS_PUBLISHER_{k.upper()}": str(v) for k, v in extra.items()},
+            **(env or {}),
         }
         log = StackSettings().log_dir / f"publisher-{prefix}.log"
-        proc = ServiceProcess("publisher", env, log)
+        proc = ServiceProcess(module, values, log)
         self.processes.append(proc)
         return proc
 
@@ -658,3 +664,106 @@ async def _consumed_all(bootstrap: str, group: str, topic: str) -> bool:
     return all(
         end == 0 or (tp in committed and committed[tp].offset >= end) for tp, end in ends.items()
     )
+
+
+# ---------------------------------------------------------------------- 8. batches
+
+
+async def mine_until_published(h: Harness, tracks: Sequence[Track]) -> None:
+    """With automine off: mine a block at a time until every track is published."""
+    wanted = {t.request_id for t in tracks}
+
+    async def published() -> bool:
+        h.anvil.rpc("evm_mine")
+        return wanted <= {p.request_id for p in await h.published()}
+
+    await eventually(published, 120, f"{len(wanted)} TrackPublished", interval_s=0.5)
+
+
+async def transactions(h: Harness) -> Counter[bytes]:
+    """Registrations per transaction."""
+    logs = await h.reg.events.TrackRegistered().get_logs(from_block=0)
+    return Counter(bytes(x["transactionHash"]) for x in logs)
+
+
+async def test_a_burst_goes_out_in_batches_with_several_in_flight(h: Harness) -> None:
+    h.anvil.rpc("evm_setAutomine", False)
+    h.publisher(batch_size=4, max_in_flight=3, batch_wait_ms=300).start()
+    tracks = [h.track() for _ in range(12)]
+    await h.send(*tracks)
+
+    async def three_in_the_pool() -> bool:
+        return await h.publisher_nonce("pending") - await h.publisher_nonce("latest") >= 3
+
+    await eventually(three_in_the_pool, 60, "three registration transactions in flight")
+    await mine_until_published(h, tracks)
+
+    await h.assert_each_published_once(tracks)
+    await h.assert_sent_once()
+    per_tx = await transactions(h)
+    assert max(per_tx.values()) <= 4 and len(per_tx) >= 3
+    assert len(per_tx) < len(tracks), f"not batched: {sorted(per_tx.values())}"
+
+
+async def test_kill9_with_a_batch_in_the_pool_registers_each_track_once(h: Harness) -> None:
+    h.anvil.rpc("evm_setAutomine", False)
+    proc = h.publisher().start()
+    tracks = [h.track() for _ in range(5)]
+    await h.send(*tracks)
+
+    async def in_the_pool() -> bool:
+        return await h.publisher_nonce("pending") >= 1
+
+    await eventually(in_the_pool, 60, "a registration transaction in the pool", interval_s=0.1)
+    proc.kill9()  # sent, not mined: nothing is registered or announced yet
+    assert await h.published() == [] and await h.registrations() == Counter()
+
+    # The restart finds nothing registered and sends again; the first transaction wins, the
+    # second one's items are skipped as registered and read back.
+    h.publisher().start()
+    await mine_until_published(h, tracks)
+    await h.assert_each_published_once(tracks)
+    assert set(await h.skipped()) <= {t.request_id for t in tracks}
+
+
+async def test_kill9_during_a_fee_bump_registers_each_track_once(h: Harness) -> None:
+    h.anvil.rpc("evm_setAutomine", False)
+    proc = h.publisher(tx_pending_timeout_s=1).start()
+    tracks = [h.track() for _ in range(3)]
+    await h.send(*tracks)
+    await eventually(logged(proc, "pending too long; replaced by"), 60, "a fee bump")
+    proc.kill9()
+    h.anvil.rpc("evm_mine")  # the replacement is mined; the original is gone
+
+    again = h.publisher().start()
+    await h.wait_published(tracks)
+    await h.assert_each_published_once(tracks)
+    await h.assert_sent_once()  # the restart found them registered: nothing sent again
+    assert await h.publisher_nonce("latest") == await h.publisher_nonce("pending")
+    assert again.mentions("already registered")
+
+
+async def test_kill9_after_confirming_before_committing_publishes_each_once(h: Harness) -> None:
+    marker = h.tmp / "paused"
+    proc = h.publisher(
+        module="tests.integration.publisher_worker", env={"PUBTEST_MARKER": str(marker)}
+    ).start()
+    tracks = [h.track() for _ in range(4)]
+    await h.send(*tracks)
+
+    async def paused() -> bool:
+        assert proc.alive(), f"publisher exited:\n{proc.tail()}"
+        return marker.exists()
+
+    await eventually(paused, 60, "the publisher to pause before committing TrackPublished")
+    written = await read_all(h.settings.kafka_bootstrap, h.topics.tracks, "read_uncommitted")
+    assert written, "the paused transaction holds TrackPublished records"
+    assert await h.published() == []
+    registered = await h.registrations()
+    assert registered, "confirmed on chain before the commit"
+    proc.kill9()
+
+    h.publisher().start()  # same instance id: fences the dead one, its transaction aborts
+    await h.wait_published(tracks)
+    await h.assert_each_published_once(tracks)
+    await h.assert_sent_once()
