@@ -14,6 +14,7 @@ CID or size differ from the AudioReady's claims are permanent failures.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,8 +49,13 @@ class ChunkReader:
             max_partition_fetch_bytes=2 * 1024 * 1024,
             # Lookups read to a known offset: waiting at the log's end only adds latency.
             fetch_max_wait_ms=10,
+            # The chunks' bytes are checked end to end (keccak256 and CID of the file, against
+            # the AudioReady, in `assemble`), which CRC32C of each batch only repeats; it was
+            # a sixth of the publisher's CPU (bench/publisher.py, profiled).
+            check_crcs=False,
         )
         self._scan_limit = scan_limit
+        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -59,15 +65,16 @@ class ChunkReader:
 
     async def _read(self, tp: TopicPartition, start: int, end: int) -> list[InRecord]:
         """Committed records of ``tp`` with offsets in [start, end)."""
-        self._consumer.assign([tp])
-        self._consumer.seek(tp, start)
-        out: list[InRecord] = []
-        while await self._consumer.position(tp) < end:
-            batch = await self._consumer.getmany(tp, timeout_ms=1000)
-            for record in batch.get(tp, []):
-                if record.offset < end:
-                    out.append(InRecord.of(record))
-        return out
+        async with self._lock:  # one consumer, one position: lookups take turns
+            self._consumer.assign([tp])
+            self._consumer.seek(tp, start)
+            out: list[InRecord] = []
+            while await self._consumer.position(tp) < end:
+                batch = await self._consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    if record.offset < end:
+                        out.append(InRecord.of(record))
+            return out
 
     async def chunks_before(self, ready: InRecord, request_id: str, total: int) -> list[AudioChunk]:
         """The ``total`` chunks of ``request_id`` that precede the AudioReady ``ready``."""

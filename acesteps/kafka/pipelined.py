@@ -9,7 +9,7 @@ while the loop reads and submits the next batches. A batch of records in flight 
 1. **Fill**: ``getmany`` until ``batch_size`` items are prepared or ``fill_wait_s`` has passed
    since the first; ``prepare(record)`` gives the record's outputs at once (a chunk: none; a
    dead letter) or an item for the batch. Records are prepared under the gate's lock, as the
-   plain loop handles them.
+   plain loop handles them, up to ``concurrency`` at once (each is judged in order).
 2. **Submit and finish** in a task: ``submit(items)`` returns the coroutine that finishes the
    batch, which gives each item's outputs or exception.
 3. **Commit, in order**: a flight's outputs and the offsets after its records, in one Kafka
@@ -99,10 +99,14 @@ class Pipelining:
     fill_wait_s: float = 0.2
     max_in_flight: int = 4
     stop_grace_s: float = 30.0
+    concurrency: int = 8
+    """Records prepared at once (the rest of a fill waits its turn, in order)."""
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.max_in_flight < 1 or self.fill_wait_s < 0:
-            raise ValueError("need batch_size >= 1, max_in_flight >= 1, fill_wait_s >= 0")
+        if min(self.batch_size, self.max_in_flight, self.concurrency) < 1 or self.fill_wait_s < 0:
+            raise ValueError(
+                "need batch_size >= 1, max_in_flight >= 1, concurrency >= 1, fill_wait_s >= 0"
+            )
 
 
 @dataclass
@@ -123,6 +127,8 @@ class _Flight(Generic[P]):
     firsts: dict[TopicPartition, int] = field(default_factory=dict)
     rewind: dict[TopicPartition, int] = field(default_factory=dict)
     """Where the fill stopped (read again at once: the next flight starts there)."""
+    deadline: float | None = None
+    """When the fill ends (``fill_wait_s`` after the first item), unless every slot is taken."""
     redo: dict[TopicPartition, int] = field(default_factory=dict)
     """Items to try again, found when the flight landed: later flights are dropped."""
     retry_in: float | None = None
@@ -199,19 +205,27 @@ class PipelinedLoop(Generic[D, P]):
 
     async def _step(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         now = time.monotonic()
-        in_the_air = sum(1 for f in self._flights if not f.done())
-        if in_the_air < self.pipelining.max_in_flight and now >= self._resume_at:
+        if now >= self._resume_at:
             flight = await self._fill(consumer, short=bool(self._flights))
             if flight is not None:
                 if flight.items:
+                    await self._slot()
                     flight.task = asyncio.create_task(self._submit(flight))
                 self._flights.append(flight)
         elif self._flights and self._flights[0].task is not None:
-            # Full, or backing off: wait for the oldest flight to land.
+            # Backing off: wait for the oldest flight to land.
             await asyncio.wait({self._flights[0].task}, timeout=self.config.poll_timeout_ms / 1000)
         elif not self._flights:
             await sleep_unless(stop, self._resume_at - now)
         await self._commit_done(consumer)
+
+    def _in_the_air(self) -> set[asyncio.Task[Sequence[ItemOutcome]]]:
+        return {f.task for f in self._flights if f.task is not None and not f.task.done()}
+
+    async def _slot(self) -> None:
+        """Until fewer than ``max_in_flight`` flights are in the air."""
+        while len(tasks := self._in_the_air()) >= self.pipelining.max_in_flight:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
 
     async def _land(self, consumer: AIOKafkaConsumer) -> None:
         """On stop: finish and commit the flights in the air, for up to ``stop_grace_s``."""
@@ -231,16 +245,22 @@ class PipelinedLoop(Generic[D, P]):
     # ------------------------------------------------------------------ 1. fill
 
     async def _fill(self, consumer: AIOKafkaConsumer, *, short: bool) -> _Flight[P] | None:
-        """Read and prepare records into a new flight; None when nothing came."""
+        """Read and prepare records into a new flight; None when nothing came.
+
+        The fill ends when the flight is full, or ``fill_wait_s`` after its first item; while
+        every slot is taken it goes on filling, since the flight could not take off anyway.
+        """
         c, p = self.config, self.pipelining
         limit = 1 if self._solo else p.batch_size
         flight: _Flight[P] | None = None
-        deadline: float | None = None
         while flight is None or (len(flight.items) < limit and flight.retry_in is None):
-            now = time.monotonic()
+            now, deadline = time.monotonic(), flight.deadline if flight else None
             if deadline is not None and now >= deadline:
-                break
-            wait_s = (deadline - now) if deadline is not None else c.poll_timeout_ms / 1000
+                if self._over(flight):
+                    break
+                wait_s = 0.05  # no slot yet: more items meanwhile, and look again soon
+            else:
+                wait_s = (deadline - now) if deadline is not None else c.poll_timeout_ms / 1000
             if short and deadline is None:
                 wait_s = min(wait_s, 0.05)  # flights are waiting: commit them promptly
             batch = await consumer.getmany(
@@ -261,44 +281,87 @@ class PipelinedLoop(Generic[D, P]):
                     return None  # a rebalance between two reads of this fill
                 records = [InRecord.of(r) for tp in sorted(batch) for r in batch[tp]]
                 await self._prepare(flight, records, limit)
-            if flight.items and deadline is None:
-                deadline = time.monotonic() + p.fill_wait_s
         if flight is not None and flight.rewind:
             seek(consumer, flight.rewind)
             self._resume_at = time.monotonic() + (flight.retry_in or 0.0)
         return flight
 
-    async def _prepare(self, flight: _Flight[P], records: list[InRecord], limit: int) -> None:
-        for i, record in enumerate(records):
-            if len(flight.items) >= limit:
-                outcome: Any = Retry(0.0)  # full: this record and the rest go in the next one
-            else:
-                outcome = await self._prepare_one(record)
-            if isinstance(outcome, Retry):
-                flight.retry_in = outcome.delay_s
-                for later in records[i:]:
-                    flight.rewind.setdefault(
-                        TopicPartition(later.topic, later.partition), later.offset
-                    )
-                return
-            if isinstance(outcome, list):
-                flight.add(record, outcome)
-            else:
-                flight.add(record, [])
-                flight.items.append((record, outcome))
+    def _over(self, flight: _Flight[P] | None) -> bool:
+        """True once ``flight`` has waited its ``fill_wait_s`` and a slot is free for it."""
+        return (
+            flight is not None
+            and flight.deadline is not None
+            and time.monotonic() >= flight.deadline
+            and len(self._in_the_air()) < self.pipelining.max_in_flight
+        )
 
-    async def _prepare_one(self, record: InRecord) -> list[OutRecord] | Retry | P:
+    async def _prepare(self, flight: _Flight[P], records: list[InRecord], limit: int) -> None:
+        """Prepare ``records`` into ``flight``, up to ``concurrency`` at once and never more
+        than it has room for, judged in order; stops at the first record to retry, or when
+        the flight is full (that record and the later ones are read again; what was
+        prepared of them is redone then)."""
+        running: deque[tuple[InRecord, asyncio.Task[P | Sequence[OutRecord] | Exception]]]
+        running = deque()
+        ahead = iter(records)
+        stopped_at: InRecord | None = None
+        try:
+            while True:
+                while (
+                    len(running) < self.pipelining.concurrency
+                    and len(flight.items) + len(running) < limit
+                    and not self._over(flight)
+                ):
+                    record = next(ahead, None)
+                    if record is None:
+                        break
+                    running.append((record, asyncio.create_task(self._run_prepare(record))))
+                if not running:
+                    stopped_at = next(ahead, None)  # full, or over (or all prepared: None)
+                    if stopped_at is not None:
+                        flight.retry_in = 0.0
+                    break
+                record, task = running.popleft()
+                outcome = self._judged(record, await task)
+                if isinstance(outcome, Retry):
+                    flight.retry_in, stopped_at = outcome.delay_s, record
+                    break
+                if isinstance(outcome, list):
+                    flight.add(record, outcome)
+                else:
+                    flight.add(record, [])
+                    flight.items.append((record, outcome))
+                    if flight.deadline is None:
+                        flight.deadline = time.monotonic() + self.pipelining.fill_wait_s
+        finally:
+            for _, task in running:
+                task.cancel()
+            await asyncio.gather(*(task for _, task in running), return_exceptions=True)
+        if stopped_at is not None:
+            later = [stopped_at, *(r for r, _ in running), *ahead]
+            for r in later:
+                flight.rewind.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+
+    async def _run_prepare(self, record: InRecord) -> P | Sequence[OutRecord] | Exception:
         try:
             async with asyncio.timeout(self.config.handler_timeout_s):
-                prepared = await self._handler.prepare(record, self._deps)
-            if isinstance(prepared, Sequence) and not isinstance(prepared, str | bytes):
-                outputs = list(prepared)
+                return await self._handler.prepare(record, self._deps)
+        except Exception as exc:
+            return exc
+
+    def _judged(
+        self, record: InRecord, result: P | Sequence[OutRecord] | Exception
+    ) -> list[OutRecord] | Retry | P:
+        try:
+            if isinstance(result, Exception):
+                raise result
+            if isinstance(result, Sequence) and not isinstance(result, str | bytes):
+                outputs = list(result)
                 check_sizes(outputs)
                 self._judge.succeeded(record)
                 return outputs
         except Exception as exc:
             return self._judge.failed(record, exc)
-        return prepared
+        return result
 
     # ------------------------------------------------------------------ 2. submit and finish
 

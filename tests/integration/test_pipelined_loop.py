@@ -5,8 +5,10 @@ once), ``submit`` starts a batch (a registration transaction) and its finish wai
 the test opens (the confirmations). Checked: every output exactly once and nothing else,
 batches of at most ``batch_size`` items, several batches in flight before the first
 finishes, commits in order, per-item dead letters and retries, a poison item that fails
-its whole batch isolated without taking the others with it, and a loop cancelled with
-batches in the air committing none of them, its successor committing each once.
+its whole batch isolated without taking the others with it, a loop cancelled with
+batches in the air committing none of them, its successor committing each once, and
+records prepared ``concurrency`` at a time, the next batch filling up (no fuller than
+``batch_size``) while every slot is in the air.
 """
 
 from __future__ import annotations
@@ -47,11 +49,20 @@ class Handler:
     most_in_flight: int = 0
     finished: list[int] = field(default_factory=list)  # submit numbers, in finishing order
     attempts: Counter[str] = field(default_factory=Counter)
+    prepare_s: float = 0.0
+    preparing: int = 0
+    most_preparing: int = 0
 
     def __post_init__(self) -> None:
         self.open.set()
 
     async def prepare(self, record: InRecord, deps: None) -> str | Sequence[OutRecord]:
+        self.preparing += 1
+        self.most_preparing = max(self.most_preparing, self.preparing)
+        try:
+            await asyncio.sleep(self.prepare_s)
+        finally:
+            self.preparing -= 1
         req = decode_value(GenerationRequest, record)
         if req.prompt.startswith("skip"):
             return [OutRecord(self.out, record.key, b"skipped")]
@@ -86,9 +97,13 @@ class Handler:
 
 
 def pipelined(
-    settings: CommonSettings, handler: Handler, batch_size: int = 5, **config: Any
+    settings: CommonSettings,
+    handler: Handler,
+    batch_size: int = 5,
+    pipelining: Pipelining | None = None,
+    **config: Any,
 ) -> PipelinedLoop[None, str]:
-    pipelining = Pipelining(batch_size=batch_size, fill_wait_s=0.1, max_in_flight=3)
+    pipelining = pipelining or Pipelining(batch_size=batch_size, fill_wait_s=0.1, max_in_flight=3)
     return PipelinedLoop(loop_config(settings, **config), handler, None, pipelining)
 
 
@@ -212,3 +227,37 @@ async def test_cancelled_with_batches_in_the_air_commits_none_and_the_next_loop_
     second = Handler(f"{settings.topic_prefix}.out")
     await run_until_consumed(settings, pipelined(settings, second))
     assert await outputs(settings) == Counter(prompts)
+
+
+async def test_records_are_prepared_side_by_side_and_a_full_pipeline_fills_its_next_batch(
+    settings: CommonSettings,
+) -> None:
+    await make_topics(settings, "in", "out", "failures.v1", "deadletter.v1")
+    prompts = [f"track {i}" for i in range(30)]
+    await produce(settings, prompts)
+    handler = Handler(f"{settings.topic_prefix}.out", prepare_s=0.1)
+    handler.open.clear()
+    # Two at a time, 0.1 s each: ten items take 0.5 s, five times the fill's wait.
+    pipelining = Pipelining(batch_size=10, fill_wait_s=0.1, max_in_flight=1, concurrency=2)
+    loop = pipelined(settings, handler, pipelining=pipelining)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+
+    async def next_batch_prepared() -> bool:
+        return handler.in_flight == 1 and handler.most_preparing > 0 and handler.preparing == 0
+
+    await eventually(next_batch_prepared, 30, "the first batch in flight, the next one full")
+    await asyncio.sleep(0.5)  # it stays full: not one record more is prepared, none is sent
+    assert len(handler.submits) == 1
+    handler.open.set()
+    try:
+        await eventually(lambda: consumed(settings, loop, task), 60, "every input committed")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+    assert await outputs(settings) == Counter(prompts)
+    assert handler.most_preparing == 2
+    assert len(handler.submits[0]) < 10, "the first batch leaves when its wait is over"
+    assert len(handler.submits[1]) == 10, "the next filled up while the first was in the air"
+    assert all(len(batch) <= 10 for batch in handler.submits)
