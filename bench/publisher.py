@@ -26,7 +26,7 @@ AudioReady in one Kafka transaction, keyed by the request id. Confirmations are 
    ``steady_tracks_per_s`` = tracks after the first registration block / (last - first
    TrackPublished); transactions, tracks per transaction, blocks, and ``gas_per_track``
    from the registration receipts.
-   ``--case-tracks`` (default: 2 x batch x max in flight + batch, at least 20) sizes each
+   ``--case-tracks`` (default: 2 x batch x max in flight + batch, 20 to 450) sizes each
    case so that it spans several blocks.
 3. Hashing: `bench/hashing.py`'s keccak256 (one-shot and streamed in 512 KiB pieces) and CID
    throughput on a ``--hash-mb`` buffer, in this run, against the reassembly step's
@@ -250,8 +250,8 @@ MAX_IN_FLIGHT = _default("publisher_max_in_flight")
 
 
 def case_tracks(batch: int, asked: int) -> int:
-    """Enough tracks for several full rounds of ``MAX_IN_FLIGHT`` batches."""
-    return asked or max(20, 2 * batch * MAX_IN_FLIGHT + batch)
+    """Enough tracks for two rounds of ``MAX_IN_FLIGHT`` batches, within 450 (540 MB)."""
+    return asked or max(20, min(2 * batch * MAX_IN_FLIGHT + batch, 450))
 
 
 async def bench_service(

@@ -70,7 +70,13 @@ class PublisherSettings(ChainSettings):
         200, ge=0, le=60_000, description="how long a batch waits for more tracks to fill it"
     )
     publisher_max_in_flight: int = Field(
-        4, ge=1, le=64, description="registration transactions waiting to be mined at once"
+        16,
+        ge=1,
+        le=64,
+        description=(
+            "registration transactions waiting to be mined at once (16: what geth keeps per "
+            "account in its pool for sure, txpool.accountslots)"
+        ),
     )
     publisher_chunk_scan_limit: int = Field(
         20_000, ge=1, description="records read back from AudioReady to find its chunks"
