@@ -47,6 +47,7 @@ class CommonSettings(BaseSettings):
     ipfs_gateway_url: str = Field("http://127.0.0.1:18080", description="IPFS HTTP gateway")
     ipfs_timeout_s: float = Field(120.0, gt=0, description="timeout of one Kubo RPC call")
     rpc_url: str = Field("http://127.0.0.1:18545", description="Ethereum JSON-RPC endpoint")
+    rpc_timeout_s: float = Field(30.0, gt=0, description="timeout of one JSON-RPC call")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="serve Prometheus /metrics on this port (off if unset)"

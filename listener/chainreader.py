@@ -1,23 +1,28 @@
 """Reading blocks and ``GenerationRequested`` logs from the JSON-RPC node, with retries.
 
-RPC failures (connection refused, timeouts, 5xx, node errors) are retried with capped
-exponential backoff, forever: the listener keeps its place and resumes when the node comes
-back. A ``eth_getLogs`` range that the node refuses as too large raises `RangeTooLarge`, so
-the poller can halve it.
+Every failure of a call (connection refused, timeouts, HTTP 429 and 5xx, a node's error, an
+answer that is not JSON-RPC) is retried, forever, with capped exponential back-off and
+jitter: the listener keeps its place and resumes when the node comes back. A rate limit (HTTP
+429, or a JSON-RPC error that says so: Infura's -32005 "request rate limited", Alchemy's
+"compute units per second capacity", ...) waits at least what the provider's ``Retry-After``
+asks. Only a ``eth_getLogs`` answer that says the range or its result is too big raises
+`RangeTooLarge`, so the poller can halve the range; a rate limit never does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from web3 import AsyncWeb3
-from web3.exceptions import BlockNotFound, Web3RPCError
+from web3.exceptions import Web3Exception, Web3RPCError
 
 from acesteps.backoff import Backoff
 from acesteps.registry import event_topic
@@ -28,12 +33,24 @@ __all__ = ["ChainReader", "Header", "RangeTooLarge", "RawLog", "Web3Reader"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Phrases nodes use when a getLogs range or result set is too big (geth, erigon, Alchemy,
-# Infura, QuickNode, anvil, ...).
+# Phrases nodes use when a getLogs range or result set is too big (geth "query returned more
+# than 10000 results", Alchemy "Log response size exceeded", QuickNode "limited to a 10,000
+# range", Ankr/BSC "exceed maximum block range: 5000", Cloudflare "block range is too wide",
+# Chainstack "Block range limit exceeded", ...).
 _TOO_LARGE = re.compile(
-    r"too many|more than \d+ results|range (is )?too (large|wide)|exceed|limit|response size",
+    r"more than \d+ results|too many (results|logs|blocks)|range (is )?too (large|wide|big)"
+    r"|response size|block range|range limit|limited to (a )?[\d,]+|max(imum)? (block )?range"
+    r"|result set too large|query timeout exceeded",
     re.IGNORECASE,
 )
+# Phrases of rate limits and exhausted quotas, checked first: some providers answer them
+# with the same code as a too-large range (Infura: -32005 for both).
+_RATE_LIMITED = re.compile(
+    r"rate.?limit|too many requests|request rate|requests per second|compute units"
+    r"|capacity|quota|throughput|credits|daily request count|exceeded .*limit for",
+    re.IGNORECASE,
+)
+MAX_RETRY_AFTER_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,37 @@ class RangeTooLarge(Exception):
     """The node refused an eth_getLogs range."""
 
 
+def rate_limited(exc: BaseException) -> bool:
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return exc.status == 429
+    return isinstance(exc, Web3RPCError) and bool(_RATE_LIMITED.search(str(exc)))
+
+
+def range_too_large(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, Web3RPCError)
+        and not rate_limited(exc)
+        and bool(_TOO_LARGE.search(str(exc)))
+    )
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """What an HTTP 429 or 503 answer's ``Retry-After`` asks (seconds, or an HTTP date)."""
+    headers = getattr(exc, "headers", None)
+    value = headers.get("Retry-After") if headers else None
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
 class ChainReader(Protocol):
     async def head(self, tag: str) -> int: ...
 
@@ -80,7 +128,7 @@ class Web3Reader:
         self._w3 = w3
         self._address = AsyncWeb3.to_checksum_address(contract)
         self._topic = event_topic("GenerationRequested")
-        self._backoff = Backoff(initial_s=min(0.2, backoff_max_s), max_s=backoff_max_s)
+        self._backoff = Backoff(initial_s=min(0.2, backoff_max_s), max_s=backoff_max_s, jitter=0.5)
         self._sleep = sleep
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -90,14 +138,20 @@ class Web3Reader:
                 return await call()
             except RangeTooLarge:
                 raise
-            except (Web3RPCError, BlockNotFound, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            except (Web3Exception, aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                # ValueError: an answer that is not JSON (a proxy's error page, a cut body).
                 attempt += 1
                 delay = self._backoff.delay(attempt)
+                limited = rate_limited(exc)
+                asked = retry_after_s(exc)
+                if asked is not None:
+                    delay = max(delay, asked)
                 log.warning(
-                    "RPC %s failed (%s: %s); retrying in %.1fs",
+                    "RPC %s %s (%s: %s); retrying in %.1fs",
                     what,
+                    "rate-limited" if limited else "failed",
                     type(exc).__name__,
-                    exc,
+                    " ".join(str(exc).split())[:300],
                     delay,
                 )
             await self._sleep(delay)
@@ -134,7 +188,7 @@ class Web3Reader:
                     }
                 )
             except Web3RPCError as exc:
-                if _TOO_LARGE.search(str(exc)):
+                if range_too_large(exc):
                     raise RangeTooLarge(str(exc)) from exc
                 raise
             return [

@@ -17,7 +17,7 @@ from acesteps.backoff import Backoff
 from acesteps.chain import connect
 from acesteps.kafka.admin import ensure_topics
 from acesteps.messages import ListenerCheckpoint
-from listener.chainreader import Web3Reader
+from listener.chainreader import RangeTooLarge, Web3Reader
 from listener.poller import ChainMoved, LogPoller, PollerConfig
 from listener.settings import ListenerSettings
 from listener.sink import KafkaSink, load_checkpoint, transactional_id
@@ -38,7 +38,7 @@ async def run_chain_listener(settings: ListenerSettings, stop: asyncio.Event) ->
     async with AsyncExitStack() as stack:
         # 1. Chain: contract address and chain id (retried until the node answers).
         contract = settings.contract()
-        w3 = connect(settings.rpc_url)
+        w3 = connect(settings.rpc_url, settings.rpc_timeout_s)
         stack.push_async_callback(w3.provider.disconnect)
         reader = Web3Reader(w3, contract, backoff_max_s=settings.listener_rpc_backoff_max_s)
         chain_id = await reader.chain_id()
@@ -89,14 +89,23 @@ async def run_chain_listener(settings: ListenerSettings, stop: asyncio.Event) ->
 
 async def _loop(poller: LogPoller, settings: ListenerSettings, stop: asyncio.Event) -> None:
     backoff = Backoff(initial_s=1.0, max_s=30.0)
-    failures = 0
+    failures = refusals = 0
     while not stop.is_set():
         try:
             advanced = await poller.step()
-            failures = 0
+            failures = refusals = 0
         except ChainMoved as exc:
             log.info("chain moved during a read (%s); retrying", exc)
             advanced = 0
+        except RangeTooLarge as exc:
+            # Refused even for one block: nothing to halve; the node may allow it later (a
+            # provider's result limit, a plan's quota). Wait, and ask again.
+            refusals += 1
+            delay = backoff.delay(refusals)
+            log.error("the node refuses one block's logs (%s); again in %.1fs", exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            continue
         except ProducerFenced:
             log.error("another listener with the same transactional id took over; stopping")
             raise

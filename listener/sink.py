@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
+from acesteps.kafka.admin import topic_partitions
 from acesteps.kafka.producer import transactional_producer
 from acesteps.kafka.records import OutRecord
 from acesteps.kafka.transactions import TransactionalProducer
@@ -89,9 +90,9 @@ async def load_checkpoint(
     )
     await consumer.start()
     try:
-        await consumer.topics()  # loads the cluster metadata that partitions_for_topic reads
-        partitions = consumer.partitions_for_topic(topics.checkpoints) or {0}
-        tps = [TopicPartition(topics.checkpoints, p) for p in sorted(partitions)]
+        # Every partition, from the broker: an unsubscribed consumer knows none of them
+        # (aiokafka's partitions_for_topic answers None), and one checkpoint may sit anywhere.
+        tps = await topic_partitions(bootstrap, [topics.checkpoints])
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)

@@ -59,7 +59,7 @@ def _loop_config(
 async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> None:
     async with AsyncExitStack() as stack:
         # 1. Chain: the contract and one signer for this instance.
-        w3 = connect_for_sending(settings.rpc_url)
+        w3 = connect_for_sending(settings.rpc_url, settings.rpc_timeout_s)
         stack.push_async_callback(w3.provider.disconnect)
         registry = Registry(w3, settings.contract())
         sender = TxSender(w3, settings.signing_key(), settings.tx_policy())

@@ -1,5 +1,6 @@
 """A JSON-RPC proxy in front of an anvil that can hold an answer back, so a test can land a
-reorg between two reads of a client (the answer it gets describes a chain that is gone).
+reorg between two reads of a client (the answer it gets describes a chain that is gone), and
+can answer as a troubled provider does (`FAULTS`: rate limits, 5xx, hangs, cut bodies).
 
 Runs on the test's event loop: start it, point the service under test at ``url``.
 """
@@ -17,7 +18,11 @@ from aiohttp import web
 
 from tests.integration.anvil import free_port
 
-__all__ = ["Held", "RpcProxy"]
+__all__ = ["FAULTS", "Held", "RpcProxy"]
+
+RATE_LIMITED = {"code": -32005, "message": "daily request count exceeded, request rate limited"}
+FAULTS = ("rate_limited", "http_429", "http_502", "truncated", "hang")
+"""What `RpcProxy.fail` can answer instead of the node's answer."""
 
 
 @dataclass
@@ -39,6 +44,9 @@ class RpcProxy:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.holds: list[Held] = []
+        self.faults: list[str] = []
+        self.faulted = 0
+        self.hang_s = 5.0
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -65,8 +73,15 @@ class RpcProxy:
         self.holds.append(held)
         return held
 
+    def fail(self, faults: list[str]) -> None:
+        """Answer the next requests with ``faults`` (names from `FAULTS`), one each."""
+        self.faults += faults
+
     async def _forward(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if self.faults:
+            self.faulted += 1
+            return await self._fault(self.faults.pop(0), body)
         assert self._session is not None
         async with self._session.post(
             self.upstream, data=body, headers={"Content-Type": "application/json"}
@@ -82,3 +97,22 @@ class RpcProxy:
                 await held.released.wait()  # the answer read before is now stale
                 break
         return web.Response(body=payload, status=status, content_type="application/json")
+
+    async def _fault(self, fault: str, body: bytes) -> web.Response:
+        call = json.loads(body)
+        ident = call.get("id") if isinstance(call, dict) else None
+        if fault == "rate_limited":
+            error = {"jsonrpc": "2.0", "id": ident, "error": RATE_LIMITED}
+            return web.json_response(error)
+        if fault == "http_429":
+            return web.Response(status=429, text="Too Many Requests", headers={"Retry-After": "1"})
+        if fault == "http_502":
+            return web.Response(status=502, text="<html>Bad Gateway</html>")
+        if fault == "truncated":
+            return web.Response(
+                body=b'{"jsonrpc": "2.0", "id": 1, "res', content_type="application/json"
+            )
+        if fault == "hang":
+            await asyncio.sleep(self.hang_s)  # past the client's timeout
+            return web.Response(status=504)
+        raise ValueError(f"unknown fault {fault!r}")

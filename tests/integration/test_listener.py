@@ -27,6 +27,7 @@ from tests.integration.listening import (
     requests_topic,
     wait_checkpoint,
 )
+from tests.integration.rpcproxy import FAULTS, RpcProxy
 
 
 @pytest.fixture
@@ -217,3 +218,36 @@ async def test_hostile_events_become_failures_and_impostors_are_ignored(
     assert "prompt is not valid UTF-8" in failures[0].message
     assert failures[0].stage == "listener" and failures[0].source == "chain"
     assert proc.alive()
+
+
+async def test_a_troubled_rpc_provider_costs_time_never_a_request(
+    topics: CommonSettings, anvil: Anvil, listeners: list[ListenerProcess]
+) -> None:
+    # Rate limits (JSON-RPC -32005, which Infura also uses for too-large ranges; HTTP 429 with
+    # Retry-After), 502s, cut bodies and hangs past the client's timeout, again and again
+    # while requests keep coming: the listener waits them out, never halves its range for a
+    # rate limit, never stops, and emits every request once.
+    loader = ChainLoader(anvil.url)
+    contract = loader.deploy()
+    proxy = await RpcProxy(anvil.url).start()
+    proxy.hang_s = 3.0
+    try:
+        first = loader.requested([loader.request(f"before {i}") for i in range(3)])
+        anvil.rpc("anvil_mine", hex(1))
+        proc = ListenerProcess(topics, proxy.url, contract, confirmations=1)
+        proc.env["ACESTEPS_RPC_TIMEOUT_S"] = "1"
+        listeners.append(proc.start())
+        await wait_checkpoint(topics, first[-1].block_number, proc)
+
+        proxy.fail([*FAULTS] * 4)
+        later = loader.requested([loader.request(f"during {i}") for i in range(3)])
+        anvil.rpc("anvil_mine", hex(1))
+        await wait_checkpoint(topics, later[-1].block_number, proc, timeout_s=120)
+
+        assert proc.alive()
+        assert proxy.faulted == 4 * len(FAULTS)
+        emitted = [r.request_id for r in of_type(await requests_topic(topics), GenerationRequest)]
+        assert sorted(emitted) == sorted(r.request_id for r in [*first, *later])
+        assert proc.mentions("rate-limited") and not proc.mentions("node refused")
+    finally:
+        await proxy.stop()
