@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Self, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from acesteps.deployment import Deployment
-from acesteps.topics import Topics
+from acesteps.topics import Topics, TopicShape, TopicSpec
 
 if TYPE_CHECKING:
     from acesteps.finality import Finality
@@ -38,6 +38,21 @@ class CommonSettings(BaseSettings):
         "127.0.0.1:19092", description="Kafka bootstrap servers, comma separated host:port"
     )
     kafka_client_id: str = Field("acesteps", description="client.id sent to the brokers")
+    kafka_partitions: int = Field(6, ge=1, description="partitions of each topic created")
+    kafka_replication_factor: int = Field(
+        1, ge=1, description="replicas of each topic created (3 on a production cluster)"
+    )
+    kafka_min_insync_replicas: int | None = Field(
+        None, ge=1, description="min.insync.replicas of each topic created (unset: the broker's)"
+    )
+    kafka_topics: dict[str, TopicShape] = Field(
+        default_factory=dict,
+        description=(
+            "per topic (requests, audio, tracks, failures, deadletter, progress, checkpoints): "
+            '{"audio": {"partitions": 12}}; fields partitions, replication_factor, '
+            "min_insync_replicas"
+        ),
+    )
     topic_prefix: str = Field(
         "acesteps",
         pattern=r"^[A-Za-z0-9._-]{1,100}$",
@@ -73,6 +88,20 @@ class CommonSettings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+    @model_validator(mode="after")
+    def _check_topics(self) -> Self:
+        self.topic_specs()  # unknown topic names, min.insync.replicas over the replicas
+        return self
+
+    def topic_specs(self) -> list[TopicSpec]:
+        """The topics as the settings lay them out (what `ensure_topics` creates and checks)."""
+        return self.topics.specs(
+            self.kafka_partitions,
+            replication_factor=self.kafka_replication_factor,
+            min_insync_replicas=self.kafka_min_insync_replicas,
+            shapes=self.kafka_topics,
+        )
 
     def with_overrides(self, **changes: object) -> Self:
         """A copy with some fields replaced, validated like the original."""

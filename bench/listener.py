@@ -116,7 +116,7 @@ async def backfill(
         listener_max_block_range=rng,
         listener_poll_interval_s=0.1,
     )
-    await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_specs())
     topics = settings.topics
     consumer = await _consumer(settings, [topics.requests, topics.checkpoints])
     target = head - CONFIRMATIONS
@@ -222,7 +222,7 @@ async def latency(
         listener_start_block=start_block,
         listener_poll_interval_s=poll_s,
     )
-    await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_specs())
     arrivals = Arrivals(await _consumer(settings, [settings.topics.requests]))
     stop = asyncio.Event()
     task = asyncio.create_task(run_chain_listener(settings, stop))

@@ -31,7 +31,7 @@ async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> Non
         settings.generator_policy_file, enabled=settings.generator_policy_enabled
     )
     # 2. Kafka.
-    await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_specs())
     instance = settings.generator_instance_id
     config = LoopConfig(
         bootstrap=settings.kafka_bootstrap,

@@ -45,7 +45,7 @@ async def run_chain_listener(settings: ListenerSettings, stop: asyncio.Event) ->
 
         # 2. Kafka: topics, then the transactional producer (this fences an older copy and
         #    aborts its open transaction), then the checkpoint it left.
-        await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
+        await ensure_topics(settings.kafka_bootstrap, settings.topic_specs())
         txn_id = settings.listener_transactional_id or transactional_id(
             settings.topic_prefix, chain_id, contract
         )

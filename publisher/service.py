@@ -74,7 +74,7 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
                 timeout_s=settings.publisher_pinning_timeout_s,
             )
         )
-        await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
+        await ensure_topics(settings.kafka_bootstrap, settings.topic_specs())
         chunks = ChunkReader(settings.kafka_bootstrap, settings.publisher_chunk_scan_limit)
         await chunks.start()
         stack.push_async_callback(chunks.stop)

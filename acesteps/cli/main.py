@@ -42,11 +42,15 @@ def _topics(args: argparse.Namespace) -> int:
     from acesteps.settings import CommonSettings, load_settings
 
     settings = load_settings(CommonSettings)
-    specs = settings.topics.specs(partitions=args.partitions)
-    asyncio.run(ensure_topics(settings.kafka_bootstrap, specs))
+    if args.partitions is not None:
+        settings = settings.with_overrides(kafka_partitions=args.partitions)
+    specs = settings.topic_specs()
+    mismatches = asyncio.run(ensure_topics(settings.kafka_bootstrap, specs))
     for spec in specs:
         print(spec.name)
-    return 0
+    for line in mismatches:
+        print(line, file=sys.stderr)
+    return 1 if mismatches else 0
 
 
 def _contracts(args: argparse.Namespace) -> int:
@@ -138,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("topics", help="Kafka topics")
     p.add_argument("action", choices=["create"])
-    p.add_argument("--partitions", type=int, default=6)
+    p.add_argument(
+        "--partitions", type=int, help="partitions of each topic (ACESTEPS_KAFKA_PARTITIONS)"
+    )
     p.set_defaults(func=_topics)
 
     p = sub.add_parser("contracts", help="the AceStepsRegistry contract")

@@ -106,7 +106,7 @@ def up() -> dict[str, Any]:
     settings = ChainSettings(_env_file=localstack.ENV_FILE)
     api = urlsplit(ClientSettings().api_url)
     deployment = asyncio.run(_deploy(settings))
-    asyncio.run(ensure_topics(settings.kafka_bootstrap, settings.topics.specs()))
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, settings.topic_specs()))
     env = {
         **localstack.child_env(dict(os.environ)),
         "ACESTEPS_CONTRACT_ADDRESS": deployment.address,

@@ -5,8 +5,10 @@ Creates the topics in ``specs`` (``PREFIX.requests.v1``, ``PREFIX.audio.v1``, ..
 ``auto.create.topics.enable=false``, so nothing else creates them, and a producer or
 consumer that starts on a missing topic would only wait for metadata and time out.
 
-Idempotent: a topic that already exists is left as it is (its configs are not altered, as
-that is an operator's decision on a live cluster) and a difference from the spec is logged.
+Idempotent: a topic that already exists is left as it is (its layout and configs are not
+altered, as that is an operator's decision on a live cluster); what differs from the spec
+(partitions, replication factor, configs) is logged and returned, and ``acesteps topics``
+prints it and exits with status 1.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -36,19 +39,21 @@ async def ensure_topics(
     bootstrap: str,
     specs: Sequence[TopicSpec],
     *,
-    replication_factor: int = 1,
     client_id: str = "acesteps-admin",
     timeout_s: float = 30.0,
-) -> None:
+) -> list[str]:
     """Create the missing topics of ``specs`` and wait until all of them have leaders.
 
-    ``replication_factor`` is 1 for the single-node local stack; a production cluster
-    passes 3. Raises the broker's error (``aiokafka.errors.KafkaError``) for anything other
-    than "already exists", and `TimeoutError` when the metadata does not show the topics
-    in ``timeout_s``.
+    Each spec carries its partitions, replication factor and configs (`acesteps.topics`,
+    from the settings). A topic that exists already is checked against its spec and left as
+    it is: what differs (fewer partitions, another replication factor, a config) is logged
+    and returned, one line each. Raises the broker's error (``aiokafka.errors.KafkaError``)
+    for anything other than "already exists" (a replication factor above the number of
+    brokers: ``InvalidReplicationFactorError``), and `TimeoutError` when the metadata does
+    not show the topics in ``timeout_s``.
     """
     if not specs:
-        return
+        return []
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)
     await admin.start()
     try:
@@ -58,7 +63,7 @@ async def ensure_topics(
                     NewTopic(
                         spec.name,
                         spec.partitions,
-                        replication_factor,
+                        spec.replication_factor,
                         topic_configs=dict(spec.configs),
                     )
                     for spec in specs
@@ -70,13 +75,25 @@ async def ensure_topics(
                 if code == _ALREADY_EXISTS:
                     existing.append(topic)
                 elif code != _NO_ERROR:
-                    raise for_code(code)(f"creating topic {topic}: {message}")
-            await _wait_visible(admin, specs)
+                    spec = next(s for s in specs if s.name == topic)
+                    raise for_code(code)(
+                        f"creating topic {topic} ({spec.partitions} partitions, replication "
+                        f"factor {spec.replication_factor}): {message}"
+                    )
+            # A topic that existed may have fewer partitions than its spec (reported below);
+            # one created a moment ago by another service must still show its leaders.
+            await _wait_visible(
+                admin, [replace(s, partitions=1) if s.name in existing else s for s in specs]
+            )
+            mismatches: list[str] = []
             for spec in specs:
                 if spec.name in existing:
-                    await _report_drift(admin, spec)
+                    mismatches += await _mismatches(admin, spec)
     finally:
         await admin.close()
+    for line in mismatches:
+        log.warning("%s", line)
+    return mismatches
 
 
 async def delete_topics(bootstrap: str, prefixes: Sequence[str]) -> list[str]:
@@ -165,12 +182,18 @@ async def _describe(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str]:
     return configs
 
 
-async def _report_drift(admin: AIOKafkaAdminClient, spec: TopicSpec) -> None:
+async def _mismatches(admin: AIOKafkaAdminClient, spec: TopicSpec) -> list[str]:
+    """How the existing topic differs from ``spec`` (it is not altered: an operator's call)."""
+    (described,) = await admin.describe_topics([spec.name])
+    partitions = described["partitions"]
+    found = []
+    if len(partitions) < spec.partitions:
+        found.append(f"{len(partitions)} partitions, spec {spec.partitions}")
+    factors = sorted({len(p["replicas"]) for p in partitions})
+    if factors != [spec.replication_factor]:
+        found.append(f"replication factor {factors}, spec {spec.replication_factor}")
     actual = await _describe(admin, spec.name)
-    drift = {k: (v, actual.get(k)) for k, v in spec.configs.items() if actual.get(k) != v}
-    if drift:
-        log.warning(
-            "topic %s exists with configs that differ from its spec (wanted, actual): %s",
-            spec.name,
-            drift,
-        )
+    for key, wanted in spec.configs.items():
+        if actual.get(key) != wanted:
+            found.append(f"{key}={actual.get(key)}, spec {wanted}")
+    return [f"topic {spec.name} exists with {what}" for what in found]

@@ -56,7 +56,7 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
         # 1. The store, then the projection that fills it from the topics.
         store: Store = await open_store(settings.api_store_url)
         stack.push_async_callback(store.close)
-        await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
+        await ensure_topics(settings.kafka_bootstrap, settings.topic_specs())
         hub = Hub()
         projection = Projection(settings.kafka_bootstrap, settings.topics, store, hub)
 

@@ -25,7 +25,7 @@ def anvil(tmp_path: Path) -> Iterator[Anvil]:
 @pytest.fixture
 async def topics(settings: CommonSettings) -> CommonSettings:
     """This test's settings, with its topics created."""
-    await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_specs())
     return settings
 
 

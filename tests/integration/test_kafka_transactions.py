@@ -23,7 +23,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import KafkaError, ProducerFenced
 
 from acesteps.backoff import Backoff
 from acesteps.errors import PermanentError, RetryableError
@@ -555,3 +555,32 @@ async def test_ensure_topics_creates_the_specs_idempotently(settings: CommonSett
     assert requests["retention.ms"] == str(7 * 24 * 3600 * 1000)
     ends = await end_offsets(settings.kafka_bootstrap, settings.topics.requests)
     assert len(ends) == 2
+
+
+async def test_ensure_topics_reports_how_existing_topics_differ(settings: CommonSettings) -> None:
+    shaped = settings.with_overrides(
+        kafka_partitions=2, kafka_topics={"audio": {"partitions": 3, "min_insync_replicas": 1}}
+    )
+    specs = shaped.topic_specs()
+    assert await ensure_topics(settings.kafka_bootstrap, specs) == []  # created as asked
+    assert len(await end_offsets(settings.kafka_bootstrap, settings.topics.audio)) == 3
+    assert (await topic_configs(settings.kafka_bootstrap, settings.topics.audio))[
+        "min.insync.replicas"
+    ] == "1"
+    assert await ensure_topics(settings.kafka_bootstrap, specs) == []  # as asked: nothing
+
+    wider = settings.with_overrides(kafka_partitions=4, kafka_min_insync_replicas=1)
+    mismatches = await ensure_topics(settings.kafka_bootstrap, wider.topic_specs())
+    requests = settings.topics.requests
+    assert f"topic {requests} exists with 2 partitions, spec 4" in mismatches
+    assert f"topic {settings.topics.audio} exists with 3 partitions, spec 4" in mismatches
+    assert not any("min.insync.replicas" in m for m in mismatches), "the broker's is 1"
+    assert len(await end_offsets(settings.kafka_bootstrap, requests)) == 2, "left as it is"
+
+
+async def test_a_replication_factor_the_cluster_cannot_give_is_refused_clearly(
+    settings: CommonSettings,
+) -> None:
+    three = settings.with_overrides(kafka_replication_factor=3)
+    with pytest.raises(KafkaError, match="replication factor 3"):
+        await ensure_topics(settings.kafka_bootstrap, three.topic_specs())

@@ -301,7 +301,7 @@ class Harness:
 
 @pytest.fixture
 async def h(settings: CommonSettings, tmp_path: Path) -> AsyncIterator[Harness]:
-    await ensure_topics(settings.kafka_bootstrap, settings.topics.specs())
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_specs())
     anvil = Anvil(StackSettings().log_dir, state=tmp_path / "anvil-state.json").start()
     w3 = connect(anvil.url)
     producer = make_transactional_producer(
