@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from eth_account import Account
@@ -9,12 +10,20 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from acesteps import registry
 from acesteps.deployment import Deployment
+from acesteps.rpcfailover import FailoverHTTPProvider
 
 __all__ = ["connect", "deploy_registry"]
 
 
-def connect(rpc_url: str, timeout_s: float = 30.0) -> AsyncWeb3[Any]:
-    return AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
+def connect(
+    rpc_url: str, timeout_s: float = 30.0, fallback_urls: Sequence[str] = ()
+) -> AsyncWeb3[Any]:
+    """A client of ``rpc_url``; with ``fallback_urls``, of those too, one after another when
+    a node fails or is rate-limited (`acesteps.rpcfailover`)."""
+    kwargs = {"timeout": timeout_s}
+    if fallback_urls:
+        return AsyncWeb3(FailoverHTTPProvider([rpc_url, *fallback_urls], request_kwargs=kwargs))
+    return AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs=kwargs))
 
 
 async def deploy_registry(

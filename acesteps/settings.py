@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, Self, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from acesteps.deployment import Deployment
 from acesteps.topics import Topics, TopicShape, TopicSpec
@@ -63,6 +63,13 @@ class CommonSettings(BaseSettings):
     ipfs_timeout_s: float = Field(120.0, gt=0, description="timeout of one Kubo RPC call")
     rpc_url: str = Field("http://127.0.0.1:18545", description="Ethereum JSON-RPC endpoint")
     rpc_timeout_s: float = Field(30.0, gt=0, description="timeout of one JSON-RPC call")
+    rpc_fallback_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "more JSON-RPC endpoints of the same chain, comma separated: the listener and the "
+            "API go on with the next one when a node fails or is rate-limited"
+        ),
+    )
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="serve Prometheus /metrics on this port (off if unset)"
@@ -77,6 +84,18 @@ class CommonSettings(BaseSettings):
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
         return value
+
+    @field_validator("rpc_fallback_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [url.strip() for url in value.split(",") if url.strip()]
+        return value
+
+    @field_validator("rpc_fallback_urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        return [cls._check_url(url) for url in value]
 
     @field_validator("ipfs_api_url", "ipfs_gateway_url", "rpc_url")
     @classmethod

@@ -12,10 +12,7 @@ asks. Only a ``eth_getLogs`` answer that says the range or its result is too big
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -26,31 +23,13 @@ from web3.exceptions import Web3Exception, Web3RPCError
 
 from acesteps.backoff import Backoff
 from acesteps.registry import event_topic
+from acesteps.rpcerrors import range_too_large, rate_limited, retry_after_s
 from acesteps.types import to_hex
 
 __all__ = ["ChainReader", "Header", "RangeTooLarge", "RawLog", "Web3Reader"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# Phrases nodes use when a getLogs range or result set is too big (geth "query returned more
-# than 10000 results", Alchemy "Log response size exceeded", QuickNode "limited to a 10,000
-# range", Ankr/BSC "exceed maximum block range: 5000", Cloudflare "block range is too wide",
-# Chainstack "Block range limit exceeded", ...).
-_TOO_LARGE = re.compile(
-    r"more than \d+ results|too many (results|logs|blocks)|range (is )?too (large|wide|big)"
-    r"|response size|block range|range limit|limited to (a )?[\d,]+|max(imum)? (block )?range"
-    r"|result set too large|query timeout exceeded",
-    re.IGNORECASE,
-)
-# Phrases of rate limits and exhausted quotas, checked first: some providers answer them
-# with the same code as a too-large range (Infura: -32005 for both).
-_RATE_LIMITED = re.compile(
-    r"rate.?limit|too many requests|request rate|requests per second|compute units"
-    r"|capacity|quota|throughput|credits|daily request count|exceeded .*limit for",
-    re.IGNORECASE,
-)
-MAX_RETRY_AFTER_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -73,37 +52,6 @@ class RawLog:
 
 class RangeTooLarge(Exception):
     """The node refused an eth_getLogs range."""
-
-
-def rate_limited(exc: BaseException) -> bool:
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return exc.status == 429
-    return isinstance(exc, Web3RPCError) and bool(_RATE_LIMITED.search(str(exc)))
-
-
-def range_too_large(exc: BaseException) -> bool:
-    return (
-        isinstance(exc, Web3RPCError)
-        and not rate_limited(exc)
-        and bool(_TOO_LARGE.search(str(exc)))
-    )
-
-
-def retry_after_s(exc: BaseException) -> float | None:
-    """What an HTTP 429 or 503 answer's ``Retry-After`` asks (seconds, or an HTTP date)."""
-    headers = getattr(exc, "headers", None)
-    value = headers.get("Retry-After") if headers else None
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 class ChainReader(Protocol):

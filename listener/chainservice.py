@@ -38,7 +38,7 @@ async def run_chain_listener(settings: ListenerSettings, stop: asyncio.Event) ->
     async with AsyncExitStack() as stack:
         # 1. Chain: contract address and chain id (retried until the node answers).
         contract = settings.contract()
-        w3 = connect(settings.rpc_url, settings.rpc_timeout_s)
+        w3 = connect(settings.rpc_url, settings.rpc_timeout_s, settings.rpc_fallback_urls)
         stack.push_async_callback(w3.provider.disconnect)
         reader = Web3Reader(w3, contract, backoff_max_s=settings.listener_rpc_backoff_max_s)
         chain_id = await reader.chain_id()

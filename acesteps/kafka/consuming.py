@@ -18,13 +18,16 @@ record is neither lost nor handled twice, and a loop never stops on input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError
+from prometheus_client import Gauge
 
 from acesteps.backoff import Backoff
 from acesteps.errors import InvalidRecordError, PermanentError, RetryableError, UnavailableError
@@ -35,6 +38,7 @@ __all__ = [
     "RETRIES_EXHAUSTED",
     "Gate",
     "Judge",
+    "LagMeter",
     "LoopConfig",
     "OutputTooLargeError",
     "Retry",
@@ -119,7 +123,7 @@ class Retry:
 class Gate(ConsumerRebalanceListener):  # type: ignore[misc]
     """Holds a rebalance back until the batch in progress has committed or aborted."""
 
-    def __init__(self, on_revoked: Callable[[Iterable[TopicPartition]], None]) -> None:
+    def __init__(self, *on_revoked: Callable[[Iterable[TopicPartition]], None]) -> None:
         self.lock = asyncio.Lock()
         self.rebalances = 0  # tells a batch fetched before a rebalance from one fetched after
         self._on_revoked = on_revoked
@@ -127,10 +131,51 @@ class Gate(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         async with self.lock:
             self.rebalances += 1
-            self._on_revoked(revoked)
+            gone = list(revoked)
+            for forget in self._on_revoked:
+                forget(gone)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         log.info("assigned %s", sorted(assigned))
+
+
+LAG = Gauge(
+    "acesteps_consumer_lag_records",
+    "records of an assigned partition this consumer has not fetched yet (last stable offset "
+    "minus position)",
+    ["group", "topic", "partition"],
+)
+
+
+class LagMeter:
+    """Sets `LAG` for the consumer's partitions, at most every ``every_s`` seconds.
+
+    Measured against the last stable offset (the loops read committed records only), from what
+    the consumer already knows: no request to the broker. A partition the consumer gives up
+    (a rebalance) loses its series, so that the group's sum stays right.
+    """
+
+    def __init__(self, group: str, every_s: float = 1.0) -> None:
+        self.group = group
+        self.every_s = every_s
+        self._next = 0.0
+
+    async def observe(self, consumer: AIOKafkaConsumer) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.every_s
+        for tp in consumer.assignment():
+            end = consumer.last_stable_offset(tp)  # None before the partition's first fetch
+            if end is None:
+                continue
+            position = await consumer.position(tp)
+            LAG.labels(self.group, tp.topic, str(tp.partition)).set(max(0, end - position))
+
+    def forget(self, revoked: Iterable[TopicPartition]) -> None:
+        for tp in revoked:
+            with contextlib.suppress(KeyError):
+                LAG.remove(self.group, tp.topic, str(tp.partition))
 
 
 class Judge:

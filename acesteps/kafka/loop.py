@@ -72,6 +72,7 @@ from acesteps.kafka.consuming import (
     RETRIES_EXHAUSTED,
     Gate,
     Judge,
+    LagMeter,
     LoopConfig,
     OutputTooLargeError,
     Retry,
@@ -140,7 +141,8 @@ class TransactionalLoop(Generic[D]):
         self._txn = TransactionalProducer(producer_factory or self._default_producer)
         self._judge = Judge(config)
         self._txn_failures = 0
-        self._gate = Gate(self._judge.forget)
+        self._lag = LagMeter(config.group_id)
+        self._gate = Gate(self._judge.forget, self._lag.forget)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -169,6 +171,7 @@ class TransactionalLoop(Generic[D]):
                 # Read right after getmany, with no await in between: aiokafka hands out no
                 # records while a rebalance is in progress, so this is the batch's rebalance.
                 fetched_in = self._gate.rebalances
+                await self._lag.observe(consumer)
                 if not batch:
                     continue
                 delay = await self._process(consumer, batch, fetched_in)

@@ -55,6 +55,7 @@ from acesteps.errors import RetryableError
 from acesteps.kafka.consuming import (
     Gate,
     Judge,
+    LagMeter,
     LoopConfig,
     Retry,
     check_sizes,
@@ -164,7 +165,8 @@ class PipelinedLoop(Generic[D, P]):
         self._handler, self._deps = handler, deps
         self._txn = TransactionalProducer(producer_factory or self._default_producer)
         self._judge = Judge(config)
-        self._gate = Gate(self._judge.forget)
+        self._lag = LagMeter(config.group_id)
+        self._gate = Gate(self._judge.forget, self._lag.forget)
         self._flights: deque[_Flight[P]] = deque()
         self._resume_at = 0.0  # no new fill before (a back-off)
         self._solo = False  # one item per flight until one succeeds
@@ -267,6 +269,7 @@ class PipelinedLoop(Generic[D, P]):
                 timeout_ms=max(1, int(wait_s * 1000)), max_records=c.max_records
             )
             fetched_in = self._gate.rebalances
+            await self._lag.observe(consumer)
             if not batch:
                 if deadline is None:
                     break  # nothing came: let the flights in the air be committed

@@ -67,7 +67,7 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
         kubo = await stack.enter_async_context(
             KuboClient(settings.ipfs_api_url, timeout_s=settings.ipfs_timeout_s)
         )
-        w3 = connect(settings.rpc_url, settings.rpc_timeout_s)
+        w3 = connect(settings.rpc_url, settings.rpc_timeout_s, settings.rpc_fallback_urls)
         stack.push_async_callback(w3.provider.disconnect)
         registry = Registry(w3, settings.contract())
         chain_id = await _chain_id(w3)

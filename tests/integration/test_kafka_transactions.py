@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, ProducerFenced
+from prometheus_client import REGISTRY
 
 from acesteps.backoff import Backoff
 from acesteps.errors import PermanentError, RetryableError
@@ -584,3 +585,39 @@ async def test_a_replication_factor_the_cluster_cannot_give_is_refused_clearly(
     three = settings.with_overrides(kafka_replication_factor=3)
     with pytest.raises(KafkaError, match="replication factor 3"):
         await ensure_topics(settings.kafka_bootstrap, three.topic_specs())
+
+
+async def test_the_loop_exports_how_far_behind_it_is(settings: CommonSettings) -> None:
+    p, bootstrap = settings.topic_prefix, settings.kafka_bootstrap
+    await make_topics(settings, "in", "out", "failures.v1", "deadletter.v1", partitions=1)
+    reqs = [request(i) for i in range(30)]
+    await produce_plain(bootstrap, f"{p}.in", [(r.request_id.encode(), encode(r)) for r in reqs])
+    go_on = asyncio.Event()
+
+    async def held(record: InRecord, deps: str) -> Sequence[OutRecord]:
+        await go_on.wait()
+        return await echo(record, deps)
+
+    loop = TransactionalLoop(loop_config(settings, max_records=5), held, f"{p}.out")
+    labels = {"group": loop.config.group_id, "topic": f"{p}.in", "partition": "0"}
+
+    def lag() -> float | None:
+        return REGISTRY.get_sample_value("acesteps_consumer_lag_records", labels)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+
+        async def behind() -> bool:
+            return lag() == 25  # five records handed out, held by the handler
+
+        await eventually(behind, 30, "the lag of the first batch")
+        go_on.set()
+
+        async def caught_up() -> bool:
+            return lag() == 0
+
+        await eventually(caught_up, 30, "no lag once every record is read")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

@@ -14,14 +14,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from web3.exceptions import Web3RPCError
 from yarl import URL
 
-from listener.chainreader import (
-    MAX_RETRY_AFTER_S,
-    RangeTooLarge,
-    Web3Reader,
-    range_too_large,
-    rate_limited,
-    retry_after_s,
-)
+from acesteps.rpcerrors import MAX_RETRY_AFTER_S, range_too_large, rate_limited, retry_after_s
+from listener.chainreader import RangeTooLarge, Web3Reader
 
 RANGE_ANSWERS = [
     "{'code': -32005, 'message': 'query returned more than 10000 results'}",  # geth, Infura
