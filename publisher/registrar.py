@@ -72,6 +72,21 @@ class Registration:
     already: bool = False
     """True when the track was found registered and no transaction was sent."""
 
+    @classmethod
+    def of(
+        cls, request_id: str, track: Track, provenance: Provenance, sent: SentTx, **kw: bool
+    ) -> Registration:
+        return cls(
+            request_id,
+            track,
+            provenance,
+            sent.tx_hash,
+            sent.block_number,
+            sent.block_hash,
+            sent.confirmations,
+            **kw,
+        )
+
 
 async def register(
     registry: Registry,
@@ -115,15 +130,7 @@ async def register(
             ) from None
         return found
     log.info("request %s: registered in %s (block %d)", request_id, sent.tx_hash, sent.block_number)
-    return Registration(
-        request_id,
-        wanted,
-        provenance,
-        sent.tx_hash,
-        sent.block_number,
-        sent.block_hash,
-        sent.confirmations,
-    )
+    return Registration.of(request_id, wanted, provenance, sent)
 
 
 Outcome = Registration | Exception
@@ -207,15 +214,7 @@ async def _outcome(
     log.info(
         "request %s: registered in %s (block %d)", item.request_id, sent.tx_hash, sent.block_number
     )
-    return Registration(
-        item.request_id,
-        _wanted(item),
-        item.provenance,
-        sent.tx_hash,
-        sent.block_number,
-        sent.block_hash,
-        sent.confirmations,
-    )
+    return Registration.of(item.request_id, _wanted(item), item.provenance, sent)
 
 
 def _wanted(item: TrackItem) -> Track:
@@ -275,16 +274,7 @@ async def _registered(
     provenance = await registry.provenance_of(request_id)
     if provenance is None:  # as for the log: the node answered from an older block
         raise RetryablePublisherError(f"request {request_id}: registered, but no provenance")
-    return Registration(
-        request_id,
-        wanted,
-        provenance,
-        sent.tx_hash,
-        sent.block_number,
-        sent.block_hash,
-        sent.confirmations,
-        already=True,
-    )
+    return Registration.of(request_id, wanted, provenance, sent, already=True)
 
 
 def _check_offchain(chain_id: int, contract: str, request_id: str, offchain_id: str) -> None:

@@ -179,6 +179,8 @@ class TransactionalLoop(Generic[D]):
                     await sleep_unless(stop, delay)
 
     def _default_producer(self) -> AIOKafkaProducer:
+        # This module's `transactional_producer`: the crash tests' workers replace it here,
+        # for this loop alone (tests/integration/*_worker.py).
         c = self.config
         return transactional_producer(
             c.bootstrap,

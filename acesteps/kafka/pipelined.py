@@ -173,6 +173,8 @@ class PipelinedLoop(Generic[D, P]):
         self._txn_failures = 0
 
     def _default_producer(self) -> AIOKafkaProducer:
+        # This module's `transactional_producer`: the crash tests' workers replace it here,
+        # for this loop alone (tests/integration/*_worker.py).
         c = self.config
         return transactional_producer(
             c.bootstrap,

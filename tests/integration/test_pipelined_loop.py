@@ -128,14 +128,23 @@ async def consumed(
     return await consumed_all(settings.kafka_bootstrap, loop.config.group_id, loop.config.topics[0])
 
 
-async def run_until_consumed(settings: CommonSettings, loop: PipelinedLoop[None, str]) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(loop.run(stop))
+async def until_consumed(
+    settings: CommonSettings,
+    loop: PipelinedLoop[None, str],
+    task: asyncio.Task[None],
+    stop: asyncio.Event,
+) -> None:
+    """Wait until ``loop`` (running as ``task``) has committed every input, then stop it."""
     try:
         await eventually(lambda: consumed(settings, loop, task), 60, "every input committed")
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def run_until_consumed(settings: CommonSettings, loop: PipelinedLoop[None, str]) -> None:
+    stop = asyncio.Event()
+    await until_consumed(settings, loop, asyncio.create_task(loop.run(stop)), stop)
 
 
 async def outputs(settings: CommonSettings) -> Counter[str]:
@@ -164,11 +173,7 @@ async def test_batches_fly_together_and_commit_each_output_once(settings: Common
     await eventually(three_in_flight, 30, "three batches in flight")
     assert await outputs(settings) == Counter(), "nothing commits before its batch finished"
     handler.open.set()
-    try:
-        await eventually(lambda: consumed(settings, loop, task), 60, "every input committed")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    await until_consumed(settings, loop, task, stop)
 
     assert await outputs(settings) == Counter([*prompts[:-1], "skipped"])
     assert all(1 <= len(batch) <= 5 for batch in handler.submits)
@@ -250,11 +255,7 @@ async def test_records_are_prepared_side_by_side_and_a_full_pipeline_fills_its_n
     await asyncio.sleep(0.5)  # it stays full: not one record more is prepared, none is sent
     assert len(handler.submits) == 1
     handler.open.set()
-    try:
-        await eventually(lambda: consumed(settings, loop, task), 60, "every input committed")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    await until_consumed(settings, loop, task, stop)
 
     assert await outputs(settings) == Counter(prompts)
     assert handler.most_preparing == 2
