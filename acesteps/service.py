@@ -13,6 +13,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from acesteps.kafka import connection as kafka_connection
 from acesteps.metrics import serve_metrics
 from acesteps.settings import CommonSettings, ConfigError, load_settings
 
@@ -29,6 +30,7 @@ def main(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
+    kafka_connection.configure(settings.kafka_security())
     serve_metrics(settings)
 
     async def _run() -> None:

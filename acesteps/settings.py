@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from acesteps.deployment import Deployment
+from acesteps.kafka.connection import KafkaSecurity
 from acesteps.topics import Topics, TopicShape, TopicSpec
 
 if TYPE_CHECKING:
@@ -38,6 +39,24 @@ class CommonSettings(BaseSettings):
         "127.0.0.1:19092", description="Kafka bootstrap servers, comma separated host:port"
     )
     kafka_client_id: str = Field("acesteps", description="client.id sent to the brokers")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how every Kafka client connects (SASL_SSL on managed Kafka)"
+    )
+    kafka_sasl_mechanism: (
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None
+    ) = Field(None, description="the SASL mechanism (with a SASL_* protocol)")
+    kafka_sasl_username: str | None = Field(None, description="PLAIN or SCRAM user (API key)")
+    kafka_sasl_password: SecretStr | None = Field(None, description="its password (API secret)")
+    kafka_sasl_oauth_token_file: Path | None = Field(
+        None, description="OAUTHBEARER: a file holding the current token, read at each login"
+    )
+    kafka_sasl_oauth_token_command: str | None = Field(
+        None, description="OAUTHBEARER: a command that prints a token, run at each login"
+    )
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle (unset: the system's)")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (mTLS)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="its private key")
+    kafka_ssl_check_hostname: bool = Field(True, description="check the brokers' host names")
     kafka_partitions: int = Field(6, ge=1, description="partitions of each topic created")
     kafka_replication_factor: int = Field(
         1, ge=1, description="replicas of each topic created (3 on a production cluster)"
@@ -111,7 +130,22 @@ class CommonSettings(BaseSettings):
     @model_validator(mode="after")
     def _check_topics(self) -> Self:
         self.topic_specs()  # unknown topic names, min.insync.replicas over the replicas
+        self.kafka_security()  # a SASL protocol without its mechanism or credentials, ...
         return self
+
+    def kafka_security(self) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username,
+            password=self.kafka_sasl_password,
+            oauth_token_file=self.kafka_sasl_oauth_token_file,
+            oauth_token_command=self.kafka_sasl_oauth_token_command,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+            ssl_check_hostname=self.kafka_ssl_check_hostname,
+        )
 
     def topic_specs(self) -> list[TopicSpec]:
         """The topics as the settings lay them out (what `ensure_topics` creates and checks)."""

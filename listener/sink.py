@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer
 
+from acesteps.kafka import connection
 from acesteps.kafka.admin import topic_partitions
 from acesteps.kafka.producer import transactional_producer
 from acesteps.kafka.records import OutRecord
@@ -84,6 +85,7 @@ async def load_checkpoint(
     """
     key = checkpoint_key(chain_id, contract).encode()
     consumer = AIOKafkaConsumer(
+        **connection.options(),
         bootstrap_servers=bootstrap,
         isolation_level="read_committed",
         enable_auto_commit=False,

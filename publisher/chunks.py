@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from acesteps.hashing import Keccak256
 from acesteps.ipfs.unixfs import CidBuilder
+from acesteps.kafka import connection
 from acesteps.kafka.records import InRecord
 from acesteps.messages import TYPE_HEADER, AudioChunk, AudioReady
 from publisher.errors import PermanentPublisherError
@@ -42,6 +43,7 @@ class ChunkReader:
 
     def __init__(self, bootstrap: str, scan_limit: int = 20_000) -> None:
         self._consumer = AIOKafkaConsumer(
+            **connection.options(),
             bootstrap_servers=bootstrap,
             isolation_level="read_committed",
             enable_auto_commit=False,

@@ -38,10 +38,12 @@ def _schemas(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
+    from acesteps.kafka import connection
     from acesteps.kafka.admin import ensure_topics
     from acesteps.settings import CommonSettings, load_settings
 
     settings = load_settings(CommonSettings)
+    connection.configure(settings.kafka_security())
     if args.partitions is not None:
         settings = settings.with_overrides(kafka_partitions=args.partitions)
     specs = settings.topic_specs()

@@ -25,6 +25,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from acesteps.backoff import Backoff
+from acesteps.kafka import connection
 from acesteps.topics import TopicSpec
 
 __all__ = ["delete_topics", "ensure_topics", "topic_configs", "topic_partitions"]
@@ -54,7 +55,7 @@ async def ensure_topics(
     """
     if not specs:
         return []
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)
+    admin = _admin(bootstrap, client_id)
     await admin.start()
     try:
         async with asyncio.timeout(timeout_s):
@@ -96,9 +97,15 @@ async def ensure_topics(
     return mismatches
 
 
+def _admin(bootstrap: str, client_id: str = "acesteps-admin") -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        **connection.options(), bootstrap_servers=bootstrap, client_id=client_id
+    )
+
+
 async def delete_topics(bootstrap: str, prefixes: Sequence[str]) -> list[str]:
     """Delete every topic whose first dotted part is one of ``prefixes`` (bench clean-up)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="acesteps-admin")
+    admin = _admin(bootstrap)
     await admin.start()
     try:
         names = [n for n in await admin.list_topics() if n.split(".")[0] in prefixes]
@@ -111,7 +118,7 @@ async def delete_topics(bootstrap: str, prefixes: Sequence[str]) -> list[str]:
 
 async def topic_partitions(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
     """Every partition of ``topics`` (a consumer knows them only once it has subscribed)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="acesteps-admin")
+    admin = _admin(bootstrap)
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))
@@ -127,7 +134,7 @@ async def topic_partitions(bootstrap: str, topics: Sequence[str]) -> list[TopicP
 
 async def topic_configs(bootstrap: str, topic: str) -> dict[str, str]:
     """The effective configuration of ``topic`` (defaults included), name -> value."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="acesteps-admin")
+    admin = _admin(bootstrap)
     await admin.start()
     try:
         return await _describe(admin, topic)

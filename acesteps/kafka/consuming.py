@@ -31,6 +31,7 @@ from prometheus_client import Gauge
 
 from acesteps.backoff import Backoff
 from acesteps.errors import InvalidRecordError, PermanentError, RetryableError, UnavailableError
+from acesteps.kafka import connection
 from acesteps.kafka.producer import DEFAULT_TRANSACTION_TIMEOUT_MS
 from acesteps.kafka.records import MAX_REQUEST_SIZE, InRecord, OutRecord, Stage, dead_letter
 
@@ -99,6 +100,7 @@ class LoopConfig:
 
 def make_consumer(c: LoopConfig) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
+        **connection.options(),
         bootstrap_servers=c.bootstrap,
         client_id=c.client_id,
         group_id=c.group_id,

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
 
+from acesteps.kafka import connection
 from acesteps.kafka.records import MAX_REQUEST_SIZE, OutRecord
 from acesteps.messages import Message
 
@@ -81,6 +82,7 @@ def _common(bootstrap: str, client_id: str) -> dict[str, Any]:
         "client_id": client_id,
         "acks": "all",
         "max_request_size": MAX_REQUEST_SIZE,
+        **connection.options(),
     }
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Gauge
 
+from acesteps.kafka import connection
 from acesteps.kafka.admin import topic_partitions
 from acesteps.messages import (
     TYPE_HEADER,
@@ -117,6 +118,7 @@ class Projection:
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
+            **connection.options(),
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
             group_id=None,
