@@ -14,10 +14,11 @@ from pydantic import SecretStr, ValidationError
 from acesteps.kafka import connection
 from acesteps.kafka.admin import _admin
 from acesteps.kafka.connection import KafkaSecurity, TokenFromFileOrCommand
-from acesteps.kafka.consuming import LoopConfig, make_consumer
+from acesteps.kafka.consuming import make_consumer
 from acesteps.kafka.producer import idempotent_producer, transactional_producer
 from acesteps.settings import CommonSettings
 from publisher.chunks import ChunkReader
+from tests.unit.test_kafka_loop import make_loop
 
 SECRET = "s3cret-value"
 
@@ -94,15 +95,7 @@ async def test_every_client_factory_connects_as_configured() -> None:
     )
     connection.configure(security)
     try:
-        config = LoopConfig(
-            bootstrap="127.0.0.1:1",
-            group_id="g",
-            transactional_id="t",
-            topics=("x",),
-            failures_topic="f",
-            deadletter_topic="d",
-            stage="publisher",
-        )
+        config = make_loop(None).config
         clients = [
             idempotent_producer("127.0.0.1:1").client,
             transactional_producer("127.0.0.1:1", "t").client,
