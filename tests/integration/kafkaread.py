@@ -9,6 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from acesteps.kafka import connection
 from acesteps.kafka.admin import topic_partitions
 
 __all__ = ["eventually", "partitions", "read_all"]
@@ -23,7 +24,10 @@ async def read_all(
 ) -> list[Any]:
     """Every record of ``topic`` up to its current end (the LSO for read_committed)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level=isolation, enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        isolation_level=isolation,
+        enable_auto_commit=False,
+        **connection.options(),  # the cluster tests' SASL_SSL; nothing on the local broker
     )
     await consumer.start()
     try:

@@ -42,10 +42,15 @@ class Pipeline:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def start(self, name: str) -> ServiceProcess:
-        """Start service ``name`` (again, after a kill) with its settings."""
+    def start(self, name: str, module: str | None = None, **env: str) -> ServiceProcess:
+        """Start service ``name`` (again, after a kill) with its settings; another instance of
+        a service is ``start("generator-2", "generator", ACESTEPS_...=...)``, with the
+        settings of ``module`` and ``env`` over them."""
+        module = module or name
         proc = ServiceProcess(
-            name, {**self.env, **self.service_env[name]}, self.log_dir / f"{name}.log"
+            module,
+            {**self.env, **self.service_env[module], **env},
+            self.log_dir / f"{name}.log",
         )
         self.services[name] = proc.start()
         return proc
@@ -78,10 +83,12 @@ def running_pipeline(
     *,
     start: Sequence[str] = ("listener", "generator", "publisher"),
     settings: Mapping[str, Mapping[str, str]] | None = None,
+    common: Mapping[str, str] | None = None,
     **api_env: str,
 ) -> Iterator[Pipeline]:
     """The services of ``start`` running (start the others with `Pipeline.start`);
-    ``api_env`` adds ``ACESTEPS_*`` settings of the listener, ``settings`` of any service."""
+    ``api_env`` adds ``ACESTEPS_*`` settings of the listener, ``settings`` of any service,
+    ``common`` of all of them (another Kafka, for example)."""
     prefix = f"t{uuid.uuid4().hex[:12]}"
     log_dir = StackSettings().log_dir / prefix
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +108,7 @@ def running_pipeline(
             "ACESTEPS_CONTRACT_ADDRESS": contract,
             "ACESTEPS_DEPLOYMENT_FILE": str(log_dir / "no-deployment.json"),
             "ACESTEPS_FINALITY_DEPTH": "2",
+            **(common or {}),
         }
         url = f"http://127.0.0.1:{port}"
         pipeline = Pipeline(url, prefix, log_dir, anvil, chain, contract, env)
