@@ -104,6 +104,18 @@ class CommonSettings(BaseSettings):
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
         return value
 
+    @field_validator(
+        "kafka_sasl_oauth_token_file",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        mode="before",
+    )
+    @classmethod
+    def _no_empty_path(cls, value: object) -> object:
+        # An empty variable (a template's `${VAR:-}`) means unset, not the current directory.
+        return None if value == "" else value
+
     @field_validator("rpc_fallback_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

@@ -38,6 +38,8 @@ def _schemas(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaConnectionError
+
     from acesteps.kafka import connection
     from acesteps.kafka.admin import ensure_topics
     from acesteps.settings import CommonSettings, load_settings
@@ -47,7 +49,12 @@ def _topics(args: argparse.Namespace) -> int:
     if args.partitions is not None:
         settings = settings.with_overrides(kafka_partitions=args.partitions)
     specs = settings.topic_specs()
-    mismatches = asyncio.run(ensure_topics(settings.kafka_bootstrap, specs))
+    try:
+        mismatches = asyncio.run(ensure_topics(settings.kafka_bootstrap, specs))
+    except KafkaConnectionError as exc:
+        # aiokafka has logged each broker's reason above (refused, TLS, SASL credentials).
+        print(f"error: {exc}; the reason for each broker is logged above", file=sys.stderr)
+        return 1
     for spec in specs:
         print(spec.name)
     for line in mismatches:

@@ -128,6 +128,7 @@ class Gate(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, *on_revoked: Callable[[Iterable[TopicPartition]], None]) -> None:
         self.lock = asyncio.Lock()
         self.rebalances = 0  # tells a batch fetched before a rebalance from one fetched after
+        self.assignments = 0  # a loop checks it still owns its transactional id after each
         self._on_revoked = on_revoked
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
@@ -138,6 +139,7 @@ class Gate(ConsumerRebalanceListener):  # type: ignore[misc]
                 forget(gone)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.assignments += 1
         log.info("assigned %s", sorted(assigned))
 
 

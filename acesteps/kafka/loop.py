@@ -81,6 +81,7 @@ from acesteps.kafka.consuming import (
     seek,
     sleep_unless,
 )
+from acesteps.kafka.membership import MemberGuard
 from acesteps.kafka.producer import transactional_producer
 from acesteps.kafka.records import InRecord, OutRecord
 from acesteps.kafka.transactions import TransactionalProducer, is_fatal
@@ -143,6 +144,7 @@ class TransactionalLoop(Generic[D]):
         self._txn_failures = 0
         self._lag = LagMeter(config.group_id)
         self._gate = Gate(self._judge.forget, self._lag.forget)
+        self._guard = MemberGuard(config.session_timeout_ms)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -158,6 +160,8 @@ class TransactionalLoop(Generic[D]):
             await consumer.start()
             stack.push_async_callback(consumer.stop)
             consumer.subscribe(list(self.config.topics), listener=self._gate)
+            self._guard.start()
+            stack.push_async_callback(self._guard.stop)
             log.info(
                 "consuming %s as group %s, transactional id %s",
                 ", ".join(self.config.topics),
@@ -171,10 +175,15 @@ class TransactionalLoop(Generic[D]):
                 # Read right after getmany, with no await in between: aiokafka hands out no
                 # records while a rebalance is in progress, so this is the batch's rebalance.
                 fetched_in = self._gate.rebalances
+                generation = self._guard.generation(consumer)
+                fetched_at = time.monotonic()
                 await self._lag.observe(consumer)
+                await self._guard.check_owner(
+                    consumer, self._gate.assignments, self._txn, self.config.group_id
+                )
                 if not batch:
                     continue
-                delay = await self._process(consumer, batch, fetched_in)
+                delay = await self._process(consumer, batch, (fetched_in, generation, fetched_at))
                 if delay is not None:
                     await sleep_unless(stop, delay)
 
@@ -192,9 +201,14 @@ class TransactionalLoop(Generic[D]):
     # ------------------------------------------------------------------ one batch
 
     async def _process(
-        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]], fetched_in: int
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: dict[TopicPartition, list[Any]],
+        fetched: tuple[int, int | None, float],
     ) -> float | None:
-        """Handle and commit one batch; returns how long to back off, if at all."""
+        """Handle and commit one batch; returns how long to back off, if at all. ``fetched``:
+        the rebalance count, group generation and time when the batch was fetched."""
+        fetched_in, generation, fetched_at = fetched
         async with self._gate.lock:
             if self._gate.rebalances != fetched_in:
                 # A rebalance began between getmany and here: these partitions may be
@@ -219,6 +233,11 @@ class TransactionalLoop(Generic[D]):
                     elapsed_ms,
                     self.config.max_poll_interval_ms,
                 )
+                seek(consumer, firsts)
+                return None
+            lost = self._guard.lost(consumer, fetched_at, generation)
+            if lost is not None:
+                log.warning("not committing %d records: %s", len(records), lost)
                 seek(consumer, firsts)
                 return None
             try:

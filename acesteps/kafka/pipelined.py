@@ -63,6 +63,7 @@ from acesteps.kafka.consuming import (
     seek,
     sleep_unless,
 )
+from acesteps.kafka.membership import MemberGuard
 from acesteps.kafka.producer import transactional_producer
 from acesteps.kafka.records import InRecord, OutRecord
 from acesteps.kafka.transactions import TransactionalProducer, is_fatal
@@ -122,6 +123,7 @@ class _Entry:
 @dataclass
 class _Flight(Generic[P]):
     rebalances: int
+    generation: int | None  # the group's, when the flight began (MemberGuard)
     started: float = field(default_factory=time.monotonic)
     entries: list[_Entry] = field(default_factory=list)
     items: list[tuple[InRecord, P]] = field(default_factory=list)
@@ -167,6 +169,7 @@ class PipelinedLoop(Generic[D, P]):
         self._judge = Judge(config)
         self._lag = LagMeter(config.group_id)
         self._gate = Gate(self._judge.forget, self._lag.forget)
+        self._guard = MemberGuard(config.session_timeout_ms)
         self._flights: deque[_Flight[P]] = deque()
         self._resume_at = 0.0  # no new fill before (a back-off)
         self._solo = False  # one item per flight until one succeeds
@@ -195,6 +198,8 @@ class PipelinedLoop(Generic[D, P]):
             stack.push_async_callback(consumer.stop)
             stack.callback(self._drop_all)
             consumer.subscribe(list(self.config.topics), listener=self._gate)
+            self._guard.start()
+            stack.push_async_callback(self._guard.stop)
             log.info(
                 "consuming %s as group %s, transactional id %s, batches of up to %d, %d in flight",
                 ", ".join(self.config.topics),
@@ -271,7 +276,11 @@ class PipelinedLoop(Generic[D, P]):
                 timeout_ms=max(1, int(wait_s * 1000)), max_records=c.max_records
             )
             fetched_in = self._gate.rebalances
+            generation = self._guard.generation(consumer)
             await self._lag.observe(consumer)
+            await self._guard.check_owner(
+                consumer, self._gate.assignments, self._txn, self.config.group_id
+            )
             if not batch:
                 if deadline is None:
                     break  # nothing came: let the flights in the air be committed
@@ -281,7 +290,7 @@ class PipelinedLoop(Generic[D, P]):
                     log.info("dropping records fetched before a rebalance")
                     return None
                 if flight is None:
-                    flight = _Flight(rebalances=self._gate.rebalances)
+                    flight = _Flight(rebalances=self._gate.rebalances, generation=generation)
                 elif flight.rebalances != self._gate.rebalances:
                     return None  # a rebalance between two reads of this fill
                 records = [InRecord.of(r) for tp in sorted(batch) for r in batch[tp]]
@@ -403,6 +412,11 @@ class PipelinedLoop(Generic[D, P]):
                 age_ms,
                 self.config.max_poll_interval_ms,
             )
+            self._rewind({**flight.firsts}, consumer, delay=None)
+            return
+        lost = self._guard.lost(consumer, flight.started, flight.generation)
+        if lost is not None:
+            log.warning("not committing a flight of %d records: %s", len(flight.entries), lost)
             self._rewind({**flight.firsts}, consumer, delay=None)
             return
         cut = {**flight.rewind}

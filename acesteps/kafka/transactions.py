@@ -115,6 +115,26 @@ class TransactionalProducer:
             await self._recover()
             raise
 
+    async def check_owner(self, offsets: Mapping[TopicPartition, int], group_id: str) -> None:
+        """Prove that no newer process took this transactional id: a transaction that adds
+        ``offsets`` (the consumer's positions) for ``group_id``, then aborts, so nothing is
+        written. A fenced producer raises `ProducerFenced` here (fatal: the caller stops);
+        any other failure is logged and the producer replaced, as after a failed commit."""
+        if self._producer is None:
+            self._producer = await self._new()
+        producer = self._producer
+        meta = {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}
+        try:
+            await producer.begin_transaction()
+            await producer.send_offsets_to_transaction(meta, group_id)
+            async with asyncio.timeout(ABORT_TIMEOUT_S):
+                await producer.abort_transaction()
+        except Exception as exc:
+            if is_fatal(exc):
+                raise
+            log.warning("checking the transactional id failed (%r)", exc)
+            await self._recover()
+
     async def _recover(self) -> None:
         """Abort the failed transaction, then start a fresh producer (module docstring)."""
         producer = self._producer

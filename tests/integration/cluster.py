@@ -157,9 +157,10 @@ async def until_final(progress: Progress, timeout_s: float) -> list[dict[str, An
 
 
 async def assert_each_once(pipeline: Pipeline, bootstrap: str, ids: list[str]) -> None:
-    """0 lost, 0 duplicated, each verified: one TrackPublished per request on the tracks topic
-    (read_committed), no failure, one TrackRegistered log per request on chain, and the bytes
-    Kubo serves for its CID hash to the audioHash the contract holds."""
+    """0 lost, 0 duplicated, each verified: one AudioReady and one TrackPublished per request
+    on the audio and tracks topics (read_committed), no failure, one TrackRegistered log per
+    request on chain, and the bytes Kubo serves for its CID hash to the audioHash the contract
+    holds."""
     topics = Topics(pipeline.prefix)
     published = Counter(
         r.key.decode()
@@ -168,6 +169,13 @@ async def assert_each_once(pipeline: Pipeline, bootstrap: str, ids: list[str]) -
     )
     assert set(published) == set(ids), "lost or foreign tracks"
     assert max(published.values()) == 1, f"published twice: {published.most_common(3)}"
+    generated = Counter(
+        r.key.decode()
+        for r in await read_all(bootstrap, topics.audio, timeout_s=60)
+        if dict(r.headers).get(TYPE_HEADER) == b"AudioReady"
+    )
+    assert set(generated) == set(ids), "lost or foreign audio"
+    assert max(generated.values()) == 1, f"generated twice: {generated.most_common(3)}"
     assert await read_all(bootstrap, topics.failures, timeout_s=60) == []
 
     registry = pipeline.chain.w3.eth.contract(

@@ -5,9 +5,12 @@ Runs `acesteps.kafka.loop.TransactionalLoop` on ``IN`` and copies each record to
 its producer stops just before committing that batch's transaction, after the outputs are
 acknowledged by the broker: it writes the key of the N-th record to ``--marker`` and sleeps,
 so the test can SIGKILL the process between produce and commit. The pause lives here, in a
-producer subclass driven by a flag the handler sets in its deps, not in the library.
+producer subclass driven by a flag the handler sets in its deps, not in the library. With
+``--handle-ms M`` each record takes M ms to handle, and the worker writes ``--marker`` when it
+starts on its first record (the zombie test freezes it mid-batch then).
 
     python -m tests.integration.kafka_worker BOOTSTRAP PREFIX TXN_ID [--pause-after N --marker F]
+        [--handle-ms M]
 
 SIGTERM stops it cleanly (exit 0) after the batch in progress.
 """
@@ -36,11 +39,16 @@ class Deps:
     out_topic: str
     pause_after: int | None
     marker: Path | None
+    handle_s: float = 0.0
     handled: int = 0
     paused_key: bytes | None = None
 
 
 async def handle(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
+    if deps.handle_s:
+        if deps.handled == 0 and deps.marker is not None:
+            deps.marker.write_bytes(record.key or b"")
+        await asyncio.sleep(deps.handle_s)
     deps.handled += 1
     if deps.handled == deps.pause_after:
         deps.paused_key = record.key
@@ -70,6 +78,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pause-after", type=int, default=None)
     ap.add_argument("--marker", type=Path, default=None)
     ap.add_argument("--max-records", type=int, default=5)
+    ap.add_argument("--handle-ms", type=int, default=0)
     return ap.parse_args(argv)
 
 
@@ -78,6 +87,7 @@ async def main(args: argparse.Namespace) -> None:
         out_topic=f"{args.prefix}.out",
         pause_after=args.pause_after,
         marker=args.marker,
+        handle_s=args.handle_ms / 1000,
     )
     config = LoopConfig(
         bootstrap=args.bootstrap,

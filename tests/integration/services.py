@@ -59,6 +59,16 @@ class ServiceProcess:
                 self.proc.wait()
         self.proc = None
 
+    def signal(self, sig: signal.Signals) -> None:
+        """SIGSTOP freezes the process (a paused VM, a long GC), SIGCONT resumes it."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout_s: float) -> int:
+        """Its exit status, once it has exited by itself."""
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout_s)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

@@ -11,14 +11,23 @@ folder.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
+from eth_account import Account
 
+from acesteps.dev.devchain import dev_key
 from acesteps.dev.localstack import StackSettings
 from acesteps.kafka import connection
+from acesteps.kafka.admin import topic_configs
 from acesteps.settings import CommonSettings
 from tests.integration.cluster import (
     Cluster,
@@ -31,6 +40,7 @@ from tests.integration.cluster import (
 from tests.integration.pipeline import running_pipeline
 
 REQUESTS = 100
+SESSION_TIMEOUT_S = 10  # acesteps.kafka.consuming.LoopConfig.session_timeout_ms
 DURATION_S = 5
 # One caller sends all the requests at once, then asks for each twice a second.
 UNLIMITED = {
@@ -108,3 +118,107 @@ async def test_a_node_killed_while_requests_flow_loses_and_duplicates_nothing(
         node_down_s=round(down_s, 2),
         total_s=round(total_s, 2),
     )
+
+
+def topics_create(cluster: Cluster, prefix: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "acesteps.cli", "topics", "create"],
+        env={**os.environ, **cluster.settings(), "ACESTEPS_TOPIC_PREFIX": prefix, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_clients_connect_only_with_the_right_credentials_and_ca(secure: Cluster) -> None:
+    cluster = secure
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    made = topics_create(cluster, prefix)
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert f"{prefix}.requests.v1" in made.stdout.split()
+    configs = await topic_configs(cluster.bootstrap, f"{prefix}.requests.v1")
+    assert configs["min.insync.replicas"] == "2"
+    # What exists is checked against the settings: 3 replicas were made, 2 are now asked for.
+    other = topics_create(cluster, prefix, ACESTEPS_KAFKA_REPLICATION_FACTOR="2")
+    assert other.returncode == 1 and "replication factor [3], spec 2" in other.stderr
+    refused = {
+        "wrong password": ({"ACESTEPS_KAFKA_SASL_PASSWORD": "wrong"}, "SaslAuthenticationFailed"),
+        "unknown CA": ({"ACESTEPS_KAFKA_SSL_CAFILE": ""}, "CERTIFICATE_VERIFY_FAILED"),
+    }
+    for what, (env, reason) in refused.items():
+        answer = topics_create(cluster, f"t{uuid.uuid4().hex[:12]}", **env)
+        assert answer.returncode == 1, what
+        assert reason in answer.stderr and "error: KafkaConnectionError" in answer.stderr, what
+
+
+async def test_scaled_out_workers_killed_frozen_and_replaced_lose_and_duplicate_nothing(
+    secure: Cluster, stack: CommonSettings
+) -> None:
+    """Two generators and two publishers share their groups (distinct instance ids). Under
+    load: one of each is killed with SIGKILL mid-batch; a third generator joins (rebalance);
+    one generator is frozen (SIGSTOP) past its session timeout while the others take its
+    partitions, then resumes as a zombie with a batch in hand; another is frozen and replaced
+    by a process with its instance id, whose transactional id fences it: resumed, it must
+    stop without writing."""
+    cluster = secure
+    with running_pipeline(stack, common=cluster.settings(), **UNLIMITED) as pipeline:
+        second_key = dev_key(2)
+        chain = pipeline.chain
+        chain.wait(
+            chain.call(
+                chain.registry.functions.setPublisher(Account.from_key(second_key).address, True)
+            )
+        )
+        generator = pipeline.service_env["generator"]["ACESTEPS_GENERATOR_INSTANCE_ID"]
+        publisher = pipeline.service_env["publisher"]["ACESTEPS_PUBLISHER_INSTANCE_ID"]
+        pipeline.start("generator-2", "generator", ACESTEPS_GENERATOR_INSTANCE_ID=generator + "-2")
+        pipeline.start(
+            "publisher-2",
+            "publisher",
+            ACESTEPS_PUBLISHER_INSTANCE_ID=publisher + "-2",
+            ACESTEPS_PRIVATE_KEY=second_key,
+        )
+        ids = await submit(pipeline, REQUESTS, DURATION_S, "scale-out")
+        progress = Progress(pipeline, ids)
+
+        # 1. SIGKILL of one generator and one publisher while both groups work.
+        await progress.until(10, timeout_s=300)
+        pipeline.services["generator-2"].kill9()
+        pipeline.services["publisher-2"].kill9()
+        del pipeline.services["generator-2"]
+        # 2. A rebalance under load: a third generator joins; the killed publisher comes back.
+        pipeline.start("generator-3", "generator", ACESTEPS_GENERATOR_INSTANCE_ID=generator + "-3")
+        pipeline.start(
+            "publisher-2",
+            "publisher",
+            ACESTEPS_PUBLISHER_INSTANCE_ID=publisher + "-2",
+            ACESTEPS_PRIVATE_KEY=second_key,
+        )
+        await progress.until(30, timeout_s=300)
+
+        # 3. A zombie: generator-3 frozen past its session, its partitions go to the first
+        #    generator, then it resumes with the batch it was handling.
+        frozen = pipeline.services.pop("generator-3")
+        frozen.signal(signal.SIGSTOP)
+        await asyncio.sleep(SESSION_TIMEOUT_S + 5)
+        frozen.signal(signal.SIGCONT)
+        pipeline.services["generator-3"] = frozen
+        await progress.until(50, timeout_s=300)
+
+        # 4. Fencing by transactional id: the first generator frozen, a process with its
+        #    instance id started in its place; resumed, the old one is fenced and stops.
+        old = pipeline.services.pop("generator")
+        old.signal(signal.SIGSTOP)
+        pipeline.start("generator-1b", "generator")  # the same ACESTEPS_GENERATOR_INSTANCE_ID
+        await progress.until(60, timeout_s=300)
+        old.signal(signal.SIGCONT)
+        assert old.wait(timeout_s=60) != 0, "the fenced generator went on"
+        assert old.mentions("ProducerFenced"), old.tail()
+
+        records = await until_final(progress, timeout_s=600)
+        assert [r["status"] for r in records] == ["completed"] * REQUESTS
+        await assert_each_once(pipeline, cluster.bootstrap, ids)
+        # Both publishers and the surviving generators had partitions.
+        for name in ("generator-1b", "generator-3", "publisher", "publisher-2"):
+            assert pipeline.services[name].alive(), name

@@ -253,6 +253,75 @@ async def test_sigkill_between_produce_and_commit_loses_and_duplicates_nothing(
     assert not (await read_all(bootstrap, f"{prefix}.failures.v1", "read_committed"))
 
 
+async def test_a_member_frozen_past_its_session_does_not_commit_when_it_resumes(
+    settings: CommonSettings, tmp_path: Path
+) -> None:
+    """A zombie with another transactional id: the broker cannot fence it (no KIP-447 in
+    aiokafka), so the loop itself must refuse to commit (`acesteps.kafka.membership`)."""
+    prefix, bootstrap = settings.topic_prefix, settings.kafka_bootstrap
+    await make_topics(settings, "in", "out", "failures.v1", "deadletter.v1", partitions=1)
+    keys = [rid(i) for i in range(12)]
+    await produce_plain(
+        bootstrap, f"{prefix}.in", [(k.encode(), b"n%d" % i) for i, k in enumerate(keys)]
+    )
+    started = tmp_path / "started"
+
+    def worker(name: str, *extra: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.kafka_worker",
+                bootstrap,
+                prefix,
+                name,
+                *extra,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / f"{name}.log").open("wb"),
+        )
+
+    # A handles 5 records a batch, 1 s each: frozen 1.5 s into its first batch.
+    zombie = worker(f"{prefix}-a", "--handle-ms", "1000", "--marker", str(started))
+    other: subprocess.Popen[bytes] | None = None
+    try:
+
+        async def busy() -> bool:
+            assert zombie.poll() is None, (tmp_path / f"{prefix}-a.log").read_text()
+            return started.exists()
+
+        await eventually(busy, 60, "the first worker to start on a batch")
+        await asyncio.sleep(1.5)
+        zombie.send_signal(signal.SIGSTOP)
+        # B (another instance id) gets the partition once A's session (6 s) has expired, and
+        # handles every record, A's batch included.
+        other = worker(f"{prefix}-b")
+        await eventually(
+            lambda: consumed_all(bootstrap, f"{prefix}.worker", f"{prefix}.in"),
+            60,
+            "the second worker to commit every input",
+        )
+        zombie.send_signal(signal.SIGCONT)  # A finishes its batch and would commit it
+
+        async def refused() -> bool:
+            return "not committing" in (tmp_path / f"{prefix}-a.log").read_text()
+
+        await eventually(refused, 30, "the resumed worker to refuse its commit")
+        for proc in (zombie, other):
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    finally:
+        for proc in (zombie, other):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    committed = await read_all(bootstrap, f"{prefix}.out", "read_committed")
+    assert Counter(r.key.decode() for r in committed) == Counter(keys), "each input once"
+    assert "stood still" in (tmp_path / f"{prefix}-a.log").read_text()
+
+
 # ------------------------------------------------------------------ the loop in process
 
 

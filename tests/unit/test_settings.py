@@ -54,3 +54,10 @@ def test_topic_specs_compact_only_the_checkpoints() -> None:
     assert len(specs) == 7
     assert specs["x.progress.v1"].configs["retention.ms"] == str(24 * 3600 * 1000)
     assert specs["x.deadletter.v1"].configs["retention.ms"] == "-1"
+
+
+def test_an_empty_kafka_file_setting_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACESTEPS_KAFKA_SSL_CAFILE", "")
+    monkeypatch.setenv("ACESTEPS_KAFKA_SASL_OAUTH_TOKEN_FILE", "")
+    settings = CommonSettings()
+    assert settings.kafka_ssl_cafile is None and settings.kafka_sasl_oauth_token_file is None
