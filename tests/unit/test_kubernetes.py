@@ -6,9 +6,9 @@ installs it and builds the schemas once under .cache/kubeconform, from PyPI and 
 proxy (``scripts/test`` does it before the tests, so that the tests themselves use no network;
 run on its own, this test calls the script, which installs what is missing). Where that cannot
 happen the test fails, saying why; it is never skipped. Then what the schemas cannot know:
-every ``ACESTEPS_*`` variable names a field of its service's settings class and loads through it, the generator gets
-a GPU, instance ids are the pod names, the KEDA trigger watches the consumer group and topic
-that the generator's code computes, and no secret has a value.
+every ``ACESTEPS_*`` variable names a field of its service's settings class and loads through
+it, the generator gets a GPU, instance ids are the pod names, the KEDA trigger watches the
+consumer group and topic that the generator's code computes, and no secret has a value.
 """
 
 from __future__ import annotations
