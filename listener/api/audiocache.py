@@ -6,7 +6,8 @@ registered ``audioHash`` (a file that does not match is never served) and keeps 
 conditional requests and HEAD from disk. Files are named by CID, so the folder can be
 deleted at any time. The folder is kept under ``ACESTEPS_API_AUDIO_CACHE_MB``: after each
 fetch the least recently served files go first, except those served in the last minute (a
-response may be about to open them).
+response may be about to open them). A serve marks the file's access time, never its
+modification time: that is its Last-Modified, which must not change while it is cached.
 """
 
 from __future__ import annotations
@@ -79,13 +80,14 @@ class AudioCache:
         for path in self._dir.iterdir():
             if path.suffix in (".mp3", ".wav"):
                 try:
-                    files.append((path.stat().st_mtime, path.stat().st_size, path))
+                    st = path.stat()
                 except FileNotFoundError:
                     continue
+                files.append((st.st_atime, st.st_size, path))
         total = sum(size for _, size, _ in files)
         recent = time.time() - KEEP_RECENT_S
-        for mtime, size, path in sorted(files):  # least recently served first
-            if total <= self._max_bytes or mtime > recent:
+        for served, size, path in sorted(files):  # least recently served first
+            if total <= self._max_bytes or served > recent:
                 break
             if path != keep:
                 path.unlink(missing_ok=True)
@@ -93,9 +95,10 @@ class AudioCache:
 
 
 def _touch(path: Path) -> bool:
-    """Mark a cached file as just served (its mtime orders eviction); whether it exists."""
+    """Mark a cached file as just served (its access time orders eviction; its modification
+    time stays); whether it exists."""
     try:
-        os.utime(path)
+        os.utime(path, (time.time(), path.stat().st_mtime))
     except FileNotFoundError:
         return False
     return True

@@ -18,8 +18,11 @@ import hashlib
 import json
 import math
 import os
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
+from aiohttp.helpers import ETag
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
@@ -184,14 +187,39 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
         raise ApiFailure(503, "ipfs_unavailable", str(exc), headers={"Retry-After": "5"}) from None
     except AudioMismatch as exc:
         raise ApiFailure(502, "audio_mismatch", str(exc)) from None
-    return web.FileResponse(
+    return TrackFile(
         path,
+        etag=g.audio_hash,
         headers={
             "Content-Type": CONTENT_TYPES[fmt],
             "Content-Disposition": f'inline; filename="{g.id}.{fmt}"',
             "Cache-Control": "public, max-age=31536000, immutable",
         },
     )
+
+
+class TrackFile(web.FileResponse):
+    """aiohttp's file response (ranges, HEAD, conditional requests) with the track's
+    ``audioHash`` as its strong ETag, instead of one made of the cached copy's mtime and size:
+    the same bytes keep the same tag across serves, restarts, replicas and cache evictions."""
+
+    def __init__(self, path: Path, etag: str, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self._track_etag = etag.removeprefix("0x")
+
+    def _etag_match(  # type: ignore[override]
+        self, etag_value: str, etags: tuple[ETag, ...], *, weak: bool
+    ) -> bool:
+        # aiohttp compares its own tag (etag_value); the track's is compared instead.
+        return web.FileResponse._etag_match(self._track_etag, etags, weak=weak)
+
+    @property
+    def etag(self) -> ETag | None:
+        return super().etag
+
+    @etag.setter
+    def etag(self, value: ETag | str | None) -> None:
+        web.StreamResponse.etag.fset(self, self._track_etag)  # type: ignore[attr-defined]
 
 
 def _last_event_id(request: web.Request) -> int:
@@ -216,13 +244,18 @@ async def events(request: web.Request) -> web.StreamResponse:
     """One ``status`` event now, then one per change of step, until the record is settled.
 
     An event's id is its step (`_step`): a client that reconnects with ``Last-Event-ID``
-    gets the current record unless it has that very step already. Steps may go back (a reorg
+    gets the current record unless it has that very step already; when that step is the
+    settled end, the answer is 204 No Content, which ends an EventSource's reconnecting. Steps may go back (a reorg
     dropped a registration: completed -> publishing); that is an event too.
     """
     deps = request.app[DEPS]
     g = await _generation(request)
     base = _base_url(request, deps)
     seen = _last_event_id(request)
+    if _settled(g) and _step(g) == seen:
+        # A reconnect to a finished stream: 204 tells an EventSource to stop reconnecting
+        # (a 200 with nothing in it makes it come back forever).
+        return web.Response(status=204)
     stream = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",

@@ -7,6 +7,7 @@ A real `SqliteStore` and `Hub`; the Kafka producer, IPFS and the chain are fakes
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.messages import GenerationFailed, GenerationRequest
 from acesteps.provenance import ManifestProblem
@@ -242,6 +244,47 @@ async def test_audio_and_verify_wait_for_completion(make_client) -> None:  # typ
     assert body["status"] == "failed" and body["error"]["code"] == "policy_artist"
 
 
+class FakeCat:
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    async def cat_iter(self, cid: str) -> AsyncIterator[bytes]:
+        yield self.files[cid]
+
+
+async def test_audio_carries_its_audio_hash_as_etag_and_answers_conditionals(  # type: ignore[no-untyped-def]
+    make_client, tmp_path: Path
+) -> None:
+    client, deps, kafka = await make_client()
+    rid = (await (await client.post("/api/generate", json=BODY)).json())["id"]
+    data = os.urandom(20_000)
+    track = track_published(rid, audio_hash=keccak256_hex(data), size_bytes=len(data))
+    await deps.store.apply([(rid, kafka.sent[0]), (rid, track)], {})
+    deps.audio = AudioCache(FakeCat({track.cid: data}), tmp_path / "etag-audio")
+    url = f"/api/generations/{rid}/audio"
+    tag = f'"{track.audio_hash.removeprefix("0x")}"'
+
+    first = await client.get(url)
+    assert first.status == 200 and await first.read() == data
+    assert first.headers["ETag"] == tag
+    last_modified = first.headers["Last-Modified"]
+    await asyncio.sleep(1.1)  # a serve must not move Last-Modified (one-second resolution)
+    again = await client.get(url)
+    assert again.headers["ETag"] == tag and again.headers["Last-Modified"] == last_modified
+    # The cached copy goes (eviction, another replica): same bytes, same tag.
+    for cached in (tmp_path / "etag-audio").iterdir():
+        cached.unlink()
+    refetched = await client.get(url)
+    assert refetched.status == 200 and refetched.headers["ETag"] == tag
+
+    assert (await client.get(url, headers={"If-None-Match": tag})).status == 304
+    assert (await client.get(url, headers={"If-None-Match": '"other", ' + tag})).status == 304
+    assert (await client.get(url, headers={"If-None-Match": '"other"'})).status == 200
+    assert (await client.get(url, headers={"If-Match": '"other"'})).status == 412
+    ranged = await client.get(url, headers={"If-Match": tag, "Range": "bytes=0-9"})
+    assert ranged.status == 206 and await ranged.read() == data[:10]
+
+
 async def test_events_stream_the_current_status_then_each_change(make_client) -> None:  # type: ignore[no-untyped-def]
     client, deps, _ = await make_client()
     rid = (await (await client.post("/api/generate", json=BODY)).json())["id"]
@@ -255,10 +298,10 @@ async def test_events_stream_the_current_status_then_each_change(make_client) ->
     rest = await stream.content.read()
     assert rest.count(b"event: status") == 1 and b'"status": "failed"' in rest
     assert b"id: 1\n" in first and b"id: 4\n" in rest
-    # A reconnect that has seen the final step gets no event again; one that saw step 1 gets
-    # the final one.
+    # A reconnect that has seen the final step gets 204 (an EventSource stops reconnecting);
+    # one that saw step 1 gets the final one.
     again = await client.get(f"/api/generations/{rid}/events", headers={"Last-Event-ID": "4"})
-    assert b"event: status" not in await again.read()
+    assert again.status == 204 and await again.read() == b""
     resumed = await client.get(f"/api/generations/{rid}/events", headers={"Last-Event-ID": "1"})
     assert (await resumed.read()).count(b"event: status") == 1
 
