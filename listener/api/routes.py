@@ -245,8 +245,9 @@ async def events(request: web.Request) -> web.StreamResponse:
 
     An event's id is its step (`_step`): a client that reconnects with ``Last-Event-ID``
     gets the current record unless it has that very step already; when that step is the
-    settled end, the answer is 204 No Content, which ends an EventSource's reconnecting. Steps may go back (a reorg
-    dropped a registration: completed -> publishing); that is an event too.
+    settled end, the answer is 204 No Content, which ends an EventSource's reconnecting.
+    Steps may go back (a reorg dropped a registration: completed -> publishing); that is an
+    event too.
     """
     deps = request.app[DEPS]
     g = await _generation(request)
