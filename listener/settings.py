@@ -6,11 +6,12 @@ Variables are ``ACESTEPS_*`` (shared ones, see `acesteps.settings`) and ``ACESTE
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from acesteps.settings import CACHE_DIR, ChainSettings
 
@@ -66,6 +67,17 @@ class ListenerSettings(ChainSettings):
     )
     api_generate_per_minute: float = Field(30, ge=0, description="POST budget per caller")
     api_generate_burst: int = Field(10, ge=1)
+    api_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="origins whose pages may call the API (comma-separated, scheme://host"
+        "[:port]; * for any); empty: no cross-origin calls",
+    )
+    api_resend_after_s: float = Field(
+        10.0,
+        gt=0,
+        description="an accepted request not read back from Kafka after this long is sent "
+        "again (the outbox); also how often the outbox is looked at",
+    )
     api_read_per_minute: float = Field(1200, ge=0, description="GET budget per caller")
     api_read_burst: int = Field(200, ge=1)
     api_store_url: str = Field(
@@ -77,6 +89,21 @@ class ListenerSettings(ChainSettings):
         CACHE_DIR / "run" / "api-audio", description="files fetched from IPFS for /audio"
     )
     api_audio_cache_mb: int = Field(2048, ge=1, description="size the audio cache is kept under")
+
+    @field_validator("api_cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("api_cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"an origin is scheme://host[:port] or *, got {origin!r}")
+        return value
 
     @property
     def api_auth_required(self) -> bool:

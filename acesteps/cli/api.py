@@ -146,16 +146,29 @@ class ApiClient:
             self.notify(f"{error.code}: retrying in {error.retry_after:g} s")
             await self.sleep(error.retry_after)
 
-    async def _record(self, method: str, path: str, **kwargs: Any) -> Record:
+    async def _json(self, method: str, path: str, **kwargs: Any) -> object:
         resp = await self._open(method, path, **kwargs)
         async with resp:
             try:
-                body = await resp.json(content_type=None)
+                body: object = await resp.json(content_type=None)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise _unreachable(f"{method} {resp.url}", exc) from None
             except ValueError:
                 raise ApiError(None, "bad_response", f"{method} {resp.url}: not JSON") from None
-        return _record(body)
+        return body
+
+    async def _record(self, method: str, path: str, **kwargs: Any) -> Record:
+        return _record(await self._json(method, path, **kwargs))
+
+    async def page(self, params: Mapping[str, str]) -> tuple[list[Record], str | None]:
+        """One page of ``GET /api/generations``: its records and the next page's cursor."""
+        body = await self._json("GET", "/api/generations", params=dict(params))
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise ApiError(None, "bad_response", f"not a page of records: {str(body)[:200]}")
+        cursor = body.get("nextCursor")
+        return [_record(item) for item in body["items"]], cursor if isinstance(
+            cursor, str
+        ) else None
 
     @staticmethod
     def _path(request_id: str, tail: str = "") -> str:

@@ -16,7 +16,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -214,7 +214,7 @@ async def status(
 # ---------------------------------------------------------------- command line
 
 
-def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-url", help="base URL of the API (default: ACESTEPS_API_URL)")
     parser.add_argument("--api-key", help="API key (default: ACESTEPS_API_KEY)")
 
@@ -231,16 +231,16 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, help="where to save the audio (default ./ID.FORMAT)")
     parser.add_argument("--idempotency-key", help="the same key returns the same request")
-    _add_connection_arguments(parser)
+    add_connection_arguments(parser)
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id", metavar="ID", help="request id (0x + 64 hex)")
     parser.add_argument("--json", action="store_true", help="print the record as JSON")
-    _add_connection_arguments(parser)
+    add_connection_arguments(parser)
 
 
-def _connection(args: argparse.Namespace) -> tuple[str, str | None]:
+def connection(args: argparse.Namespace) -> tuple[str, str | None]:
     from acesteps.settings import ClientSettings, load_settings
 
     settings = load_settings(ClientSettings)
@@ -251,7 +251,7 @@ def _connection(args: argparse.Namespace) -> tuple[str, str | None]:
     return url, key
 
 
-def _notify(message: str) -> None:
+def notify(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
@@ -267,7 +267,7 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
 async def run_generate_cli(args: argparse.Namespace) -> int:
     """Run ``acesteps generate``; its exit code."""
     try:
-        url, key = _connection(args)
+        url, key = connection(args)
         body = _body(args)
     except ApiError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
@@ -279,17 +279,25 @@ async def run_generate_cli(args: argparse.Namespace) -> int:
         body=body, wait=args.wait, out=args.out, idempotency_key=args.idempotency_key
     )
     async with open_session(key) as session:
-        api = ApiClient(session, url, notify=_notify)
+        api = ApiClient(session, url, notify=notify)
         return await generate(api, opts, stdout=sys.stdout, stderr=sys.stderr)
 
 
-async def run_status_cli(args: argparse.Namespace) -> int:
-    """Run ``acesteps status``; its exit code."""
+async def with_api(args: argparse.Namespace, call: Callable[[ApiClient], Awaitable[int]]) -> int:
+    """``call`` with a client of the API that ``--api-url``/``--api-key`` (or the settings)
+    name; its exit code, or 2 when they are unusable."""
     try:
-        url, key = _connection(args)
+        url, key = connection(args)
     except ApiError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     async with open_session(key) as session:
-        api = ApiClient(session, url, notify=_notify)
-        return await status(api, args.id, as_json=args.json, stdout=sys.stdout, stderr=sys.stderr)
+        return await call(ApiClient(session, url, notify=notify))
+
+
+async def run_status_cli(args: argparse.Namespace) -> int:
+    """Run ``acesteps status``; its exit code."""
+    return await with_api(
+        args,
+        lambda api: status(api, args.id, as_json=args.json, stdout=sys.stdout, stderr=sys.stderr),
+    )

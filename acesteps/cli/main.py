@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from acesteps import __version__, schemas
-from acesteps.cli import generate, reproduce, verify
+from acesteps.cli import generate, listing, reproduce, verify
 
 __all__ = ["build_parser", "main"]
 
@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="a request's record from the HTTP API")
     generate.add_status_arguments(p)
     p.set_defaults(func=lambda a: asyncio.run(generate.run_status_cli(a)))
+
+    p = sub.add_parser("list", help="your requests from the HTTP API, newest first")
+    listing.add_arguments(p)
+    p.set_defaults(func=lambda a: asyncio.run(listing.run_cli(a)))
 
     p = sub.add_parser("verify", help="check a track against its on-chain registration")
     verify.add_arguments(p)

@@ -1,6 +1,7 @@
 """The aiohttp application: routes, and the middlewares every request goes through.
 
-Middlewares, outermost first: metrics (count and time per route), errors (every error is JSON
+Middlewares, outermost first: CORS preflights (`listener.api.cors`, when origins are set),
+metrics (count and time per route), errors (every error is JSON
 ``{"error": {"code", "message", "field"?}}``; an unexpected exception is logged and answered
 500 without details), then callers (API key, rate limit). Handlers live in
 `listener.api.routes`; what they need is in `ApiDeps`.
@@ -17,6 +18,7 @@ from prometheus_client import Counter, Histogram
 
 from listener.api import routes
 from listener.api.auth import Unauthorized
+from listener.api.cors import Cors
 from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure, error_response
 
 __all__ = ["create_app"]
@@ -134,6 +136,7 @@ def create_app(deps: ApiDeps) -> web.Application:
     routes.add_routes(app)
     app.router.add_static("/static/", STATIC, name="static")
     app.on_response_prepare.append(_revalidate_static)
+    Cors(deps.cors_origins).install(app)
     return app
 
 

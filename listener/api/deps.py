@@ -30,6 +30,7 @@ __all__ = [
     "Manifests",
     "Submitter",
     "Verifier",
+    "base_url",
     "error_response",
 ]
 
@@ -75,6 +76,12 @@ class ApiDeps:
     """Where HTTP requests are registered: their ids are the contract's offchainRequestId."""
     public_url: str | None = None
     resend_after_s: float = 10.0
+    cors_origins: tuple[str, ...] = ()
+
+
+def base_url(request: web.Request, deps: ApiDeps) -> str:
+    """The base of the URLs answers hand out: the configured public URL, else the request's."""
+    return deps.public_url or f"{request.scheme}://{request.host}"
 
 
 class ApiFailure(web.HTTPException):

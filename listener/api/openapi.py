@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from acesteps.types import REQUEST_ID_INPUT
+from listener.api.listing import CURSOR
 from listener.api.models import ErrorBody, GenerateBody, Generation
 
 __all__ = ["openapi_document"]
@@ -61,6 +62,27 @@ _ID_PARAM = {
     "description": "the requestId",
     "schema": {"type": "string", "pattern": REQUEST_ID_INPUT},
 }
+_STATUS = "(queued|generating|publishing|completed|failed|revoked)"
+_PAGE = {
+    "type": "object",
+    "required": ["items", "nextCursor"],
+    "properties": {
+        "items": {"type": "array", "items": {"$ref": _REF.format(model="Generation")}},
+        "nextCursor": {"type": ["string", "null"]},
+    },
+}
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
 _READ_ERRORS = {
     "400": _error("malformed id"),
     "404": _error("no such request"),
@@ -107,6 +129,47 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/api/generations": {
+            "get": {
+                "operationId": "listGenerations",
+                "summary": "The caller's records (or an address's on-chain ones), newest first",
+                "parameters": [
+                    _query(
+                        "status",
+                        "comma-separated statuses",
+                        {"type": "string", "pattern": f"^({_STATUS}(,{_STATUS})*)?$"},
+                    ),
+                    _query("source", "chain or http", {"enum": ["chain", "http"]}),
+                    _query(
+                        "since", "created at or after", {"type": "string", "format": "date-time"}
+                    ),
+                    _query("until", "created before", {"type": "string", "format": "date-time"}),
+                    _query(
+                        "cursor",
+                        "nextCursor of the page before",
+                        {"type": "string", "pattern": f"^({CURSOR.pattern})?$"},
+                    ),
+                    _query(
+                        "limit",
+                        "records per page (50)",
+                        {"type": "integer", "minimum": 1, "maximum": 200},
+                    ),
+                    _query(
+                        "requester",
+                        "list this address's on-chain requests instead of the caller's own",
+                        {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"},
+                    ),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "a page; nextCursor is null on the last one",
+                        "content": {_JSON: {"schema": _PAGE}},
+                    },
+                    "422": _error("invalid parameter (named in error.field)"),
+                    "429": _error("rate limited", **{"Retry-After": "seconds to wait"}),
+                },
+            }
+        },
         "/api/generations/{id}": {
             "get": {
                 "operationId": "getGeneration",
@@ -129,7 +192,9 @@ def _paths() -> dict[str, Any]:
                         },
                     },
                     "206": {"description": "the requested range"},
+                    "304": {"description": "If-None-Match holds the ETag (the audioHash)"},
                     "409": _error("not completed"),
+                    "412": {"description": "If-Match does not hold the ETag"},
                     "416": {"description": "range not satisfiable"},
                     "502": _error("IPFS served bytes that do not match the registered hash"),
                     "503": _error("IPFS unavailable; retry"),
@@ -148,6 +213,7 @@ def _paths() -> dict[str, Any]:
                         "or completed with a final registration",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
+                    "204": {"description": "Last-Event-ID is the settled end: nothing more"},
                     **_READ_ERRORS,
                 },
             }

@@ -26,12 +26,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg.rows import TupleRow
 
 from listener.api.models import Generation
-from listener.api.rows import Event, Offsets, Row, fold
+from listener.api.rows import Event, ListQuery, Offsets, Row, fold, list_sql, listed_as
 
 __all__ = ["PostgresStore"]
 
@@ -51,10 +52,22 @@ SCHEMA = (
         next_offset BIGINT NOT NULL,
         PRIMARY KEY (projection, topic, part)
     )""",
+    # A store made before the outbox and the listing gets their columns.
+    "ALTER TABLE generations ADD COLUMN IF NOT EXISTS outbox TEXT",
+    "ALTER TABLE generations ADD COLUMN IF NOT EXISTS requester TEXT",
+    "ALTER TABLE generations ADD COLUMN IF NOT EXISTS source TEXT",
+    "ALTER TABLE generations ADD COLUMN IF NOT EXISTS created_key TEXT",
+    "CREATE INDEX IF NOT EXISTS generations_unsent ON generations (updated_at) "
+    "WHERE outbox IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS generations_by_requester "
+    "ON generations (requester, created_key, id)",
 )
 SCHEMA_LOCK = 0x61636573_74657073  # advisory lock key: replicas starting together
 _COLUMNS = "doc::text, fingerprint, request_seen"
-_ROWS = "unnest(%s::text[], %s::jsonb[], %s::text[], %s::bool[], %s::timestamptz[])"
+_ROWS = (
+    "unnest(%s::text[], %s::jsonb[], %s::text[], %s::bool[], %s::timestamptz[], "
+    "%s::text[], %s::text[], %s::text[])"
+)
 
 Conn = psycopg.AsyncConnection[TupleRow]
 
@@ -94,6 +107,15 @@ class PostgresStore:
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
             for statement in SCHEMA:
                 await conn.execute(statement)
+            cur = await conn.execute(
+                "SELECT id, doc::text FROM generations WHERE created_key IS NULL"
+            )
+            for rid, doc in await cur.fetchall():  # rows from before the listing columns
+                await conn.execute(
+                    "UPDATE generations SET requester = %s, source = %s, created_key = %s "
+                    "WHERE id = %s",
+                    (*listed_as(Generation.model_validate_json(doc)), rid),
+                )
         return self
 
     async def close(self) -> None:
@@ -121,16 +143,27 @@ class PostgresStore:
 
     # ------------------------------------------------------------ writes
 
-    async def submit(self, generation: Generation, fingerprint: str) -> tuple[Row, bool]:
+    async def submit(
+        self, generation: Generation, fingerprint: str, outbox: str
+    ) -> tuple[Row, bool]:
         g = generation
         async with self._requests.use() as conn:
             while True:  # until inserted or found (a concurrent forget may remove it between)
                 async with conn.transaction():
                     cur = await conn.execute(
                         "INSERT INTO generations (id, doc, status, fingerprint, request_seen, "
-                        "updated_at) VALUES (%s, %s, %s, %s, FALSE, %s) "
+                        "updated_at, outbox, requester, source, created_key) "
+                        "VALUES (%s, %s, %s, %s, FALSE, %s, %s, %s, %s, %s) "
                         "ON CONFLICT (id) DO NOTHING",
-                        (g.id, g.model_dump_json(), g.status.value, fingerprint, g.updated_at),
+                        (
+                            g.id,
+                            g.model_dump_json(),
+                            g.status.value,
+                            fingerprint,
+                            g.updated_at,
+                            outbox,
+                            *listed_as(g),
+                        ),
                     )
                     if cur.rowcount == 1:
                         return Row(g, fingerprint, False), True
@@ -148,6 +181,23 @@ class PostgresStore:
                         )
                     return existing, False
 
+    async def unsent(self, before: datetime, limit: int = 1000) -> list[str]:
+        async with self._requests.use() as conn:
+            cur = await conn.execute(
+                "SELECT outbox FROM generations WHERE outbox IS NOT NULL AND NOT request_seen "
+                "AND updated_at < %s ORDER BY updated_at LIMIT %s",
+                (before, limit),
+            )
+            return [outbox for (outbox,) in await cur.fetchall()]
+
+    async def page(self, query: ListQuery) -> tuple[list[Generation], bool]:
+        sql, params = list_sql(query, "%s")
+        async with self._requests.use() as conn:
+            cur = await conn.execute(f"SELECT doc::text FROM generations {sql}", params)
+            docs = [doc for (doc,) in await cur.fetchall()]
+        page = [Generation.model_validate_json(doc) for doc in docs[: query.limit]]
+        return page, len(docs) > query.limit
+
     async def forget(self, request_id: str) -> None:
         async with self._requests.use() as conn:
             await conn.execute(
@@ -161,7 +211,8 @@ class PostgresStore:
         async with self._writer.use() as conn, conn.transaction():
             while pending:  # again only for rows a concurrent `forget` removed meanwhile
                 cur = await conn.execute(
-                    "INSERT INTO generations (id, doc, status, request_seen, updated_at) "
+                    "INSERT INTO generations (id, doc, status, request_seen, updated_at, "
+                    "requester, source, created_key) "
                     f"SELECT * FROM {_ROWS} ORDER BY 1 ON CONFLICT (id) DO NOTHING RETURNING id",
                     _columns(sorted(pending.items())),
                 )
@@ -178,8 +229,11 @@ class PostgresStore:
                 updated = fold(stored, [e for e in events if e[0] in stored])
                 await conn.execute(
                     "UPDATE generations AS g SET doc = u.doc, status = u.status, "
-                    "request_seen = u.seen, updated_at = u.at "
-                    f"FROM {_ROWS} AS u (id, doc, status, seen, at) WHERE g.id = u.id",
+                    "request_seen = u.seen, updated_at = u.at, "
+                    "outbox = CASE WHEN u.seen THEN NULL ELSE g.outbox END, "
+                    "requester = u.requester, source = u.source, created_key = u.created_key "
+                    f"FROM {_ROWS} AS u (id, doc, status, seen, at, requester, source, "
+                    "created_key) WHERE g.id = u.id",
                     _columns(sorted(updated.items())),
                 )
                 changed.update(updated)
@@ -201,14 +255,17 @@ class PostgresStore:
         return [row.generation for row in changed.values()]
 
 
-def _columns(
-    rows: list[tuple[str, Row]],
-) -> tuple[list[str], list[str], list[str], list[bool], list[datetime]]:
-    """The arrays `_ROWS` unnests: id, doc, status, request_seen, updated_at."""
+def _columns(rows: list[tuple[str, Row]]) -> tuple[list[Any], ...]:
+    """The arrays `_ROWS` unnests: id, doc, status, request_seen, updated_at, and the
+    listing columns (requester, source, created_key)."""
+    listed = [listed_as(row.generation) for _, row in rows]
     return (
         [rid for rid, _ in rows],
         [row.generation.model_dump_json() for _, row in rows],
         [row.generation.status.value for _, row in rows],
         [row.request_seen for _, row in rows],
         [row.generation.updated_at for _, row in rows],
+        [requester for requester, _, _ in listed],
+        [source for _, source, _ in listed],
+        [created for _, _, created in listed],
     )

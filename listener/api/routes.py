@@ -2,6 +2,7 @@
 
 POST /api/generate                    submit; waits up to ACESTEPS_API_WAIT_S (or ?wait=S):
                                       200 with the final record, else 202 + Location
+GET  /api/generations                 the caller's records, a page at a time (listing.py)
 GET  /api/generations/{id}            the record
 GET  /api/generations/{id}/audio      the file (ranges, HEAD, conditional requests)
 GET  /api/generations/{id}/events     server-sent events: one ``status`` event per change
@@ -31,8 +32,9 @@ from acesteps.messages import GenerationRequest
 from acesteps.provenance import ManifestProblem
 from acesteps.registry import offchain_request_id
 from acesteps.types import parse_request_id
+from listener.api import listing
 from listener.api.audiocache import AudioMismatch, AudioUnavailable
-from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure
+from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure, base_url
 from listener.api.models import GenerateBody, Generation, Status
 from listener.api.openapi import openapi_document
 from listener.api.updates import from_request
@@ -52,16 +54,12 @@ def offchain_id_for(caller: str, idempotency_key: str | None) -> str:
     return keccak256_hex(b"acesteps/idempotency/v1\0" + f"{caller}\0{idempotency_key}".encode())
 
 
-def _base_url(request: web.Request, deps: ApiDeps) -> str:
-    return deps.public_url or f"{request.scheme}://{request.host}"
-
-
 def _answer(request: web.Request, g: Generation, status: int = 200) -> web.Response:
     deps = request.app[DEPS]
     headers = {"Location": f"/api/generations/{g.id}"}
     if not g.status.final:
         headers["Retry-After"] = "2"
-    return web.json_response(g.public(_base_url(request, deps)), status=status, headers=headers)
+    return web.json_response(g.public(base_url(request, deps)), status=status, headers=headers)
 
 
 # ---------------------------------------------------------------- POST /api/generate
@@ -124,7 +122,7 @@ async def generate(request: web.Request) -> web.Response:
         raise ApiFailure(422, "invalid_request", str(exc.errors()[0]["msg"])) from None
     with deps.hub.watch(request_id) as changes:
         queued = Generation(id=request_id, status=Status.QUEUED, **from_request(message))
-        row, inserted = await deps.store.submit(queued, fingerprint)
+        row, inserted = await deps.store.submit(queued, fingerprint, message.model_dump_json())
         if not inserted and row.fingerprint not in (None, fingerprint):
             raise ApiFailure(
                 422,
@@ -251,7 +249,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     """
     deps = request.app[DEPS]
     g = await _generation(request)
-    base = _base_url(request, deps)
+    base = base_url(request, deps)
     seen = _last_event_id(request)
     if _settled(g) and _step(g) == seen:
         # A reconnect to a finished stream: 204 tells an EventSource to stop reconnecting
@@ -340,7 +338,7 @@ async def metrics(_: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(_base_url(request, request.app[DEPS])))
+    return web.json_response(openapi_document(base_url(request, request.app[DEPS])))
 
 
 async def page(_: web.Request) -> web.FileResponse:
@@ -349,6 +347,7 @@ async def page(_: web.Request) -> web.FileResponse:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/generate", generate)
+    app.router.add_get("/api/generations", listing.list_generations)
     app.router.add_get("/api/generations/{id}", get_generation)
     app.router.add_get("/api/generations/{id}/audio", get_audio)
     app.router.add_get("/api/generations/{id}/events", events)

@@ -2,17 +2,79 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from acesteps.messages import GenerationRequest, Message
 from listener.api.models import Generation
 from listener.api.updates import apply
 
-__all__ = ["Event", "Offsets", "Row", "fold"]
+__all__ = ["Event", "ListQuery", "Offsets", "Row", "fold", "list_sql", "listed_as", "time_key"]
 
 Offsets = dict[tuple[str, int], int]
 Event = tuple[str, Message]
 """(request id, message) as the projection decoded it."""
+
+
+def time_key(at: datetime) -> str:
+    """A timestamp as fixed-width UTC text, so that text order is time order (raises
+    OverflowError for a time whose UTC is outside years 1-9999)."""
+    u = at.astimezone(UTC)
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
+        f".{u.microsecond:06d}Z"
+    )
+
+
+def listed_as(g: Generation) -> tuple[str | None, str | None, str]:
+    """The listing columns of a record: its requester (an address in lower case, a key id as
+    it is), its source and `time_key` of its creation."""
+    requester = g.requester
+    if requester is not None and _ADDRESS.fullmatch(requester):
+        requester = requester.lower()
+    return requester, g.source, time_key(g.created_at)
+
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """One page of ``GET /api/generations``: a requester's records, newest first, after the
+    cursor (``after``: the `time_key` and id of the last record of the page before)."""
+
+    requester: str
+    source: str | None = None
+    statuses: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    after: tuple[str, str] | None = None
+    limit: int = 50
+
+
+def list_sql(q: ListQuery, mark: str) -> tuple[str, list[object]]:
+    """The ``WHERE ... ORDER BY ... LIMIT`` of ``q`` with ``mark`` placeholders (``?`` or
+    ``%s``), and its parameters. One row more than the page: whether there is a next one."""
+    where, params = ["requester = " + mark], [q.requester]
+    if q.source is not None:
+        where.append("source = " + mark)
+        params.append(q.source)
+    if q.statuses:
+        where.append(f"status IN ({', '.join([mark] * len(q.statuses))})")
+        params.extend(q.statuses)
+    if q.since is not None:
+        where.append("created_key >= " + mark)
+        params.append(time_key(q.since))
+    if q.until is not None:
+        where.append("created_key < " + mark)
+        params.append(time_key(q.until))
+    if q.after is not None:
+        where.append(f"(created_key, id) < ({mark}, {mark})")
+        params.extend(q.after)
+    sql = f"WHERE {' AND '.join(where)} ORDER BY created_key DESC, id DESC LIMIT {mark}"
+    return sql, [*params, q.limit + 1]
 
 
 class Row:

@@ -2,7 +2,8 @@
 
 Reads ``PREFIX.requests.v1``, ``PREFIX.progress.v1``, ``PREFIX.tracks.v1`` and
 ``PREFIX.failures.v1`` (the status projection) and writes ``PREFIX.requests.v1`` (HTTP
-requests, idempotent producer keyed by request id).
+requests, idempotent producer keyed by request id), sending again what it accepted but
+Kafka may not have received (`listener.api.outbox`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from listener.api.app import create_app
 from listener.api.audiocache import AudioCache
 from listener.api.auth import ApiKeys, RateLimiter
 from listener.api.deps import ApiDeps
+from listener.api.outbox import Outbox
 from listener.api.projection import Hub, Projection
 from listener.api.store import Store, open_store
 from listener.settings import ListenerSettings
@@ -105,6 +107,11 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
             chain_id=chain_id,
             contract=registry.address,
             public_url=settings.api_public_url,
+            resend_after_s=settings.api_resend_after_s,
+            cors_origins=tuple(settings.api_cors_origins),
+        )
+        outbox = Outbox(
+            store, deps.submitter, settings.api_resend_after_s, settings.api_resend_after_s
         )
 
         # 3. Serve until stopped; the projection runs beside the server.
@@ -118,7 +125,12 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
             settings.api_port,
             "required" if settings.api_auth_required else "off",
         )
-        await projection.run(stop)
+        sweeping = asyncio.create_task(outbox.run(stop), name="outbox")
+        try:
+            await projection.run(stop)
+        finally:
+            sweeping.cancel()
+            await asyncio.gather(sweeping, return_exceptions=True)
 
 
 async def _chain_id(w3: AsyncWeb3[Any]) -> int:

@@ -6,11 +6,12 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from listener.api.models import Generation
-from listener.api.rows import Event, Offsets, Row, fold
+from listener.api.rows import Event, ListQuery, Offsets, Row, fold, list_sql, listed_as
 
 __all__ = ["SqliteStore"]
 
@@ -24,7 +25,11 @@ CREATE TABLE IF NOT EXISTS generations (
     status TEXT NOT NULL,
     fingerprint TEXT,
     request_seen INTEGER NOT NULL DEFAULT 0,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    outbox TEXT,
+    requester TEXT,
+    source TEXT,
+    created_key TEXT
 );
 CREATE TABLE IF NOT EXISTS offsets (
     projection TEXT NOT NULL,
@@ -54,6 +59,19 @@ class SqliteStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(generations)")}
+            for added in ("outbox", "requester", "source", "created_key"):
+                if added not in columns:  # a store made before the column
+                    db.execute(f"ALTER TABLE generations ADD COLUMN {added} TEXT")
+            _fill_listing_columns(db)
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS generations_unsent ON generations (updated_at) "
+                "WHERE outbox IS NOT NULL"
+            )
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS generations_by_requester "
+                "ON generations (requester, created_key, id)"
+            )
             self._db = db
 
         await self._run(_open)
@@ -99,15 +117,28 @@ class SqliteStore:
 
     def _write(self, g: Generation, fingerprint: str | None, seen: bool) -> None:
         self.db.execute(
-            "INSERT INTO generations (id, doc, status, fingerprint, request_seen, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, "
+            "INSERT INTO generations (id, doc, status, fingerprint, request_seen, updated_at, "
+            "requester, source, created_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, "
             "status = excluded.status, request_seen = MAX(request_seen, excluded.request_seen), "
             "fingerprint = COALESCE(fingerprint, excluded.fingerprint), "
-            "updated_at = excluded.updated_at",
-            (g.id, g.model_dump_json(), g.status.value, fingerprint, int(seen), _iso(g)),
+            "outbox = CASE WHEN excluded.request_seen = 1 THEN NULL ELSE outbox END, "
+            "updated_at = excluded.updated_at, requester = excluded.requester, "
+            "source = excluded.source, created_key = excluded.created_key",
+            (
+                g.id,
+                g.model_dump_json(),
+                g.status.value,
+                fingerprint,
+                int(seen),
+                _iso(g),
+                *listed_as(g),
+            ),
         )
 
-    async def submit(self, generation: Generation, fingerprint: str) -> tuple[Row, bool]:
+    async def submit(
+        self, generation: Generation, fingerprint: str, outbox: str
+    ) -> tuple[Row, bool]:
         def _submit() -> tuple[Row, bool]:
             with _transaction(self.db):
                 existing = self._row(generation.id)
@@ -116,9 +147,35 @@ class SqliteStore:
                         self._write(existing.generation, fingerprint, existing.request_seen)
                     return existing, False
                 self._write(generation, fingerprint, False)
+                self.db.execute(
+                    "UPDATE generations SET outbox = ? WHERE id = ?", (outbox, generation.id)
+                )
                 return Row(generation, fingerprint, False), True
 
         return await self._run(_submit)
+
+    async def unsent(self, before: datetime, limit: int = 1000) -> list[str]:
+        cutoff = before.astimezone(UTC).isoformat()
+
+        def _unsent() -> list[str]:
+            rows = self.db.execute(
+                "SELECT outbox FROM generations WHERE outbox IS NOT NULL AND request_seen = 0 "
+                "AND updated_at < ? ORDER BY updated_at LIMIT ?",
+                (cutoff, limit),
+            ).fetchall()
+            return [outbox for (outbox,) in rows]
+
+        return await self._run(_unsent)
+
+    async def page(self, query: ListQuery) -> tuple[list[Generation], bool]:
+        sql, params = list_sql(query, "?")
+
+        def _list() -> list[str]:
+            return [doc for (doc,) in self.db.execute(f"SELECT doc FROM generations {sql}", params)]
+
+        docs = await self._run(_list)
+        page = [Generation.model_validate_json(doc) for doc in docs[: query.limit]]
+        return page, len(docs) > query.limit
 
     async def forget(self, request_id: str) -> None:
         def _forget() -> None:
@@ -148,8 +205,18 @@ class SqliteStore:
         return await self._run(_apply)
 
 
+def _fill_listing_columns(db: sqlite3.Connection) -> None:
+    """Rows written before the listing columns get them, from their record."""
+    rows = db.execute("SELECT id, doc FROM generations WHERE created_key IS NULL").fetchall()
+    for rid, doc in rows:
+        db.execute(
+            "UPDATE generations SET requester = ?, source = ?, created_key = ? WHERE id = ?",
+            (*listed_as(Generation.model_validate_json(doc)), rid),
+        )
+
+
 def _iso(g: Generation) -> str:
-    return g.updated_at.isoformat()
+    return g.updated_at.astimezone(UTC).isoformat()
 
 
 class _transaction:

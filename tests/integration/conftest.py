@@ -1,4 +1,5 @@
-"""Fixtures of the integration tests that talk to a private chain or the listener."""
+"""Fixtures of the integration tests that talk to a private chain or the listener, and the
+headless browser (`tests.integration.browser`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from acesteps.dev.localstack import StackSettings
 from acesteps.kafka.admin import ensure_topics
 from acesteps.settings import CommonSettings
 from tests.integration.anvil import Anvil
+from tests.integration.browser import browser
 from tests.integration.listening import ListenerProcess
+
+__all__ = ["anvil", "browser", "listeners", "topics"]
 
 
 @pytest.fixture

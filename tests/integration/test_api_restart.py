@@ -5,6 +5,7 @@ deleted outright is rebuilt from the topics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 
 from acesteps.settings import CommonSettings
+from tests.integration.kafkaread import eventually
 from tests.integration.pipeline import Pipeline, running_pipeline, wait_healthy
 from tests.integration.services import ServiceProcess
 
@@ -76,3 +78,47 @@ async def test_a_deleted_store_is_rebuilt_from_the_topics(pipeline: Pipeline) ->
     after = await records(pipeline, ids, timeout_s=30)
     keys = ("id", "status", "source", "prompt", "audioHash", "cid", "txHash", "seed", "model")
     assert [{k: r[k] for k in keys} for r in after] == [{k: r[k] for k in keys} for r in before]
+
+
+async def test_kill9_between_the_store_commit_and_kafka_still_completes_the_request(
+    stack: CommonSettings,
+) -> None:
+    """The API accepted a request (store row committed) and died before Kafka had it: the
+    restarted API's outbox sends it, and it completes."""
+    with running_pipeline(stack, start=("generator", "publisher")) as pipeline:
+        marker = pipeline.log_dir / "accepted"
+        env = {
+            **pipeline.env,
+            **pipeline.service_env["listener"],
+            "ACESTEPS_API_RESEND_AFTER_S": "1",
+        }
+        dying = ServiceProcess(
+            "tests.integration.api_worker",
+            {**env, "APITEST_MARKER": str(marker)},
+            pipeline.log_dir / "listener-dying.log",
+        )
+        pipeline.services["listener"] = dying.start()
+        wait_healthy(pipeline.api_url, pipeline)
+        async with aiohttp.ClientSession() as http:
+            post = asyncio.create_task(
+                http.post(
+                    f"{pipeline.api_url}/api/generate?wait=0",
+                    json={"prompt": "outbox test", "duration": 5},
+                )
+            )
+
+            async def accepted() -> bool:
+                return marker.exists() and len(marker.read_text()) == 66
+
+            await eventually(accepted, 30, "the API to commit the request and hang")
+            request_id = marker.read_text()
+            dying.kill9()
+            with contextlib.suppress(aiohttp.ClientError):
+                await post  # the connection died with the process
+        pipeline.services["listener"] = ServiceProcess(
+            "listener", env, pipeline.log_dir / "listener.log"
+        ).start()
+        wait_healthy(pipeline.api_url, pipeline)
+        (done,) = await records(pipeline, [request_id])
+        assert done["status"] == "completed" and done["prompt"] == "outbox test", done
+        assert pipeline.services["listener"].mentions(f"re-sent request {request_id}")

@@ -38,6 +38,7 @@ def api_schema(stack: CommonSettings) -> Iterator[schemathesis.BaseSchema]:
 
 OPERATIONS = [
     ("POST", "/api/generate"),
+    ("GET", "/api/generations"),
     ("GET", "/api/generations/{id}"),
     ("GET", "/api/generations/{id}/audio"),
     ("GET", "/api/generations/{id}/events"),

@@ -172,6 +172,18 @@ async def producer_send(producer: Any, topic: str, value: bytes) -> None:
 # ------------------------------------------------------------------ SIGKILL before commit
 
 
+def kafka_worker(
+    bootstrap: str, prefix: str, txn_id: str, log: Path, *extra: str
+) -> subprocess.Popen[bytes]:
+    """``python -m tests.integration.kafka_worker`` (its stderr in ``log``)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.kafka_worker", bootstrap, prefix, txn_id, *extra],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+
+
 async def test_sigkill_between_produce_and_commit_loses_and_duplicates_nothing(
     settings: CommonSettings, tmp_path: Path
 ) -> None:
@@ -187,20 +199,7 @@ async def test_sigkill_between_produce_and_commit_loses_and_duplicates_nothing(
     txn_id = f"{prefix}-worker-0"
 
     def start_worker(*extra: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.integration.kafka_worker",
-                bootstrap,
-                prefix,
-                txn_id,
-                *extra,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp_path / f"worker{len(extra)}.log").open("wb"),
-        )
+        return kafka_worker(bootstrap, prefix, txn_id, tmp_path / f"worker{len(extra)}.log", *extra)
 
     first = start_worker("--pause-after", "25", "--marker", str(marker))
     try:
@@ -267,20 +266,7 @@ async def test_a_member_frozen_past_its_session_does_not_commit_when_it_resumes(
     started = tmp_path / "started"
 
     def worker(name: str, *extra: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.integration.kafka_worker",
-                bootstrap,
-                prefix,
-                name,
-                *extra,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp_path / f"{name}.log").open("wb"),
-        )
+        return kafka_worker(bootstrap, prefix, name, tmp_path / f"{name}.log", *extra)
 
     # A handles 5 records a batch, 1 s each: frozen 1.5 s into its first batch.
     zombie = worker(f"{prefix}-a", "--handle-ms", "1000", "--marker", str(started))

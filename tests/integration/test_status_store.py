@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,10 @@ def queued(rid: str, prompt: str = "slow lofi piano") -> Generation:
     return Generation(id=rid, status=Status.QUEUED, source="http", prompt=prompt, duration_s=30)
 
 
+def outbox_of(rid: str) -> str:
+    return request_of(rid).model_dump_json()
+
+
 def events(*messages: Message) -> list[Event]:
     return [(str(m.request_id), m) for m in messages]  # type: ignore[attr-defined]
 
@@ -141,11 +146,13 @@ def assert_completed(g: Generation | None, rid: str) -> None:
 async def test_submit_is_idempotent_and_keeps_the_first_fingerprint(store: Store) -> None:
     rid = new_id()
 
-    row, inserted = await store.submit(queued(rid), "fp-1")
+    row, inserted = await store.submit(queued(rid), "fp-1", outbox_of(rid))
     assert inserted
     assert (row.fingerprint, row.request_seen, row.generation.id) == ("fp-1", False, rid)
 
-    again, inserted = await store.submit(queued(rid, prompt="something else"), "fp-2")
+    again, inserted = await store.submit(
+        queued(rid, prompt="something else"), "fp-2", outbox_of(rid)
+    )
     assert not inserted
     assert again.fingerprint == "fp-1"
     assert again.generation.prompt == "slow lofi piano"
@@ -156,12 +163,12 @@ async def test_submit_of_a_request_already_read_from_kafka(store: Store) -> None
     rid = new_id()
     await store.apply(events(request_of(rid)), {})
 
-    row, inserted = await store.submit(queued(rid), "fp-1")
+    row, inserted = await store.submit(queued(rid), "fp-1", outbox_of(rid))
     assert not inserted
     assert row.request_seen and row.fingerprint is None  # as it was stored
     assert row.generation.requester == "key-1"
 
-    again, inserted = await store.submit(queued(rid), "fp-2")
+    again, inserted = await store.submit(queued(rid), "fp-2", outbox_of(rid))
     assert not inserted
     assert again.fingerprint == "fp-1"  # the first retry's body is the one kept
 
@@ -215,8 +222,8 @@ async def test_offsets_are_stored_per_projection(open_: OpenStore) -> None:
 
 async def test_forget_removes_only_requests_not_seen_on_kafka(store: Store) -> None:
     unsent, sent = new_id(), new_id()
-    await store.submit(queued(unsent), "fp-1")
-    await store.submit(queued(sent), "fp-2")
+    await store.submit(queued(unsent), "fp-1", outbox_of(unsent))
+    await store.submit(queued(sent), "fp-2", outbox_of(sent))
     await store.apply(events(request_of(sent)), {})
 
     await store.forget(unsent)
@@ -225,8 +232,31 @@ async def test_forget_removes_only_requests_not_seen_on_kafka(store: Store) -> N
 
     assert await store.get(unsent) is None
     assert (await store.get(sent)) is not None
-    _, inserted = await store.submit(queued(unsent), "fp-1")
+    _, inserted = await store.submit(queued(unsent), "fp-1", outbox_of(unsent))
     assert inserted
+
+
+async def test_the_outbox_holds_what_was_not_read_back_from_kafka(store: Store) -> None:
+    unsent, sent, young = new_id(), new_id(), new_id()
+    for rid in (unsent, sent):
+        await store.submit(queued(rid), "fp", outbox_of(rid))
+    await store.apply(events(request_of(sent)), {})  # the projection read this one back
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    await store.submit(queued(young), "fp", outbox_of(young))
+
+    found = await store.unsent(later)
+    assert [GenerationRequest.model_validate_json(doc).request_id for doc in found] == [
+        unsent,
+        young,
+    ]
+    first = GenerationRequest.model_validate_json(found[0])
+    assert (first.prompt, first.tags, first.seed) == ("slow lofi piano", ("lofi", "piano"), 7)
+    # Only what is older than the cutoff, and a progress event does not clear it.
+    assert await store.unsent(datetime.now(UTC) - timedelta(hours=1)) == []
+    await store.apply(events(progress_of(unsent)), {})
+    assert len(await store.unsent(later + timedelta(seconds=5))) == 2
+    await store.apply(events(request_of(unsent), request_of(young)), {})
+    assert await store.unsent(later + timedelta(seconds=5)) == []
 
 
 async def test_open_store_picks_the_store_by_url(tmp_path: Path) -> None:
@@ -312,7 +342,7 @@ async def test_submit_racing_the_projection_keeps_both(replicas: list[PostgresSt
     api, projector = replicas[0], replicas[1]
 
     async def submit_all() -> list[bool]:
-        return [(await api.submit(queued(rid), f"fp-{rid}"))[1] for rid in ids]
+        return [(await api.submit(queued(rid), f"fp-{rid}", outbox_of(rid)))[1] for rid in ids]
 
     async def project_all() -> None:
         for rid in ids:
@@ -322,7 +352,7 @@ async def test_submit_racing_the_projection_keeps_both(replicas: list[PostgresSt
 
     assert len(inserted) == len(ids)
     for rid in ids:
-        row, again = await replicas[2].submit(queued(rid), f"fp-{rid}")
+        row, again = await replicas[2].submit(queued(rid), f"fp-{rid}", outbox_of(rid))
         assert not again
         assert row.fingerprint == f"fp-{rid}"  # whoever came first, the submit's body is kept
         assert row.request_seen
@@ -331,5 +361,5 @@ async def test_submit_racing_the_projection_keeps_both(replicas: list[PostgresSt
 
     # Concurrent submits of one new id from every replica: exactly one inserts.
     rid = new_id()
-    results = await asyncio.gather(*(s.submit(queued(rid), "fp") for s in replicas))
+    results = await asyncio.gather(*(s.submit(queued(rid), "fp", outbox_of(rid)) for s in replicas))
     assert sorted(inserted for _, inserted in results) == [False, False, False, True]

@@ -9,26 +9,15 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from acesteps.dev.localstack import StackSettings
 from acesteps.settings import CommonSettings
 from tests.integration.pipeline import Pipeline, running_pipeline
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 FINAL = ("completed", "failed", "revoked")
 GENERATION_TIMEOUT_MS = 240_000
 
@@ -52,22 +41,6 @@ PLAY_JS = """async () => {
   return { readyState: a.readyState, duration: a.duration, currentTime: a.currentTime,
            src: a.currentSrc, error: a.error && a.error.code };
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: install Debian's chromium "
-            "(apt-get install -y --no-install-recommends chromium) or run scripts/test",
-            pytrace=False,
-        )
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture(scope="module")

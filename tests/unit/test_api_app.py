@@ -1,100 +1,24 @@
 """The API's HTTP behaviour in-process: keys, rate limits, idempotency, validation, errors.
 
 A real `SqliteStore` and `Hub`; the Kafka producer, IPFS and the chain are fakes passed in
-(the integration tests in tests/integration/test_api.py run the real ones).
+(`tests.unit.apiapp`; the integration tests in tests/integration/test_api.py run the real ones).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from acesteps.hashing import keccak256_hex
-from acesteps.ipfs.kubo import KuboClient
-from acesteps.messages import GenerationFailed, GenerationRequest
-from acesteps.provenance import ManifestProblem
-from acesteps.verify import Status as VerdictStatus
-from acesteps.verify import Verdict
-from listener.api.app import create_app
+from acesteps.messages import ChainOrigin, GenerationFailed, GenerationRequest
 from listener.api.audiocache import AudioCache
 from listener.api.auth import ApiKeys, RateLimiter
-from listener.api.deps import ApiDeps
-from listener.api.projection import Hub
-from listener.api.sqlitestore import SqliteStore
 from tests.factories import track_published
-
-KEYS = {"alice": "s3cret-alice", "bob": "s3cret-bob"}
-CONTRACT = "0x" + "c0" * 20
-BODY = {"prompt": "a calm piano piece", "duration": 5}
-
-
-class FakeKafka:
-    def __init__(self) -> None:
-        self.sent: list[GenerationRequest] = []
-        self.fail = False
-        self.got_one = asyncio.Event()
-
-    async def submit(self, request: GenerationRequest) -> None:
-        if self.fail:
-            raise ConnectionError("broker down")
-        self.sent.append(request)
-        self.got_one.set()
-
-
-async def fake_verifier(request_id: str) -> Verdict:
-    return Verdict(VerdictStatus.MATCH, "equal", request_id)
-
-
-async def fake_manifests(request_id: str) -> bytes:
-    raise ManifestProblem("unreachable", f"no IPFS in this test ({request_id})")
-
-
-@pytest.fixture
-async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    clients: list[TestClient[Any, Any]] = []
-    stores: list[SqliteStore] = []
-
-    async def make(
-        required: bool = False, burst: int = 100, per_minute: float = 6000, wait_s: float = 0
-    ) -> tuple[TestClient[Any, Any], ApiDeps, FakeKafka]:
-        store = await SqliteStore(tmp_path / f"s{len(stores)}.sqlite3").open()
-        stores.append(store)
-        kafka = FakeKafka()
-        deps = ApiDeps(
-            store=store,
-            hub=Hub(),
-            projection=None,
-            submitter=kafka,
-            audio=AudioCache(KuboClient("http://127.0.0.1:9"), tmp_path / "audio"),
-            verifier=fake_verifier,
-            manifests=fake_manifests,
-            keys=ApiKeys(KEYS if required else {}, required=required),
-            generate_limit=RateLimiter(per_minute, burst),
-            read_limit=RateLimiter(per_minute, burst),
-            wait_s=wait_s,
-            chain_id=31337,
-            contract=CONTRACT,
-        )
-        client = TestClient(TestServer(create_app(deps)))
-        await client.start_server()
-        clients.append(client)
-        return client, deps, kafka
-
-    yield make
-    for client in clients:
-        await client.close()
-    for store in stores:
-        await store.close()
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+from tests.unit.apiapp import BODY, CONTRACT, KEYS, bearer
 
 
 async def test_submit_answers_202_with_location_and_queues_one_request(make_client) -> None:  # type: ignore[no-untyped-def]
@@ -317,3 +241,140 @@ def test_rate_limiter_refills_at_its_rate() -> None:
 def test_keys_required_without_keys_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="none is configured"):
         ApiKeys({}, required=True)
+
+
+DAPP = "https://dapp.example"
+
+
+async def test_cors_lets_the_configured_origins_call_and_read(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, _, _ = await make_client(cors=(DAPP,), required=True)
+    preflight = await client.options(
+        "/api/generate",
+        headers={
+            "Origin": DAPP,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+        },
+    )
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == DAPP
+    allowed = preflight.headers["Access-Control-Allow-Headers"].lower()
+    assert all(h in allowed for h in ("authorization", "content-type", "idempotency-key"))
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+
+    posted = await client.post(
+        "/api/generate", json=BODY, headers={"Origin": DAPP, **bearer(KEYS["alice"])}
+    )
+    assert posted.status == 202
+    assert posted.headers["Access-Control-Allow-Origin"] == DAPP
+    assert "Location" in posted.headers["Access-Control-Expose-Headers"]
+    assert "Origin" in posted.headers.getall("Vary")
+    rid = (await posted.json())["id"]
+    # Errors and event streams carry it too: a page must be able to read why.
+    refused = await client.post("/api/generate", json=BODY, headers={"Origin": DAPP})
+    assert refused.status == 401 and refused.headers["Access-Control-Allow-Origin"] == DAPP
+    missing = await client.get(f"/api/generations/0x{'ab' * 32}", headers={"Origin": DAPP})
+    assert missing.status == 404 and missing.headers["Access-Control-Allow-Origin"] == DAPP
+    stream = await client.get(f"/api/generations/{rid}/events", headers={"Origin": DAPP})
+    assert stream.headers["Access-Control-Allow-Origin"] == DAPP
+    stream.close()
+
+    # Another origin gets nothing that would let its page read the answer.
+    other = "https://elsewhere.example"
+    denied = await client.options(
+        "/api/generate", headers={"Origin": other, "Access-Control-Request-Method": "POST"}
+    )
+    assert denied.status == 403 and "Access-Control-Allow-Origin" not in denied.headers
+    read = await client.get(f"/api/generations/{rid}", headers={"Origin": other})
+    assert read.status == 200 and "Access-Control-Allow-Origin" not in read.headers
+
+
+async def test_without_origins_there_is_no_cors(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, _, _ = await make_client()
+    answer = await client.get("/api/openapi.json", headers={"Origin": DAPP})
+    assert "Access-Control-Allow-Origin" not in answer.headers
+    preflight = await client.options(
+        "/api/generate", headers={"Origin": DAPP, "Access-Control-Request-Method": "POST"}
+    )
+    assert preflight.status == 405
+
+
+async def test_any_origin_with_a_star(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, _, _ = await make_client(cors=("*",))
+    answer = await client.get("/api/openapi.json", headers={"Origin": "http://localhost:5173"})
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_list_pages_a_callers_records_with_no_repeats_or_gaps(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, deps, _ = await make_client(required=True, burst=1000, per_minute=60_000)
+
+    async def submit(key: str, n: int) -> str:
+        body = {**BODY, "prompt": f"song {n}"}
+        answer = await client.post("/api/generate", json=body, headers=bearer(KEYS[key]))
+        assert answer.status == 202
+        return str((await answer.json())["id"])
+
+    mine = [await submit("alice", n) for n in range(250)]
+    theirs = await submit("bob", 0)
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        url = "/api/generations?limit=40" + (f"&cursor={cursor}" if cursor else "")
+        answer = await client.get(url, headers=bearer(KEYS["alice"]))
+        assert answer.status == 200
+        page = await answer.json()
+        seen += [g["id"] for g in page["items"]]
+        pages += 1
+        await submit("alice", 1000 + pages)  # new work arrives between pages
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert pages == 7 and len(seen) == 250 and len(set(seen)) == 250
+    assert seen == mine[::-1]  # newest first, exactly the records there were at the start
+    assert theirs not in seen
+
+    # Filters: status, source, time; an address lists its on-chain requests.
+    failed = GenerationFailed(request_id=mine[0], stage="generator", code="x", message="no")
+    await deps.store.apply([(mine[0], failed)], {})
+    by_status = await (
+        await client.get("/api/generations?status=failed,revoked", headers=bearer(KEYS["alice"]))
+    ).json()
+    assert [g["id"] for g in by_status["items"]] == [mine[0]]
+    address = "0x" + "Ab" * 20
+    chain = GenerationRequest(
+        request_id="0x" + "99" * 32,
+        source="chain",
+        prompt="on chain",
+        duration_s=10,
+        requester=address,
+        chain=ChainOrigin(
+            chain_id=31337,
+            contract=CONTRACT,
+            block_number=5,
+            block_hash="0x" + "22" * 32,
+            tx_hash="0x" + "33" * 32,
+            log_index=0,
+        ),
+    )
+    await deps.store.apply([(chain.request_id, chain)], {})
+    listed = await (await client.get(f"/api/generations?requester={address.lower()}")).json()
+    assert [g["id"] for g in listed["items"]] == [chain.request_id]
+    future = await (
+        await client.get(
+            "/api/generations?since=2999-01-01T00:00:00Z", headers=bearer(KEYS["alice"])
+        )
+    ).json()
+    assert future == {"items": [], "nextCursor": None}
+    for bad in (
+        "limit=0",
+        "limit=x",
+        "status=done",
+        "source=ftp",
+        "since=yesterday",
+        "cursor=bm9wZQ",
+        "requester=alice",
+    ):
+        answer = await client.get(f"/api/generations?{bad}", headers=bearer(KEYS["alice"]))
+        assert answer.status == 422, bad
+        assert (await answer.json())["error"]["field"] == bad.split("=")[0]

@@ -30,10 +30,10 @@ from acesteps.settings import ChainSettings
 from generator.settings import GeneratorSettings
 from listener.settings import ListenerSettings
 from publisher.settings import PublisherSettings
+from tests.dockerfile import DOCKERFILE, dockerfile_stages
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-DOCKERFILE = ROOT / "Dockerfile"
 SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec.json"
 
 # The settings class each service built from the Dockerfile loads.
@@ -145,18 +145,6 @@ def kafka_listeners(value: str) -> dict[str, tuple[str, int]]:
         host, _, port = address.rpartition(":")
         out[name] = (host, int(port))
     return out
-
-
-def dockerfile_stages() -> dict[str, str]:
-    stages: dict[str, str] = {}
-    name = None
-    for line in DOCKERFILE.read_text().splitlines():
-        if m := re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line, re.IGNORECASE):
-            name = m[1]
-            stages[name] = ""
-        if name is not None:
-            stages[name] += line + "\n"
-    return stages
 
 
 @pytest.fixture(scope="module")

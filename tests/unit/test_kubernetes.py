@@ -32,12 +32,12 @@ from pydantic_settings import BaseSettings
 from generator.settings import GeneratorSettings
 from listener.settings import ListenerSettings
 from publisher.settings import PublisherSettings
+from tests.dockerfile import dockerfile_stages
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 KEDA = K8S / "keda"
 SCRIPT = ROOT / "scripts" / "kubeconform"
-DOCKERFILE = ROOT / "Dockerfile"
 GENERATOR_SERVICE = ROOT / "generator" / "service.py"
 CONSUMING = ROOT / "acesteps" / "kafka" / "consuming.py"
 
@@ -191,18 +191,6 @@ def as_text(value: Any) -> str | None:
     if isinstance(value, dict) and all(isinstance(v, SecretStr) for v in value.values()):
         return json.dumps({k: v.get_secret_value() for k, v in value.items()})
     return None
-
-
-def dockerfile_stages() -> dict[str, str]:
-    stages: dict[str, str] = {}
-    name = None
-    for line in DOCKERFILE.read_text().splitlines():
-        if m := re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line, re.IGNORECASE):
-            name = m[1]
-            stages[name] = ""
-        if name is not None:
-            stages[name] += line + "\n"
-    return stages
 
 
 # ------------------------------------------------------------------ kubeconform

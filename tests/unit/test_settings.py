@@ -61,3 +61,13 @@ def test_an_empty_kafka_file_setting_means_unset(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("ACESTEPS_KAFKA_SASL_OAUTH_TOKEN_FILE", "")
     settings = CommonSettings()
     assert settings.kafka_ssl_cafile is None and settings.kafka_sasl_oauth_token_file is None
+
+
+def test_cors_origins_are_a_list_of_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from listener.settings import ListenerSettings
+
+    monkeypatch.setenv("ACESTEPS_API_CORS_ORIGINS", "https://a.example, http://localhost:5173")
+    assert ListenerSettings().api_cors_origins == ["https://a.example", "http://localhost:5173"]
+    monkeypatch.setenv("ACESTEPS_API_CORS_ORIGINS", "https://a.example/path")
+    with pytest.raises(ValueError, match="scheme://host"):
+        ListenerSettings()

@@ -1,0 +1,98 @@
+"""The API app in-process for unit tests: a real `SqliteStore` and `Hub`, fakes for the
+Kafka producer, IPFS and the chain (the `make_client` fixture, registered by conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from acesteps.ipfs.kubo import KuboClient
+from acesteps.messages import GenerationRequest
+from acesteps.provenance import ManifestProblem
+from acesteps.verify import Status as VerdictStatus
+from acesteps.verify import Verdict
+from listener.api.app import create_app
+from listener.api.audiocache import AudioCache
+from listener.api.auth import ApiKeys, RateLimiter
+from listener.api.deps import ApiDeps
+from listener.api.projection import Hub
+from listener.api.sqlitestore import SqliteStore
+
+__all__ = ["BODY", "CONTRACT", "KEYS", "FakeKafka", "bearer", "make_client"]
+
+KEYS = {"alice": "s3cret-alice", "bob": "s3cret-bob"}
+CONTRACT = "0x" + "c0" * 20
+BODY = {"prompt": "a calm piano piece", "duration": 5}
+
+
+class FakeKafka:
+    def __init__(self) -> None:
+        self.sent: list[GenerationRequest] = []
+        self.fail = False
+        self.got_one = asyncio.Event()
+
+    async def submit(self, request: GenerationRequest) -> None:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.sent.append(request)
+        self.got_one.set()
+
+
+async def fake_verifier(request_id: str) -> Verdict:
+    return Verdict(VerdictStatus.MATCH, "equal", request_id)
+
+
+async def fake_manifests(request_id: str) -> bytes:
+    raise ManifestProblem("unreachable", f"no IPFS in this test ({request_id})")
+
+
+@pytest.fixture
+async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    clients: list[TestClient[Any, Any]] = []
+    stores: list[SqliteStore] = []
+
+    async def make(
+        required: bool = False,
+        burst: int = 100,
+        per_minute: float = 6000,
+        wait_s: float = 0,
+        cors: tuple[str, ...] = (),
+    ) -> tuple[TestClient[Any, Any], ApiDeps, FakeKafka]:
+        store = await SqliteStore(tmp_path / f"s{len(stores)}.sqlite3").open()
+        stores.append(store)
+        kafka = FakeKafka()
+        deps = ApiDeps(
+            store=store,
+            hub=Hub(),
+            projection=None,
+            submitter=kafka,
+            audio=AudioCache(KuboClient("http://127.0.0.1:9"), tmp_path / "audio"),
+            verifier=fake_verifier,
+            manifests=fake_manifests,
+            keys=ApiKeys(KEYS if required else {}, required=required),
+            generate_limit=RateLimiter(per_minute, burst),
+            read_limit=RateLimiter(per_minute, burst),
+            wait_s=wait_s,
+            chain_id=31337,
+            contract=CONTRACT,
+            cors_origins=cors,
+        )
+        client = TestClient(TestServer(create_app(deps)))
+        await client.start_server()
+        clients.append(client)
+        return client, deps, kafka
+
+    yield make
+    for client in clients:
+        await client.close()
+    for store in stores:
+        await store.close()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
