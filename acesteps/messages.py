@@ -257,7 +257,8 @@ class GenerationFailed(Message):
 
 
 class GenerationProgress(Message):
-    """``PREFIX.progress.v1`` (advisory): a worker started on a request.
+    """``PREFIX.progress.v1`` (advisory): a worker started on a request, and while the model
+    runs, how many of its denoising steps are done.
 
     Sent outside the worker's transaction, so it is seen while the work runs; it may repeat
     when a request is retried and may be lost. Consumers treat it as a hint that only moves a
@@ -268,6 +269,13 @@ class GenerationProgress(Message):
     stage: Literal["generating", "publishing"]
     worker: str = Field(max_length=200, description="the instance doing the work")
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    step: int | None = Field(
+        None, ge=0, description="denoising steps done (generating); absent when it starts"
+    )
+    steps: int | None = Field(None, ge=1, description="denoising steps in all")
+    eta_s: float | None = Field(
+        None, ge=0, description="the worker's estimate of the seconds left to the last step"
+    )
 
 
 class GenerationRevoked(Message):

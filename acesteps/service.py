@@ -13,6 +13,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from acesteps import logs
 from acesteps.kafka import connection as kafka_connection
 from acesteps.metrics import serve_metrics
 from acesteps.settings import CommonSettings, ConfigError, load_settings
@@ -26,9 +27,7 @@ def main(
     name: str, settings_cls: type[S], run: Callable[[S, asyncio.Event], Awaitable[None]]
 ) -> int:
     settings = load_settings(settings_cls)  # bad configuration exits 2 before connecting
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(name, settings.log_level, settings.log_format)
 
     kafka_connection.configure(settings.kafka_security())
     serve_metrics(settings)

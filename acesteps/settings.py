@@ -90,6 +90,9 @@ class CommonSettings(BaseSettings):
         ),
     )
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: Literal["plain", "json"] = Field(
+        "plain", description="plain lines, or one JSON object per line (acesteps.logs)"
+    )
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="serve Prometheus /metrics on this port (off if unset)"
     )

@@ -42,7 +42,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -76,6 +76,8 @@ MAX_TEXT_TOKENS: Final = 256  # AceStepPipeline.__call__ max_text_length default
 MAX_LYRIC_TOKENS: Final = 2048  # AceStepPipeline.__call__ max_lyric_length default
 
 Audio = npt.NDArray[np.float32]
+OnStep = Callable[[int, int], None]
+"""Called with (steps done, steps in all) after each denoising step."""
 
 
 @dataclass(frozen=True)
@@ -355,20 +357,36 @@ class Model:
 
     # -------------------------------------------------------------- generation
 
-    def generate(self, jobs: Sequence[Job]) -> list[Audio]:
+    def generate(self, jobs: Sequence[Job], on_step: OnStep | None = None) -> list[Audio]:
         """One float32 ``[2, round(duration * 48000)]`` array per job, in order.
 
         Blocking; the worker calls it from a thread (``asyncio.to_thread``) so the consumer
-        keeps its heartbeats. Raises `OutOfMemory` (retryable) or `GenerationFailedError`.
+        keeps its heartbeats. ``on_step(done, total)`` is called from that thread after each
+        denoising step of each pipeline call (it must be quick and must not raise). Raises
+        `OutOfMemory` (retryable) or `GenerationFailedError`.
         """
         results: dict[int, Audio] = {}
         with self._lock:
             for group in self.plan(jobs):
-                for i, audio in zip(group, self._run([jobs[i] for i in group]), strict=True):
+                audios = self._run([jobs[i] for i in group], on_step)
+                for i, audio in zip(group, audios, strict=True):
                     results[i] = audio
         return [results[i] for i in range(len(jobs))]
 
-    def _run(self, jobs: list[Job]) -> list[Audio]:
+    def _step_callback(self, on_step: OnStep | None) -> Callable[..., Any] | None:
+        if on_step is None:
+            return None
+        total = self.settings.generator_steps
+
+        def step_end(
+            _pipe: object, step: int, _timestep: object, tensors: dict[str, Any]
+        ) -> dict[str, Any]:
+            on_step(step + 1, total)
+            return tensors  # the latents as they are: progress never changes the bytes
+
+        return step_end
+
+    def _run(self, jobs: list[Job], on_step: OnStep | None = None) -> list[Audio]:
         frames = {self.latent_frames(j.duration_s) for j in jobs}
         if len(frames) != 1:
             raise ValueError(f"one pipeline call needs one latent length, got {sorted(frames)}")
@@ -395,6 +413,7 @@ class Model:
                 generator=generators,
                 output_type="pt",
                 return_dict=False,
+                callback_on_step_end=self._step_callback(on_step),
                 **dict(jobs[0].conditioning),
             )
         except torch.OutOfMemoryError as exc:

@@ -20,6 +20,7 @@ import asyncio
 import functools
 import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,10 +31,12 @@ import torch
 
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.unixfs import cid_of_bytes
+from acesteps.progress import Progress
 from acesteps.types import AudioFormat
 from generator import audio, metrics
 from generator.errors import OutOfMemory
 from generator.jobs import Job
+from generator.model import OnStep
 
 __all__ = ["Encoded", "Pipeline", "pcm_keccak256"]
 
@@ -57,6 +60,7 @@ class _Item:
     fmt: AudioFormat
     future: asyncio.Future[Encoded]
     timings: dict[str, float] = field(default_factory=dict)
+    request_id: str | None = None  # for step progress
 
 
 def _encode(raw: npt.NDArray[np.float32], item: _Item) -> Encoded:
@@ -88,25 +92,41 @@ def pcm_keccak256(raw: npt.NDArray[np.float32]) -> str:
     return keccak256_hex(np.ascontiguousarray(raw, dtype="<f4").tobytes())
 
 
+STEP_REPORT_EVERY_S = 0.5
+"""Step progress is announced at most this often per model call, and at its last step."""
+
+
 class Pipeline:
-    def __init__(self, model: Any, encode_threads: int | None = None) -> None:
+    def __init__(
+        self, model: Any, encode_threads: int | None = None, progress: Progress | None = None
+    ) -> None:
         self._model = model
+        self._progress = progress
+        self._reports: set[asyncio.Task[None]] = set()
         self._pool = ThreadPoolExecutor(
             max_workers=encode_threads or os.cpu_count() or 1, thread_name_prefix="encode"
         )
         self._queue: asyncio.Queue[list[_Item]] = asyncio.Queue()
         self._pending: dict[str, _Item] = {}
 
-    def schedule(self, wanted: list[tuple[str, Job, AudioFormat]], *, batch: bool = True) -> None:
+    def schedule(
+        self,
+        wanted: list[tuple[str, Job, AudioFormat]],
+        *,
+        batch: bool = True,
+        request_ids: Mapping[str, str] | None = None,
+    ) -> None:
         """Queue jobs; keys already queued are kept. For a new ``batch``, queued jobs that are
-        not in it are dropped: their records will not be handled now (a rebalance, a rewind)."""
+        not in it are dropped: their records will not be handled now (a rebalance, a rewind).
+        ``request_ids`` (by key) are whose denoising steps are announced (`Progress.steps`)."""
         keys = {key for key, _, _ in wanted}
         for key in list(self._pending) if batch else []:
             if key not in keys:
                 self._pending.pop(key).future.cancel()
         loop = asyncio.get_running_loop()
+        ids = request_ids or {}
         fresh = [
-            _Item(key, job, fmt, loop.create_future())
+            _Item(key, job, fmt, loop.create_future(), request_id=ids.get(key))
             for key, job, fmt in wanted
             if key not in self._pending
         ]
@@ -139,8 +159,11 @@ class Pipeline:
 
     async def _generate(self, group: list[_Item]) -> None:
         start = time.perf_counter()
+        on_step = self._step_reporter(group)
         try:
-            raws = await asyncio.to_thread(self._model.generate, [item.job for item in group])
+            raws = await asyncio.to_thread(
+                self._model.generate, [item.job for item in group], on_step
+            )
         except OutOfMemory as exc:
             if len(group) > 1:
                 half = len(group) // 2
@@ -161,6 +184,31 @@ class Pipeline:
             item.timings["batch_size"] = len(group)
             done = loop.run_in_executor(self._pool, _encode, raw, item)
             done.add_done_callback(functools.partial(_settle, item.future))
+
+    def _step_reporter(self, group: list[_Item]) -> OnStep | None:
+        """A hook for the model's thread that announces the group's steps from the event
+        loop, at most every `STEP_REPORT_EVERY_S` and at the last step, with an estimate of
+        the time left from the pace so far."""
+        ids = [item.request_id for item in group if item.request_id is not None]
+        if self._progress is None or not ids:
+            return None
+        loop, started, last = asyncio.get_running_loop(), time.monotonic(), [0.0]
+
+        def on_step(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done < total and now - last[0] < STEP_REPORT_EVERY_S:
+                return
+            last[0] = now
+            eta = (now - started) / done * (total - done) if done else None
+            loop.call_soon_threadsafe(self._announce, ids, done, total, eta)
+
+        return on_step
+
+    def _announce(self, ids: list[str], done: int, total: int, eta: float | None) -> None:
+        assert self._progress is not None
+        task = asyncio.create_task(self._progress.steps(ids, done, total, eta))
+        self._reports.add(task)  # held until sent: the loop keeps only weak references
+        task.add_done_callback(self._reports.discard)
 
 
 def _observe_model(group: list[_Item], elapsed: float) -> None:

@@ -53,10 +53,10 @@ async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> Non
     )
     log.info("generator %s ready with %s", instance, model.model_id)
     # 3. Until stopped: the pipeline task feeds the model, the loop feeds the pipeline.
-    pipeline = Pipeline(model)
     progress = ProgressReporter(
         settings.kafka_bootstrap, settings.topics.progress, f"generator-{instance}"
     )
+    pipeline = Pipeline(model, progress=progress)
     await progress.start()
     deps = Deps(settings.topics, model, policy, pipeline, progress)
     loop = TransactionalLoop(config, handle, deps, prefetch=prefetch)

@@ -89,13 +89,15 @@ def _prepared(record: InRecord, deps: Deps) -> tuple[GenerationRequest, Job] | N
 
 async def prefetch(records: Sequence[InRecord], deps: Deps) -> None:
     """Start the model on every valid request of the batch at once (`generator.pipeline`)."""
-    wanted, valid = [], []
+    wanted, valid, ids = [], [], {}
     for record in records:
         if (prepared := _prepared(record, deps)) is not None:
             request, job = prepared
-            wanted.append((_key(record), job, request.format))
+            key = _key(record)
+            wanted.append((key, job, request.format))
             valid.append(prepared)
-    deps.pipeline.schedule(wanted)
+            ids[key] = request.request_id
+    deps.pipeline.schedule(wanted, request_ids=ids)
     # Advisory, after the work is queued: the status says "generating" while the model runs.
     await deps.progress.report([request.request_id for request, _ in valid], "generating")
 

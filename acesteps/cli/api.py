@@ -186,14 +186,20 @@ class ApiClient:
     async def get(self, request_id: str) -> Record:
         return await self._record("GET", self._path(request_id))
 
-    async def events(self, request_id: str) -> AsyncIterator[Record]:
-        """The records of the ``status`` events; aiohttp and JSON errors break the stream."""
+    async def events(self, request_id: str) -> AsyncIterator[tuple[str, Record]]:
+        """``("status", record)`` per status event and ``("progress", steps)`` per progress
+        event (stepsDone, stepsTotal, percent, etaS); aiohttp and JSON errors break the
+        stream."""
         headers = {"Accept": "text/event-stream"}
         resp = await self._open("GET", self._path(request_id, "/events"), headers=headers)
         async with resp:
             async for event in sse_events(resp.content.iter_any()):
                 if event.event == "status":
-                    yield _record(json.loads(event.data))
+                    yield "status", _record(json.loads(event.data))
+                elif event.event == "progress":
+                    steps = json.loads(event.data)
+                    if isinstance(steps, dict):
+                        yield "progress", steps
 
     async def download(self, request_id: str, dest: Path) -> str:
         """Write the audio to ``dest``; its keccak256 (``0x`` + hex)."""

@@ -65,7 +65,10 @@ async def follow(
 ) -> Record:
     """Wait for a final status: the event stream, then polling if the stream breaks."""
     try:
-        async for record in api.events(request_id):
+        async for kind, record in api.events(request_id):
+            if kind == "progress":
+                progress.steps(record.get("percent"), record.get("etaS"))
+                continue
             progress.update(record["status"])
             if record["status"] in FINAL:
                 return record

@@ -68,6 +68,7 @@ from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from acesteps import logs
 from acesteps.kafka.consuming import (
     RETRIES_EXHAUSTED,
     Gate,
@@ -285,7 +286,8 @@ class TransactionalLoop(Generic[D]):
         """The record's outputs (or its dead letter), or the delay before trying it again."""
         try:
             async with asyncio.timeout(self.config.handler_timeout_s):
-                outputs = list(await self._handler(record, self._deps))
+                with logs.about(record.request_id):
+                    outputs = list(await self._handler(record, self._deps))
             check_sizes(outputs)
         except Exception as exc:  # the one broad catch of the services: the judge decides
             return self._judge.failed(record, exc)

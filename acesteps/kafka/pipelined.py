@@ -51,6 +51,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from acesteps import logs
 from acesteps.errors import RetryableError
 from acesteps.kafka.consuming import (
     Gate,
@@ -358,7 +359,8 @@ class PipelinedLoop(Generic[D, P]):
     async def _run_prepare(self, record: InRecord) -> P | Sequence[OutRecord] | Exception:
         try:
             async with asyncio.timeout(self.config.handler_timeout_s):
-                return await self._handler.prepare(record, self._deps)
+                with logs.about(record.request_id):
+                    return await self._handler.prepare(record, self._deps)
         except Exception as exc:
             return exc
 

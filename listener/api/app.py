@@ -1,7 +1,7 @@
 """The aiohttp application: routes, and the middlewares every request goes through.
 
 Middlewares, outermost first: CORS preflights (`listener.api.cors`, when origins are set),
-metrics (count and time per route), errors (every error is JSON
+metrics (count and time per route), the request id of the log lines, errors (every error is JSON
 ``{"error": {"code", "message", "field"?}}``; an unexpected exception is logged and answered
 500 without details), then callers (API key, rate limit). Handlers live in
 `listener.api.routes`; what they need is in `ApiDeps`.
@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
+from acesteps import logs
+from acesteps.types import parse_request_id
 from listener.api import routes
 from listener.api.auth import Unauthorized
 from listener.api.cors import Cors
@@ -87,6 +89,13 @@ def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
 
 
 @web.middleware
+async def _about(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Lines logged while answering about a request carry its id (`acesteps.logs`)."""
+    with logs.about(parse_request_id(request.match_info.get("id", ""))):
+        return await handler(request)
+
+
+@web.middleware
 async def _callers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Who calls (API key) and whether their budget allows it (429 + Retry-After)."""
     if not request.path.startswith("/api/") or request.path == "/api/openapi.json":
@@ -131,7 +140,9 @@ def _secret(request: web.Request) -> str | None:
 
 
 def create_app(deps: ApiDeps) -> web.Application:
-    app = web.Application(middlewares=[_metrics, _errors, _callers], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[_metrics, _about, _errors, _callers], client_max_size=64 * 1024
+    )
     app[DEPS] = deps
     routes.add_routes(app)
     app.router.add_static("/static/", STATIC, name="static")

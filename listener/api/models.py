@@ -20,7 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from acesteps.options import Extras, GenerationOptions, api_name
 from acesteps.types import AudioFormat
 
-__all__ = ["ApiError", "ErrorBody", "GenerateBody", "Generation", "Status", "TrackError"]
+__all__ = [
+    "ApiError",
+    "ErrorBody",
+    "GenerateBody",
+    "Generation",
+    "Status",
+    "StepProgress",
+    "TrackError",
+]
 
 
 class Status(StrEnum):
@@ -67,6 +75,16 @@ class GenerateBody(GenerationOptions):
     model_config = _API_CONFIG
 
 
+class StepProgress(_Camel):
+    """How far the model is with a request: denoising steps, as its generator announces them
+    (advisory: a retried request starts again)."""
+
+    steps_done: int = Field(ge=0)
+    steps_total: int = Field(ge=1)
+    percent: float = Field(ge=0, le=100)
+    eta_s: float | None = Field(None, description="the generator's estimate of the time left")
+
+
 class TrackError(_Camel):
     stage: str
     code: str
@@ -109,6 +127,15 @@ class Generation(Extras):
     contract: str | None = None
     request_tx_hash: str | None = Field(None, description="requestGeneration (chain requests)")
     error: TrackError | None = None
+    progress: StepProgress | None = Field(
+        None, description="denoising steps while generating, as last announced"
+    )
+    queue_position: int | None = Field(
+        None,
+        ge=1,
+        description="while queued, in GET /api/generations/{id}: 1 + the queued requests "
+        "created before it (a guide: generators take requests partition by partition)",
+    )
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 

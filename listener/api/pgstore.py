@@ -59,6 +59,8 @@ SCHEMA = (
     "ALTER TABLE generations ADD COLUMN IF NOT EXISTS created_key TEXT",
     "CREATE INDEX IF NOT EXISTS generations_unsent ON generations (updated_at) "
     "WHERE outbox IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS generations_queued ON generations (created_key) "
+    "WHERE status = 'queued'",
     "CREATE INDEX IF NOT EXISTS generations_by_requester "
     "ON generations (requester, created_key, id)",
 )
@@ -197,6 +199,15 @@ class PostgresStore:
             docs = [doc for (doc,) in await cur.fetchall()]
         page = [Generation.model_validate_json(doc) for doc in docs[: query.limit]]
         return page, len(docs) > query.limit
+
+    async def queued_before(self, created: str) -> int:
+        async with self._requests.use() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM generations WHERE status = 'queued' AND created_key < %s",
+                (created,),
+            )
+            found = await cur.fetchone()
+        return int(found[0]) if found else 0
 
     async def forget(self, request_id: str) -> None:
         async with self._requests.use() as conn:

@@ -5,7 +5,7 @@ POST /api/generate                    submit; waits up to ACESTEPS_API_WAIT_S (o
 GET  /api/generations                 the caller's records, a page at a time (listing.py)
 GET  /api/generations/{id}            the record
 GET  /api/generations/{id}/audio      the file (ranges, HEAD, conditional requests)
-GET  /api/generations/{id}/events     server-sent events: one ``status`` event per change
+GET  /api/generations/{id}/events     server-sent events: ``status`` per change, ``progress``
 GET  /api/generations/{id}/verify     the check `acesteps verify` runs, as JSON
 GET  /api/generations/{id}/manifest   the generation manifest (checked against the chain)
 GET  /api/openapi.json                the OpenAPI document
@@ -37,6 +37,7 @@ from listener.api.audiocache import AudioMismatch, AudioUnavailable
 from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure, base_url
 from listener.api.models import GenerateBody, Generation, Status
 from listener.api.openapi import openapi_document
+from listener.api.rows import time_key
 from listener.api.updates import from_request
 
 __all__ = ["add_routes", "offchain_id_for"]
@@ -171,7 +172,13 @@ async def _generation(request: web.Request) -> Generation:
 
 
 async def get_generation(request: web.Request) -> web.Response:
-    return _answer(request, await _generation(request))
+    """The record; while it is queued, with ``queuePosition``: how many queued requests came
+    before it (all sources; generators take them partition by partition, so it is a guide)."""
+    g = await _generation(request)
+    if g.status is Status.QUEUED:
+        ahead = await request.app[DEPS].store.queued_before(time_key(g.created_at))
+        g = g.model_copy(update={"queue_position": ahead + 1})
+    return _answer(request, g)
 
 
 async def get_audio(request: web.Request) -> web.StreamResponse:
@@ -239,7 +246,8 @@ def _settled(g: Generation) -> bool:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """One ``status`` event now, then one per change of step, until the record is settled.
+    """One ``status`` event now, then one per change of step, until the record is settled;
+    while generating, a ``progress`` event (steps done, in all, percent, ETA) per announcement.
 
     An event's id is its step (`_step`): a client that reconnects with ``Last-Event-ID``
     gets the current record unless it has that very step already; when that step is the
@@ -266,12 +274,19 @@ async def events(request: web.Request) -> web.StreamResponse:
         g = await deps.store.get(g.id) or g  # anything that changed before watching
         await stream.prepare(request)
         await stream.write(f"retry: {RETRY_MS}\n\n".encode())
+        shown = None
         while True:
             step = _step(g)
             if step != seen:
                 data = json.dumps(g.public(base))
                 await stream.write(f"id: {step}\nevent: status\ndata: {data}\n\n".encode())
                 seen = step
+            if g.status is Status.GENERATING and g.progress is not None and g.progress != shown:
+                # No id: a reconnect resumes from the status step and gets the record, which
+                # carries the progress too.
+                data = g.progress.model_dump_json(by_alias=True)
+                await stream.write(f"event: progress\ndata: {data}\n\n".encode())
+                shown = g.progress
             if _settled(g):
                 break
             try:

@@ -69,6 +69,10 @@ class SqliteStore:
                 "WHERE outbox IS NOT NULL"
             )
             db.execute(
+                "CREATE INDEX IF NOT EXISTS generations_queued ON generations (created_key) "
+                "WHERE status = 'queued'"
+            )
+            db.execute(
                 "CREATE INDEX IF NOT EXISTS generations_by_requester "
                 "ON generations (requester, created_key, id)"
             )
@@ -176,6 +180,16 @@ class SqliteStore:
         docs = await self._run(_list)
         page = [Generation.model_validate_json(doc) for doc in docs[: query.limit]]
         return page, len(docs) > query.limit
+
+    async def queued_before(self, created: str) -> int:
+        def _count() -> int:
+            (n,) = self.db.execute(
+                "SELECT count(*) FROM generations WHERE status = 'queued' AND created_key < ?",
+                (created,),
+            ).fetchone()
+            return int(n)
+
+        return await self._run(_count)
 
     async def forget(self, request_id: str) -> None:
         def _forget() -> None:

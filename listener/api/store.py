@@ -44,6 +44,10 @@ class Store(Protocol):
         """One page of a requester's records, newest first; whether more follow."""
         ...
 
+    async def queued_before(self, created: str) -> int:
+        """How many queued records were created before ``created`` (a `time_key`)."""
+        ...
+
     async def forget(self, request_id: str) -> None:
         """Remove a submitted request that never reached Kafka."""
         ...

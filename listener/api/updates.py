@@ -32,7 +32,7 @@ from acesteps.messages import (
     TrackFinalized,
     TrackPublished,
 )
-from listener.api.models import Generation, Status, TrackError
+from listener.api.models import Generation, Status, StepProgress, TrackError
 
 __all__ = ["apply", "from_request"]
 
@@ -73,8 +73,8 @@ def apply(current: Generation | None, message: Message) -> Generation | None:
             return _changed(base, **fields)
         case GenerationProgress(stage=stage):
             if base.status.rank < Status(stage).rank:
-                return _changed(base, status=Status(stage))
-            return base
+                base = _changed(base, status=Status(stage))
+            return _with_steps(base, message)
         case TrackPublished():
             status = base.status if base.status is Status.REVOKED else Status.COMPLETED
             return _changed(
@@ -132,3 +132,19 @@ def _registered_or(g: Generation, status: Status) -> Status:
 
 def _changed(g: Generation, **fields: object) -> Generation:
     return g.model_copy(update={"updated_at": datetime.now(UTC), **fields})
+
+
+def _with_steps(g: Generation, message: GenerationProgress) -> Generation:
+    """``g`` with the denoising steps ``message`` announces, while it is generating; only
+    forward (the announcements of one model call arrive in order, a retry's are stale)."""
+    if message.step is None or message.steps is None or g.status is not Status.GENERATING:
+        return g
+    if g.progress is not None and message.step <= g.progress.steps_done:
+        return g
+    progress = StepProgress(
+        steps_done=message.step,
+        steps_total=message.steps,
+        percent=round(100 * min(message.step, message.steps) / message.steps, 1),
+        eta_s=message.eta_s,
+    )
+    return _changed(g, progress=progress)

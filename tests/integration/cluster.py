@@ -69,7 +69,12 @@ class Cluster:
     def start(self, node: int) -> None:
         stack("cluster", "start", str(node))
 
-    def wait_new_leader(self, old: int, timeout_s: float = 60) -> tuple[int, float]:
+    def heal(self) -> None:
+        """Every node running (a test that failed half-way may have left one down)."""
+        for node in NODES:
+            self.start(node)
+
+    def wait_new_leader(self, old: int, timeout_s: float = 120) -> tuple[int, float]:
         """The next active controller and how long the quorum took to elect it."""
         began = time.monotonic()
         while time.monotonic() - began < timeout_s:
@@ -98,11 +103,11 @@ def cluster_running() -> Iterator[Cluster]:
     for line in (CACHE_DIR / "run" / "cluster.env").read_text().splitlines():
         key, _, value = line.removeprefix("export ").partition("=")
         env[key] = value
+    cluster = Cluster(env)
     try:
-        yield Cluster(env)
+        yield cluster
     finally:
-        for node in NODES:  # a test that failed half-way may leave one down
-            stack("cluster", "start", str(node))
+        cluster.heal()
         if not was_up:
             stack("cluster", "down")
 

@@ -255,6 +255,11 @@ async def test_request_becomes_chunks_and_audio_ready(
         mp3.request_id,
         wav.request_id,
     }
+    # ... and how far its model was: the steps in order, always the last one.
+    for req in (mp3, wav):
+        steps = [h for h in hints if h.request_id == req.request_id and h.step is not None]
+        assert steps and steps[-1].step == steps[-1].steps == 8 and steps[-1].eta_s == 0
+        assert [h.step for h in steps] == sorted(h.step for h in steps)
 
 
 async def test_same_request_same_bytes_other_seed_other_bytes(

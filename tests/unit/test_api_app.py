@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 
 from acesteps.hashing import keccak256_hex
-from acesteps.messages import ChainOrigin, GenerationFailed, GenerationRequest
+from acesteps.messages import (
+    ChainOrigin,
+    GenerationFailed,
+    GenerationProgress,
+    GenerationRequest,
+)
 from listener.api.audiocache import AudioCache
 from listener.api.auth import ApiKeys, RateLimiter
 from tests.factories import track_published
@@ -228,6 +233,41 @@ async def test_events_stream_the_current_status_then_each_change(make_client) ->
     assert again.status == 204 and await again.read() == b""
     resumed = await client.get(f"/api/generations/{rid}/events", headers={"Last-Event-ID": "1"})
     assert (await resumed.read()).count(b"event: status") == 1
+
+
+async def test_events_carry_the_denoising_steps_while_generating(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, deps, kafka = await make_client()
+    rid = (await (await client.post("/api/generate", json=BODY)).json())["id"]
+    stream = await client.get(f"/api/generations/{rid}/events")
+    await stream.content.readuntil(b"\n\n")  # retry
+    await stream.content.readuntil(b"\n\n")  # queued
+    for step in (3, 8):
+        progress = GenerationProgress(
+            request_id=rid, stage="generating", worker="g", step=step, steps=8, eta_s=8 - step
+        )
+        deps.hub.publish(await deps.store.apply([(rid, kafka.sent[0]), (rid, progress)], {}))
+    events = [await stream.content.readuntil(b"\n\n") for _ in range(3)]
+    assert events[0].startswith(b"id: 2\nevent: status")  # generating
+    assert (
+        events[1]
+        == b'event: progress\ndata: {"stepsDone":3,"stepsTotal":8,"percent":37.5,"etaS":5.0}\n\n'
+    )
+    assert b'"stepsDone":8' in events[2] and b'"percent":100.0' in events[2]
+    record = await (await client.get(f"/api/generations/{rid}")).json()
+    assert record["progress"] == {"stepsDone": 8, "stepsTotal": 8, "percent": 100.0, "etaS": 0.0}
+    stream.close()
+
+
+async def test_a_queued_record_tells_its_place_in_the_queue(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, deps, kafka = await make_client()
+    ids = [(await (await client.post("/api/generate", json=BODY)).json())["id"] for _ in range(3)]
+    places = [(await (await client.get(f"/api/generations/{i}")).json()) for i in ids]
+    assert [p["queuePosition"] for p in places] == [1, 2, 3]
+    started = GenerationProgress(request_id=ids[0], stage="generating", worker="g")
+    await deps.store.apply([(ids[0], kafka.sent[0]), (ids[0], started)], {})
+    first = await (await client.get(f"/api/generations/{ids[0]}")).json()
+    last = await (await client.get(f"/api/generations/{ids[2]}")).json()
+    assert first["queuePosition"] is None and last["queuePosition"] == 2
 
 
 def test_rate_limiter_refills_at_its_rate() -> None:

@@ -151,3 +151,21 @@ def test_a_duplicate_request_keeps_the_recorded_seed_and_creation_time() -> None
     g = fold([REQUEST, TRACK])
     again = apply(g, REQUEST)
     assert again is not None and again.seed == 99 and again.created_at == g.created_at
+
+
+def test_denoising_steps_show_while_generating_and_only_move_forward() -> None:
+    def steps(step: int, eta: float) -> GenerationProgress:
+        return GenerationProgress(
+            request_id=RID, stage="generating", worker="g1", step=step, steps=8, eta_s=eta
+        )
+
+    g = fold([REQUEST, GENERATING, steps(2, 3.0), steps(6, 1.0), steps(4, 2.0)])
+    assert g.status is Status.GENERATING and g.progress is not None
+    assert (g.progress.steps_done, g.progress.steps_total, g.progress.percent) == (6, 8, 75.0)
+    assert g.progress.eta_s == 1.0
+    # Steps announced before the request itself still count; once publishing, they stop.
+    early = fold([steps(1, 7.0), REQUEST])
+    assert early.status is Status.GENERATING and early.progress is not None
+    done = fold([REQUEST, steps(8, 0.0), PUBLISHING, steps(3, 5.0)])
+    assert done.status is Status.PUBLISHING and done.progress is not None
+    assert done.progress.steps_done == 8

@@ -77,6 +77,13 @@ async def test_sse_refuses_an_endless_line() -> None:
 # ---------------------------------------------------------------- progress
 
 
+def test_render_bar_fills_the_generating_stage_with_the_model_steps() -> None:
+    half = render_bar("generating", 1, 3.0, width=8, percent=50.0, eta_s=2.4)
+    assert half.startswith("[###-----] 2/4 generating  50% ~2s left")
+    assert render_bar("generating", 1, 3.0, width=8, percent=100.0).startswith("[####----]")
+    assert "%" not in render_bar("publishing", 2, 3.0, width=8, percent=100.0)
+
+
 def test_render_bar_fills_by_stage() -> None:
     queued = render_bar("queued", 0, 0.0, width=8)
     assert queued.startswith("[##------] 1/4 queued")
@@ -197,6 +204,11 @@ class FakeApi:
             await stream.write(b": keep-alive\n\n")
             data = json.dumps(self.record(status))
             await stream.write(f"id: {n + 1}\nevent: status\ndata: {data}\n\n".encode())
+            if status == "generating":  # the model's steps, as the API streams them
+                for done in (4, 8):
+                    steps = {"stepsDone": done, "stepsTotal": 8, "percent": done * 12.5}
+                    steps["etaS"] = 8.0 - done
+                    await stream.write(f"event: progress\ndata: {json.dumps(steps)}\n\n".encode())
         await stream.write_eof()
         return stream
 
@@ -308,6 +320,9 @@ async def test_live_progress_on_a_terminal(served: Served, tmp_path: Path) -> No
     assert code == 0, stderr.getvalue()
     frames = stderr.getvalue().split("\r")
     assert frames[-1].startswith("[########################] 4/4 completed")
+    assert any(
+        f.startswith("[#########---------------] 2/4 generating  50% ~4s left") for f in frames
+    )
 
 
 async def test_reads_failing_after_submit_exit_3(served: Served, tmp_path: Path) -> None:

@@ -147,6 +147,15 @@ def test_the_same_request_twice_gives_the_same_audio_hash(tiny_model: Model) -> 
         )
 
 
+def test_each_denoising_step_is_reported_and_the_bytes_stay_the_same(tiny_model: Model) -> None:
+    steps: list[tuple[int, int]] = []
+    (plain,) = tiny_model.generate([JOB])
+    (watched,) = tiny_model.generate([JOB], on_step=lambda done, total: steps.append((done, total)))
+    total = tiny_model.settings.generator_steps
+    assert steps == [(i, total) for i in range(1, total + 1)]
+    assert np.array_equal(plain, watched)
+
+
 def test_a_track_does_not_depend_on_its_batch(tiny_model: Model) -> None:
     (alone,) = tiny_model.generate([JOB])
     others = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pytest
@@ -19,7 +19,15 @@ from generator.pipeline import Pipeline
 class FakeModel:
     """Returns a tone per job (its seed sets the pitch); can refuse big groups as OOM."""
 
-    def __init__(self, group_size: int = 1, oom_above: int | None = None, delay_s: float = 0.0):
+    def __init__(
+        self,
+        group_size: int = 1,
+        oom_above: int | None = None,
+        delay_s: float = 0.0,
+        steps: int = 8,
+        step_s: float = 0.0,
+    ):
+        self.steps, self.step_s = steps, step_s
         self.group_size = group_size
         self.oom_above = oom_above
         self.delay_s = delay_s
@@ -30,8 +38,13 @@ class FakeModel:
         idx = list(range(len(jobs)))
         return [idx[i : i + self.group_size] for i in range(0, len(idx), self.group_size)]
 
-    def generate(self, jobs: Sequence[Job]) -> list[np.ndarray]:
+    def generate(
+        self, jobs: Sequence[Job], on_step: Callable[[int, int], None] | None = None
+    ) -> list[np.ndarray]:
         start = time.monotonic()
+        for step in range(1, self.steps + 1) if on_step else ():
+            time.sleep(self.step_s)
+            on_step(step, self.steps)
         if self.oom_above is not None and len(jobs) > self.oom_above:
             with self.lock:
                 self.calls.append((len(jobs), start, time.monotonic()))
@@ -153,3 +166,56 @@ async def test_model_calls_are_measured() -> None:
     assert sample("acesteps_generator_stage_seconds_count", stage="model") == before_model + 3
     assert sample("acesteps_generator_stage_seconds_count", stage="encode") == before_encode + 3
     assert sample("acesteps_generator_realtime_factor") > 0
+
+
+class Steps:
+    """A `Progress` that records the step announcements."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[tuple[str, ...], int, int, float | None]] = []
+
+    async def report(self, request_ids: Iterable[str], stage: str) -> None:
+        return None
+
+    async def steps(
+        self, request_ids: Iterable[str], step: int, steps: int, eta_s: float | None
+    ) -> None:
+        self.seen.append((tuple(request_ids), step, steps, eta_s))
+
+
+async def test_denoising_steps_are_announced_for_the_groups_requests() -> None:
+    model = FakeModel(group_size=2, steps=12, step_s=0.1)
+    steps = Steps()
+    pipe = Pipeline(model, encode_threads=2, progress=steps)
+    feeder = asyncio.create_task(pipe.run())
+    try:
+        pipe.schedule(
+            [(f"k{i}", job(i), "wav") for i in range(3)],
+            request_ids={"k0": "0xa", "k1": "0xb", "k2": "0xc"},
+        )
+        for i in range(3):
+            await pipe.result(f"k{i}", job(i), "wav")
+        await asyncio.sleep(0.05)  # the last announcement's task
+    finally:
+        feeder.cancel()
+    first = [s for s in steps.seen if s[0] == ("0xa", "0xb")]
+    second = [s for s in steps.seen if s[0] == ("0xc",)]
+    assert first and second and len(steps.seen) == len(first) + len(second)
+    for seen in (first, second):
+        done = [step for _, step, _, _ in seen]
+        assert done == sorted(done) and done[-1] == 12 and {t for _, _, t, _ in seen} == {12}
+        assert len(seen) <= 5  # 1.2 s of steps, at most one every 0.5 s, plus the last
+        assert seen[-1][3] == 0.0  # nothing left at the last step
+        assert all(eta is not None and 0 <= eta < 2 for _, _, _, eta in seen)
+
+
+async def test_no_announcements_without_request_ids() -> None:
+    model = FakeModel(steps=4)
+    steps = Steps()
+    pipe = Pipeline(model, encode_threads=1, progress=steps)
+    feeder = asyncio.create_task(pipe.run())
+    try:
+        await pipe.result("k", job(1), "wav")  # scheduled alone, without its request id
+    finally:
+        feeder.cancel()
+    assert steps.seen == []

@@ -213,6 +213,11 @@ function follow(id, record = null) {
     // The stream ends there; without close() EventSource would reconnect.
     if (settled(g)) source.close();
   });
+  source.addEventListener("progress", (message) => {
+    const p = JSON.parse(message.data);
+    if (!current || current.status !== "generating") return;
+    showSteps(p);
+  });
   source.addEventListener("error", async () => {
     // Still CONNECTING: it reconnects by itself. Another request followed since: not ours.
     if (source.readyState !== EventSource.CLOSED || source !== events) return;
@@ -248,6 +253,8 @@ function render(g) {
   if (failed) finalStep.className = "failed";
 
   setStatus(g.status, statusText(g));
+  $("model-progress").hidden = true;
+  if (g.status === "generating" && g.progress) showSteps(g.progress);
   if (failed) {
     const e = g.error || {};
     $("failure").textContent = e.message
@@ -256,6 +263,15 @@ function render(g) {
     $("failure").hidden = false;
   }
   if (g.status === "completed") showTrack(g);
+}
+
+// The model's denoising steps while generating (the `progress` events of the stream).
+function showSteps(p) {
+  const bar = $("model-progress");
+  bar.hidden = false;
+  bar.value = p.percent;
+  const left = p.etaS == null ? "" : `, about ${Math.ceil(p.etaS)} s left`;
+  setStatus("generating", `Generating the audio… ${Math.round(p.percent)}% (step ${p.stepsDone} of ${p.stepsTotal}${left}).`);
 }
 
 function statusText(g) {
