@@ -167,20 +167,14 @@ async def assert_each_once(pipeline: Pipeline, bootstrap: str, ids: list[str]) -
     request on chain, and the bytes Kubo serves for its CID hash to the audioHash the contract
     holds."""
     topics = Topics(pipeline.prefix)
-    published = Counter(
-        r.key.decode()
-        for r in await read_all(bootstrap, topics.tracks, timeout_s=60)
-        if dict(r.headers).get(TYPE_HEADER) == b"TrackPublished"
-    )
-    assert set(published) == set(ids), "lost or foreign tracks"
-    assert max(published.values()) == 1, f"published twice: {published.most_common(3)}"
-    generated = Counter(
-        r.key.decode()
-        for r in await read_all(bootstrap, topics.audio, timeout_s=60)
-        if dict(r.headers).get(TYPE_HEADER) == b"AudioReady"
-    )
-    assert set(generated) == set(ids), "lost or foreign audio"
-    assert max(generated.values()) == 1, f"generated twice: {generated.most_common(3)}"
+    for topic, kind in ((topics.audio, b"AudioReady"), (topics.tracks, b"TrackPublished")):
+        seen = Counter(
+            r.key.decode()
+            for r in await read_all(bootstrap, topic, timeout_s=60)
+            if dict(r.headers).get(TYPE_HEADER) == kind
+        )
+        assert set(seen) == set(ids), f"lost or foreign {kind.decode()} records"
+        assert max(seen.values()) == 1, f"{kind.decode()} twice: {seen.most_common(3)}"
     assert await read_all(bootstrap, topics.failures, timeout_s=60) == []
 
     registry = pipeline.chain.w3.eth.contract(
