@@ -193,6 +193,14 @@ def render_status(record: Record) -> str:
         ("txHash", record.get("txHash")),
         ("audioUrl", record.get("audioUrl")),
     ]
+    if isinstance(record.get("queuePosition"), int):
+        rows.insert(2, ("queue", f"#{record['queuePosition']}"))
+    steps = record.get("progress")
+    if record["status"] == "generating" and isinstance(steps, dict):
+        eta = steps.get("etaS")
+        left = f", ~{eta:.0f}s left" if isinstance(eta, int | float) else ""
+        done = f"{steps.get('stepsDone')}/{steps.get('stepsTotal')} steps"
+        rows.insert(2, ("progress", f"{steps.get('percent')}% ({done}{left})"))
     error = record.get("error")
     if isinstance(error, dict):
         rows.append(

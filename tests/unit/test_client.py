@@ -452,6 +452,15 @@ async def test_status_prints_a_summary_or_json(served: Served) -> None:
     assert json.loads(out.getvalue())["txHash"] == "0x" + "12" * 32
 
 
+def test_status_shows_the_queue_place_and_the_model_steps() -> None:
+    queued = client.render_status(_record("queued", queuePosition=3))
+    assert "queue      #3" in queued.splitlines()
+    steps = {"stepsDone": 5, "stepsTotal": 8, "percent": 62.5, "etaS": 2.6}
+    generating = client.render_status(_record("generating", progress=steps))
+    assert "progress   62.5% (5/8 steps, ~3s left)" in generating.splitlines()
+    assert "progress" not in client.render_status(_record("completed", progress=steps))
+
+
 async def test_status_of_an_unknown_id_exits_1(served: Served) -> None:
     out, err = io.StringIO(), io.StringIO()
     code = await client.status(served.api, "0x" + "cd" * 32, as_json=True, stdout=out, stderr=err)
