@@ -14,6 +14,7 @@ from typing import Annotated, Final, Literal, get_args
 from pydantic import StringConstraints
 
 __all__ = [
+    "ADDRESS_PATTERN",
     "AUDIO_FORMATS",
     "REQUEST_ID_INPUT",
     "Address",
@@ -34,7 +35,8 @@ REQUEST_ID_INPUT: Final = r"^0x[0-9a-fA-F]{64}$"
 Bytes32Hex = Annotated[str, StringConstraints(pattern=BYTES32_PATTERN)]
 """A bytes32 written 0x + 64 lowercase hex digits (request ids, audio hashes)."""
 RequestId = Bytes32Hex
-Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
+ADDRESS_PATTERN: Final = r"^0x[0-9a-fA-F]{40}$"
+Address = Annotated[str, StringConstraints(pattern=ADDRESS_PATTERN)]
 Cid = Annotated[str, StringConstraints(pattern=r"^b[a-z2-7]{20,200}$")]
 """A CIDv1 in base32 (Kubo's default text form for CIDv1)."""
 

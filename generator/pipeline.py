@@ -192,13 +192,14 @@ class Pipeline:
         ids = [item.request_id for item in group if item.request_id is not None]
         if self._progress is None or not ids:
             return None
-        loop, started, last = asyncio.get_running_loop(), time.monotonic(), [0.0]
+        loop, started, last = asyncio.get_running_loop(), time.monotonic(), 0.0
 
         def on_step(done: int, total: int) -> None:
+            nonlocal last
             now = time.monotonic()
-            if done < total and now - last[0] < STEP_REPORT_EVERY_S:
+            if done < total and now - last < STEP_REPORT_EVERY_S:
                 return
-            last[0] = now
+            last = now
             eta = (now - started) / done * (total - done) if done else None
             loop.call_soon_threadsafe(self._announce, ids, done, total, eta)
 

@@ -166,9 +166,8 @@ class ApiClient:
         if not isinstance(body, dict) or not isinstance(body.get("items"), list):
             raise ApiError(None, "bad_response", f"not a page of records: {str(body)[:200]}")
         cursor = body.get("nextCursor")
-        return [_record(item) for item in body["items"]], cursor if isinstance(
-            cursor, str
-        ) else None
+        records = [_record(item) for item in body["items"]]
+        return records, cursor if isinstance(cursor, str) else None
 
     @staticmethod
     def _path(request_id: str, tail: str = "") -> str:

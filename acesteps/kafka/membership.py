@@ -11,6 +11,8 @@ it would commit it, and the records would be handled twice.
 `MemberGuard` is asked right before each commit whether the batch's member may have been
 dropped since the batch was fetched:
 
+- the batch is older than ``max_poll_interval_ms``: aiokafka has left the group meanwhile
+  (a batch too big or a handler too slow for the setting);
 - the event loop stood still for ``session_timeout_ms`` or longer meanwhile: heartbeats stop
   with it, so the coordinator may have dropped this member, even if no heartbeat has said so
   yet (right after SIGCONT, the commit may run before the heartbeat does);
@@ -51,8 +53,11 @@ KEEP_S: Final = 3600.0  # stalls older than the longest batch are of no use
 class MemberGuard:
     """Watches the event loop for stalls and the consumer's group generation."""
 
-    def __init__(self, session_timeout_ms: int, tick_s: float = TICK_S) -> None:
+    def __init__(
+        self, session_timeout_ms: int, max_poll_interval_ms: int, tick_s: float = TICK_S
+    ) -> None:
         self.session_s = session_timeout_ms / 1000
+        self.max_poll_s = max_poll_interval_ms / 1000
         self.tick_s = tick_s
         self._last = time.monotonic()
         self._stalls: deque[tuple[float, float]] = deque()  # (seen at, seconds still)
@@ -103,6 +108,12 @@ class MemberGuard:
 
     def lost(self, consumer: AIOKafkaConsumer, since: float, generation: int | None) -> str | None:
         """Why a batch fetched at ``since`` in ``generation`` must not be committed, or None."""
+        age = time.monotonic() - since
+        if age >= self.max_poll_s:
+            return (
+                f"it was fetched {age:.1f} s ago, over max_poll_interval_ms "
+                f"({self.max_poll_s:.0f} s): raise it or lower max_records"
+            )
         still = self.stood_still(since)
         if still >= self.session_s:
             return (

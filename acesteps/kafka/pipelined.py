@@ -32,8 +32,9 @@ loop):
 
 Dropped work is redone, never done twice: the handler's steps must be idempotent (the
 publisher reads the chain before it registers, and the contract registers an id once). A
-flight older than ``max_poll_interval_ms`` is not committed (aiokafka may have left the group
-meanwhile, and without KIP-447 nothing else would stop the commit). On ``stop`` the flights
+flight older than ``max_poll_interval_ms``, or whose member may have been dropped meanwhile
+(`acesteps.kafka.membership`), is not committed: without KIP-447 nothing else would stop
+the commit. On ``stop`` the flights
 in the air are finished and committed (for up to ``stop_grace_s``); cancelling the loop
 commits nothing more.
 """
@@ -170,7 +171,7 @@ class PipelinedLoop(Generic[D, P]):
         self._judge = Judge(config)
         self._lag = LagMeter(config.group_id)
         self._gate = Gate(self._judge.forget, self._lag.forget)
-        self._guard = MemberGuard(config.session_timeout_ms)
+        self._guard = MemberGuard(config.session_timeout_ms, config.max_poll_interval_ms)
         self._flights: deque[_Flight[P]] = deque()
         self._resume_at = 0.0  # no new fill before (a back-off)
         self._solo = False  # one item per flight until one succeeds
@@ -405,17 +406,6 @@ class PipelinedLoop(Generic[D, P]):
 
     async def _commit(self, consumer: AIOKafkaConsumer, flight: _Flight[P]) -> None:
         self._settle(flight)
-        age_ms = (time.monotonic() - flight.started) * 1000
-        if age_ms >= self.config.max_poll_interval_ms:
-            log.error(
-                "a flight of %d records took %.0f ms, over max_poll_interval_ms=%d: not "
-                "committing it",
-                len(flight.entries),
-                age_ms,
-                self.config.max_poll_interval_ms,
-            )
-            self._rewind({**flight.firsts}, consumer, delay=None)
-            return
         lost = self._guard.lost(consumer, flight.started, flight.generation)
         if lost is not None:
             log.warning("not committing a flight of %d records: %s", len(flight.entries), lost)

@@ -10,12 +10,11 @@ from aiohttp import web
 
 from listener.api.deps import CALLER, DEPS, ApiFailure, base_url
 from listener.api.models import Status
-from listener.api.rows import ListQuery, time_key
+from listener.api.rows import ADDRESS, ListQuery, listed_requester, time_key
 
 __all__ = ["list_generations"]
 
 MAX_PAGE = 200
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 async def list_generations(request: web.Request) -> web.Response:
@@ -31,8 +30,8 @@ async def list_generations(request: web.Request) -> web.Response:
     requester = q.get("requester")
     if requester is None:
         requester = request[CALLER]
-    elif _ADDRESS.fullmatch(requester):
-        requester = requester.lower()
+    elif ADDRESS.match(requester):
+        requester = listed_requester(requester)
     else:
         raise ApiFailure(422, "invalid_request", "requester: an address, 0x + 40 hex", "requester")
     statuses = tuple(x for x in q.get("status", "").split(",") if x)

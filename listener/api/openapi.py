@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from acesteps.types import REQUEST_ID_INPUT
+from acesteps.types import ADDRESS_PATTERN, REQUEST_ID_INPUT
 from listener.api.listing import CURSOR
 from listener.api.models import ErrorBody, GenerateBody, Generation
 
@@ -157,7 +157,7 @@ def _paths() -> dict[str, Any]:
                     _query(
                         "requester",
                         "list this address's on-chain requests instead of the caller's own",
-                        {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"},
+                        {"type": "string", "pattern": ADDRESS_PATTERN},
                     ),
                 ],
                 "responses": {

@@ -8,10 +8,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from acesteps.messages import GenerationRequest, Message
+from acesteps.types import ADDRESS_PATTERN
 from listener.api.models import Generation
 from listener.api.updates import apply
 
-__all__ = ["Event", "ListQuery", "Offsets", "Row", "fold", "list_sql", "listed_as", "time_key"]
+__all__ = [
+    "Event",
+    "ListQuery",
+    "Offsets",
+    "Row",
+    "fold",
+    "list_sql",
+    "listed_as",
+    "listed_requester",
+    "time_key",
+]
 
 Offsets = dict[tuple[str, int], int]
 Event = tuple[str, Message]
@@ -31,13 +42,16 @@ def time_key(at: datetime) -> str:
 def listed_as(g: Generation) -> tuple[str | None, str | None, str]:
     """The listing columns of a record: its requester (an address in lower case, a key id as
     it is), its source and `time_key` of its creation."""
-    requester = g.requester
-    if requester is not None and _ADDRESS.fullmatch(requester):
-        requester = requester.lower()
+    requester = None if g.requester is None else listed_requester(g.requester)
     return requester, g.source, time_key(g.created_at)
 
 
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+def listed_requester(requester: str) -> str:
+    """A requester as the listing keeps it: an address in lower case, a key id as it is."""
+    return requester.lower() if ADDRESS.match(requester) else requester
+
+
+ADDRESS = re.compile(ADDRESS_PATTERN)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ def consumer(generation: int | None) -> Any:
 
 
 def test_a_stall_of_a_session_timeout_after_the_fetch_forbids_the_commit() -> None:
-    guard = MemberGuard(session_timeout_ms=10_000)
+    guard = MemberGuard(session_timeout_ms=10_000, max_poll_interval_ms=300_000)
     guard._last = 100.0
     for now in (100.2, 100.4, 100.6):
         guard.tick(now)
@@ -24,7 +24,7 @@ def test_a_stall_of_a_session_timeout_after_the_fetch_forbids_the_commit() -> No
 
 
 def test_the_current_stall_counts_before_the_watch_has_ticked_again() -> None:
-    guard = MemberGuard(session_timeout_ms=10_000)
+    guard = MemberGuard(session_timeout_ms=10_000, max_poll_interval_ms=300_000)
     guard._last = 100.0
     # Right after SIGCONT the commit may run before the watch task: now - last tells.
     assert guard.stood_still(since=99.0, now=115.0) == 15.0
@@ -32,7 +32,7 @@ def test_the_current_stall_counts_before_the_watch_has_ticked_again() -> None:
 
 
 def test_lost_names_the_reason(monkeypatch: Any) -> None:
-    guard = MemberGuard(session_timeout_ms=6_000)
+    guard = MemberGuard(session_timeout_ms=6_000, max_poll_interval_ms=300_000)
     clock = [200.0]
     monkeypatch.setattr("acesteps.kafka.membership.time.monotonic", lambda: clock[0])
     guard._last = 200.0
@@ -43,13 +43,18 @@ def test_lost_names_the_reason(monkeypatch: Any) -> None:
     clock[0] = 207.0
     reason = guard.lost(consumer(4), since=199.0, generation=4) or ""
     assert "stood still for 7.0 s" in reason
+    # A batch older than max_poll_interval_ms: aiokafka has left the group meanwhile.
+    clock[0] = 520.0
+    guard._last = 520.0
+    assert "over max_poll_interval_ms" in (guard.lost(consumer(4), since=199.0, generation=4) or "")
+    clock[0] = 207.0
     # Without a readable generation, only the stall is checked.
     guard._last = 207.0
     assert guard.lost(SimpleNamespace(), since=199.0, generation=None) is None
 
 
 def test_old_stalls_are_forgotten() -> None:
-    guard = MemberGuard(session_timeout_ms=10_000)
+    guard = MemberGuard(session_timeout_ms=10_000, max_poll_interval_ms=300_000)
     guard._last = 0.0
     guard.tick(20.0)
     guard.tick(20.0 + 3601)
