@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from eth_account import Account
 from web3 import AsyncHTTPProvider, AsyncWeb3
@@ -12,7 +12,11 @@ from acesteps import registry
 from acesteps.deployment import Deployment
 from acesteps.rpcfailover import FailoverHTTPProvider
 
-__all__ = ["connect", "deploy_registry"]
+__all__ = ["DEFAULT_RECLAIM_AFTER_BLOCKS", "connect", "deploy_registry"]
+
+DEFAULT_RECLAIM_AFTER_BLOCKS: Final = 7200
+"""The registry's ``reclaimAfterBlocks`` unless told otherwise: about a day of 12-second blocks
+before a requester may ``reclaim`` the fee of a request the services never answered."""
 
 
 def connect(
@@ -27,13 +31,19 @@ def connect(
 
 
 async def deploy_registry(
-    w3: AsyncWeb3[Any], private_key: str, publisher: str, request_fee_wei: int = 0
+    w3: AsyncWeb3[Any],
+    private_key: str,
+    publisher: str,
+    request_fee_wei: int = 0,
+    reclaim_after_blocks: int = DEFAULT_RECLAIM_AFTER_BLOCKS,
 ) -> Deployment:
-    """Deploy from the committed bytecode; ``publisher`` gets the publisher role."""
+    """Deploy from the committed bytecode; ``publisher`` gets the publisher role, and a
+    requester may ``reclaim`` a request unanswered ``reclaim_after_blocks`` blocks after its
+    block (1 to 2**64 - 1: the constructor refuses others with ``BadReclaimDelay``)."""
     account = Account.from_key(private_key)
     factory = w3.eth.contract(abi=registry.abi(), bytecode=registry.bytecode())
     tx = await factory.constructor(
-        AsyncWeb3.to_checksum_address(publisher), request_fee_wei
+        AsyncWeb3.to_checksum_address(publisher), request_fee_wei, reclaim_after_blocks
     ).build_transaction(
         {
             "from": account.address,
@@ -53,5 +63,6 @@ async def deploy_registry(
         deployer=account.address,
         publisher=AsyncWeb3.to_checksum_address(publisher),
         request_fee_wei=request_fee_wei,
+        reclaim_after_blocks=reclaim_after_blocks,
         bytecode_hash=registry.bytecode_hash(),
     )

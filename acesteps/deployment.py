@@ -25,6 +25,9 @@ class Deployment(BaseModel):
     request_fee_wei: int
     bytecode_hash: str | None = None
     """keccak256 of the creation bytecode deployed (absent in files of older versions)."""
+    reclaim_after_blocks: int | None = None
+    """The registry's ``reclaimAfterBlocks`` (absent in files of older versions, whose
+    contract has no ``reclaim``)."""
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,9 @@ __all__ = [
     "TYPE_HEADER",
     "AudioChunk",
     "AudioReady",
+    "CancelRequested",
     "ChainOrigin",
+    "GenerationCanceled",
     "GenerationFailed",
     "GenerationProgress",
     "GenerationRequest",
@@ -88,6 +90,12 @@ class GenerationRequest(Message, GenerationOptions):
         "registered (registerOffchainTrack); absent in records of older versions",
     )
     requested_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    deadline: datetime | None = Field(
+        None,
+        description="http: when the request is canceled if it is not published by then "
+        "(`deadline` or `Cancel-After` on submit); the workers check it before and during "
+        "their work",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerationRequest:
@@ -176,6 +184,9 @@ class AudioReady(Message, RequestOrigin):
     manifest: Manifest | None = Field(
         None, description="how the file was made (acesteps.manifest); absent from older records"
     )
+    deadline: datetime | None = Field(
+        None, description="the request's deadline: not published after it"
+    )
 
 
 # ------------------------------------------------------------------ results
@@ -256,6 +267,42 @@ class GenerationFailed(Message):
     failed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
+class GenerationCanceled(Message):
+    """``PREFIX.failures.v1``: a request stopped before it was published, and why.
+
+    Written by the worker that stopped it: the generator (before its model work, or between
+    two denoising steps) or the publisher (before pinning or registering). Nothing of it is
+    registered; a chain request canceled on chain was refunded by the contract itself.
+    """
+
+    request_id: RequestId
+    stage: Literal["generator", "publisher"]
+    reason: Literal["requested", "deadline", "chain"] = Field(
+        description="requested: by its API key; deadline: its deadline passed; chain: "
+        "cancelRequest or reclaim on the contract"
+    )
+    message: str = Field(max_length=1_000)
+    source: Source | None = None
+    chain: ChainOrigin | None = None
+    canceled_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class CancelRequested(Message):
+    """``PREFIX.cancels.v1`` (compacted, by request id): stop this request if it is not
+    published yet.
+
+    Written by the API (``POST /api/generations/{id}/cancel``, by the key that submitted it)
+    and by the listener (a confirmed ``RequestCanceled`` log: the requester canceled or
+    reclaimed on chain). Every generator and publisher reads the whole topic.
+    """
+
+    request_id: RequestId
+    reason: Literal["requested", "chain"]
+    by: str = Field(max_length=128, description="the API key id, or the requester's address")
+    tx_hash: Bytes32Hex | None = Field(None, description="chain: the cancelling transaction")
+    requested_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
 class GenerationProgress(Message):
     """``PREFIX.progress.v1`` (advisory): a worker started on a request, and while the model
     runs, how many of its denoising steps are done.
@@ -329,6 +376,8 @@ MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
         TrackFinalized,
         RegistrationReorged,
         GenerationFailed,
+        GenerationCanceled,
+        CancelRequested,
         GenerationProgress,
         ListenerCheckpoint,
     )

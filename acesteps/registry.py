@@ -78,6 +78,7 @@ class RequestStatus(IntEnum):
     PENDING = 1
     REGISTERED = 2
     FAILED = 3
+    CANCELED = 4
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,12 @@ class Registry:
     async def request_fee(self) -> int:
         return int(await self.contract.functions.requestFee().call())
 
+    async def reclaimable_at(self, request_id: str | bytes) -> int:
+        """The first block in which the requester may ``reclaim`` a pending request's fee; 0
+        when the request is not pending."""
+        call = self.contract.functions.reclaimableAt(to_bytes32(request_id))
+        return int(await call.call())
+
     async def registration(self, request_id: str | bytes, from_block: int = 0) -> LogRef | None:
         """Where ``request_id`` was registered: its ``TrackRegistered`` log, if any."""
         return await self._log_of("TrackRegistered", request_id, from_block)
@@ -349,6 +356,16 @@ class Registry:
         return self.contract.functions.requestGenerationWithSalt(
             prompt, lyrics, duration_s, to_bytes32(salt)
         )
+
+    def cancel_request(self, request_id: str | bytes) -> AsyncContractFunction:
+        """``cancelRequest``: the requester withdraws a pending request and is refunded
+        (``RequestCanceled``, ``reclaimed`` false)."""
+        return self.contract.functions.cancelRequest(to_bytes32(request_id))
+
+    def reclaim(self, request_id: str | bytes) -> AsyncContractFunction:
+        """``reclaim``: the requester takes back the fee of a request still pending from block
+        `reclaimable_at` on (``RequestCanceled``, ``reclaimed`` true; earlier: ``TooEarly``)."""
+        return self.contract.functions.reclaim(to_bytes32(request_id))
 
     def requested(self, receipt: Any) -> list[dict[str, Any]]:
         """The ``GenerationRequested`` events of a transaction receipt, decoded."""

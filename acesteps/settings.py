@@ -228,6 +228,14 @@ class ChainSettings(CommonSettings):
         description="when set, a block is final at or below the node's block of this tag "
         "(Ethereum mainnet and most L2s: finalized), and finality_depth is not used",
     )
+    reclaim_after_blocks: int | None = Field(
+        None,
+        ge=1,
+        le=2**64 - 1,
+        description="blocks after a request's block from which its requester may reclaim the "
+        "fee of a request left unanswered, in registries deployed from here (unset: 7200, "
+        "about a day, for `acesteps contracts deploy`; 60 on the local chain of `acesteps up`)",
+    )
     private_key: SecretStr | None = Field(None, description="0x-hex signing key")
     keystore_file: Path | None = Field(None, description="encrypted JSON keystore")
     keystore_password: SecretStr | None = None

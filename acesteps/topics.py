@@ -5,7 +5,8 @@
 | PREFIX.requests.v1                 | requestId            | GenerationRequest          |
 | PREFIX.audio.v1                    | requestId            | audio chunks, AudioReady   |
 | PREFIX.tracks.v1                   | requestId            | TrackPublished             |
-| PREFIX.failures.v1                 | requestId            | GenerationFailed           |
+| PREFIX.failures.v1                 | requestId            | GenerationFailed, GenerationCanceled |
+| PREFIX.cancels.v1                  | requestId            | CancelRequested            |
 | PREFIX.progress.v1                 | requestId            | GenerationProgress         |
 | PREFIX.listener.checkpoints        | chain id + contract  | ListenerCheckpoint         |
 | PREFIX.deadletter.v1               | the original key     | a poison record, verbatim  |
@@ -17,6 +18,9 @@ plus ``dlq-*`` headers naming the source topic, partition, offset, stage and err
 ``PREFIX.progress.v1`` is advisory: workers announce there, outside their transactions, that
 they started generating or publishing a request, so that the status can say so while the
 work runs. A record may repeat (a retried request) or be lost; the other topics are the truth.
+
+``PREFIX.cancels.v1`` is compacted (one record per request matters) and kept a week: every
+generator and publisher reads it whole, to stop the requests it names before their work.
 
 The prefix is ``acesteps`` in production; tests give each test its own.
 
@@ -33,7 +37,16 @@ from dataclasses import dataclass
 
 __all__ = ["KINDS", "TopicShape", "TopicSpec", "Topics"]
 
-KINDS = ("requests", "audio", "tracks", "failures", "deadletter", "progress", "checkpoints")
+KINDS = (
+    "requests",
+    "audio",
+    "tracks",
+    "failures",
+    "deadletter",
+    "progress",
+    "cancels",
+    "checkpoints",
+)
 """The topics' short names, as the settings name them."""
 
 
@@ -84,6 +97,10 @@ class Topics:
         return f"{self.prefix}.progress.v1"
 
     @property
+    def cancels(self) -> str:
+        return f"{self.prefix}.cancels.v1"
+
+    @property
     def checkpoints(self) -> str:
         return f"{self.prefix}.listener.checkpoints"
 
@@ -118,6 +135,12 @@ class Topics:
             "deadletter": (self.deadletter, partitions, {"retention.ms": "-1"}),
             # Only useful while a request runs.
             "progress": (self.progress, partitions, {"retention.ms": str(24 * 3600 * 1000)}),
+            # One record per request matters, and only while it may still run.
+            "cancels": (
+                self.cancels,
+                partitions,
+                {"cleanup.policy": "compact,delete", **keep_week},
+            ),
             # One record per (chain, contract); only the latest matters.
             "checkpoints": (
                 self.checkpoints,

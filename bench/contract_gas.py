@@ -3,8 +3,9 @@
     source .cache/run/stack.env && .cache/venv/bin/python bench/contract_gas.py
 
 Deploys from the committed bytecode to the anvil at ACESTEPS_RPC_URL with anvil's dev
-account 9 (owner, publisher and requester at once), with a request fee so that markFailed
-sends a refund, and prints one JSON object: gas used per call, and for ``registerTracks``
+account 9 (owner, publisher and requester at once), with a request fee so that markFailed,
+cancelRequest and reclaim send a refund (and a reclaim delay of one block, mined with
+``anvil_mine``), and prints one JSON object: gas used per call, and for ``registerTracks``
 batches of 1, 10, 20 and 50 chain requests, and as many off-chain (HTTP) requests, the gas of
 the transaction and per track. Every registration has its own hashes and CID (dag-pb and raw
 alternating), as real ones would; the chain requests of a batch are pending, with a fee.
@@ -22,7 +23,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3 import AsyncWeb3
 from web3.logs import DISCARD
-from web3.types import TxReceipt
+from web3.types import RPCEndpoint, TxReceipt
 
 from acesteps.chain import connect, deploy_registry
 from acesteps.dev.devchain import dev_key
@@ -39,6 +40,7 @@ AUDIO_HASH = keccak(b"the bytes of a flac file")
 MANIFEST_HASH = keccak(b"the canonical bytes of a generation manifest")
 MANIFEST_CID = keccak_block_cid(MANIFEST_HASH)
 BATCH_SIZES = (1, 10, 20, 50)
+RECLAIM_AFTER_BLOCKS = 1  # the gas of reclaim does not depend on it; one block is quick to mine
 
 
 def track_item(n: int, request_id: bytes, offchain_id: bytes | None = None) -> TrackItem:
@@ -74,7 +76,7 @@ async def measure(rpc_url: str) -> dict[str, Any]:
         chain_id = await w3.eth.chain_id
         key = dev_key(9, chain_id)  # refuses any chain but anvil's
         account: LocalAccount = Account.from_key(key)
-        deployment = await deploy_registry(w3, key, account.address, FEE)
+        deployment = await deploy_registry(w3, key, account.address, FEE, RECLAIM_AFTER_BLOCKS)
         deploy = await w3.eth.get_transaction_receipt(deployment.tx_hash)
         api = Registry(w3, deployment.address)
         reg = api.contract
@@ -90,6 +92,8 @@ async def measure(rpc_url: str) -> dict[str, Any]:
         _, largest_gas = await request("p" * 1000, "l" * 4096)
         failing_id, _ = await request(TYPICAL_PROMPT, "")
         second_id, _ = await request(TYPICAL_PROMPT, "")
+        canceled_id, _ = await request(TYPICAL_PROMPT, "")
+        reclaimed_id, _ = await request(TYPICAL_PROMPT, "")
 
         register = await send(
             w3,
@@ -111,6 +115,14 @@ async def measure(rpc_url: str) -> dict[str, Any]:
         (failed,) = reg.events.GenerationFailed().process_receipt(fail, errors=DISCARD)
         if failed["args"]["refund"] != FEE:
             raise RuntimeError(f"markFailed refunded {failed['args']['refund']}, not {FEE}")
+        cancel = await send(w3, account, api.cancel_request(canceled_id))
+        # The delay has passed when the head is past it: gas is estimated in the head block.
+        await w3.provider.make_request(RPCEndpoint("anvil_mine"), [hex(RECLAIM_AFTER_BLOCKS)])
+        reclaim = await send(w3, account, api.reclaim(reclaimed_id))
+        for receipt in (cancel, reclaim):
+            (canceled,) = reg.events.RequestCanceled().process_receipt(receipt, errors=DISCARD)
+            if canceled["args"]["refund"] != FEE:
+                raise RuntimeError(f"RequestCanceled refunded {canceled['args']['refund']}")
         verify = await functions.verify(typical_id, AUDIO_HASH).estimate_gas()
         # The views rebuild the CID strings from the stored digests: what an on-chain caller pays.
         track_of = await functions.trackOf(typical_id).estimate_gas()
@@ -154,6 +166,8 @@ async def measure(rpc_url: str) -> dict[str, Any]:
                 "registerTrack_59_char_cid_fees_already_collected": second["gasUsed"],
                 "registerOffchainTrack_59_char_cid": offchain["gasUsed"],
                 "markFailed_with_refund": fail["gasUsed"],
+                "cancelRequest_with_refund": cancel["gasUsed"],
+                "reclaim_with_refund": reclaim["gasUsed"],
                 "verify_eth_estimateGas": verify,
                 "trackOf_eth_estimateGas": track_of,
                 "provenanceOf_eth_estimateGas": provenance_of,

@@ -14,6 +14,10 @@ import {CidCodec} from "./CidCodec.sol";
 /// only while it is pending here; requests that reach the services over HTTP are registered
 /// through `registerOffchainTrack`, under ids derived in a separate domain, so an id whose
 /// request vanished in a reorg can never be registered as an off-chain one.
+/// A requester takes back the fee of a request that is still pending: `cancelRequest` at any
+/// time (the services then drop it), or `reclaim` once `reclaimAfterBlocks` blocks have passed
+/// since it was requested without an answer. Both refund the fee as `markFailed` does and emit
+/// `RequestCanceled`; a canceled request can never be registered or marked failed.
 contract AceStepsRegistry {
     // ------------------------------------------------------------------ interface events
 
@@ -32,6 +36,10 @@ contract AceStepsRegistry {
     /// the error `registerTrack` would have reverted with (AlreadyRegistered, NotPending,
     /// ZeroHash, BadCid). The rest of the batch is registered.
     event TrackSkipped(bytes32 indexed requestId, bytes4 reason);
+    /// @notice The requester took back a pending request and its fee (`refund`, sent or, for a
+    /// requester that refuses ether, deferred with `RefundDeferred`): with `cancelRequest`
+    /// (`reclaimed` false) or, once the services had not answered in time, `reclaim` (true).
+    event RequestCanceled(bytes32 indexed requestId, address indexed requester, uint256 refund, bool reclaimed);
 
     // ------------------------------------------------------------------ admin events
 
@@ -62,6 +70,9 @@ contract AceStepsRegistry {
     error ZeroAddress();
     error BadBatch(uint256 length);
     error FeeTooLarge(uint256 fee);
+    error NotRequester(bytes32 requestId);
+    error TooEarly(uint256 availableAtBlock);
+    error BadReclaimDelay();
 
     // ------------------------------------------------------------------ limits
 
@@ -76,17 +87,21 @@ contract AceStepsRegistry {
 
     enum Status {
         None, // never requested on chain (an HTTP id, or unknown)
-        Pending, // requested, not yet registered or failed
+        Pending, // requested, not yet registered, failed or canceled
         Registered,
-        Failed
+        Failed,
+        Canceled // by its requester: `cancelRequest` or `reclaim`
     }
 
-    /// One slot. An off-chain request gets one when its track is registered (requester 0).
+    /// Two slots: the first packs requester, status, codec and fee; `requestedAt` opens the
+    /// second (a chain request's only). An off-chain request gets one when its track is
+    /// registered (requester 0, requestedAt 0).
     struct Request {
         address requester;
         Status status;
         uint8 cidCodec; // the track's CID: CidCodec.RAW or CidCodec.DAG_PB, set on registration
         uint80 fee; // what was paid, refunded if the request fails; `requestFee` fits (FeeTooLarge)
+        uint64 requestedAt; // the block of the request, where the delay of `reclaim` starts
     }
 
     /// Three slots. The CID is CIDv1, sha2-256: its digest here, its codec in the request;
@@ -106,6 +121,11 @@ contract AceStepsRegistry {
         string cid;
         bytes32 manifestHash;
     }
+
+    /// @notice Blocks after its request's block from which a requester may `reclaim` a request
+    /// still pending. Set once, at deployment; never 0, so a requester cannot take the fee back
+    /// in the very block of the request, racing the publisher that answers it.
+    uint256 public immutable reclaimAfterBlocks;
 
     address public owner;
     uint256 public requestFee;
@@ -127,7 +147,10 @@ contract AceStepsRegistry {
         _;
     }
 
-    constructor(address publisher, uint256 fee) {
+    /// @param reclaimDelay `reclaimAfterBlocks`: 1 to 2^64 - 1 (else BadReclaimDelay).
+    constructor(address publisher, uint256 fee, uint256 reclaimDelay) {
+        if (reclaimDelay == 0 || reclaimDelay > type(uint64).max) revert BadReclaimDelay();
+        reclaimAfterBlocks = reclaimDelay;
         owner = msg.sender;
         emit OwnershipTransferred(address(0), msg.sender);
         _setRequestFee(fee);
@@ -207,7 +230,8 @@ contract AceStepsRegistry {
 
         requestId = requestIdOf(msg.sender, salt);
         if (requests[requestId].status != Status.None) revert RequestExists(requestId);
-        requests[requestId] = Request(msg.sender, Status.Pending, 0, uint80(msg.value)); // fits: == requestFee
+        // fits: msg.value == requestFee, and block numbers stay far below 2^64
+        requests[requestId] = Request(msg.sender, Status.Pending, 0, uint80(msg.value), uint64(block.number));
         emit GenerationRequested(requestId, msg.sender, prompt, lyrics, durationSeconds);
     }
 
@@ -278,13 +302,14 @@ contract AceStepsRegistry {
         Request storage req = requests[requestId];
         if (req.status == Status.Registered) return (AlreadyRegistered.selector, 0);
         if (onChain) {
-            if (req.status != Status.Pending) return (NotPending.selector, 0); // vanished, failed or never requested
-            req.status = Status.Registered;
-            req.cidCodec = codec;
+            // vanished, failed, canceled or never requested
+            if (req.status != Status.Pending) return (NotPending.selector, 0);
             fee = req.fee;
-        } else {
-            requests[requestId] = Request(address(0), Status.Registered, codec, 0);
         }
+        // An off-chain id's record is new (its domain never meets chain ids): requester, fee
+        // and requestedAt stay 0.
+        req.status = Status.Registered;
+        req.cidCodec = codec;
         tracks[requestId] = Track(audioHash, digest, manifestHash);
         emit TrackRegistered(requestId, audioHash, cid);
         emit TrackProvenance(requestId, manifestHash, _manifestCid(manifestHash));
@@ -324,17 +349,61 @@ contract AceStepsRegistry {
         uint256 refund = req.fee;
         string memory shortReason = bytes(reason).length > MAX_REASON_BYTES ? string(bytes(reason)[:MAX_REASON_BYTES]) : reason;
         emit GenerationFailed(requestId, shortReason, refund);
-        if (refund > 0) {
-            // A fixed gas stipend: a requester contract cannot block the publisher.
-            (bool ok,) = payable(req.requester).call{value: refund, gas: 10_000}("");
-            if (!ok) {
-                deferredRefunds[req.requester] += refund;
-                emit RefundDeferred(req.requester, refund);
-            }
+        _refund(req.requester, refund);
+    }
+
+    /// @notice Withdraw a pending request of the caller's and take its fee back; the services
+    /// drop it. Refunded as `markFailed` refunds: a requester that cannot receive ether finds
+    /// the fee in `deferredRefunds`. Works while paused.
+    function cancelRequest(bytes32 requestId) external {
+        _cancel(requestId, _ownPending(requestId), false);
+    }
+
+    /// @notice Take back the fee of a pending request of the caller's that the services have not
+    /// answered within `reclaimAfterBlocks` blocks: from block `reclaimableAt(requestId)` on
+    /// (else TooEarly with that block). The request is canceled and refunded as by
+    /// `cancelRequest`.
+    function reclaim(bytes32 requestId) external {
+        Request storage req = _ownPending(requestId);
+        uint256 availableAt = uint256(req.requestedAt) + reclaimAfterBlocks;
+        if (block.number < availableAt) revert TooEarly(availableAt);
+        _cancel(requestId, req, true);
+    }
+
+    /// @notice The first block in which `reclaim` of `requestId` succeeds; 0 when the request
+    /// is not pending (registered, failed, canceled or never requested).
+    function reclaimableAt(bytes32 requestId) external view returns (uint256) {
+        Request storage req = requests[requestId];
+        if (req.status != Status.Pending) return 0;
+        return uint256(req.requestedAt) + reclaimAfterBlocks;
+    }
+
+    /// The caller's request `requestId`, which must be pending.
+    function _ownPending(bytes32 requestId) private view returns (Request storage req) {
+        req = requests[requestId];
+        if (req.requester != msg.sender) revert NotRequester(requestId);
+        if (req.status != Status.Pending) revert NotPending(requestId);
+    }
+
+    function _cancel(bytes32 requestId, Request storage req, bool reclaimed) private {
+        req.status = Status.Canceled;
+        uint256 refund = req.fee;
+        emit RequestCanceled(requestId, msg.sender, refund, reclaimed);
+        _refund(msg.sender, refund);
+    }
+
+    /// Sends a request's fee back to its requester. A fixed gas stipend: a requester contract
+    /// cannot block the caller; when the send fails, the refund waits in `deferredRefunds`.
+    function _refund(address requester, uint256 refund) private {
+        if (refund == 0) return;
+        (bool ok,) = payable(requester).call{value: refund, gas: 10_000}("");
+        if (!ok) {
+            deferredRefunds[requester] += refund;
+            emit RefundDeferred(requester, refund);
         }
     }
 
-    /// @notice Collect refunds that could not be sent when the request failed.
+    /// @notice Collect refunds that could not be sent when the request failed or was canceled.
     function claimRefund() external {
         uint256 amount = deferredRefunds[msg.sender];
         deferredRefunds[msg.sender] = 0;

@@ -14,6 +14,7 @@ __all__ = [
     "ContentPolicyRefused",
     "GenerationFailedError",
     "GeneratorError",
+    "Interrupted",
     "InvalidInput",
     "ModelUnavailable",
     "OutOfMemory",
@@ -62,6 +63,13 @@ class OutOfMemory(RetryableGeneratorError):
     """The device ran out of memory; a smaller batch or a later attempt may fit."""
 
     code = "out_of_memory"
+
+
+class Interrupted(GeneratorError):
+    """A model call stopped between two denoising steps: every request of it must stop
+    (canceled, or past its deadline). The handler turns it into a `GenerationCanceled`."""
+
+    code = "interrupted"
 
 
 class ModelUnavailable(GeneratorError):

@@ -362,8 +362,9 @@ class Model:
 
         Blocking; the worker calls it from a thread (``asyncio.to_thread``) so the consumer
         keeps its heartbeats. ``on_step(done, total)`` is called from that thread after each
-        denoising step of each pipeline call (it must be quick and must not raise). Raises
-        `OutOfMemory` (retryable) or `GenerationFailedError`.
+        denoising step of each pipeline call (it must be quick; it may raise `Interrupted`,
+        which stops the call and leaves this method). Raises `OutOfMemory` (retryable) or
+        `GenerationFailedError`.
         """
         results: dict[int, Audio] = {}
         with self._lock:

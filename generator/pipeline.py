@@ -9,6 +9,11 @@ the event loop keeps the consumer's heartbeats), hands each result to a thread p
 resampling, encoding and hashing, and goes straight on to the next group: the CPU stages of
 one group overlap the model work of the next. The handler awaits its record's result.
 
+Between two denoising steps the pipeline asks ``stopping`` about the group's requests: when
+every one of them must stop (canceled, past its deadline), the call is interrupted and each
+handler gets `Interrupted`. A group where only some must stop runs on (their results are
+dropped by the handler): stopping one job must never change another's bytes.
+
 CUDA out of memory on a group of several jobs splits it in halves and tries again; a single
 job that does not fit fails with `OutOfMemory`, which the loop retries with backoff and
 dead-letters after its bounded attempts.
@@ -20,7 +25,7 @@ import asyncio
 import functools
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +39,7 @@ from acesteps.ipfs.unixfs import cid_of_bytes
 from acesteps.progress import Progress
 from acesteps.types import AudioFormat
 from generator import audio, metrics
-from generator.errors import OutOfMemory
+from generator.errors import Interrupted, OutOfMemory
 from generator.jobs import Job
 from generator.model import OnStep
 
@@ -96,12 +101,21 @@ STEP_REPORT_EVERY_S = 0.5
 """Step progress is announced at most this often per model call, and at its last step."""
 
 
+Stopping = Callable[[str], object | None]
+"""request id -> why it must stop (anything but None), asked between denoising steps."""
+
+
 class Pipeline:
     def __init__(
-        self, model: Any, encode_threads: int | None = None, progress: Progress | None = None
+        self,
+        model: Any,
+        encode_threads: int | None = None,
+        progress: Progress | None = None,
+        stopping: Stopping | None = None,
     ) -> None:
         self._model = model
         self._progress = progress
+        self._stopping = stopping
         self._reports: set[asyncio.Task[None]] = set()
         self._pool = ThreadPoolExecutor(
             max_workers=encode_threads or os.cpu_count() or 1, thread_name_prefix="encode"
@@ -159,7 +173,7 @@ class Pipeline:
 
     async def _generate(self, group: list[_Item]) -> None:
         start = time.perf_counter()
-        on_step = self._step_reporter(group)
+        on_step = self._step_hook(group)
         try:
             raws = await asyncio.to_thread(
                 self._model.generate, [item.job for item in group], on_step
@@ -185,19 +199,24 @@ class Pipeline:
             done = loop.run_in_executor(self._pool, _encode, raw, item)
             done.add_done_callback(functools.partial(_settle, item.future))
 
-    def _step_reporter(self, group: list[_Item]) -> OnStep | None:
-        """A hook for the model's thread that announces the group's steps from the event
-        loop, at most every `STEP_REPORT_EVERY_S` and at the last step, with an estimate of
-        the time left from the pace so far."""
+    def _step_hook(self, group: list[_Item]) -> OnStep | None:
+        """A hook for the model's thread: it interrupts the call once every request of the
+        group must stop, and announces the group's steps from the event loop, at most every
+        `STEP_REPORT_EVERY_S` and at the last step, with an estimate of the time left from
+        the pace so far."""
         ids = [item.request_id for item in group if item.request_id is not None]
-        if self._progress is None or not ids:
+        stopping = self._stopping if ids and len(ids) == len(group) else None
+        progress = self._progress if ids else None
+        if stopping is None and progress is None:
             return None
         loop, started, last = asyncio.get_running_loop(), time.monotonic(), 0.0
 
         def on_step(done: int, total: int) -> None:
             nonlocal last
+            if stopping is not None and all(stopping(rid) is not None for rid in ids):
+                raise Interrupted(f"stopped after denoising step {done} of {total}")
             now = time.monotonic()
-            if done < total and now - last < STEP_REPORT_EVERY_S:
+            if progress is None or (done < total and now - last < STEP_REPORT_EVERY_S):
                 return
             last = now
             eta = (now - started) / done * (total - done) if done else None

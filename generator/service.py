@@ -2,7 +2,8 @@
 
 Reads ``PREFIX.requests.v1`` as consumer group ``PREFIX.generator`` (one more host is one
 more member; partitions bound the parallelism) and writes ``PREFIX.audio.v1`` and
-``PREFIX.failures.v1``.
+``PREFIX.failures.v1``; reads ``PREFIX.cancels.v1`` whole (`acesteps.cancels`), to skip or
+interrupt what was canceled.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from acesteps.cancels import CancelView
 from acesteps.kafka.admin import ensure_topics
 from acesteps.kafka.loop import LoopConfig, TransactionalLoop
 from acesteps.progress import ProgressReporter
@@ -17,6 +19,7 @@ from generator.model import load_pipeline
 from generator.pipeline import Pipeline
 from generator.policy import ContentPolicy
 from generator.settings import GeneratorSettings
+from generator.stops import Stops
 from generator.worker import Deps, handle, prefetch
 
 __all__ = ["run_generator"]
@@ -56,9 +59,12 @@ async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> Non
     progress = ProgressReporter(
         settings.kafka_bootstrap, settings.topics.progress, f"generator-{instance}"
     )
-    pipeline = Pipeline(model, progress=progress)
+    cancels = CancelView(settings.kafka_bootstrap, settings.topics.cancels, f"acesteps-{instance}")
+    await cancels.start()  # read up to now before the first request
+    stops = Stops(cancels)
+    pipeline = Pipeline(model, progress=progress, stopping=stops.why)
     await progress.start()
-    deps = Deps(settings.topics, model, policy, pipeline, progress)
+    deps = Deps(settings.topics, model, policy, pipeline, progress, stops)
     loop = TransactionalLoop(config, handle, deps, prefetch=prefetch)
     try:
         async with asyncio.TaskGroup() as group:
@@ -69,3 +75,4 @@ async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> Non
                 feeder.cancel()
     finally:
         await progress.stop()
+        await cancels.stop()

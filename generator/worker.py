@@ -16,6 +16,11 @@
    and the consumed offset in one transaction, so a crash before the commit means the
    request is generated again and no half file is ever visible.
 
+A request that must stop (`generator.stops`: canceled through ``PREFIX.cancels.v1``, or past
+its deadline) is not generated: before its model work, or between two denoising steps when
+every request of its model call must stop, it becomes a `GenerationCanceled` for
+``PREFIX.failures.v1``, and no audio is written for it.
+
 `GenerationRevoked` records on the requests topic are acknowledged and skipped. A
 revocation that arrives after its request was generated cannot unpublish it; the status
 projection shows it as revoked.
@@ -28,23 +33,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from acesteps.cancels import Stop
 from acesteps.errors import PermanentError
 from acesteps.kafka.records import InRecord, OutRecord, decode_value
 from acesteps.messages import (
     TYPE_HEADER,
     AudioChunk,
     AudioReady,
+    GenerationCanceled,
     GenerationFailed,
     GenerationRequest,
 )
 from acesteps.progress import NoProgress, Progress
 from acesteps.topics import Topics
 from generator import audio, metrics
-from generator.errors import PermanentGeneratorError
+from generator.errors import Interrupted, PermanentGeneratorError
 from generator.jobs import Job
 from generator.pipeline import Pipeline
 from generator.policy import ContentPolicy
 from generator.provenance import build_manifest
+from generator.stops import Stops
 from generator.validation import prepare
 
 __all__ = ["Deps", "handle", "prefetch"]
@@ -59,6 +67,19 @@ class Deps:
     policy: ContentPolicy
     pipeline: Pipeline
     progress: Progress = field(default_factory=NoProgress)
+    stops: Stops = field(default_factory=Stops)
+
+
+def _canceled_record(deps: Deps, request: GenerationRequest, stop: Stop, when: str) -> OutRecord:
+    canceled = GenerationCanceled(
+        request_id=request.request_id,
+        stage="generator",
+        reason=stop.reason,
+        message=f"{stop.message}; {when}",
+        source=request.source,
+        chain=request.chain,
+    )
+    return OutRecord.message(deps.topics.failures, request.request_id, canceled)
 
 
 def _failed(request: GenerationRequest, exc: PermanentGeneratorError) -> GenerationFailed:
@@ -93,6 +114,9 @@ async def prefetch(records: Sequence[InRecord], deps: Deps) -> None:
     for record in records:
         if (prepared := _prepared(record, deps)) is not None:
             request, job = prepared
+            deps.stops.watch(request)
+            if deps.stops.why(request.request_id) is not None:
+                continue  # the handler says why; no model work for it
             key = _key(record)
             wanted.append((key, job, request.format))
             valid.append(prepared)
@@ -107,7 +131,20 @@ async def handle(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         return []
     request = decode_value(GenerationRequest, record)
 
-    # 1. Checks before any GPU work.
+    deps.stops.watch(request)
+    try:
+        return await _generate(record, request, deps)
+    finally:
+        deps.stops.done(request.request_id)
+
+
+async def _generate(
+    record: InRecord, request: GenerationRequest, deps: Deps
+) -> Sequence[OutRecord]:
+    # 1. Checks before any GPU work: still wanted, and acceptable.
+    if (stop := deps.stops.why(request.request_id)) is not None:
+        metrics.REQUESTS.labels("canceled").inc()
+        return [_canceled_record(deps, request, stop, "stopped before generating")]
     try:
         job = prepare(request, deps.policy, deps.model)
     except PermanentGeneratorError as exc:
@@ -119,9 +156,17 @@ async def handle(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
     # 2-4. Model, encoding and hashing (batched and overlapped by the pipeline).
     try:
         encoded = await deps.pipeline.result(_key(record), job, request.format)
+    except Interrupted as exc:
+        metrics.REQUESTS.labels("canceled").inc()
+        stop = deps.stops.why(request.request_id) or Stop("requested", "stopped")
+        return [_canceled_record(deps, request, stop, str(exc))]
     except Exception:
         metrics.REQUESTS.labels("failed").inc()
         raise
+    if (stop := deps.stops.why(request.request_id)) is not None:
+        # Its model call ran on for the others of its batch: its audio is dropped.
+        metrics.REQUESTS.labels("canceled").inc()
+        return [_canceled_record(deps, request, stop, "stopped after generating")]
     metrics.REQUESTS.labels("generated").inc()
 
     # 5. Chunks, then what they add up to.
@@ -140,6 +185,7 @@ async def handle(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
         model_id=deps.model.model_id,
         timings=encoded.timings,
         manifest=build_manifest(request, job, deps.model, encoded),
+        deadline=request.deadline,
         **request.origin().model_dump(),
     )
     return [

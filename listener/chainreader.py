@@ -1,4 +1,5 @@
-"""Reading blocks and ``GenerationRequested`` logs from the JSON-RPC node, with retries.
+"""Reading blocks and the contract's ``GenerationRequested`` and ``RequestCanceled`` logs
+from the JSON-RPC node, with retries.
 
 Every failure of a call (connection refused, timeouts, HTTP 429 and 5xx, a node's error, an
 answer that is not JSON-RPC) is retried, forever, with capped exponential back-off and
@@ -75,7 +76,7 @@ class Web3Reader:
     ) -> None:
         self._w3 = w3
         self._address = AsyncWeb3.to_checksum_address(contract)
-        self._topic = event_topic("GenerationRequested")
+        self._topics = [event_topic(name) for name in ("GenerationRequested", "RequestCanceled")]
         self._backoff = Backoff(initial_s=min(0.2, backoff_max_s), max_s=backoff_max_s, jitter=0.5)
         self._sleep = sleep
 
@@ -132,7 +133,7 @@ class Web3Reader:
                         "fromBlock": start,
                         "toBlock": end,
                         "address": self._address,
-                        "topics": [self._topic],
+                        "topics": [self._topics],  # topic0 is any of them
                     }
                 )
             except Web3RPCError as exc:

@@ -1,10 +1,13 @@
-"""Turning a ``GenerationRequested`` log into a request record, or into a failure.
+"""Turning the contract's logs into records.
 
-Every log from the configured contract becomes exactly one record: a `GenerationRequest`
-for ``PREFIX.requests.v1`` when it is valid, else a `GenerationFailed` (stage ``listener``)
-for ``PREFIX.failures.v1`` that says why. The strings are decoded as bytes and then as UTF-8
-ourselves: the contract takes ``string calldata`` and Solidity never checks UTF-8, so a raw
-call can emit any bytes.
+Every ``GenerationRequested`` log from the configured contract becomes exactly one record: a
+`GenerationRequest` for ``PREFIX.requests.v1`` when it is valid, else a `GenerationFailed`
+(stage ``listener``) for ``PREFIX.failures.v1`` that says why. Every ``RequestCanceled`` log
+(the requester's ``cancelRequest`` or ``reclaim``, refunded by the contract) becomes a
+`CancelRequested` for ``PREFIX.cancels.v1``: the workers stop the request if they still can.
+
+The strings are decoded as bytes and then as UTF-8 ourselves: the contract takes ``string
+calldata`` and Solidity never checks UTF-8, so a raw call can emit any bytes.
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ from __future__ import annotations
 from pydantic import ValidationError
 from web3 import AsyncWeb3
 
-from acesteps.messages import ChainOrigin, GenerationFailed, GenerationRequest
-from acesteps.registry import EventDecodeError, decode_event
+from acesteps.messages import CancelRequested, ChainOrigin, GenerationFailed, GenerationRequest
+from acesteps.registry import EventDecodeError, decode_event, event_topic
 from acesteps.types import parse_request_id
 from listener.chainreader import RawLog
 
-__all__ = ["from_log", "request_id_of"]
+__all__ = ["EVENTS", "from_log", "is_cancel", "request_id_of"]
 
 EVENT = "GenerationRequested"
+CANCELED = "RequestCanceled"
+EVENTS = (EVENT, CANCELED)
+"""The events the listener reads."""
 
 
 def request_id_of(log: RawLog) -> str | None:
@@ -31,6 +37,11 @@ def request_id_of(log: RawLog) -> str | None:
         )
     except EventDecodeError:
         return None
+
+
+def is_cancel(log: RawLog) -> bool:
+    """A ``RequestCanceled`` log."""
+    return bool(log.topics) and log.topics[0].lower() == event_topic(CANCELED)
 
 
 def _failed(request_id: str, origin: ChainOrigin, code: str, message: str) -> GenerationFailed:
@@ -60,8 +71,12 @@ def _explain(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def from_log(log: RawLog, chain_id: int) -> GenerationRequest | GenerationFailed | None:
+def from_log(
+    log: RawLog, chain_id: int
+) -> GenerationRequest | GenerationFailed | CancelRequested | None:
     """The record for one log; None only for a log that carries no request id at all."""
+    if is_cancel(log):
+        return _cancel(log)
     request_id = request_id_of(log)
     if request_id is None:
         return None
@@ -94,3 +109,16 @@ def from_log(log: RawLog, chain_id: int) -> GenerationRequest | GenerationFailed
         )
     except ValidationError as exc:
         return _failed(request_id, origin, "invalid_request", _explain(exc))
+
+
+def _cancel(log: RawLog) -> CancelRequested | None:
+    try:
+        event = decode_event(CANCELED, log.topics, log.data)
+    except EventDecodeError:
+        return None  # our contract's own event: only another contract could emit it malformed
+    return CancelRequested(
+        request_id=parse_request_id(event["requestId"]) or "",
+        reason="chain",
+        by=event["requester"],
+        tx_hash=log.tx_hash,
+    )

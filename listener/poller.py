@@ -1,8 +1,10 @@
-"""The log poller: confirmed ``GenerationRequested`` logs -> records, exactly once.
+"""The log poller: confirmed ``GenerationRequested`` and ``RequestCanceled`` logs -> records,
+exactly once.
 
 Each `LogPoller.step` scans the next bounded range of confirmed blocks and hands the
 records and the new checkpoint to a `Sink`, which writes them in one Kafka transaction
-(``PREFIX.requests.v1``, ``PREFIX.failures.v1``, ``PREFIX.listener.checkpoints``). A block is
+(``PREFIX.requests.v1``, ``PREFIX.failures.v1``, ``PREFIX.cancels.v1``,
+``PREFIX.listener.checkpoints``). A block is
 confirmed when ``confirmations`` blocks follow it on the chosen head (``latest``, ``safe`` or
 ``finalized``).
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from acesteps.messages import (
+    CancelRequested,
     GenerationFailed,
     GenerationRequest,
     GenerationRevoked,
@@ -33,15 +36,16 @@ from acesteps.messages import (
     RecentBlock,
 )
 from listener.chainreader import ChainReader, Header, RangeTooLarge, RawLog
-from listener.events import from_log, request_id_of
+from listener.events import from_log, is_cancel, request_id_of
 
 __all__ = ["ChainMoved", "LogPoller", "PollerConfig", "Record", "Sink"]
 
 log = logging.getLogger(__name__)
 
 
-Record = GenerationRequest | GenerationRevoked | GenerationFailed
-"""What the listener writes: requests and revocations, failures for logs it cannot use."""
+Record = GenerationRequest | GenerationRevoked | GenerationFailed | CancelRequested
+"""What the listener writes: requests and revocations, failures for logs it cannot use, and
+the cancels of requests canceled on chain."""
 
 
 class Sink(Protocol):
@@ -230,7 +234,15 @@ class LogPoller:
         end_header = headers[end]
         await self._still_linked(ancestor.number, ancestor.hash)
         pairs = [(item, request_id_of(item)) for item in logs]
-        fresh = [item for item, rid in pairs if rid is not None and rid not in suspects]
+        # Requests not emitted before, and every cancel of the range again: one emitted
+        # before the reorg repeats harmlessly (a cancel is idempotent; the topic is
+        # compacted), one that vanished is not withdrawn (the workers may have stopped the
+        # request already; the requester can still cancel or reclaim it on chain).
+        fresh = [
+            item
+            for item, rid in pairs
+            if (rid is not None and rid not in suspects) or (rid is None and is_cancel(item))
+        ]
         survived = {rid for _, rid in pairs}
         records = self._records(fresh)
         for rid, block in suspects.items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,7 +16,11 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from acesteps.settings import CACHE_DIR, ChainSettings
 
-__all__ = ["ListenerSettings"]
+__all__ = ["WEBHOOK_RETRY_S", "ListenerSettings"]
+
+WEBHOOK_RETRY_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+"""After a failed webhook attempt: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (27.6 h in all, as
+Svix retries); eight attempts."""
 
 
 class ListenerSettings(ChainSettings):
@@ -89,6 +94,55 @@ class ListenerSettings(ChainSettings):
         CACHE_DIR / "run" / "api-audio", description="files fetched from IPFS for /audio"
     )
     api_audio_cache_mb: int = Field(2048, ge=1, description="size the audio cache is kept under")
+    api_webhooks: bool = Field(
+        True, description="deliver webhooks from this replica (off: others deliver them)"
+    )
+    api_webhook_secret: SecretStr | None = Field(
+        None,
+        description="master key every API key's webhook signing secret is derived from "
+        "(default: a random key kept in the status store, shared by its replicas)",
+    )
+    api_webhook_retry_s: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: list(WEBHOOK_RETRY_S),
+        min_length=1,
+        description="seconds between a failed webhook attempt and the next, comma-separated; "
+        "after the last one the delivery has failed",
+    )
+    api_webhook_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="one webhook attempt's time limit"
+    )
+    api_webhook_concurrency: int = Field(
+        16, ge=1, le=1024, description="webhook attempts in flight at once, per replica"
+    )
+    api_webhook_allow_http: bool = Field(
+        False, description="accept http:// webhook URLs (default: https only)"
+    )
+    api_webhook_allow_nets: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list,
+        description="networks webhooks may reach although they are not public (CIDRs, "
+        "comma-separated): loopback, private, link-local, ... are refused otherwise",
+    )
+
+    @field_validator("api_webhook_retry_s", "api_webhook_allow_nets", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("api_webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the webhook master secret needs at least 16 characters")
+        return value
+
+    @field_validator("api_webhook_retry_s")
+    @classmethod
+    def _check_retries(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= s < 10**7 for s in value):
+            raise ValueError("each retry delay is 0 or more seconds (under 10^7)")
+        return value
 
     @field_validator("api_cors_origins", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from acesteps.kafka.producer import transactional_producer
 from acesteps.kafka.records import OutRecord
 from acesteps.kafka.transactions import TransactionalProducer
 from acesteps.messages import (
+    CancelRequested,
     GenerationFailed,
     GenerationRequest,
     GenerationRevoked,
@@ -66,6 +67,8 @@ class KafkaSink:
             return self._topics.requests
         if isinstance(record, GenerationFailed):
             return self._topics.failures
+        if isinstance(record, CancelRequested):
+            return self._topics.cancels
         raise TypeError(f"the listener does not write {type(record).__name__}")
 
     async def commit(self, records: Sequence[Record], checkpoint: ListenerCheckpoint) -> None:

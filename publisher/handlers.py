@@ -4,7 +4,9 @@
 `acesteps.kafka.pipelined.PipelinedLoop`. ``prepare`` (`prepare_audio`), for each AudioReady
 as it is read:
 
-1. a chain request must still be on chain: one that a reorg removed is not published;
+1. a chain request must still be on chain: one that a reorg removed is not published; a
+   request that must stop (canceled, past its deadline: `acesteps.cancels`) becomes a
+   `GenerationCanceled` and nothing of it is pinned;
 2. find the request's chunks and check the file against the AudioReady's claims;
 3. add it and its generation manifest (`publisher.manifests`) to Kubo (pinned) and check
    Kubo's CIDs against the local ones; then ask the configured remote pinning services to
@@ -13,14 +15,17 @@ as it is read:
 
 ``submit``, for a batch of those:
 
-4. register every ``(requestId, audioHash, cid, manifestHash)`` of the batch in one
+4. read every cancel Kafka holds until now (`CancelView.caught_up`) and drop the requests
+   that must stop (each a `GenerationCanceled`); register every
+   ``(requestId, audioHash, cid, manifestHash)`` of the rest of the batch in one
    ``registerTracks`` transaction (`publisher.registrar.submit_batch`; items registered
    already are read back, not sent), and return at once: the loop reads and submits the next
    batches while this one is mined;
 5. once it has its confirmations: one `TrackPublished` per track (with the confirmations it
    has), which the loop commits with the consumed offsets. `publisher.finality` follows each
    one until it is final. A chain request the contract refused as not pending is not
-   published when a reorg removed it (as in step 1), and dead-lettered otherwise.
+   published when a reorg removed it (as in step 1), is canceled when its requester canceled
+   it on chain, and is dead-lettered otherwise.
 
 Steps 3 and 4 are idempotent (content addressing; a registration is read before it is
 sent, and the contract registers an id once), so a crash anywhere before the commit only
@@ -28,8 +33,9 @@ repeats work, never the outcome.
 
 `handle_failure` reads ``PREFIX.failures.v1`` and marks each request that is still pending
 on chain as failed, which refunds its fee, and waits until that is final (a refund that a
-reorg drops is sent again). It needs no ``source`` field: the contract knows which ids were
-requested on chain, and `mark_failed` reads the status first.
+reorg drops is sent again); it skips `GenerationCanceled` records (nothing to refund: a
+request canceled on chain was refunded by the contract). It needs no ``source`` field: the
+contract knows which ids were requested on chain, and `mark_failed` reads the status first.
 """
 
 from __future__ import annotations
@@ -41,12 +47,20 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
+from aiokafka.errors import KafkaError
 
+from acesteps.cancels import CancelView, Stop, why_stop
 from acesteps.errors import InvalidRecordError, UnavailableError
 from acesteps.ipfs.kubo import KuboClient, KuboError
 from acesteps.kafka.pipelined import Finish
 from acesteps.kafka.records import InRecord, OutRecord, decode_value
-from acesteps.messages import TYPE_HEADER, AudioReady, GenerationFailed, TrackPublished
+from acesteps.messages import (
+    TYPE_HEADER,
+    AudioReady,
+    GenerationCanceled,
+    GenerationFailed,
+    TrackPublished,
+)
 from acesteps.progress import NoProgress, Progress
 from acesteps.registry import Provenance, Registry, RequestStatus, Track, TrackItem
 from acesteps.topics import Topics
@@ -79,6 +93,10 @@ class IpfsUnavailable(RetryablePublisherError, UnavailableError):
     code = "ipfs_unavailable"
 
 
+class KafkaUnavailable(RetryablePublisherError, UnavailableError):
+    code = "kafka_unavailable"
+
+
 class RemotePins(Protocol):
     """`publisher.remotepin.RemotePinner`: service name -> status; never raises."""
 
@@ -99,6 +117,7 @@ class Deps:
     remote_pins: RemotePins
     finality: FinalityDeps
     progress: Progress = field(default_factory=NoProgress)
+    cancels: CancelView | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,8 @@ async def prepare_audio(record: InRecord, deps: Deps) -> Pinned | list[OutRecord
     #    revokes it; if it comes back in another block, it is generated again).
     if not await _still_requested(deps, ready):
         return []
+    if (stop := why_stop(deps.cancels, ready.request_id, ready.deadline)) is not None:
+        return [_canceled(deps, ready, stop, "stopped before publishing")]
 
     # 2. The file, exactly as the generator described it.
     await deps.progress.report([ready.request_id], "publishing")
@@ -156,23 +177,68 @@ class AudioBatches:
         return await prepare_audio(record, deps)
 
     async def submit(self, items: Sequence[Pinned], deps: Deps) -> Finish:
-        # 4. One transaction for the batch, broadcast (not mined) when this returns.
-        async with _chain_errors("registering"):
-            finish = await submit_batch(
-                deps.registry,
-                deps.sender,
-                [pinned.item() for pinned in items],
-                deps.confirmations,
-                from_block=deps.from_block,
-            )
+        # 4. Whatever was canceled until now stops here; the rest is registered in one
+        #    transaction, broadcast (not mined) when this returns.
+        stops = await _stops(deps, items)
+        kept = [pinned for pinned in items if pinned.ready.request_id not in stops]
+        finish = None
+        if kept:
+            async with _chain_errors("registering"):
+                finish = await submit_batch(
+                    deps.registry,
+                    deps.sender,
+                    [pinned.item() for pinned in kept],
+                    deps.confirmations,
+                    from_block=deps.from_block,
+                )
 
         async def published() -> list[Sequence[OutRecord] | Exception]:
-            async with _chain_errors("registering"):
-                outcomes = await finish()
+            outcomes: list[Outcome] = []
+            if finish is not None:
+                async with _chain_errors("registering"):
+                    outcomes = list(await finish())
+            registered = iter(zip(kept, outcomes, strict=True))
             # 5. Announced, in the transaction that consumes the AudioReady records.
-            return [await _announce(deps, p, o) for p, o in zip(items, outcomes, strict=True)]
+            results: list[Sequence[OutRecord] | Exception] = []
+            for pinned in items:
+                stop = stops.get(pinned.ready.request_id)
+                if stop is not None:
+                    results.append(
+                        [_canceled(deps, pinned.ready, stop, "stopped before registering")]
+                    )
+                else:
+                    results.append(await _announce(deps, *next(registered)))
+            return results
 
         return published
+
+
+async def _stops(deps: Deps, items: Sequence[Pinned]) -> dict[str, Stop]:
+    """The items that must stop, after reading every cancel Kafka acknowledged until now."""
+    if deps.cancels is not None:
+        try:
+            await deps.cancels.caught_up()
+        except (KafkaError, TimeoutError) as exc:
+            raise KafkaUnavailable(f"reading the cancels before registering: {exc!r}") from exc
+    stops = {}
+    for pinned in items:
+        ready = pinned.ready
+        if (stop := why_stop(deps.cancels, ready.request_id, ready.deadline)) is not None:
+            stops[ready.request_id] = stop
+    return stops
+
+
+def _canceled(deps: Deps, ready: AudioReady, stop: Stop, when: str) -> OutRecord:
+    log.info("request %s: %s; %s", ready.request_id, stop.message, when)
+    canceled = GenerationCanceled(
+        request_id=ready.request_id,
+        stage="publisher",
+        reason=stop.reason,
+        message=f"{stop.message}; {when}",
+        source=ready.source,
+        chain=ready.chain,
+    )
+    return OutRecord.message(deps.topics.failures, ready.request_id, canceled)
 
 
 async def _announce(deps: Deps, pinned: Pinned, outcome: Outcome) -> list[OutRecord] | Exception:
@@ -184,6 +250,10 @@ async def _announce(deps: Deps, pinned: Pinned, outcome: Outcome) -> list[OutRec
             async with _chain_errors("reading the request"):
                 if not await _still_requested(deps, pinned.ready):
                     return []
+                status = await deps.registry.status(pinned.ready.request_id)
+            if status is RequestStatus.CANCELED:  # before the listener said so
+                stop = Stop("chain", "canceled on chain by its requester")
+                return [_canceled(deps, pinned.ready, stop, "refused by the contract")]
     except Exception as exc:
         return exc
     return outcome
@@ -249,6 +319,8 @@ async def _still_requested(deps: Deps, ready: AudioReady) -> bool:
 
 
 async def handle_failure(record: InRecord, deps: Deps) -> Sequence[OutRecord]:
+    if record.header(TYPE_HEADER) == GenerationCanceled.__name__.encode():
+        return []  # nothing to refund or mark: see the module's docstring
     failed = decode_value(GenerationFailed, record)
     rid, registry = failed.request_id, deps.registry
     reason = f"{failed.code}: {failed.message}"

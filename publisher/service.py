@@ -4,8 +4,9 @@ Loop ``audio`` reads ``PREFIX.audio.v1`` and writes ``PREFIX.tracks.v1``, in bat
 several registration transactions in flight (`acesteps.kafka.pipelined`); loop ``finality``
 reads ``PREFIX.tracks.v1`` and writes ``PREFIX.tracks.v1`` (`publisher.finality`: each
 registration until it is final, re-registered when a reorg drops it); loop ``failures`` reads
-``PREFIX.failures.v1`` and writes nothing but its offsets. All share one signer (`TxSender`),
-so the nonces of the instance's key stay in one place.
+``PREFIX.failures.v1`` and writes nothing but its offsets. All share one signer
+(`TxSender`), so the nonces of the instance's key stay in one place. ``PREFIX.cancels.v1`` is
+read whole (`acesteps.cancels`): nothing canceled is pinned or registered.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
+from acesteps.cancels import CancelView
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.kafka.admin import ensure_topics
 from acesteps.kafka.loop import LoopConfig, TransactionalLoop
@@ -85,6 +87,13 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
         )
         await progress.start()
         stack.push_async_callback(progress.stop)
+        cancels = CancelView(
+            settings.kafka_bootstrap,
+            settings.topics.cancels,
+            f"acesteps-publisher-{settings.publisher_instance_id}",
+        )
+        await cancels.start()
+        stack.push_async_callback(cancels.stop)
         finality = FinalityDeps(
             registry=registry,
             sender=sender,
@@ -107,6 +116,7 @@ async def run_publisher(settings: PublisherSettings, stop: asyncio.Event) -> Non
             remote_pins=remote_pins,
             finality=finality,
             progress=progress,
+            cancels=cancels,
         )
         log.info(
             "publishing to %s on chain %d as %s; final: %s",

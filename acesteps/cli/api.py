@@ -176,14 +176,25 @@ class ApiClient:
             raise ApiError(400, "invalid_id", "a request id is 0x + 64 hex digits", "id")
         return f"/api/generations/{rid}{tail}"
 
-    async def submit(self, body: Mapping[str, Any], idempotency_key: str | None = None) -> Record:
+    async def submit(
+        self,
+        body: Mapping[str, Any],
+        idempotency_key: str | None = None,
+        cancel_after: str | None = None,
+    ) -> Record:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
+        if cancel_after is not None:
+            headers["Cancel-After"] = cancel_after
         return await self._record(
             "POST", "/api/generate", params={"wait": "0"}, json=dict(body), headers=headers
         )
 
     async def get(self, request_id: str) -> Record:
         return await self._record("GET", self._path(request_id))
+
+    async def cancel(self, request_id: str) -> Record:
+        """Ask the API to stop the request; the record as it was when the cancel was sent."""
+        return await self._record("POST", self._path(request_id, "/cancel"))
 
     async def events(self, request_id: str) -> AsyncIterator[tuple[str, Record]]:
         """``("status", record)`` per status event and ``("progress", steps)`` per progress

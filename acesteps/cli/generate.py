@@ -5,9 +5,9 @@
 ``GET /api/generations/{id}`` every 2 s instead), downloads ``/audio`` and checks that the
 keccak256 of the bytes is the record's ``audioHash``. ``status`` prints one record.
 
-Exit codes: 0 done; 1 the request failed or was revoked, the audio does not match its hash, or
-(``status``) there is no such request; 2 the API refused the request (4xx); 3 the API could
-not be reached or failed (5xx, or an answer that is not the API's).
+Exit codes: 0 done; 1 the request failed, was canceled or revoked, the audio does not match
+its hash, or (``status``) there is no such request; 2 the API refused the request (4xx); 3 the
+API could not be reached or failed (5xx, or an answer that is not the API's).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ __all__ = [
     "status",
 ]
 
-FINAL: Final = frozenset({"completed", "failed", "revoked"})
+FINAL: Final = frozenset({"completed", "failed", "canceled", "revoked"})
 POLL_S: Final = 2.0
 POLL_FAILURES: Final = 5  # consecutive unreachable/5xx polls tolerated before giving up
 
@@ -53,6 +53,7 @@ class GenerateOptions:
     wait: bool = True
     out: Path | None = None
     idempotency_key: str | None = None
+    cancel_after: str | None = None
 
 
 async def follow(
@@ -132,7 +133,7 @@ async def generate(
     progress = progress or Progress(stderr)
     try:
         # 1. submit (the API answers at once with the queued record)
-        record = await api.submit(opts.body, opts.idempotency_key)
+        record = await api.submit(opts.body, opts.idempotency_key, opts.cancel_after)
         request_id: str = record["id"].lower()
         print(f"request {request_id}", file=stderr, flush=True)
         if not opts.wait:
@@ -242,6 +243,11 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, help="where to save the audio (default ./ID.FORMAT)")
     parser.add_argument("--idempotency-key", help="the same key returns the same request")
+    parser.add_argument(
+        "--cancel-after",
+        metavar="DURATION",
+        help="cancel the request if it is not published within DURATION (90, 90s, 5m, 1h30m)",
+    )
     add_connection_arguments(parser)
 
 
@@ -287,7 +293,11 @@ async def run_generate_cli(args: argparse.Namespace) -> int:
         print(f"error: --lyrics-file: {exc}", file=sys.stderr)
         return 2
     opts = GenerateOptions(
-        body=body, wait=args.wait, out=args.out, idempotency_key=args.idempotency_key
+        body=body,
+        wait=args.wait,
+        out=args.out,
+        idempotency_key=args.idempotency_key,
+        cancel_after=args.cancel_after,
     )
     async with open_session(key) as session:
         api = ApiClient(session, url, notify=notify)

@@ -2,6 +2,7 @@
 
 acesteps generate PROMPT [...]        submit to the HTTP API, wait, download and check the audio
 acesteps status ID [--json]           one request's record from the HTTP API
+acesteps cancel ID [--json]           stop a request this API key submitted
 acesteps verify ID [--file F]         check a track against its on-chain registration
 acesteps reproduce ID                 re-run a track from its manifest and compare, byte for byte
 acesteps schemas export|check         the topics' JSON Schemas
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 
 from acesteps import __version__, schemas
-from acesteps.cli import generate, listing, reproduce, verify
+from acesteps.cli import cancel, generate, listing, reproduce, verify
 
 __all__ = ["build_parser", "main"]
 
@@ -80,7 +81,7 @@ def _contracts(args: argparse.Namespace) -> int:
 async def _deploy(args: argparse.Namespace) -> int:
     from eth_account import Account
 
-    from acesteps.chain import connect, deploy_registry
+    from acesteps.chain import DEFAULT_RECLAIM_AFTER_BLOCKS, connect, deploy_registry
     from acesteps.settings import ChainSettings, ConfigError, load_settings
 
     settings = load_settings(ChainSettings)
@@ -98,7 +99,8 @@ async def _deploy(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         publisher = args.publisher or Account.from_key(key).address
-        deployment = await deploy_registry(w3, key, publisher, args.fee)
+        delay = settings.reclaim_after_blocks or DEFAULT_RECLAIM_AFTER_BLOCKS
+        deployment = await deploy_registry(w3, key, publisher, args.fee, delay)
     finally:
         await w3.provider.disconnect()
     out = Path(args.out) if args.out else settings.deployment_file
@@ -135,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="a request's record from the HTTP API")
     generate.add_status_arguments(p)
     p.set_defaults(func=lambda a: asyncio.run(generate.run_status_cli(a)))
+
+    p = sub.add_parser("cancel", help="stop a request this API key submitted")
+    cancel.add_arguments(p)
+    p.set_defaults(func=lambda a: asyncio.run(cancel.run_cli(a)))
 
     p = sub.add_parser("list", help="your requests from the HTTP API, newest first")
     listing.add_arguments(p)

@@ -47,6 +47,10 @@ from acesteps.verify import verify
 __all__ = ["demo", "down", "up"]
 
 SERVICES = ("listener", "generator", "publisher")
+LOCAL_RECLAIM_AFTER_BLOCKS = 60
+"""``reclaimAfterBlocks`` of the local registry unless ACESTEPS_RECLAIM_AFTER_BLOCKS says
+otherwise: a minute of the local anvil's one-second blocks, so a requester can try
+``reclaim`` without waiting a day."""
 
 
 def _run_dir() -> Path:
@@ -70,14 +74,16 @@ async def _deploy(settings: ChainSettings) -> Deployment:
     try:
         chain_id = await w3.eth.chain_id
         path = settings.deployment_file
+        delay = settings.reclaim_after_blocks or LOCAL_RECLAIM_AFTER_BLOCKS
         if path.exists():
             known = Deployment.load(path)
             address = w3.to_checksum_address(known.address)
             current = known.bytecode_hash == registry.bytecode_hash()
+            current = current and known.reclaim_after_blocks == delay
             if current and known.chain_id == chain_id and await w3.eth.get_code(address):
                 return known  # this version of the contract is deployed: reuse it
         publisher = Account.from_key(dev_key(1, chain_id)).address
-        deployment = await deploy_registry(w3, dev_key(0, chain_id), publisher)
+        deployment = await deploy_registry(w3, dev_key(0, chain_id), publisher, 0, delay)
         deployment.save(path)
         return deployment
     finally:

@@ -22,6 +22,7 @@ from listener.api import routes
 from listener.api.auth import Unauthorized
 from listener.api.cors import Cors
 from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure, error_response
+from listener.api.webhooks import routes as webhooks
 
 __all__ = ["create_app"]
 
@@ -145,6 +146,7 @@ def create_app(deps: ApiDeps) -> web.Application:
     )
     app[DEPS] = deps
     routes.add_routes(app)
+    webhooks.add_routes(app)
     app.router.add_static("/static/", STATIC, name="static")
     app.on_response_prepare.append(_revalidate_static)
     Cors(deps.cors_origins).install(app)

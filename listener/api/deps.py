@@ -13,13 +13,15 @@ from typing import Protocol
 
 from aiohttp import web
 
-from acesteps.messages import GenerationRequest
+from acesteps.messages import CancelRequested, GenerationRequest
+from acesteps.types import parse_request_id
 from acesteps.verify import Verdict
 from listener.api.audiocache import AudioCache
 from listener.api.auth import ApiKeys, RateLimiter
-from listener.api.models import ApiError, ErrorBody
+from listener.api.models import ApiError, ErrorBody, Generation
 from listener.api.projection import Hub, Projection
 from listener.api.store import Store
+from listener.api.webhooks.config import WebhookConfig
 
 __all__ = [
     "CALLER",
@@ -30,8 +32,10 @@ __all__ = [
     "Manifests",
     "Submitter",
     "Verifier",
+    "answer",
     "base_url",
     "error_response",
+    "lookup",
 ]
 
 DEPS: web.AppKey[ApiDeps] = web.AppKey("deps")
@@ -44,6 +48,10 @@ STATIC = Path(str(files("listener.api") / "static"))
 class Submitter(Protocol):
     async def submit(self, request: GenerationRequest) -> None:
         """Write the request to ``PREFIX.requests.v1`` (raises when Kafka refuses)."""
+        ...
+
+    async def cancel(self, cancel: CancelRequested) -> None:
+        """Write the cancel to ``PREFIX.cancels.v1`` (raises when Kafka refuses)."""
         ...
 
 
@@ -77,6 +85,8 @@ class ApiDeps:
     public_url: str | None = None
     resend_after_s: float = 10.0
     cors_origins: tuple[str, ...] = ()
+    webhooks: WebhookConfig | None = None
+    """Signing and target rules of webhooks (`listener.api.webhooks`); None: refused."""
 
 
 def base_url(request: web.Request, deps: ApiDeps) -> str:
@@ -116,3 +126,23 @@ def error_response(status: int, code: str, message: str, **headers: str) -> web.
         content_type="application/json",
         headers=headers,
     )
+
+
+def answer(request: web.Request, g: Generation, status: int = 200) -> web.Response:
+    """A record as the answer: its public JSON, ``Location``, and while it runs ``Retry-After``."""
+    deps = request.app[DEPS]
+    headers = {"Location": f"/api/generations/{g.id}"}
+    if not g.status.final:
+        headers["Retry-After"] = "2"
+    return web.json_response(g.public(base_url(request, deps)), status=status, headers=headers)
+
+
+async def lookup(request: web.Request) -> Generation:
+    """The record the route's ``{id}`` names; 400 for a malformed id, 404 for an unknown one."""
+    rid = parse_request_id(request.match_info["id"])
+    if rid is None:
+        raise ApiFailure(400, "invalid_id", "a request id is 0x + 64 hex digits", "id")
+    found = await request.app[DEPS].store.get(rid)
+    if found is None:
+        raise ApiFailure(404, "not_found", f"no request {rid}")
+    return found

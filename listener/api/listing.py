@@ -62,10 +62,13 @@ def _time(q: Mapping[str, str], name: str) -> datetime | None:
         return None
     try:  # RFC 3339 allows a lower-case t and z
         at = datetime.fromisoformat(raw.upper())
-        at = at if at.tzinfo else at.replace(tzinfo=UTC)
-        time_key(at)  # in UTC, within the years a datetime holds
-    except (ValueError, OverflowError):
+    except ValueError:
         raise ApiFailure(422, "invalid_request", f"{name}: an ISO 8601 time", name) from None
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    try:
+        time_key(at)  # in UTC, within the years a datetime holds
+    except OverflowError:  # a valid time whose UTC is before year 1 or after 9999
+        return (datetime.min if at.year < 5000 else datetime.max).replace(tzinfo=UTC)
     return at
 
 

@@ -3,19 +3,27 @@
 `Generation` is the public record of one request, from the chain or from HTTP; the status
 projection keeps it (`listener.api.store`) and every endpoint answers with it. Its statuses
 move forward, ``queued`` -> ``generating`` -> ``publishing`` -> one of ``completed``,
-``failed`` or ``revoked``, except where the chain moves back (`listener.api.updates`): a
-reorg that drops a registration takes ``completed`` back to ``publishing``, one that drops
-an on-chain request makes it ``revoked``, and its re-inclusion brings it back. A completed
-record is settled once its registration is ``final``.
+``failed``, ``canceled`` or ``revoked``, except where the chain moves back
+(`listener.api.updates`): a reorg that drops a registration takes ``completed`` back to
+``publishing``, one that drops an on-chain request makes it ``revoked``, and its
+re-inclusion brings it back. A completed record is settled once its registration is
+``final``.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from acesteps.options import Extras, GenerationOptions, api_name
 from acesteps.types import AudioFormat
@@ -28,7 +36,16 @@ __all__ = [
     "Status",
     "StepProgress",
     "TrackError",
+    "WebhookEvent",
 ]
+
+WebhookUrl = Annotated[
+    str,
+    StringConstraints(max_length=2048),
+    Field(json_schema_extra={"format": "uri", "pattern": "^https?://"}),
+]
+WebhookEvent = Literal["queued", "generating", "publishing", "completed", "failed", "canceled"]
+"""The statuses a webhook may announce (`listener.api.webhooks`)."""
 
 
 class Status(StrEnum):
@@ -37,6 +54,7 @@ class Status(StrEnum):
     PUBLISHING = "publishing"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELED = "canceled"
     REVOKED = "revoked"
 
     @property
@@ -45,7 +63,8 @@ class Status(StrEnum):
 
     @property
     def final(self) -> bool:
-        """completed, failed or revoked: where a request ends (unless the chain moves back)."""
+        """completed, failed, canceled or revoked: where a request ends (unless the chain
+        moves back)."""
         return self.rank == FINAL_RANK
 
 
@@ -56,6 +75,7 @@ _RANK = {
     Status.PUBLISHING: 2,
     Status.COMPLETED: FINAL_RANK,
     Status.FAILED: FINAL_RANK,
+    Status.CANCELED: FINAL_RANK,
     Status.REVOKED: FINAL_RANK,
 }
 
@@ -70,9 +90,36 @@ class _Camel(BaseModel):
 
 
 class GenerateBody(GenerationOptions):
-    """``POST /api/generate``: the request options (`acesteps.options`) under their API names."""
+    """``POST /api/generate``: the request options (`acesteps.options`) under their API names,
+    and the job's controls (not options: they never change the track, nor reach the manifest)."""
 
     model_config = _API_CONFIG
+    deadline: datetime | None = Field(
+        None,
+        description="cancel the request if it is not published by then (RFC 3339, with a "
+        "time zone; within 7 days); the header Cancel-After (a duration) does the same",
+    )
+    webhook: WebhookUrl | None = Field(
+        None,
+        description="a URL (https) the server calls when the request's status enters one of "
+        "webhookEvents: Standard Webhooks, signed with the key's secret "
+        "(GET /api/webhooks/secret); public addresses only",
+    )
+    webhook_events: tuple[WebhookEvent, ...] | None = Field(
+        None,
+        min_length=1,
+        description="the statuses the webhook announces (with webhook; default: completed, "
+        "failed, canceled)",
+    )
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _events_need_a_webhook(
+        cls, value: tuple[WebhookEvent, ...] | None, info: ValidationInfo
+    ) -> tuple[WebhookEvent, ...] | None:
+        if value is not None and info.data.get("webhook") is None:
+            raise ValueError("give webhook too: the URL the events go to")
+        return None if value is None else tuple(dict.fromkeys(value))
 
 
 class StepProgress(_Camel):
@@ -135,6 +182,9 @@ class Generation(Extras):
         ge=1,
         description="while queued, in GET /api/generations/{id}: 1 + the queued requests "
         "created before it (a guide: generators take requests partition by partition)",
+    )
+    deadline: datetime | None = Field(
+        None, description="canceled if not published by then (deadline or Cancel-After)"
     )
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

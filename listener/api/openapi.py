@@ -11,8 +11,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from acesteps.types import ADDRESS_PATTERN, REQUEST_ID_INPUT
+from listener.api.cancel import DURATION_PATTERN as _DURATION
 from listener.api.listing import CURSOR
-from listener.api.models import ErrorBody, GenerateBody, Generation
+from listener.api.models import ErrorBody, GenerateBody, Generation, Status
+from listener.api.webhooks.models import WebhookDeliveries, WebhookPayload, WebhookSecret
 
 __all__ = ["openapi_document"]
 
@@ -26,6 +28,9 @@ def _schemas() -> dict[str, Any]:
         (GenerateBody, "validation"),
         (Generation, "serialization"),
         (ErrorBody, "serialization"),
+        (WebhookDeliveries, "serialization"),
+        (WebhookSecret, "serialization"),
+        (WebhookPayload, "serialization"),
     )
     for model, mode in models:
         schema = model.model_json_schema(by_alias=True, ref_template=_REF, mode=mode)  # type: ignore[arg-type]
@@ -55,6 +60,43 @@ def _generation(description: str) -> dict[str, Any]:
     }
 
 
+def _json(description: str, model: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {_JSON: {"schema": {"$ref": _REF.format(model=model)}}},
+    }
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+_WEBHOOKS = {
+    "generation": {
+        "post": {
+            "operationId": "generationWebhook",
+            "summary": "Sent to a request's webhook URL when its status enters a subscribed one "
+            "(Standard Webhooks; retried until a 2xx answer or the schedule's end)",
+            "parameters": [
+                _header("webhook-id", "the delivery's id: the same on every retry"),
+                _header("webhook-timestamp", "unix seconds of this attempt"),
+                _header("webhook-signature", "v1,<base64 HMAC-SHA256 of id.timestamp.body>"),
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {_JSON: {"schema": {"$ref": _REF.format(model="WebhookPayload")}}},
+            },
+            "responses": {"2XX": {"description": "received; any other answer is retried"}},
+        }
+    }
+}
+
 _ID_PARAM = {
     "name": "id",
     "in": "path",
@@ -62,7 +104,7 @@ _ID_PARAM = {
     "description": "the requestId",
     "schema": {"type": "string", "pattern": REQUEST_ID_INPUT},
 }
-_STATUS = "(queued|generating|publishing|completed|failed|revoked)"
+_STATUS = f"({'|'.join(s.value for s in Status)})"
 _PAGE = {
     "type": "object",
     "required": ["items", "nextCursor"],
@@ -113,13 +155,22 @@ def _paths() -> dict[str, Any]:
                         "description": "seconds to wait for completion (0: answer at once)",
                         "schema": {"type": "number", "minimum": 0},
                     },
+                    {
+                        "name": "Cancel-After",
+                        "in": "header",
+                        "required": False,
+                        "description": "cancel the request if it is not published within this "
+                        "duration (90, 90s, 5m, 1h30m; at most 7 days); with deadline, the "
+                        "earlier wins",
+                        "schema": {"type": "string", "pattern": _DURATION},
+                    },
                 ],
                 "requestBody": {
                     "required": True,
                     "content": {_JSON: {"schema": {"$ref": _REF.format(model="GenerateBody")}}},
                 },
                 "responses": {
-                    "200": _generation("finished: completed, failed or revoked"),
+                    "200": _generation("finished: completed, failed, canceled or revoked"),
                     "202": _generation("not finished yet; follow Location"),
                     "400": _error("not JSON"),
                     "401": _error("missing or unknown API key"),
@@ -178,6 +229,23 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": _generation("the request"), **_READ_ERRORS},
             }
         },
+        "/api/generations/{id}/cancel": {
+            "post": {
+                "operationId": "cancelGeneration",
+                "summary": "Stop a request this API key submitted; the record turns canceled "
+                "once its worker stops it (or completed, when it was registered first)",
+                "parameters": [_ID_PARAM],
+                "responses": {
+                    "202": _generation("the cancel is accepted; the record as it was"),
+                    "400": _error("malformed id"),
+                    "401": _error("missing or unknown API key"),
+                    "404": _error("no such request of this API key"),
+                    "409": _error("the request has ended"),
+                    "429": _error("rate limited", **{"Retry-After": "seconds to wait"}),
+                    "503": _error("Kafka unavailable; retry"),
+                },
+            }
+        },
         "/api/generations/{id}/audio": {
             "get": {
                 "operationId": "getAudio",
@@ -209,8 +277,8 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_ID_PARAM],
                 "responses": {
                     "200": {
-                        "description": "events until the record is settled: failed, revoked, "
-                        "or completed with a final registration",
+                        "description": "events until the record is settled: failed, "
+                        "canceled, revoked, or completed with a final registration",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
                     "204": {"description": "Last-Event-ID is the settled end: nothing more"},
@@ -250,6 +318,32 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/api/generations/{id}/webhooks": {
+            "get": {
+                "operationId": "listWebhookDeliveries",
+                "summary": "The request's webhook deliveries: status, attempts, next attempt, "
+                "last answer and error (only for the key that submitted it)",
+                "parameters": [_ID_PARAM],
+                "responses": {
+                    "200": _json("every delivery, in the order they are sent", "WebhookDeliveries"),
+                    "400": _error("malformed id"),
+                    "404": _error("no such request of this caller"),
+                    "429": _error("rate limited", **{"Retry-After": "seconds to wait"}),
+                },
+            }
+        },
+        "/api/webhooks/secret": {
+            "get": {
+                "operationId": "getWebhookSecret",
+                "summary": "The secret that verifies this API key's webhooks (Standard Webhooks)",
+                "security": [{"apiKey": []}, {}],
+                "responses": {
+                    "200": _json("whsec_ + base64 of the key", "WebhookSecret"),
+                    "401": _error("keys are on and no valid key was sent"),
+                    "429": _error("rate limited", **{"Retry-After": "seconds to wait"}),
+                },
+            }
+        },
         "/healthz": {
             "get": {
                 "operationId": "health",
@@ -272,6 +366,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         },
         "servers": [{"url": server_url}],
         "paths": _paths(),
+        "webhooks": _WEBHOOKS,
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},

@@ -32,7 +32,16 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from listener.api.models import Generation
-from listener.api.rows import Event, ListQuery, Offsets, Row, fold, list_sql, listed_as
+from listener.api.rows import Event, ListQuery, Offsets, Row, Transition, fold, list_sql, listed_as
+from listener.api.webhooks import postgres as hooks
+from listener.api.webhooks.models import (
+    Attempted,
+    Claimed,
+    Subscription,
+    WebhookDelivery,
+    deliveries_for,
+    new_delivery,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -103,11 +112,12 @@ class PostgresStore:
         self._projection = projection
         self._writer = _Connection(url)  # the projection's batches
         self._requests = _Connection(url)  # everything the HTTP handlers ask
+        self._hooks = _Connection(url)  # the webhook deliverer's claims and outcomes
 
     async def open(self) -> PostgresStore:
         async with self._requests.use() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            for statement in SCHEMA:
+            for statement in (*SCHEMA, *hooks.SCHEMA):
                 await conn.execute(statement)
             cur = await conn.execute(
                 "SELECT id, doc::text FROM generations WHERE created_key IS NULL"
@@ -123,6 +133,7 @@ class PostgresStore:
     async def close(self) -> None:
         await self._writer.close()
         await self._requests.close()
+        await self._hooks.close()
 
     # ------------------------------------------------------------ reads
 
@@ -146,16 +157,21 @@ class PostgresStore:
     # ------------------------------------------------------------ writes
 
     async def submit(
-        self, generation: Generation, fingerprint: str, outbox: str
+        self,
+        generation: Generation,
+        fingerprint: str,
+        outbox: str,
+        webhook: Subscription | None = None,
     ) -> tuple[Row, bool]:
         g = generation
+        hook = None if webhook is None else webhook.model_dump_json()
         async with self._requests.use() as conn:
             while True:  # until inserted or found (a concurrent forget may remove it between)
                 async with conn.transaction():
                     cur = await conn.execute(
                         "INSERT INTO generations (id, doc, status, fingerprint, request_seen, "
-                        "updated_at, outbox, requester, source, created_key) "
-                        "VALUES (%s, %s, %s, %s, FALSE, %s, %s, %s, %s, %s) "
+                        "updated_at, outbox, requester, source, created_key, webhook) "
+                        "VALUES (%s, %s, %s, %s, FALSE, %s, %s, %s, %s, %s, %s) "
                         "ON CONFLICT (id) DO NOTHING",
                         (
                             g.id,
@@ -165,9 +181,12 @@ class PostgresStore:
                             g.updated_at,
                             outbox,
                             *listed_as(g),
+                            hook,
                         ),
                     )
                     if cur.rowcount == 1:
+                        if webhook is not None and webhook.wants(g.status.value):
+                            await hooks.enqueue(conn, [new_delivery(webhook, g)])
                         return Row(g, fingerprint, False), True
                     cur = await conn.execute(
                         f"SELECT {_COLUMNS} FROM generations WHERE id = %s FOR UPDATE", (g.id,)
@@ -181,6 +200,7 @@ class PostgresStore:
                             "UPDATE generations SET fingerprint = %s WHERE id = %s",
                             (fingerprint, g.id),
                         )
+                        await _subscribe(conn, existing.generation, webhook)
                     return existing, False
 
     async def unsent(self, before: datetime, limit: int = 1000) -> list[str]:
@@ -210,15 +230,21 @@ class PostgresStore:
         return int(found[0]) if found else 0
 
     async def forget(self, request_id: str) -> None:
-        async with self._requests.use() as conn:
-            await conn.execute(
+        async with self._requests.use() as conn, conn.transaction():
+            cur = await conn.execute(
                 "DELETE FROM generations WHERE id = %s AND NOT request_seen", (request_id,)
             )
+            if cur.rowcount:
+                await conn.execute(
+                    "DELETE FROM webhook_deliveries WHERE request_id = %s", (request_id,)
+                )
 
     async def apply(self, events: Iterable[Event], offsets: Offsets) -> list[Generation]:
         events = list(events)
-        pending = fold({}, events)  # the records as they are where a request has no row yet
+        # the records as they are where a request has no row yet
+        pending, pending_moves = fold({}, events)
         changed: dict[str, Row] = {}
+        moved: list[Transition] = []
         async with self._writer.use() as conn, conn.transaction():
             while pending:  # again only for rows a concurrent `forget` removed meanwhile
                 cur = await conn.execute(
@@ -229,6 +255,7 @@ class PostgresStore:
                 )
                 inserted = {rid for (rid,) in await cur.fetchall()}
                 changed.update((rid, pending[rid]) for rid in inserted)
+                moved.extend(t for t in pending_moves if t.request_id in inserted)
                 if not (rest := sorted(pending.keys() - inserted)):
                     break
                 cur = await conn.execute(
@@ -237,7 +264,8 @@ class PostgresStore:
                     (rest,),
                 )
                 stored = {rid: Row.decode(*cols) for rid, *cols in await cur.fetchall()}
-                updated = fold(stored, [e for e in events if e[0] in stored])
+                updated, moves = fold(stored, [e for e in events if e[0] in stored])
+                moved.extend(moves)
                 await conn.execute(
                     "UPDATE generations AS g SET doc = u.doc, status = u.status, "
                     "request_seen = u.seen, updated_at = u.at, "
@@ -249,6 +277,9 @@ class PostgresStore:
                 )
                 changed.update(updated)
                 pending = {rid: row for rid, row in pending.items() if rid not in changed}
+            if moved:
+                subscribed = await hooks.subscriptions(conn, (t.request_id for t in moved))
+                await hooks.enqueue(conn, deliveries_for(moved, subscribed))
             if offsets:
                 parts = sorted(offsets.items())
                 await conn.execute(
@@ -264,6 +295,38 @@ class PostgresStore:
                     ),
                 )
         return [row.generation for row in changed.values()]
+
+    # ------------------------------------------------------------ webhooks
+
+    async def meta(self, name: str, value: str) -> str:
+        async with self._requests.use() as conn:
+            return await hooks.meta(conn, name, value)
+
+    async def claim_deliveries(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> list[Claimed]:
+        async with self._hooks.use() as conn, conn.transaction():
+            return await hooks.claim(conn, now, lease_until, limit)
+
+    async def record_delivery(self, claimed: Claimed, result: Attempted) -> bool:
+        async with self._hooks.use() as conn:
+            return await hooks.record(conn, claimed, result)
+
+    async def deliveries(self, request_id: str) -> list[WebhookDelivery]:
+        async with self._requests.use() as conn:
+            return await hooks.log(conn, request_id)
+
+
+async def _subscribe(conn: Conn, g: Generation, webhook: Subscription | None) -> None:
+    """A subscription for a row the projection made (locked by the caller), unless it has
+    one."""
+    if webhook is None or await hooks.subscriptions(conn, [g.id]):
+        return
+    await conn.execute(
+        "UPDATE generations SET webhook = %s WHERE id = %s", (webhook.model_dump_json(), g.id)
+    )
+    if webhook.wants(g.status.value):
+        await hooks.enqueue(conn, [new_delivery(webhook, g)])
 
 
 def _columns(rows: list[tuple[str, Row]]) -> tuple[list[Any], ...]:

@@ -27,6 +27,7 @@ from acesteps.kafka import connection
 from acesteps.kafka.admin import topic_partitions
 from acesteps.messages import (
     TYPE_HEADER,
+    GenerationCanceled,
     GenerationFailed,
     GenerationProgress,
     GenerationRequest,
@@ -59,6 +60,7 @@ _KINDS: dict[bytes, type[Message]] = {
         TrackFinalized,
         RegistrationReorged,
         GenerationFailed,
+        GenerationCanceled,
     )
 }
 

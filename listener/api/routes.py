@@ -6,8 +6,11 @@ GET  /api/generations                 the caller's records, a page at a time (li
 GET  /api/generations/{id}            the record
 GET  /api/generations/{id}/audio      the file (ranges, HEAD, conditional requests)
 GET  /api/generations/{id}/events     server-sent events: ``status`` per change, ``progress``
+POST /api/generations/{id}/cancel     stop it (the key that submitted it): 202 (cancel.py)
 GET  /api/generations/{id}/verify     the check `acesteps verify` runs, as JSON
 GET  /api/generations/{id}/manifest   the generation manifest (checked against the chain)
+GET  /api/generations/{id}/webhooks   its webhook deliveries (webhooks/routes.py)
+GET  /api/webhooks/secret             the caller's webhook signing secret (webhooks/routes.py)
 GET  /api/openapi.json                the OpenAPI document
 GET  /healthz, GET /metrics, GET /    health, Prometheus, the web page
 """
@@ -19,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +35,15 @@ from acesteps.hashing import keccak256_hex
 from acesteps.messages import GenerationRequest
 from acesteps.provenance import ManifestProblem
 from acesteps.registry import offchain_request_id
-from acesteps.types import parse_request_id
 from listener.api import listing
 from listener.api.audiocache import AudioMismatch, AudioUnavailable
-from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure, base_url
+from listener.api.cancel import cancel, deadline_of
+from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure, answer, base_url, lookup
 from listener.api.models import GenerateBody, Generation, Status
 from listener.api.openapi import openapi_document
 from listener.api.rows import time_key
 from listener.api.updates import from_request
+from listener.api.webhooks.subscribe import subscription
 
 __all__ = ["add_routes", "offchain_id_for"]
 
@@ -53,14 +58,6 @@ def offchain_id_for(caller: str, idempotency_key: str | None) -> str:
     if idempotency_key is None:
         return keccak256_hex(os.urandom(16))
     return keccak256_hex(b"acesteps/idempotency/v1\0" + f"{caller}\0{idempotency_key}".encode())
-
-
-def _answer(request: web.Request, g: Generation, status: int = 200) -> web.Response:
-    deps = request.app[DEPS]
-    headers = {"Location": f"/api/generations/{g.id}"}
-    if not g.status.final:
-        headers["Retry-After"] = "2"
-    return web.json_response(g.public(base_url(request, deps)), status=status, headers=headers)
 
 
 # ---------------------------------------------------------------- POST /api/generate
@@ -107,6 +104,8 @@ async def generate(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise ApiFailure(422, "invalid_request", "Idempotency-Key: 1 to 255 characters")
+    deadline = deadline_of(request, body, datetime.now(UTC))
+    webhook = await subscription(deps, body, caller)
     offchain_id = offchain_id_for(caller, key)
     request_id = offchain_request_id(deps.chain_id, deps.contract, offchain_id)
     # The same key with another body is a client bug, not a retry.
@@ -117,13 +116,16 @@ async def generate(request: web.Request) -> web.Response:
             source="http",
             requester=caller,
             offchain_id=offchain_id,
+            deadline=deadline,
             **body.options(),
         )
     except ValidationError as exc:  # the body's checks mirror these; this is the backstop
         raise ApiFailure(422, "invalid_request", str(exc.errors()[0]["msg"])) from None
     with deps.hub.watch(request_id) as changes:
         queued = Generation(id=request_id, status=Status.QUEUED, **from_request(message))
-        row, inserted = await deps.store.submit(queued, fingerprint, message.model_dump_json())
+        row, inserted = await deps.store.submit(
+            queued, fingerprint, message.model_dump_json(), webhook
+        )
         if not inserted and row.fingerprint not in (None, fingerprint):
             raise ApiFailure(
                 422,
@@ -142,7 +144,7 @@ async def generate(request: web.Request) -> web.Response:
                     503, "unavailable", f"the request could not be queued: {type(exc).__name__}"
                 ) from exc
         current = await _wait_final(deps, request_id, changes, wait_s) or row.generation
-    return _answer(request, current, 200 if current.status.final else 202)
+    return answer(request, current, 200 if current.status.final else 202)
 
 
 async def _wait_final(
@@ -161,28 +163,18 @@ async def _wait_final(
 # ---------------------------------------------------------------- reads
 
 
-async def _generation(request: web.Request) -> Generation:
-    rid = parse_request_id(request.match_info["id"])
-    if rid is None:
-        raise ApiFailure(400, "invalid_id", "a request id is 0x + 64 hex digits", "id")
-    found = await request.app[DEPS].store.get(rid)
-    if found is None:
-        raise ApiFailure(404, "not_found", f"no request {rid}")
-    return found
-
-
 async def get_generation(request: web.Request) -> web.Response:
     """The record; while it is queued, with ``queuePosition``: how many queued requests came
     before it (all sources; generators take them partition by partition, so it is a guide)."""
-    g = await _generation(request)
+    g = await lookup(request)
     if g.status is Status.QUEUED:
         ahead = await request.app[DEPS].store.queued_before(time_key(g.created_at))
         g = g.model_copy(update={"queue_position": ahead + 1})
-    return _answer(request, g)
+    return answer(request, g)
 
 
 async def get_audio(request: web.Request) -> web.StreamResponse:
-    g = await _generation(request)
+    g = await lookup(request)
     if g.status is not Status.COMPLETED or not g.cid or not g.audio_hash:
         raise ApiFailure(409, "not_ready", f"request {g.id} is {g.status.value}, not completed")
     fmt = g.format or "mp3"
@@ -235,14 +227,15 @@ def _last_event_id(request: web.Request) -> int:
 
 
 def _step(g: Generation) -> int:
-    """A record's place: 1 queued, 2 generating, 3 publishing, 4 completed, failed or
-    revoked, 5 completed with a final registration."""
+    """A record's place: 1 queued, 2 generating, 3 publishing, 4 completed, failed, canceled
+    or revoked, 5 completed with a final registration."""
     return g.status.rank + 1 + (1 if g.status is Status.COMPLETED and g.final else 0)
 
 
 def _settled(g: Generation) -> bool:
-    """Nothing more will change: failed, revoked, or completed with a final registration."""
-    return g.status in (Status.FAILED, Status.REVOKED) or (g.status is Status.COMPLETED and g.final)
+    """Nothing more will change: failed, canceled, revoked, or completed with a final
+    registration."""
+    return g.status.final and (g.status is not Status.COMPLETED or g.final)
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -256,7 +249,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     event too.
     """
     deps = request.app[DEPS]
-    g = await _generation(request)
+    g = await lookup(request)
     base = base_url(request, deps)
     seen = _last_event_id(request)
     if _settled(g) and _step(g) == seen:
@@ -299,7 +292,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 async def manifest(request: web.Request) -> web.Response:
     """The generation manifest, as registered: its bytes are checked against the chain."""
-    g = await _generation(request)
+    g = await lookup(request)
     if g.status is not Status.COMPLETED:
         raise ApiFailure(409, "not_ready", f"request {g.id} is {g.status.value}, not completed")
     try:
@@ -324,7 +317,7 @@ _MANIFEST_PROBLEMS = {
 
 
 async def verify(request: web.Request) -> web.Response:
-    g = await _generation(request)
+    g = await lookup(request)
     if g.status is not Status.COMPLETED:
         raise ApiFailure(409, "not_ready", f"request {g.id} is {g.status.value}, not completed")
     verdict = await request.app[DEPS].verifier(g.id)
@@ -366,6 +359,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/generations/{id}", get_generation)
     app.router.add_get("/api/generations/{id}/audio", get_audio)
     app.router.add_get("/api/generations/{id}/events", events)
+    app.router.add_post("/api/generations/{id}/cancel", cancel)
     app.router.add_get("/api/generations/{id}/verify", verify)
     app.router.add_get("/api/generations/{id}/manifest", manifest)
     app.router.add_get("/api/openapi.json", openapi)

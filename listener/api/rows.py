@@ -6,17 +6,20 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from acesteps.messages import GenerationRequest, Message
 from acesteps.types import ADDRESS_PATTERN
-from listener.api.models import Generation
+from listener.api.models import Generation, Status
 from listener.api.updates import apply
 
 __all__ = [
     "Event",
+    "Folded",
     "ListQuery",
     "Offsets",
     "Row",
+    "Transition",
     "fold",
     "list_sql",
     "listed_as",
@@ -106,18 +109,40 @@ class Row:
         return cls(Generation.model_validate_json(doc), fingerprint, bool(request_seen))
 
 
-def fold(rows: Mapping[str, Row | None], events: Iterable[Event]) -> dict[str, Row]:
-    """The rows that ``events`` change, after them, from ``rows`` (the stored ones, None or
-    absent where a request has none yet), in the order each was first changed."""
+@dataclass(frozen=True)
+class Transition:
+    """A request's status changed from ``before`` (None: it had no record) to
+    ``after.status``; ``after`` is its record at that point."""
+
+    request_id: str
+    before: Status | None
+    after: Generation
+
+
+class Folded(NamedTuple):
+    rows: dict[str, Row]
+    """The rows the events changed, after them, in the order each was first changed."""
+    transitions: list[Transition]
+    """Every change of status, in the order of the events (webhooks announce them)."""
+
+
+def fold(rows: Mapping[str, Row | None], events: Iterable[Event]) -> Folded:
+    """What ``events`` do to ``rows`` (the stored ones, None or absent where a request has
+    none yet): the changed rows and the status transitions on the way. A record whose status
+    does not change makes no transition; a request whose row is made here goes from None."""
     changed: dict[str, Row] = {}
+    transitions: list[Transition] = []
     for request_id, message in events:
         before = changed.get(request_id) or rows.get(request_id)
         updated = apply(before.generation if before else None, message)
         if updated is None:
             continue
+        was = before.generation.status if before else None
+        if updated.status is not was:
+            transitions.append(Transition(request_id, was, updated))
         seen = (before.request_seen if before else False) or _is_request(message)
         changed[request_id] = Row(updated, before.fingerprint if before else None, seen)
-    return changed
+    return Folded(changed, transitions)
 
 
 def _is_request(message: Message) -> bool:

@@ -2,7 +2,8 @@
 
 Reads ``PREFIX.requests.v1``, ``PREFIX.progress.v1``, ``PREFIX.tracks.v1`` and
 ``PREFIX.failures.v1`` (the status projection) and writes ``PREFIX.requests.v1`` (HTTP
-requests, idempotent producer keyed by request id), sending again what it accepted but
+requests, idempotent producer keyed by request id) and ``PREFIX.cancels.v1`` (their
+cancels), sending again what it accepted but
 Kafka may not have received (`listener.api.outbox`).
 """
 
@@ -25,9 +26,10 @@ from acesteps.chain import connect
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.kafka.admin import ensure_topics
 from acesteps.kafka.producer import idempotent_producer, send_message
-from acesteps.messages import GenerationRequest
+from acesteps.messages import CancelRequested, GenerationRequest, Message
 from acesteps.provenance import fetch_manifest
 from acesteps.registry import Registry
+from acesteps.topics import Topics
 from acesteps.verify import Verdict, verify
 from listener.api.app import create_app
 from listener.api.audiocache import AudioCache
@@ -36,21 +38,30 @@ from listener.api.deps import ApiDeps
 from listener.api.outbox import Outbox
 from listener.api.projection import Hub, Projection
 from listener.api.store import Store, open_store
+from listener.api.webhooks.config import WebhookConfig, load_master
+from listener.api.webhooks.deliverer import Deliverer
+from listener.api.webhooks.targets import TargetPolicy
 from listener.settings import ListenerSettings
 
-__all__ = ["KafkaSubmitter", "run_api"]
+__all__ = ["KafkaSubmitter", "public_base_url", "run_api"]
 
 log = logging.getLogger(__name__)
 
 
 class KafkaSubmitter:
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(self, producer: AIOKafkaProducer, topics: Topics) -> None:
         self._producer = producer
-        self._topic = topic
+        self._topics = topics
 
     async def submit(self, request: GenerationRequest) -> None:
+        await self._send(self._topics.requests, request.request_id, request)
+
+    async def cancel(self, cancel: CancelRequested) -> None:
+        await self._send(self._topics.cancels, cancel.request_id, cancel)
+
+    async def _send(self, topic: str, key: str, message: Message) -> None:
         async with asyncio.timeout(15):
-            await (await send_message(self._producer, self._topic, request.request_id, request))
+            await (await send_message(self._producer, topic, key, message))
 
 
 async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
@@ -61,6 +72,13 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
         await ensure_topics(settings.kafka_bootstrap, settings.topic_specs())
         hub = Hub()
         projection = Projection(settings.kafka_bootstrap, settings.topics, store, hub)
+        # Webhooks: their secrets' master key (set, or kept in the store), their targets' rules.
+        targets = TargetPolicy(
+            allow_http=settings.api_webhook_allow_http,
+            allow_nets=tuple(settings.api_webhook_allow_nets),
+        )
+        master = await load_master(store, settings)
+        webhooks = WebhookConfig.from_settings(settings, master, targets)
 
         # 2. Clients: Kafka (requests), Kubo (audio), the chain (verify).
         producer = idempotent_producer(settings.kafka_bootstrap, client_id="acesteps-api")
@@ -89,7 +107,7 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
             store=store,
             hub=hub,
             projection=projection,
-            submitter=KafkaSubmitter(producer, settings.topics.requests),
+            submitter=KafkaSubmitter(producer, settings.topics),
             audio=AudioCache(
                 kubo, settings.api_audio_cache_dir, settings.api_audio_cache_mb * 2**20
             ),
@@ -109,6 +127,7 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
             public_url=settings.api_public_url,
             resend_after_s=settings.api_resend_after_s,
             cors_origins=tuple(settings.api_cors_origins),
+            webhooks=webhooks,
         )
         outbox = Outbox(
             store, deps.submitter, settings.api_resend_after_s, settings.api_resend_after_s
@@ -125,12 +144,25 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
             settings.api_port,
             "required" if settings.api_auth_required else "off",
         )
-        sweeping = asyncio.create_task(outbox.run(stop), name="outbox")
+        background = [asyncio.create_task(outbox.run(stop), name="outbox")]
+        if settings.api_webhooks:
+            deliverer = Deliverer(store, webhooks, public_base_url(settings))
+            background.append(asyncio.create_task(deliverer.run(stop), name="webhooks"))
         try:
             await projection.run(stop)
         finally:
-            sweeping.cancel()
-            await asyncio.gather(sweeping, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+
+
+def public_base_url(settings: ListenerSettings) -> str:
+    """The base of the URLs handed out where no HTTP request tells the host (webhooks):
+    ``ACESTEPS_API_PUBLIC_URL``, else the address the API binds."""
+    if settings.api_public_url:
+        return settings.api_public_url.rstrip("/")
+    host = settings.api_host
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.api_port}"
 
 
 async def _chain_id(w3: AsyncWeb3[Any]) -> int:

@@ -12,6 +12,15 @@ from typing import TypeVar
 
 from listener.api.models import Generation
 from listener.api.rows import Event, ListQuery, Offsets, Row, fold, list_sql, listed_as
+from listener.api.webhooks import sqlite as hooks
+from listener.api.webhooks.models import (
+    Attempted,
+    Claimed,
+    Subscription,
+    WebhookDelivery,
+    deliveries_for,
+    new_delivery,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -59,8 +68,9 @@ class SqliteStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            db.executescript(hooks.SCHEMA)
             columns = {row[1] for row in db.execute("PRAGMA table_info(generations)")}
-            for added in ("outbox", "requester", "source", "created_key"):
+            for added in ("outbox", "requester", "source", "created_key", "webhook"):
                 if added not in columns:  # a store made before the column
                     db.execute(f"ALTER TABLE generations ADD COLUMN {added} TEXT")
             _fill_listing_columns(db)
@@ -141,22 +151,42 @@ class SqliteStore:
         )
 
     async def submit(
-        self, generation: Generation, fingerprint: str, outbox: str
+        self,
+        generation: Generation,
+        fingerprint: str,
+        outbox: str,
+        webhook: Subscription | None = None,
     ) -> tuple[Row, bool]:
+        hook = None if webhook is None else webhook.model_dump_json()
+
         def _submit() -> tuple[Row, bool]:
             with _transaction(self.db):
                 existing = self._row(generation.id)
                 if existing is not None:
                     if existing.fingerprint is None:  # seen on Kafka before this retry
                         self._write(existing.generation, fingerprint, existing.request_seen)
+                        self._subscribe(existing.generation, webhook)
                     return existing, False
                 self._write(generation, fingerprint, False)
                 self.db.execute(
-                    "UPDATE generations SET outbox = ? WHERE id = ?", (outbox, generation.id)
+                    "UPDATE generations SET outbox = ?, webhook = ? WHERE id = ?",
+                    (outbox, hook, generation.id),
                 )
+                if webhook is not None and webhook.wants(generation.status.value):
+                    hooks.enqueue(self.db, [new_delivery(webhook, generation)])
                 return Row(generation, fingerprint, False), True
 
         return await self._run(_submit)
+
+    def _subscribe(self, g: Generation, webhook: Subscription | None) -> None:
+        """A subscription for a row the projection made, unless it has one."""
+        if webhook is None or hooks.subscriptions(self.db, [g.id]):
+            return
+        self.db.execute(
+            "UPDATE generations SET webhook = ? WHERE id = ?", (webhook.model_dump_json(), g.id)
+        )
+        if webhook.wants(g.status.value):
+            hooks.enqueue(self.db, [new_delivery(webhook, g)])
 
     async def unsent(self, before: datetime, limit: int = 1000) -> list[str]:
         cutoff = before.astimezone(UTC).isoformat()
@@ -193,9 +223,14 @@ class SqliteStore:
 
     async def forget(self, request_id: str) -> None:
         def _forget() -> None:
-            self.db.execute(
-                "DELETE FROM generations WHERE id = ? AND request_seen = 0", (request_id,)
-            )
+            with _transaction(self.db):
+                cur = self.db.execute(
+                    "DELETE FROM generations WHERE id = ? AND request_seen = 0", (request_id,)
+                )
+                if cur.rowcount:
+                    self.db.execute(
+                        "DELETE FROM webhook_deliveries WHERE request_id = ?", (request_id,)
+                    )
 
         await self._run(_forget)
 
@@ -204,9 +239,13 @@ class SqliteStore:
 
         def _apply() -> list[Generation]:
             with _transaction(self.db):
-                changed = fold({rid: self._row(rid) for rid in {r for r, _ in events}}, events)
+                changed, moved = fold(
+                    {rid: self._row(rid) for rid in {r for r, _ in events}}, events
+                )
                 for row in changed.values():
                     self._write(row.generation, None, row.request_seen)
+                subscribed = hooks.subscriptions(self.db, (t.request_id for t in moved))
+                hooks.enqueue(self.db, deliveries_for(moved, subscribed))
                 for (topic, part), offset in offsets.items():
                     self.db.execute(
                         "INSERT INTO offsets (projection, topic, part, next_offset) "
@@ -217,6 +256,26 @@ class SqliteStore:
             return [row.generation for row in changed.values()]
 
         return await self._run(_apply)
+
+    # ------------------------------------------------------------ webhooks
+
+    async def meta(self, name: str, value: str) -> str:
+        return await self._run(lambda: hooks.meta(self.db, name, value))
+
+    async def claim_deliveries(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> list[Claimed]:
+        def _claim() -> list[Claimed]:
+            with _transaction(self.db):
+                return hooks.claim(self.db, now, lease_until, limit)
+
+        return await self._run(_claim)
+
+    async def record_delivery(self, claimed: Claimed, result: Attempted) -> bool:
+        return await self._run(lambda: hooks.record(self.db, claimed, result))
+
+    async def deliveries(self, request_id: str) -> list[WebhookDelivery]:
+        return await self._run(lambda: hooks.log(self.db, request_id))
 
 
 def _fill_listing_columns(db: sqlite3.Connection) -> None:

@@ -10,7 +10,11 @@ same two tables:
   outbox: `listener.api.outbox` sends again what an API process accepted but may have died
   before Kafka acknowledged);
 - ``offsets``: the next offset to read per (projection, topic, partition), written in the
-  same transaction as the records it covers, so a restart neither loses nor re-counts.
+  same transaction as the records it covers, so a restart neither loses nor re-counts;
+- ``webhook_deliveries`` (`listener.api.webhooks`): one row per webhook message, made in the
+  transaction that accepts a request (its ``queued``) or that applies the records changing its
+  status, for a request whose ``generations.webhook`` (its subscription) asks for that status;
+- ``meta``: values the replicas sharing the store share (the webhooks' master key).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Protocol
 
 from listener.api.models import Generation
 from listener.api.rows import Event, ListQuery, Offsets, Row
+from listener.api.webhooks.models import Attempted, Claimed, Subscription, WebhookDelivery
 
 __all__ = ["Store", "open_store"]
 
@@ -29,10 +34,16 @@ class Store(Protocol):
     async def get(self, request_id: str) -> Generation | None: ...
 
     async def submit(
-        self, generation: Generation, fingerprint: str, outbox: str
+        self,
+        generation: Generation,
+        fingerprint: str,
+        outbox: str,
+        webhook: Subscription | None = None,
     ) -> tuple[Row, bool]:
         """Insert an HTTP request unless its id exists, with ``outbox`` (its request record's
-        JSON); (the row, whether it was inserted)."""
+        JSON) and its ``webhook`` subscription (with the delivery of ``queued`` when it asks
+        for it); (the row, whether it was inserted). A request the projection stored first
+        (never submitted here) gets the subscription, and a delivery of its current status."""
         ...
 
     async def unsent(self, before: datetime, limit: int = 1000) -> list[str]:
@@ -53,7 +64,28 @@ class Store(Protocol):
         ...
 
     async def apply(self, events: Iterable[Event], offsets: Offsets) -> list[Generation]:
-        """Fold events into their records and move the offsets, atomically; the changed."""
+        """Fold events into their records, store the webhook deliveries of the status
+        transitions, and move the offsets, atomically; the changed records."""
+        ...
+
+    async def meta(self, name: str, value: str) -> str:
+        """The stored value of ``name``; ``value`` is stored first when there is none (the
+        first replica to ask decides)."""
+        ...
+
+    async def claim_deliveries(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> list[Claimed]:
+        """Lease up to ``limit`` due webhook deliveries until ``lease_until``: the first
+        pending one of each request, once its request is on Kafka (read back)."""
+        ...
+
+    async def record_delivery(self, claimed: Claimed, result: Attempted) -> bool:
+        """An attempt's outcome, unless the lease ran out and was taken; whether written."""
+        ...
+
+    async def deliveries(self, request_id: str) -> list[WebhookDelivery]:
+        """A request's webhook deliveries, in the order they are sent."""
         ...
 
     async def offsets(self) -> Offsets: ...

@@ -15,7 +15,8 @@ order across topics:
 - the tracks topic decides whether it is registered: a `TrackPublished` makes it
   ``completed`` (not ``final``), a `RegistrationReorged` of that transaction takes it back
   to ``publishing``, a `TrackFinalized` of it makes it ``final``;
-- a registration outranks a failure (it is on chain); progress hints only move forward.
+- a registration outranks a failure or a cancellation (it is on chain); progress hints only
+  move forward.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from acesteps.messages import (
+    GenerationCanceled,
     GenerationFailed,
     GenerationProgress,
     GenerationRequest,
@@ -46,6 +48,7 @@ def from_request(request: GenerationRequest) -> dict[str, object]:
         "chain_id": request.chain.chain_id if request.chain else None,
         "contract": request.chain.contract if request.chain else None,
         "request_tx_hash": request.chain.tx_hash if request.chain else None,
+        "deadline": request.deadline,
         "created_at": request.requested_at,
     }
 
@@ -118,6 +121,12 @@ def apply(current: Generation | None, message: Message) -> Generation | None:
                 return base  # a registration, or the chain's own verdict, says more
             error = TrackError(stage=message.stage, code=message.code, message=message.message)
             return _changed(base, status=Status.FAILED, error=error)
+        case GenerationCanceled():
+            if base.status in (Status.COMPLETED, Status.REVOKED):
+                return base  # registered after all, or the chain's own verdict
+            code = "deadline_exceeded" if message.reason == "deadline" else "canceled"
+            error = TrackError(stage=message.stage, code=code, message=message.message)
+            return _changed(base, status=Status.CANCELED, error=error, progress=None)
         case GenerationRevoked():
             error = TrackError(stage="listener", code="revoked", message=message.reason)
             # The tracks topic keeps its say on the registration (read in any order with this):

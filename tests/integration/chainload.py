@@ -10,6 +10,7 @@ from eth_account import Account
 from web3 import HTTPProvider, Web3
 
 from acesteps import registry
+from acesteps.chain import DEFAULT_RECLAIM_AFTER_BLOCKS
 from acesteps.dev.devchain import dev_key
 from acesteps.dev.solc import compile_sources
 
@@ -71,7 +72,8 @@ class ChainLoader:
         factory = self.w3.eth.contract(
             abi=abi or registry.abi(), bytecode=bytecode or registry.bytecode()
         )
-        ctor_args = args if args is not None else (self.account.address, 0)
+        default = (self.account.address, 0, DEFAULT_RECLAIM_AFTER_BLOCKS)
+        ctor_args = args if args is not None else default
         data = factory.constructor(*ctor_args).data_in_transaction
         receipt = self.wait(self._send({"data": data, "gas": 5_000_000}))
         address = str(receipt["contractAddress"])

@@ -28,6 +28,8 @@ from tests.integration.services import ServiceProcess
 __all__ = ["Pipeline", "record", "record_where", "running_pipeline", "wait_healthy"]
 
 PUBLISHER_KEY = dev_key(1)
+RECLAIM_AFTER_BLOCKS = 20
+"""The test registry's ``reclaimAfterBlocks``: a test mines past it at once."""
 
 
 @dataclass
@@ -97,7 +99,8 @@ def running_pipeline(
     anvil = Anvil(log_dir, block_time=0.5, mixed=True).start()
     try:
         chain = ChainLoader(anvil.url)
-        contract = chain.deploy(args=(Account.from_key(PUBLISHER_KEY).address, 0))
+        publisher = Account.from_key(PUBLISHER_KEY).address
+        contract = chain.deploy(args=(publisher, 0, RECLAIM_AFTER_BLOCKS))
         port = free_port()
         env = {
             "ACESTEPS_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,

@@ -4,12 +4,20 @@ schema); valid input is accepted and invalid input refused.
 
 Schemathesis' pytest plugin does not load under pytest 9, so each operation's strategies
 drive a plain hypothesis test here, positive (valid by the document) and negative cases.
+
+The listener runs as `tests.integration.webhook_worker`: webhook hosts resolve from a table,
+never through DNS, and webhooks connect to 127.0.0.1 only. Whether a webhook URL is accepted
+depends on what its host resolves to, which no document can say, so a positive case that
+asks for a webhook gets one the server accepts (`HOOK`, a closed port on 127.0.0.1). Likewise
+a positive case's deadline (`deadline`, `Cancel-After`) is moved to an hour or five minutes
+ahead: it must lie in the future and within a week of its arrival.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import schemathesis
@@ -17,9 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from acesteps.settings import CommonSettings
-from tests.integration.pipeline import running_pipeline
+from tests.integration.pipeline import running_pipeline, wait_healthy
+from tests.integration.services import ServiceProcess
 
 EXAMPLES = 40
+HOOK = "http://127.0.0.1:9/hook"
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +37,29 @@ def api_schema(stack: CommonSettings) -> Iterator[schemathesis.BaseSchema]:
     # Submissions answer at once (no waiting on generation) and no budget runs out.
     with running_pipeline(
         stack,
+        start=("generator", "publisher"),
         ACESTEPS_API_WAIT_S="0",
         ACESTEPS_API_GENERATE_PER_MINUTE="1000000",
         ACESTEPS_API_GENERATE_BURST="1000000",
         ACESTEPS_API_READ_PER_MINUTE="1000000",
         ACESTEPS_API_READ_BURST="1000000",
+        ACESTEPS_API_WEBHOOK_ALLOW_HTTP="true",
+        ACESTEPS_API_WEBHOOK_ALLOW_NETS="127.0.0.1/32",
     ) as pipeline:
+        hosts, violations = pipeline.log_dir / "hosts.json", pipeline.log_dir / "violations"
+        hosts.write_text("{}")
+        env = {
+            **pipeline.env,
+            **pipeline.service_env["listener"],
+            "WEBHOOKTEST_HOSTS": str(hosts),
+            "WEBHOOKTEST_VIOLATIONS": str(violations),
+        }
+        log = pipeline.log_dir / "listener.log"
+        listener = ServiceProcess("tests.integration.webhook_worker", env, log)
+        pipeline.services["listener"] = listener.start()
+        wait_healthy(pipeline.api_url, pipeline)
         yield schemathesis.openapi.from_url(f"{pipeline.api_url}/api/openapi.json")
+    assert not violations.exists(), violations.read_text()
 
 
 OPERATIONS = [
@@ -42,10 +68,14 @@ OPERATIONS = [
     ("GET", "/api/generations/{id}"),
     ("GET", "/api/generations/{id}/audio"),
     ("GET", "/api/generations/{id}/events"),
+    ("POST", "/api/generations/{id}/cancel"),
     ("GET", "/api/generations/{id}/verify"),
     ("GET", "/api/generations/{id}/manifest"),
+    ("GET", "/api/generations/{id}/webhooks"),
+    ("GET", "/api/webhooks/secret"),
     ("GET", "/healthz"),
 ]
+NO_INPUT = ("/healthz", "/api/webhooks/secret")
 
 
 def test_the_document_lists_every_operation(api_schema: schemathesis.BaseSchema) -> None:
@@ -57,7 +87,7 @@ CASES = [
     (method, path, mode)
     for method, path in OPERATIONS
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-    if not (path == "/healthz" and mode is GenerationMode.NEGATIVE)  # it takes no input
+    if not (path in NO_INPUT and mode is GenerationMode.NEGATIVE)
 ]
 
 
@@ -79,6 +109,15 @@ def test_operation_conforms_to_the_document(
         # of the cases; a fresh key per case keeps each case independent.
         if case.headers and "Idempotency-Key" in case.headers:
             case.headers["Idempotency-Key"] = uuid.uuid4().hex
+        if mode is GenerationMode.POSITIVE and isinstance(case.body, dict):
+            if {"webhook", "webhookEvents"} & case.body.keys():
+                case.body["webhook"] = HOOK
+            # A deadline must lie ahead, within a week, of the time it arrives: a bound the
+            # document states in words only.
+            if "deadline" in case.body:
+                case.body["deadline"] = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        if mode is GenerationMode.POSITIVE and case.headers and "Cancel-After" in case.headers:
+            case.headers["Cancel-After"] = "5m"
         case.call_and_validate(timeout=30)
 
     check()

@@ -4,7 +4,8 @@ Every test deploys its own registry. The accounts are anvil's dev accounts 5..8 
 publisher, requester, stranger), so their nonces never collide with others' use of 0..4;
 ``bench/contract_gas.py`` uses 9. Balance changes are read at the block before and the block
 of one transaction (anvil mines one block per transaction), so concurrent users of the same
-anvil cannot disturb them.
+anvil cannot disturb them. The test that needs exact block numbers (``reclaim``'s delay) runs
+on a private anvil that mines only when told.
 
 Failure paths are checked with ``eth_call`` from the sender: web3.py raises
 `ContractCustomError` with the revert data, which `revert_of` decodes against the errors of
@@ -14,9 +15,10 @@ the committed ABI (4-byte selector of ``Name(types)``, then the ABI-encoded argu
 from __future__ import annotations
 
 import os
+import re
 from base64 import b32decode
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cache
 from typing import Any
@@ -35,7 +37,7 @@ from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from acesteps import registry
-from acesteps.chain import connect, deploy_registry
+from acesteps.chain import DEFAULT_RECLAIM_AFTER_BLOCKS, connect, deploy_registry
 from acesteps.dev import contracts
 from acesteps.dev.devchain import dev_key
 from acesteps.dev.solc import compile_sources
@@ -43,6 +45,7 @@ from acesteps.ipfs.unixfs import cid_of_bytes, cid_to_str, keccak_block_cid
 from acesteps.registry import (
     Provenance,
     Registry,
+    RequestStatus,
     Track,
     TrackItem,
     offchain_request_id,
@@ -51,6 +54,7 @@ from acesteps.registry import (
 from acesteps.reverts import decode_revert
 from acesteps.settings import CommonSettings
 from acesteps.types import to_hex
+from tests.integration.anvil import Anvil
 
 FEE = 10**15  # 0.001 ether
 ZERO_HASH = b"\x00" * 32
@@ -82,6 +86,7 @@ class Status(IntEnum):
     PENDING = 1
     REGISTERED = 2
     FAILED = 3
+    CANCELED = 4
 
 
 # ---------------------------------------------------------------------- custom errors
@@ -132,11 +137,18 @@ class Chain:
     requester: LocalAccount
     stranger: LocalAccount
     api: Registry  # the typed wrapper of ``reg``
+    requested_at: dict[bytes, int] = field(default_factory=dict)
+    """request id -> the block of its requestGeneration (`request`)."""
 
     @classmethod
-    async def deploy(cls, w3: AsyncWeb3, fee: int = 0) -> Chain:
+    async def deploy(
+        cls, w3: AsyncWeb3, fee: int = 0, reclaim_after_blocks: int = DEFAULT_RECLAIM_AFTER_BLOCKS
+    ) -> Chain:
         owner, publisher, requester, stranger = (Account.from_key(dev_key(i)) for i in (5, 6, 7, 8))
-        deployment = await deploy_registry(w3, dev_key(5), publisher.address, fee)
+        deployment = await deploy_registry(
+            w3, dev_key(5), publisher.address, fee, reclaim_after_blocks
+        )
+        assert deployment.reclaim_after_blocks == reclaim_after_blocks
         api = Registry(w3, deployment.address)
         return cls(w3, api.contract, owner, publisher, requester, stranger, api)
 
@@ -171,7 +183,9 @@ class Chain:
             await self.reg.functions.requestFee().call() if value is None else value,
         )
         (event,) = self.reg.events.GenerationRequested().process_receipt(receipt, errors=DISCARD)
-        return bytes(event["args"]["requestId"])
+        request_id = bytes(event["args"]["requestId"])
+        self.requested_at[request_id] = receipt["blockNumber"]
+        return request_id
 
     async def register(self, request_id: bytes, audio_hash: bytes = AUDIO_HASH) -> TxReceipt:
         call = self.reg.functions.registerTrack(
@@ -243,12 +257,14 @@ async def test_request_emits_generation_requested_with_exact_args(chain: Chain) 
     (log,) = receipt["logs"]
     assert log["topics"][1] == returned
     assert log["topics"][2][-20:] == bytes.fromhex(chain.requester.address[2:])
-    # requester, status, the CID's codec (set on registration), fee: one slot.
+    # requester, status, the CID's codec (set on registration), fee: one slot; then the
+    # request's block, where the delay of reclaim starts.
     assert await chain.reg.functions.requests(returned).call() == [
         chain.requester.address,
         Status.PENDING,
         0,
         0,
+        receipt["blockNumber"],
     ]
 
 
@@ -335,6 +351,7 @@ async def test_request_must_pay_exactly_the_fee(paid: Chain) -> None:
         Status.PENDING,
         0,
         FEE,
+        receipt["blockNumber"],
     ]
     assert await paid.w3.eth.get_balance(paid.reg.address) == FEE
 
@@ -538,6 +555,7 @@ async def test_register_rejects_zero_hash_and_bad_cids(chain: Chain) -> None:
         Status.REGISTERED,
         RAW,
         0,
+        chain.requested_at[request_id],
     ]
 
 
@@ -597,11 +615,12 @@ async def test_http_request_is_registered_once_under_its_off_chain_id(chain: Cha
     assert (event["args"]["requestId"], event["args"]["audioHash"]) == (http_id, AUDIO_HASH)
     assert await chain.reg.functions.trackOf(http_id).call() == [AUDIO_HASH, CID]
     # It never was an on-chain request: its record (made to hold the CID's codec) has no
-    # requester and no fee.
+    # requester, no fee and no block.
     assert await chain.reg.functions.requests(http_id).call() == [
         ZERO_ADDRESS,
         Status.REGISTERED,
         DAG_PB,
+        0,
         0,
     ]
 
@@ -725,6 +744,8 @@ interface IAceStepsRegistry {
     function requestGeneration(string calldata prompt, string calldata lyrics, uint32 seconds_)
         external payable returns (bytes32);
     function claimRefund() external;
+    function cancelRequest(bytes32 requestId) external;
+    function reclaim(bytes32 requestId) external;
 }
 
 /// A requester that refuses ether until told to accept it.
@@ -739,6 +760,10 @@ contract RejectingRequester {
     }
 
     function claim() external { registry.claimRefund(); }
+
+    function cancel(bytes32 requestId) external { registry.cancelRequest(requestId); }
+
+    function reclaim(bytes32 requestId) external { registry.reclaim(requestId); }
 
     function setAccepting(bool value) external { accepting = value; }
 
@@ -833,6 +858,7 @@ async def test_fees_up_to_uint80_max_are_stored_and_refunded_in_full(w3: AsyncWe
         Status.PENDING,
         0,
         UINT80_MAX,
+        chain.requested_at[failed],
     ]
     receipt = await chain.fail(failed)
     (event,) = chain.reg.events.GenerationFailed().process_receipt(receipt, errors=DISCARD)
@@ -850,7 +876,7 @@ async def test_a_fee_above_uint80_max_is_refused(chain: Chain) -> None:
         assert await revert_of(call, chain.owner) == ("FeeTooLarge", (fee,))
         # The constructor too: simulate the deployment.
         factory = chain.w3.eth.contract(abi=registry.abi(), bytecode=registry.bytecode())
-        tx = await factory.constructor(chain.publisher.address, fee).build_transaction(
+        tx = await factory.constructor(chain.publisher.address, fee, 1).build_transaction(
             {"from": chain.owner.address, "gas": 5_000_000}
         )
         with pytest.raises(ContractCustomError) as info:
@@ -862,6 +888,271 @@ async def test_a_fee_above_uint80_max_is_refused(chain: Chain) -> None:
     (event,) = chain.reg.events.RequestFeeSet().process_receipt(receipt, errors=DISCARD)
     assert event["args"]["fee"] == UINT80_MAX
     assert await functions.requestFee().call() == UINT80_MAX
+
+
+# ---------------------------------------------------------------------- cancel and reclaim
+
+
+def test_request_status_follows_the_contract_enum() -> None:
+    source = (contracts.CONTRACTS_DIR / f"{registry.NAME}.sol").read_text()
+    body = re.search(r"enum Status \{(.*?)\}", source, re.DOTALL)
+    assert body is not None
+    members = re.findall(r"^\s*(\w+)", re.sub(r"//[^\n]*", "", body.group(1)), re.MULTILINE)
+    assert (
+        [m.upper() for m in members] == [s.name for s in RequestStatus] == list(Status.__members__)
+    )
+    assert [s.value for s in RequestStatus] == list(range(len(members)))
+
+
+def _canceled(chain: Chain, receipt: TxReceipt) -> dict[str, Any]:
+    """The one RequestCanceled of ``receipt``, decoded with `registry.decode_event`."""
+    topic = registry.event_topic("RequestCanceled")
+    assert topic == to_hex(keccak(b"RequestCanceled(bytes32,address,uint256,bool)"))
+    (log,) = [
+        log
+        for log in receipt["logs"]
+        if log["address"] == chain.reg.address and to_hex(log["topics"][0]) == topic
+    ]
+    topics = [to_hex(t) for t in log["topics"]]
+    return registry.decode_event("RequestCanceled", topics, bytes(log["data"]))
+
+
+async def test_requester_cancels_a_pending_request_and_gets_the_fee_back_once(
+    paid: Chain,
+) -> None:
+    request_id = await paid.request()
+    receipt = await paid.send(paid.api.cancel_request(request_id), paid.requester)
+
+    assert _canceled(paid, receipt) == {
+        "requestId": to_hex(request_id),
+        "requester": paid.requester.address,
+        "refund": FEE,
+        "reclaimed": False,
+    }
+    assert paid.reg.events.RefundDeferred().process_receipt(receipt, errors=DISCARD) == ()
+    gas_cost = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert await paid.balance_change(paid.requester.address, receipt) == FEE - gas_cost
+    assert await paid.balance_change(paid.reg.address, receipt) == -FEE
+    assert await paid.w3.eth.get_balance(paid.reg.address) == 0
+    assert await paid.status(request_id) == Status.CANCELED
+    assert await paid.api.status(request_id) is RequestStatus.CANCELED
+    assert await paid.api.reclaimable_at(request_id) == 0
+
+    # Once: canceled is final, for the requester and for the publisher alike.
+    for call in (paid.api.cancel_request(request_id), paid.api.reclaim(request_id)):
+        assert await revert_of(call, paid.requester) == ("NotPending", (request_id,))
+    fail = paid.api.mark_failed(request_id, "too late")
+    assert await revert_of(fail, paid.publisher) == ("NotPending", (request_id,))
+    register = paid.reg.functions.registerTrack(
+        request_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID
+    )
+    assert await revert_of(register, paid.publisher) == ("NotPending", (request_id,))
+    pending = await paid.request()
+    batch = [_item(0, request_id), _item(1, pending)]
+    receipt = await paid.send(paid.api.register_tracks(batch), paid.publisher)
+    assert paid.api.skipped(receipt) == {to_hex(request_id): "NotPending"}
+    assert await paid.api.track_of(request_id) is None
+    assert await paid.status(pending) == Status.REGISTERED
+    assert await paid.reg.functions.collectedFees().call() == FEE  # the registered one's only
+    assert await paid.w3.eth.get_balance(paid.reg.address) == FEE
+
+
+async def test_only_the_requester_may_cancel_or_reclaim(paid: Chain) -> None:
+    request_id = await paid.request()
+    offchain_id = random_id()
+    await paid.send(
+        paid.reg.functions.registerOffchainTrack(
+            offchain_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID
+        ),
+        paid.publisher,
+    )
+    http_id = await paid.reg.functions.offchainRequestId(offchain_id).call()
+    for call in (paid.api.cancel_request(request_id), paid.api.reclaim(request_id)):
+        for account in (paid.stranger, paid.publisher, paid.owner):
+            assert await revert_of(call, account) == ("NotRequester", (request_id,))
+    # Ids without a requester: never requested, or an HTTP request's registration.
+    for rid in (random_id(), http_id):
+        for call in (paid.api.cancel_request(rid), paid.api.reclaim(rid)):
+            assert await revert_of(call, paid.requester) == ("NotRequester", (rid,))
+    assert await paid.status(request_id) == Status.PENDING
+    assert await paid.w3.eth.get_balance(paid.reg.address) == FEE
+
+
+async def test_a_registered_or_failed_request_cannot_be_canceled(paid: Chain) -> None:
+    registered, failed, paused = await paid.request(), await paid.request(), await paid.request()
+    await paid.register(registered)
+    await paid.fail(failed)
+    for request_id in (registered, failed):
+        for call in (paid.api.cancel_request(request_id), paid.api.reclaim(request_id)):
+            assert await revert_of(call, paid.requester) == ("NotPending", (request_id,))
+        assert await paid.api.reclaimable_at(request_id) == 0
+    assert await paid.status(registered) == Status.REGISTERED
+    assert await paid.status(failed) == Status.FAILED
+
+    # Pausing stops new requests, not the way back out of one.
+    await paid.send(paid.reg.functions.setPaused(True), paid.owner)
+    receipt = await paid.send(paid.api.cancel_request(paused), paid.requester)
+    assert _canceled(paid, receipt)["refund"] == FEE
+    assert await paid.status(paused) == Status.CANCELED
+
+
+async def test_reclaim_before_the_delay_is_too_early(paid: Chain) -> None:
+    assert await paid.reg.functions.reclaimAfterBlocks().call() == DEFAULT_RECLAIM_AFTER_BLOCKS
+    request_id = await paid.request()
+    available = paid.requested_at[request_id] + DEFAULT_RECLAIM_AFTER_BLOCKS
+    assert await paid.reg.functions.reclaimableAt(request_id).call() == available
+    assert await paid.api.reclaimable_at(request_id) == available
+    assert await revert_of(paid.api.reclaim(request_id), paid.requester) == (
+        "TooEarly",
+        (available,),
+    )
+    # The requester's own call first: a stranger learns nothing about the timing.
+    assert await revert_of(paid.api.reclaim(request_id), paid.stranger) == (
+        "NotRequester",
+        (request_id,),
+    )
+    assert await paid.status(request_id) == Status.PENDING
+
+
+@pytest.fixture
+async def private_w3(anvil: Anvil) -> AsyncIterator[AsyncWeb3]:
+    """A client of a private anvil that mines only when told: exact block numbers."""
+    web3 = connect(anvil.url)
+    yield web3
+    await web3.provider.disconnect()
+
+
+async def _mined(chain: Chain, call: Any, sender: LocalAccount) -> TxReceipt:
+    """Send ``call`` without estimating its gas (anvil estimates in the head block, not in
+    the next one, where the transaction is mined); its receipt, success or not."""
+    tx = await call.build_transaction(
+        {
+            "from": sender.address,
+            "gas": 200_000,
+            "nonce": await chain.w3.eth.get_transaction_count(sender.address, "pending"),
+        }
+    )
+    tx_hash = await chain.w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+    return await chain.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
+
+
+async def test_reclaim_refunds_the_fee_once_from_exactly_the_announced_block(
+    private_w3: AsyncWeb3,
+) -> None:
+    delay = 5
+    paid = await Chain.deploy(private_w3, FEE, delay)
+    assert await paid.reg.functions.reclaimAfterBlocks().call() == delay
+    request_id = await paid.request()
+    available = paid.requested_at[request_id] + delay
+    assert await paid.api.reclaimable_at(request_id) == available
+
+    # Mined in the block before: reverted (TooEarly), nothing changed.
+    head = await private_w3.eth.block_number
+    await private_w3.provider.make_request("anvil_mine", [hex(available - 2 - head)])
+    reclaim = paid.api.reclaim(request_id)
+    assert await revert_of(reclaim, paid.requester) == ("TooEarly", (available,))
+    receipt = await _mined(paid, paid.api.reclaim(request_id), paid.requester)
+    assert (receipt["status"], receipt["blockNumber"]) == (0, available - 1)
+    assert await paid.status(request_id) == Status.PENDING
+    assert await private_w3.eth.get_balance(paid.reg.address) == FEE
+
+    # Mined in the announced block: refunded.
+    receipt = await _mined(paid, paid.api.reclaim(request_id), paid.requester)
+    assert (receipt["status"], receipt["blockNumber"]) == (1, available)
+    assert _canceled(paid, receipt) == {
+        "requestId": to_hex(request_id),
+        "requester": paid.requester.address,
+        "refund": FEE,
+        "reclaimed": True,
+    }
+    gas_cost = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert await paid.balance_change(paid.requester.address, receipt) == FEE - gas_cost
+    assert await private_w3.eth.get_balance(paid.reg.address) == 0
+    assert await paid.status(request_id) == Status.CANCELED
+    assert await paid.api.reclaimable_at(request_id) == 0
+    for call in (paid.api.reclaim(request_id), paid.api.cancel_request(request_id)):
+        assert await revert_of(call, paid.requester) == ("NotPending", (request_id,))
+    register = paid.reg.functions.registerTrack(
+        request_id, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID
+    )
+    assert await revert_of(register, paid.publisher) == ("NotPending", (request_id,))
+
+
+@pytest.mark.parametrize("how", ["cancel", "reclaim"])
+async def test_a_canceled_refund_to_a_rejecting_contract_is_deferred_then_claimed(
+    w3: AsyncWeb3, how: str
+) -> None:
+    paid = await Chain.deploy(w3, FEE, 2)
+    artifact = rejecting_requester()
+    factory = w3.eth.contract(
+        abi=artifact["abi"], bytecode="0x" + artifact["evm"]["bytecode"]["object"]
+    )
+    deployed = await paid.send(factory.constructor(paid.reg.address), paid.stranger)
+    requester = w3.eth.contract(address=deployed["contractAddress"], abi=artifact["abi"])
+    receipt = await paid.send(requester.functions.request("a song"), paid.stranger, FEE)
+    (event,) = paid.reg.events.GenerationRequested().process_receipt(receipt, errors=DISCARD)
+    request_id = event["args"]["requestId"]
+    # Only the requesting contract may take it back, not the account behind it.
+    assert await revert_of(paid.api.cancel_request(request_id), paid.stranger) == (
+        "NotRequester",
+        (request_id,),
+    )
+    if how == "reclaim":
+        await w3.provider.make_request("anvil_mine", [hex(2)])
+    receipt = await paid.send(requester.functions[how](request_id), paid.stranger)
+
+    assert _canceled(paid, receipt) == {
+        "requestId": to_hex(request_id),
+        "requester": requester.address,
+        "refund": FEE,
+        "reclaimed": how == "reclaim",
+    }
+    (deferred,) = paid.reg.events.RefundDeferred().process_receipt(receipt, errors=DISCARD)
+    assert (deferred["args"]["requester"], deferred["args"]["amount"]) == (requester.address, FEE)
+    assert await paid.reg.functions.deferredRefunds(requester.address).call() == FEE
+    assert await w3.eth.get_balance(requester.address) == 0
+    assert await w3.eth.get_balance(paid.reg.address) == FEE
+    assert await paid.status(request_id) == Status.CANCELED
+
+    assert await revert_of(requester.functions.claim(), paid.stranger) == ("TransferFailed", ())
+    await paid.send(requester.functions.setAccepting(True), paid.stranger)
+    receipt = await paid.send(requester.functions.claim(), paid.stranger)
+    assert await paid.balance_change(requester.address, receipt) == FEE
+    assert await paid.reg.functions.deferredRefunds(requester.address).call() == 0
+    assert await w3.eth.get_balance(paid.reg.address) == 0
+    receipt = await paid.send(requester.functions.claim(), paid.stranger)
+    assert await paid.balance_change(requester.address, receipt) == 0
+
+
+async def test_a_free_request_is_canceled_without_refund(chain: Chain) -> None:
+    request_id = await chain.request()
+    receipt = await chain.send(chain.api.cancel_request(request_id), chain.requester)
+    assert _canceled(chain, receipt)["refund"] == 0
+    gas_cost = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert await chain.balance_change(chain.requester.address, receipt) == -gas_cost
+    assert await chain.status(request_id) == Status.CANCELED
+
+
+async def test_the_reclaim_delay_is_1_to_uint64_max_blocks(w3: AsyncWeb3) -> None:
+    owner = Account.from_key(dev_key(5))
+    factory = w3.eth.contract(abi=registry.abi(), bytecode=registry.bytecode())
+
+    async def simulate(delay: int) -> None:
+        """eth_call of the deployment with ``delay``."""
+        tx = await factory.constructor(owner.address, 0, delay).build_transaction(
+            {"from": owner.address, "gas": 5_000_000}
+        )
+        await w3.eth.call({"from": owner.address, "data": tx["data"]})
+
+    for refused in (0, 2**64, 2**256 - 1):
+        with pytest.raises(ContractCustomError) as info:
+            await simulate(refused)
+        assert decode_error(str(info.value.data)) == ("BadReclaimDelay", ())
+    for accepted in (1, 2**64 - 1):
+        await simulate(accepted)
+    with pytest.raises(ContractCustomError) as info:
+        await deploy_registry(w3, dev_key(5), owner.address, 0, 0)
+    assert decode_error(str(info.value.data)) == ("BadReclaimDelay", ())
 
 
 # ---------------------------------------------------------------------- gas
@@ -1117,12 +1408,15 @@ async def test_register_tracks_registers_a_mixed_batch_like_register_track(chain
         assert await chain.api.verify(item.request_id, item.track.audio_hash) is True
         codec = RAW if item.track.cid.startswith("bafkrei") else DAG_PB
         requester = ZERO_ADDRESS if item.offchain_id else chain.requester.address
+        block = chain.requested_at.get(bytes.fromhex(item.request_id[2:]), 0)
         assert await chain.reg.functions.requests(item.request_id).call() == [
             requester,
             Status.REGISTERED,
             codec,
             0,
+            block,
         ]
+        assert (block == 0) == (item.offchain_id is not None)
 
 
 async def test_register_tracks_skips_bad_items_and_registers_the_rest(paid: Chain) -> None:

@@ -28,6 +28,7 @@ from listener.api.pgstore import PostgresStore
 from listener.api.rows import Event
 from listener.api.sqlitestore import SqliteStore
 from listener.api.store import Store, open_store
+from listener.api.webhooks.models import EVENTS, Attempted, Claimed, Subscription
 from tests.factories import track_published
 from tests.integration.pgdb import fresh_database
 
@@ -363,3 +364,185 @@ async def test_submit_racing_the_projection_keeps_both(replicas: list[PostgresSt
     rid = new_id()
     results = await asyncio.gather(*(s.submit(queued(rid), "fp", outbox_of(rid)) for s in replicas))
     assert sorted(inserted for _, inserted in results) == [False, False, False, True]
+
+
+# ------------------------------------------------------------------ webhooks (both stores)
+
+
+def subscription(*wanted: str) -> Subscription:
+    return Subscription(url="https://hooks.example/in", events=wanted, key_id="key-1")
+
+
+async def types_of(store: Store, rid: str) -> list[str]:
+    return [d.type for d in await store.deliveries(rid)]
+
+
+def lease_window(now: datetime, seconds: float = 40) -> tuple[datetime, datetime]:
+    return now, now + timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "one-batch"])
+async def test_each_subscribed_status_is_announced_once(store: Store, batched: bool) -> None:
+    rid, quiet = new_id(), new_id()
+    sub = subscription("queued", "generating", "completed", "failed")
+    await store.submit(queued(rid), "fp", outbox_of(rid), sub)
+    await store.submit(queued(quiet), "fp", outbox_of(quiet))  # no webhook
+    assert await types_of(store, rid) == ["generation.queued"]  # in the submit's transaction
+
+    later = [request_of(rid), progress_of(rid), progress_of(rid, "publishing"), track_of(rid)]
+    later += [failure_of(rid), request_of(quiet), track_of(quiet)]
+    if batched:
+        await store.apply(events(*later), {})
+    else:
+        for message in later:
+            await store.apply(events(message), {})
+    await store.apply(events(*later), {})  # a replay announces nothing more
+
+    # The request read back (still queued) and the late failure change no status; publishing
+    # is not subscribed.
+    assert await types_of(store, rid) == [
+        "generation.queued",
+        "generation.generating",
+        "generation.completed",
+    ]
+    log = await store.deliveries(rid)
+    assert all(d.status == "pending" and d.attempts == 0 for d in log)
+    assert len({d.id for d in log}) == 3
+    assert await store.deliveries(quiet) == []
+
+
+async def test_deliveries_are_claimed_in_order_one_per_request(store: Store) -> None:
+    a, b = new_id(), new_id()
+    for rid in (a, b):
+        await store.submit(queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
+    now = datetime.now(UTC)
+    # Not before the projection has read the requests back from Kafka.
+    assert await store.claim_deliveries(*lease_window(now), 10) == []
+    await store.apply(events(request_of(a), request_of(b), progress_of(a), progress_of(b)), {})
+
+    first = await store.claim_deliveries(*lease_window(now), 10)
+    assert sorted((c.request_id, c.event) for c in first) == sorted(
+        [(a, "generation.queued"), (b, "generation.queued")]
+    )
+    assert await store.claim_deliveries(*lease_window(now), 10) == []  # leased, and heads
+    for c in first:
+        if c.request_id == a:
+            ok = Attempted("delivered", now, None, 204)
+            assert await store.record_delivery(c, ok)
+    (second,) = await store.claim_deliveries(*lease_window(datetime.now(UTC)), 10)
+    assert (second.request_id, second.event, second.attempts) == (a, "generation.generating", 0)
+    assert Generation.model_validate_json(second.snapshot).status is Status.GENERATING
+
+
+async def test_an_outcome_needs_its_lease_and_is_logged(store: Store) -> None:
+    rid = new_id()
+    await store.submit(queued(rid), "fp", outbox_of(rid), subscription("queued"))
+    await store.apply(events(request_of(rid)), {})
+    now = datetime.now(UTC)
+    (held,) = await store.claim_deliveries(*lease_window(now), 5)
+    expired = now + timedelta(seconds=41)
+    (taken,) = await store.claim_deliveries(*lease_window(expired), 5)
+    assert taken.id == held.id and taken.lease != held.lease
+    retry_at = expired + timedelta(seconds=5)
+    result = Attempted("pending", expired, retry_at, 503, "answered HTTP 503")
+    assert not await store.record_delivery(held, result)  # its lease was taken
+    assert await store.record_delivery(taken, result)
+    (d,) = await store.deliveries(rid)
+    assert (d.status, d.attempts, d.last_http_status, d.last_error) == (
+        "pending",
+        1,
+        503,
+        "answered HTTP 503",
+    )
+    assert d.next_attempt_at == retry_at
+    assert await store.claim_deliveries(*lease_window(expired), 5) == []  # not due yet
+    (again,) = await store.claim_deliveries(*lease_window(retry_at), 5)
+    assert again.attempts == 1
+    assert await store.record_delivery(again, Attempted("failed", retry_at, None, 500, "HTTP"))
+    (d,) = await store.deliveries(rid)
+    assert (d.status, d.attempts, d.next_attempt_at) == ("failed", 2, None)
+    assert await store.claim_deliveries(*lease_window(retry_at + timedelta(days=9)), 5) == []
+
+
+async def test_meta_keeps_the_first_value(open_: OpenStore) -> None:
+    one, two = await open_(), await open_()
+    assert await one.meta("webhook_master", "first") == "first"
+    assert await two.meta("webhook_master", "second") == "first"
+    assert await two.meta("other", "x") == "x"
+
+
+async def test_forget_drops_the_deliveries_too(store: Store) -> None:
+    rid = new_id()
+    await store.submit(queued(rid), "fp", outbox_of(rid), subscription("queued"))
+    await store.forget(rid)
+    assert await store.deliveries(rid) == []
+    await store.submit(queued(rid), "fp", outbox_of(rid), subscription("queued"))
+    assert await types_of(store, rid) == ["generation.queued"]
+
+
+async def test_a_request_stored_by_the_projection_first_gets_the_subscription(
+    store: Store,
+) -> None:
+    rid = new_id()
+    await store.apply(events(request_of(rid), progress_of(rid)), {})
+    _, inserted = await store.submit(queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
+    assert not inserted
+    # Its current status is announced, and what follows.
+    await store.submit(queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
+    await store.apply(events(track_of(rid)), {})
+    assert await types_of(store, rid) == ["generation.generating", "generation.completed"]
+
+
+# ------------------------------------------------------------------ webhooks (replicas)
+
+
+async def test_replicas_announce_each_transition_once(replicas: list[PostgresStore]) -> None:
+    ids = [new_id() for _ in range(20)]
+    for rid in ids:
+        await replicas[0].submit(queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
+    records = [
+        e
+        for rid in ids
+        for e in events(request_of(rid), progress_of(rid), progress_of(rid, "publishing"))
+    ] + [e for rid in ids for e in events(track_of(rid))]
+
+    async def project(store: PostgresStore, size: int) -> None:
+        for start in range(0, len(records), size):
+            await store.apply(records[start : start + size], {})
+
+    await asyncio.gather(*(project(s, n) for s, n in zip(replicas, (3, 8, 17, 80), strict=True)))
+    for rid in ids:
+        assert await types_of(replicas[1], rid) == [
+            "generation.queued",
+            "generation.generating",
+            "generation.publishing",
+            "generation.completed",
+        ]
+
+
+async def test_replicas_claiming_at_once_never_share_a_delivery(
+    replicas: list[PostgresStore],
+) -> None:
+    ids = [new_id() for _ in range(30)]
+    for rid in ids:
+        await replicas[0].submit(queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
+    await replicas[0].apply(
+        [e for rid in ids for e in events(request_of(rid), progress_of(rid))], {}
+    )
+    now = datetime.now(UTC)
+
+    async def claim_all(store: PostgresStore) -> list[Claimed]:
+        got: list[Claimed] = []
+        while batch := await store.claim_deliveries(*lease_window(now), 4):
+            got.extend(batch)
+        return got
+
+    rounds = []
+    for _ in range(2):
+        claimed = [c for got in await asyncio.gather(*map(claim_all, replicas)) for c in got]
+        assert len(claimed) == len({c.id for c in claimed}) == len(ids)  # heads only, once
+        assert len({c.request_id for c in claimed}) == len(ids)
+        rounds.append({c.event for c in claimed})
+        for c in claimed:
+            assert await replicas[0].record_delivery(c, Attempted("delivered", now, None, 200))
+    assert rounds == [{"generation.queued"}, {"generation.generating"}]

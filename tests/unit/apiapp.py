@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from acesteps.ipfs.kubo import KuboClient
-from acesteps.messages import GenerationRequest
+from acesteps.messages import CancelRequested, GenerationRequest
 from acesteps.provenance import ManifestProblem
 from acesteps.verify import Status as VerdictStatus
 from acesteps.verify import Verdict
@@ -22,19 +22,32 @@ from listener.api.auth import ApiKeys, RateLimiter
 from listener.api.deps import ApiDeps
 from listener.api.projection import Hub
 from listener.api.sqlitestore import SqliteStore
+from listener.api.webhooks.config import WebhookConfig
+from listener.api.webhooks.targets import TargetPolicy
+from tests.webhookfakes import MapResolver
 
-__all__ = ["BODY", "CONTRACT", "KEYS", "FakeKafka", "bearer", "make_client"]
+__all__ = ["BODY", "CONTRACT", "HOSTS", "KEYS", "MASTER", "FakeKafka", "bearer", "make_client"]
 
 KEYS = {"alice": "s3cret-alice", "bob": "s3cret-bob"}
 CONTRACT = "0x" + "c0" * 20
 BODY = {"prompt": "a calm piano piece", "duration": 5}
+MASTER = b"unit-test webhook master key"
+HOSTS = {"hooks.example": ["93.184.215.14"], "inside.example": ["10.1.2.3"]}
+"""What webhook hosts resolve to here (`tests.webhookfakes.MapResolver`); no deliverer runs
+in these apps, so nothing is ever sent to them."""
 
 
 class FakeKafka:
     def __init__(self) -> None:
         self.sent: list[GenerationRequest] = []
+        self.cancels: list[CancelRequested] = []
         self.fail = False
         self.got_one = asyncio.Event()
+
+    async def cancel(self, cancel: CancelRequested) -> None:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.cancels.append(cancel)
 
     async def submit(self, request: GenerationRequest) -> None:
         if self.fail:
@@ -62,6 +75,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         per_minute: float = 6000,
         wait_s: float = 0,
         cors: tuple[str, ...] = (),
+        webhooks: WebhookConfig | None = None,
     ) -> tuple[TestClient[Any, Any], ApiDeps, FakeKafka]:
         store = await SqliteStore(tmp_path / f"s{len(stores)}.sqlite3").open()
         stores.append(store)
@@ -81,6 +95,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             chain_id=31337,
             contract=CONTRACT,
             cors_origins=cors,
+            webhooks=webhooks or WebhookConfig(MASTER, TargetPolicy(resolver=MapResolver(HOSTS))),
         )
         client = TestClient(TestServer(create_app(deps)))
         await client.start_server()

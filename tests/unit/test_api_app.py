@@ -418,3 +418,18 @@ async def test_list_pages_a_callers_records_with_no_repeats_or_gaps(make_client)
         answer = await client.get(f"/api/generations?{bad}", headers=bearer(KEYS["alice"]))
         assert answer.status == 422, bad
         assert (await answer.json())["error"]["field"] == bad.split("=")[0]
+
+
+async def test_list_takes_any_valid_time_even_outside_the_years_utc_holds(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, _, _ = await make_client()
+    await client.post("/api/generate", json=BODY)
+    pages = {}
+    for name, value in (
+        ("until", "0001-01-01T00:22:25+01:00"),  # UTC: before year 1, before every record
+        ("since", "9999-12-31T23:59:59-01:00"),  # UTC: after 9999, after every record
+        ("since", "0001-01-01T00:22:25+01:00"),
+    ):
+        answer = await client.get("/api/generations", params={name: value})
+        assert answer.status == 200, await answer.text()
+        pages[(name, value[:4])] = len((await answer.json())["items"])
+    assert pages == {("until", "0001"): 0, ("since", "9999"): 0, ("since", "0001"): 1}

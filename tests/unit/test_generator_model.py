@@ -23,7 +23,7 @@ from diffusers import AceStepPipeline
 from acesteps.hashing import keccak256_hex
 from acesteps.messages import GenerationRequest
 from generator import audio
-from generator.errors import InvalidInput, ModelUnavailable
+from generator.errors import Interrupted, InvalidInput, ModelUnavailable
 from generator.jobs import INSTRUMENTAL, Job, build_caption, effective_seed, normalize_lyrics
 from generator.model import Model, load_pipeline
 from generator.policy import ContentPolicy
@@ -309,3 +309,18 @@ def test_prepare_refuses_what_the_tokenizer_would_truncate(tiny_model: Model) ->
         check_job(Job("piano \ud800", INSTRUMENTAL, 5.0, 1), tiny_model)
     with pytest.raises(InvalidInput, match="duration"):
         check_job(Job("piano", INSTRUMENTAL, 241.0, 1), tiny_model)
+
+
+def test_an_interrupting_step_hook_stops_the_model_call(tiny_model: Model) -> None:
+    seen: list[int] = []
+
+    def stop_at_two(done: int, total: int) -> None:
+        seen.append(done)
+        if done == 2:
+            raise Interrupted(f"stopped after denoising step {done} of {total}")
+
+    with pytest.raises(Interrupted):
+        tiny_model.generate([JOB], on_step=stop_at_two)
+    assert seen == [1, 2]
+    (again,) = tiny_model.generate([JOB])  # the model is usable after it
+    assert again.shape[-1] == round(JOB.duration_s * 48_000)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from generator import pipeline as pipeline_mod
-from generator.errors import OutOfMemory
+from generator.errors import Interrupted, OutOfMemory
 from generator.jobs import Job
 from generator.pipeline import Pipeline
 
@@ -219,3 +219,42 @@ async def test_no_announcements_without_request_ids() -> None:
     finally:
         feeder.cancel()
     assert steps.seen == []
+
+
+async def test_a_group_whose_requests_all_stop_is_interrupted_between_steps() -> None:
+    model = FakeModel(group_size=2, steps=50, step_s=0.02)
+    stopped: set[str] = set()
+    pipe = Pipeline(model, encode_threads=2, stopping=lambda rid: "x" if rid in stopped else None)
+    feeder = asyncio.create_task(pipe.run())
+    try:
+        pipe.schedule(
+            [(f"k{i}", job(i), "wav") for i in range(2)], request_ids={"k0": "0xa", "k1": "0xb"}
+        )
+        await asyncio.sleep(0.15)  # a few steps in
+        stopped.update({"0xa", "0xb"})
+        for key in ("k0", "k1"):
+            with pytest.raises(Interrupted, match=r"after denoising step \d+ of 50"):
+                await pipe.result(key, job(int(key[1])), "wav")
+    finally:
+        feeder.cancel()
+    assert model.calls == []  # the model never returned: it stopped well before its 1 s
+
+
+async def test_a_group_where_only_some_stop_runs_to_the_end_unchanged() -> None:
+    async def plain(pipe: Pipeline):  # type: ignore[no-untyped-def]
+        return await pipe.result("k1", job(1), "wav")
+
+    alone = await run_with(FakeModel(steps=5), plain)
+    model = FakeModel(group_size=2, steps=5, step_s=0.01)
+    pipe = Pipeline(model, encode_threads=2, stopping=lambda rid: "x" if rid == "0xa" else None)
+    feeder = asyncio.create_task(pipe.run())
+    try:
+        pipe.schedule(
+            [(f"k{i}", job(i), "wav") for i in range(2)], request_ids={"k0": "0xa", "k1": "0xb"}
+        )
+        got = await pipe.result("k1", job(1), "wav")
+        await pipe.result("k0", job(0), "wav")  # made too: its handler drops it
+    finally:
+        feeder.cancel()
+    assert [size for size, _, _ in model.calls] == [2]
+    assert got.audio_hash == alone.audio_hash

@@ -10,6 +10,7 @@ import pytest
 from eth_abi.abi import encode as abi_encode
 
 from acesteps.messages import (
+    CancelRequested,
     GenerationFailed,
     GenerationRequest,
     GenerationRevoked,
@@ -23,6 +24,7 @@ from listener.poller import ChainMoved, LogPoller, PollerConfig
 CONTRACT = "0x" + "11" * 20
 REQUESTER_TOPIC = "0x" + "00" * 12 + "22" * 20
 TOPIC0 = event_topic("GenerationRequested")
+CANCELED = event_topic("RequestCanceled")
 
 
 def h(*parts: object) -> str:
@@ -43,7 +45,8 @@ class Block:
     number: int
     hash: str
     parent: str
-    logs: list[tuple[str, bytes]] = field(default_factory=list)
+    logs: list[tuple[str, bytes] | tuple[str, bytes, str]] = field(default_factory=list)
+    """(request id, event data[, topic0: GenerationRequested unless given])"""
 
 
 class FakeChain:
@@ -58,7 +61,7 @@ class FakeChain:
         # taken: the chain can change between that read and the next (a slow RPC answer).
         self.after_header: Callable[[int], None] | None = None
 
-    def mine(self, *logs: tuple[str, bytes]) -> Block:
+    def mine(self, *logs: tuple[str, bytes] | tuple[str, bytes, str]) -> Block:
         parent = self.blocks[-1]
         block = Block(parent.number + 1, h(parent.hash, self.fork), parent.hash, list(logs))
         self.blocks.append(block)
@@ -90,10 +93,16 @@ class FakeChain:
         self.ranges.append((start, end))
         return [
             RawLog(
-                CONTRACT, b.number, b.hash, h("tx", b.hash, i), i, (TOPIC0, r, REQUESTER_TOPIC), d
+                CONTRACT,
+                b.number,
+                b.hash,
+                h("tx", b.hash, i),
+                i,
+                (log[2] if len(log) == 3 else TOPIC0, log[0], REQUESTER_TOPIC),
+                log[1],
             )
             for b in self.blocks[start : end + 1]
-            for i, (r, d) in enumerate(b.logs)
+            for i, log in enumerate(b.logs)
         ]
 
 
@@ -150,7 +159,7 @@ async def test_backfill_emits_confirmed_requests_once_in_order() -> None:
 
 
 def _block_of(chain: FakeChain, request_id: str) -> int:
-    return next(b.number for b in chain.blocks if any(r == request_id for r, _ in b.logs))
+    return next(b.number for b in chain.blocks if any(log[0] == request_id for log in b.logs))
 
 
 async def test_range_is_halved_when_the_node_refuses_it() -> None:
@@ -312,3 +321,44 @@ async def test_chain_moving_during_a_read_commits_nothing() -> None:
     with pytest.raises(ChainMoved):
         await p.step()
     assert sink.records == [] and sink.checkpoints == []
+
+
+def cancel_log(n: int, reclaimed: bool = False) -> tuple[str, bytes, str]:
+    return (rid(n), abi_encode(["uint256", "bool"], [10**15, reclaimed]), CANCELED)
+
+
+async def test_a_request_canceled_on_chain_becomes_a_cancel_once_confirmed() -> None:
+    chain, sink = FakeChain(), MemorySink()
+    chain.mine((rid(0), payload()), (rid(1), payload()))
+    chain.mine(cancel_log(0), cancel_log(1, reclaimed=True))
+    chain.mine_empty(2)
+    p = poller(chain, sink)
+    await drain(p)
+    assert sink.of(CancelRequested) == []  # two blocks deep: not confirmed yet
+    chain.mine_empty(1)
+    await drain(p)
+    assert sink.ids(GenerationRequest) == [rid(0), rid(1)]
+    cancels = sink.of(CancelRequested)
+    assert [c.request_id for c in cancels] == [rid(0), rid(1)]  # type: ignore[attr-defined]
+    assert {(c.reason, c.by.lower()) for c in cancels} == {("chain", "0x" + "22" * 20)}  # type: ignore[attr-defined]
+    assert all(c.tx_hash for c in cancels)  # type: ignore[attr-defined]
+    # Cancels are not requests: the checkpoint remembers only requests, for revocations.
+    assert all(b.request_ids in ((), (rid(0), rid(1))) for b in p.checkpoint.recent)
+
+
+async def test_a_deep_reorg_emits_the_cancels_of_the_new_branch_and_revokes_no_cancel() -> None:
+    chain, sink = FakeChain(), MemorySink()
+    chain.mine((rid(0), payload()))
+    chain.mine(cancel_log(0))  # block 2
+    chain.mine_empty(5)
+    p = poller(chain, sink)
+    await drain(p)
+    assert sink.ids(CancelRequested) == [rid(0)]
+    chain.reorg(6)  # from block 2: the cancel is dropped, then mined again later
+    chain.mine_empty(1)
+    chain.mine(cancel_log(0))
+    chain.mine_empty(5)
+    await drain(p)
+    assert sink.ids(GenerationRequest) == [rid(0)]
+    assert sink.ids(CancelRequested) == [rid(0), rid(0)]  # again: harmless, compacted
+    assert sink.of(GenerationRevoked) == []

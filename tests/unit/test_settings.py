@@ -45,13 +45,17 @@ def test_bad_configuration_exits_with_the_variable_name(
     assert f"ACESTEPS_{name}" in capsys.readouterr().err
 
 
-def test_topic_specs_compact_only_the_checkpoints() -> None:
+def test_topic_specs_compact_only_the_checkpoints_and_cancels() -> None:
     specs = {s.name: s for s in CommonSettings(topic_prefix="x").topics.specs()}
     assert specs["x.listener.checkpoints"].configs["cleanup.policy"] == "compact"
     assert specs["x.listener.checkpoints"].partitions == 1
-    others = [s for n, s in specs.items() if n != "x.listener.checkpoints"]
+    # Cancels: one record per request matters, and only for as long as requests are kept.
+    assert specs["x.cancels.v1"].configs["cleanup.policy"] == "compact,delete"
+    assert specs["x.cancels.v1"].configs["retention.ms"] == str(7 * 24 * 3600 * 1000)
+    compacted = {"x.listener.checkpoints", "x.cancels.v1"}
+    others = [s for n, s in specs.items() if n not in compacted]
     assert all("cleanup.policy" not in s.configs for s in others)
-    assert len(specs) == 7
+    assert len(specs) == 8
     assert specs["x.progress.v1"].configs["retention.ms"] == str(24 * 3600 * 1000)
     assert specs["x.deadletter.v1"].configs["retention.ms"] == "-1"
 

@@ -4,8 +4,10 @@
 "use strict";
 
 const STEPS = ["queued", "generating", "publishing", "completed"];
-// The stream ends when nothing more will change: failed, revoked, or a final registration.
-const settled = (g) => g.status === "failed" || g.status === "revoked" || (g.status === "completed" && g.final);
+// The stream ends when nothing more will change: failed, canceled, revoked, or a final
+// registration.
+const ENDED_OTHERWISE = ["failed", "canceled", "revoked"];
+const settled = (g) => ENDED_OTHERWISE.includes(g.status) || (g.status === "completed" && g.final);
 const KEY_STORAGE = "acesteps.apiKey";
 // Fields laid out by hand in index.html; every other request option gets a field built from
 // the OpenAPI document's GenerateBody (see addOptionFields), so a new option needs no edit here.
@@ -240,7 +242,7 @@ function render(g) {
   current = g;
   const step = STEPS.indexOf(g.status);
   if (step >= 0) lastStep = Math.max(lastStep, step);
-  const failed = g.status === "failed" || g.status === "revoked";
+  const failed = ENDED_OTHERWISE.includes(g.status);
 
   for (const [i, li] of [...$("steps").children].entries()) {
     const done = i <= lastStep && (i < lastStep || g.status === "completed");
