@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from acesteps.kafka import connection
 from acesteps.kafka.admin import topic_partitions
@@ -112,16 +111,16 @@ class CancelView:
         while True:
             try:
                 batch = await self._consumer.getmany(timeout_ms=200)
-            except KafkaError as exc:  # a broker away for a moment: the consumer reconnects
-                log.warning("reading the cancels failed (%r); again", exc)
+                for records in batch.values():
+                    for record in records:
+                        self._read(record.headers, record.value)
+                # Past transaction markers too, which no record shows.
+                for tp in self._partitions:
+                    self._positions[tp] = await self._consumer.position(tp)
+            except Exception as exc:  # a broker away for a moment: the consumer reconnects
+                log.warning("reading the cancels failed (%r); again in 1 s", exc)
                 await asyncio.sleep(1.0)
                 continue
-            for records in batch.values():
-                for record in records:
-                    self._read(record.headers, record.value)
-            # Past transaction markers too, which no record shows.
-            for tp in self._partitions:
-                self._positions[tp] = await self._consumer.position(tp)
             async with self._progress:
                 self._progress.notify_all()
 
