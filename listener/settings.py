@@ -83,6 +83,10 @@ class ListenerSettings(ChainSettings):
         description="an accepted request not read back from Kafka after this long is sent "
         "again (the outbox); also how often the outbox is looked at",
     )
+    api_error_per_minute: float = Field(
+        300, ge=0, description="budget per caller of submissions refused as invalid"
+    )
+    api_error_burst: int = Field(100, ge=1)
     api_read_per_minute: float = Field(1200, ge=0, description="GET budget per caller")
     api_read_burst: int = Field(200, ge=1)
     api_store_url: str = Field(

@@ -103,14 +103,14 @@ async def _callers(request: web.Request, handler: Handler) -> web.StreamResponse
         return await handler(request)
     deps = request.app[DEPS]
     secret = _secret(request)
-    generate = request.method == "POST"
+    writing = request.method == "POST"
     # Reads are public by request id (256-bit, unguessable; the tracks themselves are public
     # on IPFS and on chain): a read with a stale key is served as anonymous. Submitting
-    # costs GPU time and needs a valid key when keys are on.
+    # (GPU time) and cancelling need a valid key when keys are on.
     try:
         key_id = deps.keys.identify(secret)
     except Unauthorized as exc:
-        if generate:
+        if writing:
             raise ApiFailure(
                 401,
                 "unauthorized",
@@ -119,9 +119,31 @@ async def _callers(request: web.Request, handler: Handler) -> web.StreamResponse
             ) from None
         key_id = None
     request[CALLER] = key_id or "local"
-    limiter = deps.generate_limit if generate else deps.read_limit
     bucket = key_id or f"addr:{request.remote}"
-    wait = limiter.take(bucket)
+    if request.path != "/api/generate":
+        _allowed(deps.read_limit.take(bucket), bucket)
+        return await handler(request)
+    # A submission spends from one budget once its answer says whether it was valid: an
+    # invalid one (refused before it changes anything) from the errors budget, and is
+    # answered 429 instead when that is spent; any other from the generate budget.
+    _allowed(deps.generate_limit.wait(bucket), bucket)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status in INVALID:
+            _allowed(deps.error_limit.take(bucket), bucket)
+        elif exc.status != 429:
+            deps.generate_limit.take(bucket)
+        raise
+    deps.generate_limit.take(bucket)
+    return response
+
+
+INVALID = (400, 413, 422)
+"""The answers to submissions that spend the error budget."""
+
+
+def _allowed(wait: float, bucket: str) -> None:
     if wait > 0:
         retry = str(max(1, int(wait + 0.999)))
         raise ApiFailure(
@@ -130,7 +152,6 @@ async def _callers(request: web.Request, handler: Handler) -> web.StreamResponse
             f"too many requests for {bucket}; retry in {retry} s",
             headers={"Retry-After": retry},
         )
-    return await handler(request)
 
 
 def _secret(request: web.Request) -> str | None:

@@ -8,7 +8,9 @@ rate-limited per client address; a wrong secret is refused either way.
 
 Limits are token buckets per caller and per class of endpoint (``generate``: the POST that
 costs GPU time; ``read``: everything else), kept in memory: with several API replicas a caller
-gets each replica's budget.
+gets each replica's budget. A submission the API refuses as invalid (400, 413, 422) spends
+from a third, larger budget (``errors``) instead of ``generate``: a client's mistakes never
+cost it the requests it can make, and a flood of bad requests is still stopped.
 """
 
 from __future__ import annotations
@@ -69,6 +71,16 @@ class RateLimiter:
 
     def take(self, caller: str, now: float | None = None) -> float:
         """0 when allowed (a token is spent); else the seconds until one is available."""
+        wait, bucket = self._refill(caller, now)
+        if wait == 0:
+            bucket.tokens -= 1
+        return wait
+
+    def wait(self, caller: str, now: float | None = None) -> float:
+        """What `take` would answer, spending nothing: 0 when a token is there."""
+        return self._refill(caller, now)[0]
+
+    def _refill(self, caller: str, now: float | None) -> tuple[float, _Bucket]:
         now = time.monotonic() if now is None else now
         bucket = self._buckets.pop(caller, None) or _Bucket(self.burst, now)
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
@@ -77,6 +89,5 @@ class RateLimiter:
         while len(self._buckets) > self._max:
             self._buckets.popitem(last=False)
         if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            return 0.0
-        return (1 - bucket.tokens) / self.rate if self.rate > 0 else math.inf
+            return 0.0, bucket
+        return ((1 - bucket.tokens) / self.rate if self.rate > 0 else math.inf), bucket

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Protocol
@@ -87,6 +87,8 @@ class ApiDeps:
     cors_origins: tuple[str, ...] = ()
     webhooks: WebhookConfig | None = None
     """Signing and target rules of webhooks (`listener.api.webhooks`); None: refused."""
+    error_limit: RateLimiter = field(default_factory=lambda: RateLimiter(300, 100))
+    """What submissions refused as invalid spend instead of ``generate_limit``."""
 
 
 def base_url(request: web.Request, deps: ApiDeps) -> str:

@@ -14,6 +14,7 @@ from acesteps.types import ADDRESS_PATTERN, REQUEST_ID_INPUT
 from listener.api.cancel import DURATION_PATTERN as _DURATION
 from listener.api.listing import CURSOR
 from listener.api.models import ErrorBody, GenerateBody, Generation, Status
+from listener.api.verdicts import verdict_schema
 from listener.api.webhooks.models import WebhookDeliveries, WebhookPayload, WebhookSecret
 
 __all__ = ["openapi_document"]
@@ -57,6 +58,61 @@ def _generation(description: str) -> dict[str, Any]:
         "description": description,
         "headers": {"Location": {"schema": {"type": "string"}}},
         "content": {_JSON: {"schema": {"$ref": _REF.format(model="Generation")}}},
+    }
+
+
+def _generation_later(description: str) -> dict[str, Any]:
+    """A 202 with the record: follow ``Location``, poll again after ``Retry-After``."""
+    answer = _generation(description)
+    answer["headers"] = {
+        "Location": {"schema": {"type": "string"}},
+        "Retry-After": {
+            "description": "seconds before polling again",
+            "schema": {"type": "string"},
+        },
+    }
+    return answer
+
+
+_KEYED: list[dict[str, list[str]]] = [{"apiKey": []}, {"apiKeyHeader": []}, {}]
+"""``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; neither where keys are off."""
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_AUDIO = {"audio/mpeg": _BINARY, "audio/wav": _BINARY}
+_NO_TRACK = _error("the request ended without a track (failed, canceled or revoked)")
+
+
+_AUDIO_HEADERS = [
+    {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
+    for name in ("Range", "If-None-Match", "If-Match", "If-Modified-Since")
+]
+
+
+def _audio_answers(content: dict[str, Any] | None) -> dict[str, Any]:
+    """The answers of /audio, with the file (GET) or without (HEAD)."""
+    body = {"content": content} if content else {}
+    return {
+        "200": {
+            "description": "the file",
+            "headers": {
+                "ETag": {"description": "the audioHash, quoted", "schema": {"type": "string"}},
+                "Content-Length": {"schema": {"type": "string"}},
+            },
+            **body,
+        },
+        "206": {
+            "description": "the requested range",
+            "headers": {"Content-Range": {"schema": {"type": "string"}}},
+            **body,
+        },
+        "304": {"description": "If-None-Match holds the ETag (the audioHash)"},
+        "409": _error("not completed yet"),
+        "410": _NO_TRACK,
+        "412": {"description": "If-Match does not hold the ETag"},
+        "416": {"description": "range not satisfiable"},
+        "502": _error("IPFS served bytes that do not match the registered hash"),
+        "503": _error("IPFS unavailable; retry", **{"Retry-After": "seconds to wait"}),
+        **_READ_ERRORS,
     }
 
 
@@ -139,7 +195,7 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "operationId": "generate",
                 "summary": "Request a track; waits for it up to the server's limit",
-                "security": [{"apiKey": []}, {}],
+                "security": _KEYED,
                 "parameters": [
                     {
                         "name": "Idempotency-Key",
@@ -154,6 +210,13 @@ def _paths() -> dict[str, Any]:
                         "required": False,
                         "description": "seconds to wait for completion (0: answer at once)",
                         "schema": {"type": "number", "minimum": 0},
+                    },
+                    {
+                        "name": "Prefer",
+                        "in": "header",
+                        "required": False,
+                        "description": "respond-async: answer 202 at once, without waiting",
+                        "schema": {"type": "string"},
                     },
                     {
                         "name": "Cancel-After",
@@ -171,9 +234,10 @@ def _paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _generation("finished: completed, failed, canceled or revoked"),
-                    "202": _generation("not finished yet; follow Location"),
+                    "202": _generation_later("not finished yet; follow Location"),
                     "400": _error("not JSON"),
                     "401": _error("missing or unknown API key"),
+                    "413": _error("the body is over 64 KiB"),
                     "422": _error("invalid field (named in error.field)"),
                     "429": _error("rate limited", **{"Retry-After": "seconds to wait"}),
                     "503": _error("Kafka unavailable; retry"),
@@ -234,9 +298,10 @@ def _paths() -> dict[str, Any]:
                 "operationId": "cancelGeneration",
                 "summary": "Stop a request this API key submitted; the record turns canceled "
                 "once its worker stops it (or completed, when it was registered first)",
+                "security": _KEYED,
                 "parameters": [_ID_PARAM],
                 "responses": {
-                    "202": _generation("the cancel is accepted; the record as it was"),
+                    "202": _generation_later("the cancel is accepted; the record as it was"),
                     "400": _error("malformed id"),
                     "401": _error("missing or unknown API key"),
                     "404": _error("no such request of this API key"),
@@ -249,32 +314,31 @@ def _paths() -> dict[str, Any]:
         "/api/generations/{id}/audio": {
             "get": {
                 "operationId": "getAudio",
-                "summary": "The published file (range requests supported)",
-                "parameters": [_ID_PARAM],
-                "responses": {
-                    "200": {
-                        "description": "the file",
-                        "content": {
-                            "audio/mpeg": {"schema": {"type": "string", "format": "binary"}},
-                            "audio/wav": {"schema": {"type": "string", "format": "binary"}},
-                        },
-                    },
-                    "206": {"description": "the requested range"},
-                    "304": {"description": "If-None-Match holds the ETag (the audioHash)"},
-                    "409": _error("not completed"),
-                    "412": {"description": "If-Match does not hold the ETag"},
-                    "416": {"description": "range not satisfiable"},
-                    "502": _error("IPFS served bytes that do not match the registered hash"),
-                    "503": _error("IPFS unavailable; retry"),
-                    **_READ_ERRORS,
-                },
-            }
+                "summary": "The published file (range and conditional requests supported)",
+                "parameters": [_ID_PARAM, *_AUDIO_HEADERS],
+                "responses": _audio_answers(_AUDIO),
+            },
+            "head": {
+                "operationId": "headAudio",
+                "summary": "The published file's headers (size, ETag = audioHash), no body",
+                "parameters": [_ID_PARAM, *_AUDIO_HEADERS],
+                "responses": _audio_answers(None),
+            },
         },
         "/api/generations/{id}/events": {
             "get": {
                 "operationId": "getEvents",
                 "summary": "Server-sent events: a `status` event (data: Generation) per change",
-                "parameters": [_ID_PARAM],
+                "parameters": [
+                    _ID_PARAM,
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "description": "the id of the last status event seen (a reconnect)",
+                        "schema": {"type": "string"},
+                    },
+                ],
                 "responses": {
                     "200": {
                         "description": "events until the record is settled: failed, "
@@ -294,9 +358,10 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "the verdict (status MATCH, MISMATCH or UNKNOWN)",
-                        "content": {_JSON: {"schema": {"type": "object"}}},
+                        "content": {_JSON: {"schema": verdict_schema()}},
                     },
-                    "409": _error("not completed"),
+                    "409": _error("not completed yet"),
+                    "410": _NO_TRACK,
                     **_READ_ERRORS,
                 },
             }
@@ -311,9 +376,11 @@ def _paths() -> dict[str, Any]:
                         "description": "the manifest's canonical bytes, as registered on chain",
                         "content": {_JSON: {"schema": {"type": "object"}}},
                     },
-                    "409": _error("not completed"),
+                    "404": _error("no such request, or no manifest registered"),
+                    "409": _error("not completed yet"),
+                    "410": _NO_TRACK,
                     "502": _error("IPFS served a manifest that is not the registered one"),
-                    "503": _error("IPFS unavailable; retry"),
+                    "503": _error("IPFS unavailable; retry", **{"Retry-After": "seconds to wait"}),
                     **_READ_ERRORS,
                 },
             }
@@ -336,7 +403,7 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "operationId": "getWebhookSecret",
                 "summary": "The secret that verifies this API key's webhooks (Standard Webhooks)",
-                "security": [{"apiKey": []}, {}],
+                "security": _KEYED,
                 "responses": {
                     "200": _json("whsec_ + base64 of the key", "WebhookSecret"),
                     "401": _error("keys are on and no valid key was sent"),
@@ -369,6 +436,9 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         "webhooks": _WEBHOOKS,
         "components": {
             "schemas": _schemas(),
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer"},
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
         },
     }

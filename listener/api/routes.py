@@ -43,6 +43,7 @@ from listener.api.models import GenerateBody, Generation, Status
 from listener.api.openapi import openapi_document
 from listener.api.rows import time_key
 from listener.api.updates import from_request
+from listener.api.verdicts import verdict_body
 from listener.api.webhooks.subscribe import subscription
 
 __all__ = ["add_routes", "offchain_id_for"]
@@ -173,20 +174,30 @@ async def get_generation(request: web.Request) -> web.Response:
     return answer(request, g)
 
 
+def _track_of(g: Generation) -> tuple[str, str]:
+    """The CID and audioHash of ``g``'s published track; else 409 ``not_ready`` while it may
+    still get one, 410 ``no_track`` once it has ended without (failed, canceled, revoked): a
+    client that retries on ``not_ready`` stops there."""
+    if g.status is Status.COMPLETED and g.cid and g.audio_hash:
+        return g.cid, g.audio_hash
+    if g.status.final:
+        raise ApiFailure(410, "no_track", f"request {g.id} is {g.status.value}: it has no track")
+    raise ApiFailure(409, "not_ready", f"request {g.id} is {g.status.value}, not completed")
+
+
 async def get_audio(request: web.Request) -> web.StreamResponse:
     g = await lookup(request)
-    if g.status is not Status.COMPLETED or not g.cid or not g.audio_hash:
-        raise ApiFailure(409, "not_ready", f"request {g.id} is {g.status.value}, not completed")
+    cid, audio_hash = _track_of(g)
     fmt = g.format or "mp3"
     try:
-        path = await request.app[DEPS].audio.path(g.cid, g.audio_hash, fmt)
+        path = await request.app[DEPS].audio.path(cid, audio_hash, fmt)
     except AudioUnavailable as exc:
         raise ApiFailure(503, "ipfs_unavailable", str(exc), headers={"Retry-After": "5"}) from None
     except AudioMismatch as exc:
         raise ApiFailure(502, "audio_mismatch", str(exc)) from None
     return TrackFile(
         path,
-        etag=g.audio_hash,
+        etag=audio_hash,
         headers={
             "Content-Type": CONTENT_TYPES[fmt],
             "Content-Disposition": f'inline; filename="{g.id}.{fmt}"',
@@ -266,20 +277,23 @@ async def events(request: web.Request) -> web.StreamResponse:
     with deps.hub.watch(g.id) as changes:
         g = await deps.store.get(g.id) or g  # anything that changed before watching
         await stream.prepare(request)
-        await stream.write(f"retry: {RETRY_MS}\n\n".encode())
+        # The reconnection delay rides on the first event: a block of its own would be an
+        # empty event to common clients.
+        retry = f"retry: {RETRY_MS}\n"
         shown = None
         while True:
             step = _step(g)
             if step != seen:
                 data = json.dumps(g.public(base))
-                await stream.write(f"id: {step}\nevent: status\ndata: {data}\n\n".encode())
-                seen = step
+                block = f"{retry}id: {step}\nevent: status\ndata: {data}\n\n"
+                await stream.write(block.encode())
+                seen, retry = step, ""
             if g.status is Status.GENERATING and g.progress is not None and g.progress != shown:
                 # No id: a reconnect resumes from the status step and gets the record, which
                 # carries the progress too.
                 data = g.progress.model_dump_json(by_alias=True)
-                await stream.write(f"event: progress\ndata: {data}\n\n".encode())
-                shown = g.progress
+                await stream.write(f"{retry}event: progress\ndata: {data}\n\n".encode())
+                shown, retry = g.progress, ""
             if _settled(g):
                 break
             try:
@@ -293,8 +307,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 async def manifest(request: web.Request) -> web.Response:
     """The generation manifest, as registered: its bytes are checked against the chain."""
     g = await lookup(request)
-    if g.status is not Status.COMPLETED:
-        raise ApiFailure(409, "not_ready", f"request {g.id} is {g.status.value}, not completed")
+    _track_of(g)
     try:
         data = await request.app[DEPS].manifests(g.id)
     except ManifestProblem as exc:
@@ -318,10 +331,9 @@ _MANIFEST_PROBLEMS = {
 
 async def verify(request: web.Request) -> web.Response:
     g = await lookup(request)
-    if g.status is not Status.COMPLETED:
-        raise ApiFailure(409, "not_ready", f"request {g.id} is {g.status.value}, not completed")
+    _track_of(g)
     verdict = await request.app[DEPS].verifier(g.id)
-    return web.json_response(verdict.as_dict())
+    return web.json_response(verdict_body(verdict))
 
 
 # ---------------------------------------------------------------- service

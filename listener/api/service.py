@@ -121,6 +121,7 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
                 settings.api_generate_per_minute, settings.api_generate_burst
             ),
             read_limit=RateLimiter(settings.api_read_per_minute, settings.api_read_burst),
+            error_limit=RateLimiter(settings.api_error_per_minute, settings.api_error_burst),
             wait_s=settings.api_wait_s,
             chain_id=chain_id,
             contract=registry.address,

@@ -71,7 +71,7 @@ async def test_generate_waits_and_answers_the_completed_track(pipeline: Pipeline
         verify_url = f"{pipeline.api_url}/api/generations/{record['id']}/verify"
         async with http.get(verify_url) as answer:
             verdict = await answer.json()
-    assert verdict["status"] == "MATCH" and verdict["computed_audio_hash"] == record["audioHash"]
+    assert verdict["status"] == "MATCH" and verdict["computedAudioHash"] == record["audioHash"]
     # The registration is on the chain, as anyone can check.
     raw_id = bytes.fromhex(record["id"][2:])
     on_hash, on_cid = pipeline.chain.registry.functions.trackOf(raw_id).call()

@@ -22,6 +22,7 @@ from acesteps.messages import (
 )
 from listener.api.audiocache import AudioCache
 from listener.api.auth import ApiKeys, RateLimiter
+from listener.api.verdicts import verdict_schema
 from tests.factories import track_published
 from tests.unit.apiapp import BODY, CONTRACT, KEYS, bearer
 
@@ -171,6 +172,23 @@ async def test_audio_and_verify_wait_for_completion(make_client) -> None:  # typ
     await deps.store.apply([(rid, failed)], {})
     body = await (await client.get(f"/api/generations/{rid}")).json()
     assert body["status"] == "failed" and body["error"]["code"] == "policy_artist"
+    # Ended without a track: 410, so a client that retries on not_ready stops.
+    for path in ("audio", "verify", "manifest"):
+        answer = await client.get(f"/api/generations/{rid}/{path}")
+        assert answer.status == 410 and (await answer.json())["error"]["code"] == "no_track"
+
+
+async def test_verify_answers_camel_case_and_keeps_the_old_names(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, deps, kafka = await make_client()
+    rid = (await (await client.post("/api/generate", json=BODY)).json())["id"]
+    await deps.store.apply([(rid, kafka.sent[0]), (rid, track_published(rid))], {})
+    body = await (await client.get(f"/api/generations/{rid}/verify")).json()
+    assert body["status"] == "MATCH" and body["target"] == rid and body["exitCode"] == 0
+    assert "requestId" in body and "alsoRegisteredAs" in body
+    assert body["exit_code"] == 0 and "also_registered_as" in body  # deprecated, still there
+    schema = verdict_schema()
+    assert set(schema["required"]) <= body.keys() and body.keys() <= schema["properties"].keys()
+    assert schema["properties"]["request_id"]["deprecated"] is True
 
 
 class FakeCat:
@@ -219,8 +237,9 @@ async def test_events_stream_the_current_status_then_each_change(make_client) ->
     rid = (await (await client.post("/api/generate", json=BODY)).json())["id"]
     stream = await client.get(f"/api/generations/{rid}/events")
     assert stream.headers["Content-Type"] == "text/event-stream"
-    assert await stream.content.readuntil(b"\n\n") == b"retry: 2000\n\n"
     first = await stream.content.readuntil(b"\n\n")
+    # The reconnection delay comes with the first event, not as an empty event of its own.
+    assert first.startswith(b"retry: 2000\nid: 1\nevent: status\ndata: ")
     assert b'"status": "queued"' in first
     failed = GenerationFailed(request_id=rid, stage="generator", code="x", message="no")
     deps.hub.publish(await deps.store.apply([(rid, failed)], {}))
@@ -239,7 +258,6 @@ async def test_events_carry_the_denoising_steps_while_generating(make_client) ->
     client, deps, kafka = await make_client()
     rid = (await (await client.post("/api/generate", json=BODY)).json())["id"]
     stream = await client.get(f"/api/generations/{rid}/events")
-    await stream.content.readuntil(b"\n\n")  # retry
     await stream.content.readuntil(b"\n\n")  # queued
     for step in (3, 8):
         progress = GenerationProgress(
@@ -433,3 +451,20 @@ async def test_list_takes_any_valid_time_even_outside_the_years_utc_holds(make_c
         assert answer.status == 200, await answer.text()
         pages[(name, value[:4])] = len((await answer.json())["items"])
     assert pages == {("until", "0001"): 0, ("since", "9999"): 0, ("since", "0001"): 1}
+
+
+async def test_invalid_submissions_spend_their_own_budget(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, deps, kafka = await make_client(required=True, burst=2, per_minute=6)
+    deps.error_limit = RateLimiter(per_minute=6, burst=3)
+    alice = bearer(KEYS["alice"])
+    invalid = [
+        await client.post("/api/generate", json={"duration": 30}, headers=alice),
+        await client.post("/api/generate", data=b"{", headers=alice),
+        await client.post("/api/generate", data=b"x" * 70_000, headers=alice),
+        await client.post("/api/generate", json={"duration": 30}, headers=alice),
+    ]
+    assert [a.status for a in invalid] == [422, 400, 413, 429]
+    assert int(invalid[-1].headers["Retry-After"]) >= 1
+    # The mistakes cost nothing of what alice may submit.
+    valid = [(await client.post("/api/generate", json=BODY, headers=alice)).status for _ in "abc"]
+    assert valid == [202, 202, 429] and len(kafka.sent) == 2

@@ -420,16 +420,16 @@ async function verify() {
     box.dataset.status = v.status;
     $("verify-status").textContent = v.status;
     $("verify-reason").textContent = v.reason || "";
-    $("verify-onchain-hash").textContent = v.onchain_audio_hash || "—";
-    $("verify-computed-hash").textContent = v.computed_audio_hash || "—";
-    $("verify-onchain-cid").textContent = v.onchain_cid || "—";
-    $("verify-computed-cid").textContent = v.computed_cid || "—";
+    $("verify-onchain-hash").textContent = v.onchainAudioHash || "—";
+    $("verify-computed-hash").textContent = v.computedAudioHash || "—";
+    $("verify-onchain-cid").textContent = v.onchainCid || "—";
+    $("verify-computed-cid").textContent = v.computedCid || "—";
     $("verify-contract").textContent =
-      v.contract_verify == null ? "not asked" : v.contract_verify ? "true" : "false";
-    $("verify-tx").textContent = v.registered_tx || "—";
+      v.contractVerify == null ? "not asked" : v.contractVerify ? "true" : "false";
+    $("verify-tx").textContent = v.registeredTx || "—";
     $("verify-manifest").textContent =
-      v.manifest_matches == null ? v.manifest_note || "not checked"
-        : v.manifest_matches ? "matches its registration" : `DIFFERENT: ${v.manifest_note}`;
+      v.manifestMatches == null ? v.manifestNote || "not checked"
+        : v.manifestMatches ? "matches its registration" : `DIFFERENT: ${v.manifestNote}`;
   } catch (error) {
     box.dataset.status = "ERROR";
     $("verify-status").textContent = "ERROR";
