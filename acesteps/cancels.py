@@ -23,15 +23,17 @@ from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from acesteps.kafka import connection
 from acesteps.kafka.admin import topic_partitions
-from acesteps.messages import TYPE_HEADER, CancelRequested, decode
+from acesteps.kafka.consuming import reader
+from acesteps.messages import TYPE_HEADER, CancelRequested, GenerationCanceled, decode
+from acesteps.origin import RequestOrigin
 
 __all__ = ["CancelView", "Stop", "why_stop"]
 
 log = logging.getLogger(__name__)
 
 Reason = Literal["requested", "deadline", "chain"]
+Stage = Literal["generator", "publisher"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,19 @@ class Stop:
 
     reason: Reason
     message: str
+
+    def record(
+        self, origin: RequestOrigin, request_id: str, stage: Stage, when: str
+    ) -> GenerationCanceled:
+        """The outcome a worker writes when it stops the request ``when`` (its own words)."""
+        return GenerationCanceled(
+            request_id=request_id,
+            stage=stage,
+            reason=self.reason,
+            message=f"{self.message}; {when}",
+            source=origin.source,
+            chain=origin.chain,
+        )
 
 
 class CancelView:
@@ -66,16 +81,7 @@ class CancelView:
     async def start(self) -> None:
         """Assign every partition from the start, and read until caught up."""
         self._partitions = await topic_partitions(self._bootstrap, [self._topic])
-        self._consumer = AIOKafkaConsumer(
-            **connection.options(),
-            bootstrap_servers=self._bootstrap,
-            client_id=self._client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=100,
-        )
+        self._consumer = reader(self._bootstrap, self._client_id)
         await self._consumer.start()
         self._consumer.assign(self._partitions)
         await self._consumer.seek_to_beginning(*self._partitions)

@@ -230,14 +230,7 @@ async def _stops(deps: Deps, items: Sequence[Pinned]) -> dict[str, Stop]:
 
 def _canceled(deps: Deps, ready: AudioReady, stop: Stop, when: str) -> OutRecord:
     log.info("request %s: %s; %s", ready.request_id, stop.message, when)
-    canceled = GenerationCanceled(
-        request_id=ready.request_id,
-        stage="publisher",
-        reason=stop.reason,
-        message=f"{stop.message}; {when}",
-        source=ready.source,
-        chain=ready.chain,
-    )
+    canceled = stop.record(ready, ready.request_id, "publisher", when)
     return OutRecord.message(deps.topics.failures, ready.request_id, canceled)
 
 

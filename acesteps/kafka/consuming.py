@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError
@@ -46,6 +46,7 @@ __all__ = [
     "check_sizes",
     "make_consumer",
     "one_line",
+    "reader",
     "seek",
     "sleep_unless",
 ]
@@ -112,6 +113,24 @@ def make_consumer(c: LoopConfig) -> AIOKafkaConsumer:
         session_timeout_ms=c.session_timeout_ms,
         heartbeat_interval_ms=c.heartbeat_interval_ms,
         max_poll_interval_ms=c.max_poll_interval_ms,
+    )
+
+
+def reader(bootstrap: str, client_id: str, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer of committed records without a group (its owner assigns the partitions),
+    from the start of a partition it has no position in: a view that reads a whole topic."""
+    return AIOKafkaConsumer(
+        **connection.options(),
+        **{
+            "bootstrap_servers": bootstrap,
+            "client_id": client_id,
+            "group_id": None,
+            "enable_auto_commit": False,
+            "isolation_level": "read_committed",
+            "auto_offset_reset": "earliest",
+            "fetch_max_wait_ms": 100,
+            **overrides,
+        },
     )
 
 

@@ -23,8 +23,8 @@ from collections.abc import Iterator, Sequence
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Gauge
 
-from acesteps.kafka import connection
 from acesteps.kafka.admin import topic_partitions
+from acesteps.kafka.consuming import reader
 from acesteps.messages import (
     TYPE_HEADER,
     GenerationCanceled,
@@ -119,16 +119,7 @@ class Projection:
         self.lag = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(
-            **connection.options(),
-            bootstrap_servers=self._bootstrap,
-            client_id=self._client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=100,
-        )
+        consumer = reader(self._bootstrap, self._client_id)
         await consumer.start()
         self.running = True
         try:
