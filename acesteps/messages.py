@@ -1,6 +1,7 @@
 """The records on the AceSteps topics (the table is in `acesteps.topics`).
 
-Every value is one of the pydantic models below, JSON-encoded, keyed by the request id, with
+Every value is one of the pydantic models below, JSON-encoded (in schema registry mode, framed
+in the Confluent wire format: `acesteps.kafka.schema_registry`), keyed by the request id, with
 a ``acesteps-type`` header naming the model. The one exception is an audio chunk, whose value
 is raw file bytes described by headers (see `AudioChunk`). Models are frozen, reject unknown
 fields and carry ``schema_version``; their JSON Schemas are exported to ``schemas/`` by
@@ -47,6 +48,7 @@ __all__ = [
     "decode",
     "encode",
     "headers_for",
+    "json_of",
 ]
 
 MAX_CHUNK_BYTES: Final = 512 * 1024
@@ -398,7 +400,21 @@ def headers_for(message: Message) -> list[tuple[str, bytes]]:
 
 
 def decode(model: type[M], value: bytes | None) -> M:
-    """Parse a record value; raises `pydantic.ValidationError` (a ValueError) when invalid."""
+    """Parse a record value; raises `pydantic.ValidationError` (a ValueError) when invalid.
+
+    The value is JSON, or JSON in the Confluent wire format (schema registry mode,
+    `acesteps.kafka.schema_registry`): both are read, whatever this process writes.
+    """
     if value is None:
         raise ValueError(f"{model.__name__} record has no value (tombstone)")
-    return model.model_validate_json(value)
+    return model.model_validate_json(json_of(value))
+
+
+def json_of(value: bytes) -> bytes:
+    """The JSON of a record value: the value itself, or what follows the 5-byte header of the
+    Confluent wire format (magic byte 0, 4-byte schema id); a JSON text never starts with 0."""
+    if value[:1] == b"\x00":
+        if len(value) < 5:
+            raise ValueError(f"a schema registry header of {len(value)} bytes, not 5")
+        return value[5:]
+    return value

@@ -247,6 +247,33 @@ class Registry:
     async def request_fee(self) -> int:
         return int(await self.contract.functions.requestFee().call())
 
+    async def request_fee_with_callback(self, callback_gas_limit: int) -> int:
+        """What ``requestGenerationWithCallback`` with this gas limit costs: ``requestFee``
+        plus the limit times ``callbackGasPrice``."""
+        call = self.contract.functions.requestFeeWithCallback(callback_gas_limit)
+        return int(await call.call())
+
+    async def callback_gas_price(self) -> int:
+        """``callbackGasPrice``: wei per gas of a callback's limit."""
+        return int(await self.contract.functions.callbackGasPrice().call())
+
+    async def callback_gas_limit(self, request_id: str | bytes) -> int:
+        """The gas a request's callback gets when it is registered; 0: no callback."""
+        call = self.contract.functions.requests(to_bytes32(request_id))
+        values = await call.call()
+        names = [output["name"] for output in call.abi["outputs"]]
+        return int(values[names.index("callbackGasLimit")])
+
+    async def version(self) -> str | None:
+        """The contract's ``VERSION``; None for a deployment older than the constant."""
+        try:
+            return str(await self.contract.functions.VERSION().call())
+        except Web3Exception:
+            return None
+
+    async def reclaim_after_blocks(self) -> int:
+        return int(await self.contract.functions.reclaimAfterBlocks().call())
+
     async def reclaimable_at(self, request_id: str | bytes) -> int:
         """The first block in which the requester may ``reclaim`` a pending request's fee; 0
         when the request is not pending."""
@@ -357,6 +384,16 @@ class Registry:
             prompt, lyrics, duration_s, to_bytes32(salt)
         )
 
+    def request_generation_with_callback(
+        self, prompt: str, lyrics: str, duration_s: int, callback_gas_limit: int
+    ) -> AsyncContractFunction:
+        """``requestGenerationWithCallback``: the requester (a contract) is called back with
+        ``onTrackRegistered`` and exactly ``callback_gas_limit`` gas when its track is
+        registered; the value to send is `request_fee_with_callback`."""
+        return self.contract.functions.requestGenerationWithCallback(
+            prompt, lyrics, duration_s, callback_gas_limit
+        )
+
     def cancel_request(self, request_id: str | bytes) -> AsyncContractFunction:
         """``cancelRequest``: the requester withdraws a pending request and is refunded
         (``RequestCanceled``, ``reclaimed`` false)."""
@@ -369,9 +406,17 @@ class Registry:
 
     def requested(self, receipt: Any) -> list[dict[str, Any]]:
         """The ``GenerationRequested`` events of a transaction receipt, decoded."""
-        topic = event_topic("GenerationRequested")
+        return self._events("GenerationRequested", receipt)
+
+    def callback_results(self, receipt: Any) -> dict[str, bool]:
+        """request id -> whether its callback succeeded, from the ``CallbackResult`` events of
+        a registration's receipt (requests without a callback have none)."""
+        return {e["requestId"]: bool(e["success"]) for e in self._events("CallbackResult", receipt)}
+
+    def _events(self, name: str, receipt: Any) -> list[dict[str, Any]]:
+        topic = event_topic(name)
         return [
-            decode_event("GenerationRequested", [to_hex(t) for t in log["topics"]], log["data"])
+            decode_event(name, [to_hex(t) for t in log["topics"]], bytes(log["data"]))
             for log in receipt["logs"]
             if log["topics"]
             and to_hex(log["topics"][0]) == topic

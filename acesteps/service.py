@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from acesteps import logs
 from acesteps.kafka import connection as kafka_connection
+from acesteps.kafka import schema_registry
 from acesteps.metrics import serve_metrics
 from acesteps.settings import CommonSettings, ConfigError, load_settings
 
@@ -30,6 +31,11 @@ def main(
     logs.configure(name, settings.log_level, settings.log_format)
 
     kafka_connection.configure(settings.kafka_security())
+    try:
+        schema_registry.configure(settings.schema_registry_url or None)
+    except schema_registry.RegistryError as exc:
+        logging.getLogger(name).error("schema registry: %s", exc)
+        return 1
     serve_metrics(settings)
 
     async def _run() -> None:

@@ -97,6 +97,14 @@ class CommonSettings(BaseSettings):
         None, ge=1, le=65535, description="serve Prometheus /metrics on this port (off if unset)"
     )
     metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds")
+    schema_registry_url: str | None = Field(
+        None,
+        description=(
+            "a Confluent-compatible schema registry (user:password@ for basic auth): values are "
+            "written in its wire format under subjects acesteps.<Record>; unset: plain JSON "
+            "(docs/topics.md)"
+        ),
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -255,10 +263,16 @@ class ChainSettings(CommonSettings):
     def deployment_block(self, address: str | None = None) -> int | None:
         """The block the registry at ``address`` (default: `contract`) was deployed in, when
         the deployment file describes that contract."""
+        deployment = self.deployment(address)
+        return deployment.block_number if deployment is not None else None
+
+    def deployment(self, address: str | None = None) -> Deployment | None:
+        """The deployment file, when it describes the registry at ``address`` (default:
+        `contract`)."""
         try:
             deployment = Deployment.load(self.deployment_file)
             if deployment.address.lower() == (address or self.contract()).lower():
-                return deployment.block_number
+                return deployment
         except (OSError, ValueError, ConfigError):
             pass
         return None

@@ -9,6 +9,12 @@ cancelRequest and reclaim send a refund (and a reclaim delay of one block, mined
 batches of 1, 10, 20 and 50 chain requests, and as many off-chain (HTTP) requests, the gas of
 the transaction and per track. Every registration has its own hashes and CID (dag-pb and raw
 alternating), as real ones would; the chain requests of a batch are pending, with a fee.
+
+Callbacks (``requestGenerationWithCallback``): a requester contract compiled here with solc-js
+(``NoopConsumer``: its callback does nothing, so the rows show what the registry adds) sends
+plain and callback requests, and its requests are registered alone and in a batch of 50
+(20,000 gas each: the batch's whole callback budget); ``contracts/examples/ExampleConsumer.sol``
+shows a callback that stores the hash and CID. The callback gas price is 1 gwei.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from web3.logs import DISCARD
 from web3.types import RPCEndpoint, TxReceipt
 
 from acesteps.chain import connect, deploy_registry
+from acesteps.dev.contracts import CONTRACTS_DIR
 from acesteps.dev.devchain import dev_key
+from acesteps.dev.solc import compile_sources
 from acesteps.ipfs.unixfs import cid_to_str, keccak_block_cid
 from acesteps.registry import Provenance, Registry, Track, TrackItem
 from acesteps.settings import ChainSettings, load_settings
@@ -41,6 +49,47 @@ MANIFEST_HASH = keccak(b"the canonical bytes of a generation manifest")
 MANIFEST_CID = keccak_block_cid(MANIFEST_HASH)
 BATCH_SIZES = (1, 10, 20, 50)
 RECLAIM_AFTER_BLOCKS = 1  # the gas of reclaim does not depend on it; one block is quick to mine
+CALLBACK_GAS_PRICE = 10**9  # wei per gas of a callback's limit
+BATCH_CALLBACK_GAS = 20_000  # 50 of them: the batch's whole MAX_BATCH_CALLBACK_GAS
+NOOP_CONSUMER = """
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+interface IRegistry {
+    function requestGeneration(string calldata, string calldata, uint32)
+        external payable returns (bytes32);
+    function requestGenerationWithCallback(string calldata, string calldata, uint32, uint32)
+        external payable returns (bytes32);
+}
+
+contract NoopConsumer {
+    IRegistry public immutable registry;
+
+    constructor(IRegistry registry_) { registry = registry_; }
+
+    function request(string calldata prompt) external payable returns (bytes32) {
+        return registry.requestGeneration{value: msg.value}(prompt, "", 30);
+    }
+
+    function requestWithCallback(string calldata prompt, uint32 gasLimit)
+        external payable returns (bytes32)
+    {
+        return registry.requestGenerationWithCallback{value: msg.value}(prompt, "", 30, gasLimit);
+    }
+
+    function onTrackRegistered(bytes32, bytes32, string calldata) external {}
+}
+"""
+
+
+def consumers() -> dict[str, Any]:
+    """The ABI and bytecode of ``NoopConsumer`` and ``ExampleConsumer`` (solc-js)."""
+    example = (CONTRACTS_DIR / "examples" / "ExampleConsumer.sol").read_text()
+    out = compile_sources({"Noop.sol": NOOP_CONSUMER, "examples/ExampleConsumer.sol": example})
+    return {
+        "noop": out["Noop.sol"]["NoopConsumer"],
+        "example": out["examples/ExampleConsumer.sol"]["ExampleConsumer"],
+    }
 
 
 def track_item(n: int, request_id: bytes, offchain_id: bytes | None = None) -> TrackItem:
@@ -130,6 +179,7 @@ async def measure(rpc_url: str) -> dict[str, Any]:
 
         batches: dict[str, dict[str, int | float]] = {}
         n = 0
+        callbacks = await measure_callbacks(w3, account, api)
         for size in BATCH_SIZES:
             for kind in ("chain", "offchain"):
                 items = []
@@ -173,9 +223,81 @@ async def measure(rpc_url: str) -> dict[str, Any]:
                 "provenanceOf_eth_estimateGas": provenance_of,
             },
             "registerTracks_gas_used": batches,
+            "callbacks_gas_used": callbacks,
         }
     finally:
         await w3.provider.disconnect()
+
+
+async def measure_callbacks(w3: AsyncWeb3, account: LocalAccount, api: Registry) -> dict[str, Any]:
+    """Gas of plain and callback requests from one requester contract, and of their
+    registrations: alone (``collectedFees`` already non-zero) and 50 in one batch."""
+    functions = api.contract.functions
+    await send(w3, account, functions.setCallbackGasPrice(CALLBACK_GAS_PRICE))
+    artifacts = consumers()
+    deployed = {}
+    for name, artifact in artifacts.items():
+        factory = w3.eth.contract(
+            abi=artifact["abi"], bytecode="0x" + artifact["evm"]["bytecode"]["object"]
+        )
+        receipt = await send(w3, account, factory.constructor(api.address))
+        deployed[name] = w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
+    noop, example = deployed["noop"], deployed["example"]
+
+    async def request(call: Any, value: int) -> tuple[bytes, int]:
+        receipt = await send(w3, account, call, value)
+        (event,) = api.requested(receipt)
+        return bytes.fromhex(event["requestId"][2:]), receipt["gasUsed"]
+
+    async def register(request_id: bytes, n: int) -> int:
+        call = api.register_track(
+            to_hex(request_id), track_item(n, request_id).track, Provenance.of(MANIFEST_HASH)
+        )
+        receipt = await send(w3, account, call)
+        return int(receipt["gasUsed"])
+
+    async def callback_request(gas_limit: int) -> tuple[bytes, int]:
+        fee = await api.request_fee_with_callback(gas_limit)
+        return await request(noop.functions.requestWithCallback(TYPICAL_PROMPT, gas_limit), fee)
+
+    # The requester's first request sets its requestNonce from zero (a 22,100-gas slot):
+    # made first and not counted, so that both measured requests find it non-zero.
+    await request(noop.functions.request(TYPICAL_PROMPT), FEE)
+    plain_id, plain_gas = await request(noop.functions.request(TYPICAL_PROMPT), FEE)
+    noop_id, noop_gas = await callback_request(50_000)
+    limit = await example.functions.CALLBACK_GAS_LIMIT().call()
+    song_fee = await example.functions.songFee().call()
+    song_id, song_gas = await request(example.functions.requestSong(TYPICAL_PROMPT, 30), song_fee)
+    gas_used = {
+        "requestGeneration_via_a_contract": plain_gas,
+        "requestGenerationWithCallback_via_a_contract": noop_gas,
+        "ExampleConsumer.requestSong": song_gas,
+        "registerTrack_plain": await register(plain_id, 1000),
+        "registerTrack_callback_noop_consumer": await register(noop_id, 1001),
+        f"registerTrack_callback_ExampleConsumer_limit_{limit}": await register(song_id, 1002),
+    }
+    if await example.functions.audioHashOf(song_id).call() == b"\x00" * 32:
+        raise RuntimeError("ExampleConsumer was not called back")
+    batches: dict[str, dict[str, int | float]] = {}
+    for kind in ("plain", "callback"):
+        items = []
+        for n in range(50):
+            if kind == "plain":
+                rid, _ = await request(noop.functions.request(TYPICAL_PROMPT), FEE)
+            else:
+                rid, _ = await callback_request(BATCH_CALLBACK_GAS)
+            items.append(track_item(2000 + n + (50 if kind == "callback" else 0), rid))
+        receipt = await send(w3, account, api.register_tracks(items))
+        if skipped := api.skipped(receipt):
+            raise RuntimeError(f"registerTracks skipped {skipped}")
+        results = api.callback_results(receipt)
+        if kind == "callback" and (len(results) != 50 or not all(results.values())):
+            raise RuntimeError(f"callbacks of the batch: {results}")
+        batches[f"50_chain_{kind}"] = {
+            "total": receipt["gasUsed"],
+            "per_track": round(receipt["gasUsed"] / 50, 1),
+        }
+    return {"gas_used": gas_used, "registerTracks_gas_used": batches}
 
 
 def main() -> int:

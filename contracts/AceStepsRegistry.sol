@@ -3,6 +3,13 @@ pragma solidity ^0.8.24;
 
 import {CidCodec} from "./CidCodec.sol";
 
+/// @notice What a requester contract implements to be told when its track is registered
+/// (`requestGenerationWithCallback`). Called by the registry only, with exactly the gas the
+/// request asked for; a callback that reverts or runs out of gas changes nothing here.
+interface IAceStepsConsumer {
+    function onTrackRegistered(bytes32 requestId, bytes32 audioHash, string calldata cid) external;
+}
+
 /// @title AceStepsRegistry
 /// @notice Requests for AI-generated music and the registry of published tracks.
 /// A dApp calls `requestGeneration` (paying `requestFee`, if one is set); the AceSteps
@@ -18,7 +25,12 @@ import {CidCodec} from "./CidCodec.sol";
 /// time (the services then drop it), or `reclaim` once `reclaimAfterBlocks` blocks have passed
 /// since it was requested without an answer. Both refund the fee as `markFailed` does and emit
 /// `RequestCanceled`; a canceled request can never be registered or marked failed.
+/// A requester contract may ask to be called back (`IAceStepsConsumer.onTrackRegistered`)
+/// when its track is registered: `requestGenerationWithCallback`, paying for the callback's gas.
 contract AceStepsRegistry {
+    /// @notice The version of this contract's interface and rules (semantic versioning).
+    string public constant VERSION = "1.1.0";
+
     // ------------------------------------------------------------------ interface events
 
     event GenerationRequested(
@@ -40,6 +52,9 @@ contract AceStepsRegistry {
     /// requester that refuses ether, deferred with `RefundDeferred`): with `cancelRequest`
     /// (`reclaimed` false) or, once the services had not answered in time, `reclaim` (true).
     event RequestCanceled(bytes32 indexed requestId, address indexed requester, uint256 refund, bool reclaimed);
+    /// @notice The callback of a registered request ran: `success` false when it reverted or
+    /// ran out of its gas. The registration stands either way.
+    event CallbackResult(bytes32 indexed requestId, bool success);
 
     // ------------------------------------------------------------------ admin events
 
@@ -50,6 +65,7 @@ contract AceStepsRegistry {
     event RequestFeeSet(uint256 fee);
     event Paused(bool paused);
     event FeesWithdrawn(address indexed to, uint256 amount);
+    event CallbackGasPriceSet(uint256 price);
 
     // ------------------------------------------------------------------ errors
 
@@ -73,6 +89,10 @@ contract AceStepsRegistry {
     error NotRequester(bytes32 requestId);
     error TooEarly(uint256 availableAtBlock);
     error BadReclaimDelay();
+    error BadCallbackGasLimit(uint32 callbackGasLimit);
+    error NotAContract(address requester);
+    error CallbackGasShort(bytes32 requestId);
+    error CallbackOverBudget();
 
     // ------------------------------------------------------------------ limits
 
@@ -82,6 +102,15 @@ contract AceStepsRegistry {
     uint256 public constant MAX_LYRICS_BYTES = 4096;
     uint256 public constant MAX_REASON_BYTES = 256;
     uint256 public constant MAX_BATCH = 128; // 128 off-chain registrations: ~15.7M gas, under 2^24
+    /// The most gas a request's callback may ask for.
+    uint32 public constant MAX_CALLBACK_GAS_LIMIT = 500_000;
+    /// The most callback gas one `registerTracks` gives out: items past it are skipped
+    /// (`CallbackOverBudget`) and registered by a later transaction, so that a full batch
+    /// with callbacks still uses less than 2^24 gas.
+    uint256 public constant MAX_BATCH_CALLBACK_GAS = 1_000_000;
+    /// Gas kept for the CALL itself (a cold account: 2,600) when checking that a callback
+    /// gets its whole limit.
+    uint256 private constant CALLBACK_CALL_RESERVE = 5_000;
 
     // ------------------------------------------------------------------ state
 
@@ -93,15 +122,17 @@ contract AceStepsRegistry {
         Canceled // by its requester: `cancelRequest` or `reclaim`
     }
 
-    /// Two slots: the first packs requester, status, codec and fee; `requestedAt` opens the
-    /// second (a chain request's only). An off-chain request gets one when its track is
-    /// registered (requester 0, requestedAt 0).
+    /// Two slots: the first packs requester, status, codec and fee; `requestedAt` and
+    /// `callbackGasLimit` share the second (a chain request's only, written once, in the
+    /// same store whether a callback was asked for or not). An off-chain request gets one
+    /// when its track is registered (requester 0, requestedAt 0).
     struct Request {
         address requester;
         Status status;
         uint8 cidCodec; // the track's CID: CidCodec.RAW or CidCodec.DAG_PB, set on registration
-        uint80 fee; // what was paid, refunded if the request fails; `requestFee` fits (FeeTooLarge)
+        uint80 fee; // what was paid (with a callback's gas), refunded if the request fails
         uint64 requestedAt; // the block of the request, where the delay of `reclaim` starts
+        uint32 callbackGasLimit; // 0: no callback; else the gas `onTrackRegistered` gets
     }
 
     /// Three slots. The CID is CIDv1, sha2-256: its digest here, its codec in the request;
@@ -129,6 +160,9 @@ contract AceStepsRegistry {
 
     address public owner;
     uint256 public requestFee;
+    /// @notice Wei per gas of a callback's limit that a callback request pays on top of
+    /// `requestFee` (set by the owner; 0 until then).
+    uint256 public callbackGasPrice;
     bool public paused;
     uint256 public collectedFees; // fees of registered requests, withdrawable by the owner
     mapping(address => uint256) public requestNonce; // calls of `requestGeneration` per requester
@@ -172,7 +206,35 @@ contract AceStepsRegistry {
         returns (bytes32 requestId)
     {
         bytes32 salt = _nonceSalt(requestNonce[msg.sender]++, prompt, lyrics, durationSeconds);
-        return _request(prompt, lyrics, durationSeconds, salt);
+        return _request(prompt, lyrics, durationSeconds, salt, 0);
+    }
+
+    /// @notice `requestGeneration` for a contract that wants to be called back when its track
+    /// is registered: `IAceStepsConsumer(msg.sender).onTrackRegistered(requestId, audioHash,
+    /// cid)` with exactly `callbackGasLimit` gas (1 to MAX_CALLBACK_GAS_LIMIT, else
+    /// BadCallbackGasLimit), after the registration is complete. Pay exactly
+    /// `requestFeeWithCallback(callbackGasLimit)`: the limit is paid for whatever the callback
+    /// uses, and refunded with the fee if the request fails or is canceled. The caller must be
+    /// a contract (NotAContract), not one still in its constructor. The request is a
+    /// `requestGeneration` in every other way: the same `GenerationRequested` event, the same
+    /// id (`nextRequestId`).
+    function requestGenerationWithCallback(
+        string calldata prompt,
+        string calldata lyrics,
+        uint32 durationSeconds,
+        uint32 callbackGasLimit
+    ) external payable returns (bytes32 requestId) {
+        if (callbackGasLimit == 0 || callbackGasLimit > MAX_CALLBACK_GAS_LIMIT) {
+            revert BadCallbackGasLimit(callbackGasLimit);
+        }
+        if (msg.sender.code.length == 0) revert NotAContract(msg.sender);
+        bytes32 salt = _nonceSalt(requestNonce[msg.sender]++, prompt, lyrics, durationSeconds);
+        return _request(prompt, lyrics, durationSeconds, salt, callbackGasLimit);
+    }
+
+    /// @notice What `requestGenerationWithCallback` costs with this `callbackGasLimit`.
+    function requestFeeWithCallback(uint32 callbackGasLimit) public view returns (uint256) {
+        return requestFee + uint256(callbackGasLimit) * callbackGasPrice;
     }
 
     /// @notice Ask for a track under an id of the caller's choosing: `requestIdOf(caller, salt)`.
@@ -184,7 +246,7 @@ contract AceStepsRegistry {
         uint32 durationSeconds,
         bytes32 salt
     ) external payable returns (bytes32 requestId) {
-        return _request(prompt, lyrics, durationSeconds, salt);
+        return _request(prompt, lyrics, durationSeconds, salt, 0);
     }
 
     /// @notice The id a request from `requester` with `salt` gets.
@@ -215,12 +277,20 @@ contract AceStepsRegistry {
         return keccak256(abi.encode(nonce, prompt, lyrics, durationSeconds));
     }
 
-    function _request(string calldata prompt, string calldata lyrics, uint32 durationSeconds, bytes32 salt)
-        private
-        returns (bytes32 requestId)
-    {
+    function _request(
+        string calldata prompt,
+        string calldata lyrics,
+        uint32 durationSeconds,
+        bytes32 salt,
+        uint32 callbackGasLimit
+    ) private returns (bytes32 requestId) {
         if (paused) revert IsPaused();
-        if (msg.value != requestFee) revert WrongFee(requestFee, msg.value);
+        uint256 fee = requestFee;
+        if (callbackGasLimit != 0) {
+            fee = requestFeeWithCallback(callbackGasLimit);
+            if (fee > type(uint80).max) revert FeeTooLarge(fee); // what the request stores
+        }
+        if (msg.value != fee) revert WrongFee(fee, msg.value);
         if (durationSeconds < MIN_DURATION_SECONDS || durationSeconds > MAX_DURATION_SECONDS) {
             revert BadDuration(durationSeconds);
         }
@@ -230,8 +300,9 @@ contract AceStepsRegistry {
 
         requestId = requestIdOf(msg.sender, salt);
         if (requests[requestId].status != Status.None) revert RequestExists(requestId);
-        // fits: msg.value == requestFee, and block numbers stay far below 2^64
-        requests[requestId] = Request(msg.sender, Status.Pending, 0, uint80(msg.value), uint64(block.number));
+        // fits: msg.value == fee (checked), and block numbers stay far below 2^64
+        requests[requestId] =
+            Request(msg.sender, Status.Pending, 0, uint80(msg.value), uint64(block.number), callbackGasLimit);
         emit GenerationRequested(requestId, msg.sender, prompt, lyrics, durationSeconds);
     }
 
@@ -242,21 +313,38 @@ contract AceStepsRegistry {
     /// pending, a zero hash, a CID of another form) is skipped with `TrackSkipped`; the others
     /// are registered. Reverts only for the whole batch: not a publisher, empty or over
     /// MAX_BATCH items. Returns how many were registered.
+    /// Callbacks run once every item is registered, in the order of the items; a request whose
+    /// callback's gas would take the batch past MAX_BATCH_CALLBACK_GAS is skipped with
+    /// `CallbackOverBudget` (send it again). The transaction must carry the gas of every
+    /// callback limit (else it reverts with CallbackGasShort): eth_estimateGas finds it.
     function registerTracks(TrackInput[] calldata items) external onlyPublisher returns (uint256 registered) {
         if (items.length == 0 || items.length > MAX_BATCH) revert BadBatch(items.length);
         uint256 fees;
+        uint256 callbackGas = MAX_BATCH_CALLBACK_GAS; // what is left to give out
+        uint256[] memory withCallback = new uint256[](items.length);
+        uint256 callbacks;
         for (uint256 i; i < items.length; ++i) {
             TrackInput calldata item = items[i];
             bytes32 requestId = item.offchain ? offchainRequestId(item.id) : item.id;
-            (bytes4 refused, uint256 fee) = _register(requestId, !item.offchain, item.audioHash, item.cid, item.manifestHash);
+            (bytes4 refused, uint256 fee, uint256 gasLimit) =
+                _register(requestId, !item.offchain, item.audioHash, item.cid, item.manifestHash, callbackGas);
             if (refused != bytes4(0)) {
                 emit TrackSkipped(requestId, refused);
             } else {
                 fees += fee;
                 ++registered;
+                if (gasLimit != 0) {
+                    callbackGas -= gasLimit;
+                    withCallback[callbacks++] = i;
+                }
             }
         }
         collectedFees += fees;
+        // Interactions last: every registration of the batch is complete.
+        for (uint256 j; j < callbacks; ++j) {
+            TrackInput calldata item = items[withCallback[j]];
+            _callBack(item.id, item.audioHash, item.cid);
+        }
     }
 
     /// @notice Record the published file of a chain request, which must be pending here:
@@ -270,9 +358,11 @@ contract AceStepsRegistry {
         string calldata manifestCid
     ) external onlyPublisher {
         _checkManifestCid(manifestHash, manifestCid);
-        (bytes4 refused, uint256 fee) = _register(requestId, true, audioHash, cid, manifestHash);
+        (bytes4 refused, uint256 fee, uint256 gasLimit) =
+            _register(requestId, true, audioHash, cid, manifestHash, MAX_CALLBACK_GAS_LIMIT);
         _revertIf(refused, requestId);
         collectedFees += fee;
+        if (gasLimit != 0) _callBack(requestId, audioHash, cid); // after every state change
     }
 
     /// @notice Record the published file of an off-chain (HTTP) request, under
@@ -286,24 +376,31 @@ contract AceStepsRegistry {
     ) external onlyPublisher returns (bytes32 requestId) {
         requestId = offchainRequestId(offchainId);
         _checkManifestCid(manifestHash, manifestCid);
-        (bytes4 refused,) = _register(requestId, false, audioHash, cid, manifestHash);
+        (bytes4 refused,,) = _register(requestId, false, audioHash, cid, manifestHash, 0);
         _revertIf(refused, requestId);
     }
 
     /// Registers one track, or says which error refuses it (and changes nothing). Returns the
-    /// fee the registration collects.
-    function _register(bytes32 requestId, bool onChain, bytes32 audioHash, string calldata cid, bytes32 manifestHash)
-        private
-        returns (bytes4 refused, uint256 fee)
-    {
-        if (audioHash == bytes32(0) || manifestHash == bytes32(0)) return (ZeroHash.selector, 0);
+    /// fee the registration collects and the gas of the callback to make (0: none), which may
+    /// be at most `callbackGasLeft` (else CallbackOverBudget).
+    function _register(
+        bytes32 requestId,
+        bool onChain,
+        bytes32 audioHash,
+        string calldata cid,
+        bytes32 manifestHash,
+        uint256 callbackGasLeft
+    ) private returns (bytes4 refused, uint256 fee, uint256 callbackGasLimit) {
+        if (audioHash == bytes32(0) || manifestHash == bytes32(0)) return (ZeroHash.selector, 0, 0);
         (uint8 codec, bytes32 digest) = _fileCid(cid);
-        if (codec == 0) return (BadCid.selector, 0);
+        if (codec == 0) return (BadCid.selector, 0, 0);
         Request storage req = requests[requestId];
-        if (req.status == Status.Registered) return (AlreadyRegistered.selector, 0);
+        if (req.status == Status.Registered) return (AlreadyRegistered.selector, 0, 0);
         if (onChain) {
             // vanished, failed, canceled or never requested
-            if (req.status != Status.Pending) return (NotPending.selector, 0);
+            if (req.status != Status.Pending) return (NotPending.selector, 0, 0);
+            callbackGasLimit = req.callbackGasLimit;
+            if (callbackGasLimit > callbackGasLeft) return (CallbackOverBudget.selector, 0, 0);
             fee = req.fee;
         }
         // An off-chain id's record is new (its domain never meets chain ids): requester, fee
@@ -313,6 +410,25 @@ contract AceStepsRegistry {
         tracks[requestId] = Track(audioHash, digest, manifestHash);
         emit TrackRegistered(requestId, audioHash, cid);
         emit TrackProvenance(requestId, manifestHash, _manifestCid(manifestHash));
+    }
+
+    /// Calls the requester of registered `requestId` back with exactly its callback's gas limit.
+    /// Never reverts for the callee: its revert or out-of-gas is `CallbackResult(false)`, and
+    /// its return data is never copied (a huge one costs the callee, not this call). Reverts
+    /// with CallbackGasShort when the transaction has too little gas left to give the callee
+    /// its whole limit (EIP-150 passes on at most 63/64 of what is left): a publisher's
+    /// too-low gas must not starve a callback that was paid for.
+    function _callBack(bytes32 requestId, bytes32 audioHash, string calldata cid) private {
+        Request storage req = requests[requestId];
+        address consumer = req.requester;
+        uint256 gasLimit = req.callbackGasLimit;
+        bytes memory data = abi.encodeCall(IAceStepsConsumer.onTrackRegistered, (requestId, audioHash, cid));
+        if (gasleft() < gasLimit + gasLimit / 63 + CALLBACK_CALL_RESERVE) revert CallbackGasShort(requestId);
+        bool success;
+        assembly ("memory-safe") {
+            success := call(gasLimit, consumer, 0, add(data, 0x20), mload(data), 0, 0)
+        }
+        emit CallbackResult(requestId, success);
     }
 
     /// The codec (0 when refused) and digest of a file's CID: CIDv1, sha2-256, raw or dag-pb.
@@ -337,6 +453,7 @@ contract AceStepsRegistry {
         if (refused == ZeroHash.selector) revert ZeroHash();
         if (refused == BadCid.selector) revert BadCid();
         if (refused == AlreadyRegistered.selector) revert AlreadyRegistered(requestId);
+        if (refused == CallbackOverBudget.selector) revert CallbackOverBudget();
         revert NotPending(requestId);
     }
 
@@ -347,9 +464,18 @@ contract AceStepsRegistry {
         if (req.status != Status.Pending) revert NotPending(requestId);
         req.status = Status.Failed;
         uint256 refund = req.fee;
-        string memory shortReason = bytes(reason).length > MAX_REASON_BYTES ? string(bytes(reason)[:MAX_REASON_BYTES]) : reason;
-        emit GenerationFailed(requestId, shortReason, refund);
+        emit GenerationFailed(requestId, _shortReason(reason), refund);
         _refund(req.requester, refund);
+    }
+
+    /// `reason` cut to at most MAX_REASON_BYTES, never inside a UTF-8 character: the cut backs
+    /// off over continuation bytes (0b10xxxxxx), at most three of them.
+    function _shortReason(string calldata reason) private pure returns (string memory) {
+        bytes calldata text = bytes(reason);
+        if (text.length <= MAX_REASON_BYTES) return reason;
+        uint256 end = MAX_REASON_BYTES;
+        for (uint256 i; i < 3 && uint8(text[end]) & 0xC0 == 0x80; ++i) --end;
+        return string(text[:end]);
     }
 
     /// @notice Withdraw a pending request of the caller's and take its fee back; the services
@@ -446,6 +572,14 @@ contract AceStepsRegistry {
         if (fee > type(uint80).max) revert FeeTooLarge(fee);
         requestFee = fee;
         emit RequestFeeSet(fee);
+    }
+
+    /// @notice Wei per gas of a callback's limit (`requestFeeWithCallback`); requests made
+    /// before keep what they paid.
+    function setCallbackGasPrice(uint256 price) external onlyOwner {
+        if (price > type(uint80).max) revert FeeTooLarge(price);
+        callbackGasPrice = price;
+        emit CallbackGasPriceSet(price);
     }
 
     function setPaused(bool value) external onlyOwner {

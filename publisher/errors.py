@@ -95,6 +95,14 @@ class ContractReverted(PermanentPublisherError):
         self.tx_hash = tx_hash
 
 
+class CallbackDeferred(RetryablePublisherError, UnavailableError):
+    """``registerTracks`` skipped a request because its callback's gas did not fit in the
+    batch's (``CallbackOverBudget``): registered by a later transaction, however many tries
+    that takes (the first callback of a batch always fits)."""
+
+    code = "callback_deferred"
+
+
 class ConflictingRegistration(PermanentPublisherError):
     """The request id is registered on chain with another track than the one published."""
 

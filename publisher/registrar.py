@@ -23,7 +23,9 @@ item's state is read first (registered with this track: nothing to send; with an
 broadcast; the coroutine it returns waits for the confirmations and gives each item its
 `Registration` or its error. An item the contract skipped (``TrackSkipped``) because it was
 registered meanwhile is read back as in step 3; any other skip is a `ContractReverted` of
-that item with the contract's reason (``NotPending``, ``ZeroHash``, ``BadCid``).
+that item with the contract's reason (``NotPending``, ``ZeroHash``, ``BadCid``), except
+``CallbackOverBudget`` (the batch's callbacks had used their gas): `CallbackDeferred`,
+retried until a later transaction registers it.
 
 ``markFailed`` only applies to pending on-chain requests; anything else (already failed,
 registered, or an HTTP id the contract never saw) is skipped without a transaction.
@@ -46,11 +48,13 @@ from acesteps.registry import (
 )
 from acesteps.types import to_hex
 from publisher.errors import (
+    CallbackDeferred,
     ConflictingRegistration,
     ContractReverted,
     PermanentPublisherError,
     RetryablePublisherError,
 )
+from publisher.reasons import fit_reason
 from publisher.txsender import PendingTx, TxSender
 from publisher.txtypes import SentTx
 
@@ -209,6 +213,11 @@ async def _outcome(
             )
         return found
     assert sent is not None  # the item was sent
+    if reason == "CallbackOverBudget":
+        raise CallbackDeferred(
+            f"request {item.request_id}: its callback did not fit in {sent.tx_hash}; "
+            "registering it in a later transaction"
+        )
     if reason is not None:
         raise ContractReverted("registerTracks", reason, (item.request_id,), sent.tx_hash)
     log.info(
@@ -228,7 +237,8 @@ async def mark_failed(
     reason: str,
     confirmations: int,
 ) -> SentTx | None:
-    """Mark a pending on-chain request failed (refunding its fee); None when skipped."""
+    """Mark a pending on-chain request failed (refunding its fee); None when skipped. The
+    ``reason`` sent is cut to what the contract keeps (`publisher.reasons.fit_reason`)."""
     request_id = to_hex(request_id)
     status = await registry.status(request_id)
     if status != RequestStatus.PENDING:
@@ -238,7 +248,7 @@ async def mark_failed(
         return None
     try:
         sent = await sender.send(
-            registry.mark_failed(request_id, reason), confirmations=confirmations
+            registry.mark_failed(request_id, fit_reason(reason)), confirmations=confirmations
         )
     except ContractReverted as exc:
         if exc.error_name != "NotPending":

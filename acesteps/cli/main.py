@@ -5,9 +5,9 @@ acesteps status ID [--json]           one request's record from the HTTP API
 acesteps cancel ID [--json]           stop a request this API key submitted
 acesteps verify ID [--file F]         check a track against its on-chain registration
 acesteps reproduce ID                 re-run a track from its manifest and compare, byte for byte
-acesteps schemas export|check         the topics' JSON Schemas
+acesteps schemas export|check         the topics' JSON Schemas (check: current, compatible)
 acesteps topics create                create the topics on the configured Kafka
-acesteps contracts deploy             deploy the registry from the shipped bytecode
+acesteps contracts deploy             deploy the registry; write its deployment artifact
 acesteps contracts build|check        compile the contract (a checkout with solc-js)
 acesteps up | demo | down             the whole service on this machine (a checkout)
 """
@@ -35,7 +35,14 @@ def _schemas(args: argparse.Namespace) -> int:
     stale = schemas.stale(directory)
     for name in stale:
         print(f"stale: {directory / name}", file=sys.stderr)
-    return 1 if stale else 0
+    released = Path(args.released)
+    if not any(released.glob("*.json")):
+        print(f"no released schemas in {released}", file=sys.stderr)
+        return 1
+    breaking = schemas.breaking_changes(schemas.load(released), schemas.current())
+    for line in breaking:
+        print(f"breaking: {line}", file=sys.stderr)
+    return 1 if stale or breaking else 0
 
 
 def _topics(args: argparse.Namespace) -> int:
@@ -81,7 +88,9 @@ def _contracts(args: argparse.Namespace) -> int:
 async def _deploy(args: argparse.Namespace) -> int:
     from eth_account import Account
 
+    from acesteps.artifact import artifact_dir, write_artifact
     from acesteps.chain import DEFAULT_RECLAIM_AFTER_BLOCKS, connect, deploy_registry
+    from acesteps.registry import Registry
     from acesteps.settings import ChainSettings, ConfigError, load_settings
 
     settings = load_settings(ChainSettings)
@@ -101,11 +110,14 @@ async def _deploy(args: argparse.Namespace) -> int:
         publisher = args.publisher or Account.from_key(key).address
         delay = settings.reclaim_after_blocks or DEFAULT_RECLAIM_AFTER_BLOCKS
         deployment = await deploy_registry(w3, key, publisher, args.fee, delay)
+        out = Path(args.out) if args.out else settings.deployment_file
+        deployment.save(out)
+        artifacts = Path(args.artifacts) if args.artifacts else artifact_dir(out)
+        path = await write_artifact(Registry(w3, deployment.address), deployment, artifacts)
     finally:
         await w3.provider.disconnect()
-    out = Path(args.out) if args.out else settings.deployment_file
-    deployment.save(out)
     print(deployment.model_dump_json())
+    print(f"deployment artifact for dApps: {path}", file=sys.stderr)
     return 0
 
 
@@ -157,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schemas", help="JSON Schemas of the topic messages")
     p.add_argument("action", choices=["export", "check"])
     p.add_argument("--dir", default=str(schemas.PACKAGED_DIR))
+    p.add_argument(
+        "--released",
+        default=str(schemas.RELEASED_DIR),
+        help="check: the last released schemas, which the code must not break",
+    )
     p.set_defaults(func=_schemas)
 
     p = sub.add_parser("topics", help="Kafka topics")
@@ -174,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dev-account", type=int, help="sign with anvil's development account N (anvil only)"
     )
     p.add_argument("--out", help="deployment file (default: ACESTEPS_DEPLOYMENT_FILE)")
+    p.add_argument(
+        "--artifacts",
+        help="folder of the dApps' deployment artifact <chainId>.json "
+        "(default: deployments/ beside the deployment file)",
+    )
     p.set_defaults(func=_contracts)
 
     sub.add_parser("up", help="deploy locally and start the services").set_defaults(func=_local)

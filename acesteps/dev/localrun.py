@@ -2,8 +2,9 @@
 
 ``up`` starts the local stack when it is not running (`acesteps.dev.localstack`), deploys the
 registry to the local chain (once; anvil's development account 0 is the owner, account 1 the
-publisher), then starts ``python -m listener``, ``generator`` and
-``publisher`` as background processes with their logs and pid files under ``.cache/run``.
+publisher) and writes its deployment artifact (`acesteps.artifact`), then starts
+``python -m listener``, ``generator`` and ``publisher`` as background processes with their
+logs and pid files under ``.cache/run``.
 ``demo`` sends one request on chain (a ``requestGeneration`` transaction) and one over HTTP,
 follows both through the API until their tracks are registered, fetches each file from IPFS,
 verifies it as anyone would, and prints one JSON line per track. ``down`` stops the services
@@ -25,9 +26,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from eth_account import Account
+from web3 import AsyncWeb3
 from web3.types import TxParams, Wei
 
 from acesteps import registry
+from acesteps.artifact import artifact_dir, write_artifact
 from acesteps.bytesources import KuboSource
 from acesteps.chain import connect, deploy_registry
 from acesteps.cli.api import ApiClient, ApiError, open_session
@@ -69,25 +72,34 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def _deploy(settings: ChainSettings) -> Deployment:
+async def _deploy(settings: ChainSettings) -> tuple[Deployment, Path]:
+    """The registry deployed (or the one deployed before, when current) and the path of its
+    deployment artifact, written anew."""
     w3 = connect(settings.rpc_url)
     try:
-        chain_id = await w3.eth.chain_id
-        path = settings.deployment_file
-        delay = settings.reclaim_after_blocks or LOCAL_RECLAIM_AFTER_BLOCKS
-        if path.exists():
-            known = Deployment.load(path)
-            address = w3.to_checksum_address(known.address)
-            current = known.bytecode_hash == registry.bytecode_hash()
-            current = current and known.reclaim_after_blocks == delay
-            if current and known.chain_id == chain_id and await w3.eth.get_code(address):
-                return known  # this version of the contract is deployed: reuse it
-        publisher = Account.from_key(dev_key(1, chain_id)).address
-        deployment = await deploy_registry(w3, dev_key(0, chain_id), publisher, 0, delay)
-        deployment.save(path)
-        return deployment
+        deployment = await _deployed(w3, settings)
+        reg = Registry(w3, deployment.address)
+        artifact = await write_artifact(reg, deployment, artifact_dir(settings.deployment_file))
+        return deployment, artifact
     finally:
         await w3.provider.disconnect()
+
+
+async def _deployed(w3: AsyncWeb3[Any], settings: ChainSettings) -> Deployment:
+    chain_id = await w3.eth.chain_id
+    path = settings.deployment_file
+    delay = settings.reclaim_after_blocks or LOCAL_RECLAIM_AFTER_BLOCKS
+    if path.exists():
+        known = Deployment.load(path)
+        address = w3.to_checksum_address(known.address)
+        current = known.bytecode_hash == registry.bytecode_hash()
+        current = current and known.reclaim_after_blocks == delay
+        if current and known.chain_id == chain_id and await w3.eth.get_code(address):
+            return known  # this version of the contract is deployed: reuse it
+    publisher = Account.from_key(dev_key(1, chain_id)).address
+    deployment = await deploy_registry(w3, dev_key(0, chain_id), publisher, 0, delay)
+    deployment.save(path)
+    return deployment
 
 
 def _wait_healthy(api_url: str, timeout_s: float = 120) -> None:
@@ -111,7 +123,7 @@ def up() -> dict[str, Any]:
     stack_started = localstack.start_if_needed()
     settings = ChainSettings(_env_file=localstack.ENV_FILE)
     api = urlsplit(ClientSettings().api_url)
-    deployment = asyncio.run(_deploy(settings))
+    deployment, artifact = asyncio.run(_deploy(settings))
     asyncio.run(ensure_topics(settings.kafka_bootstrap, settings.topic_specs()))
     env = {
         **localstack.child_env(dict(os.environ)),
@@ -147,6 +159,7 @@ def up() -> dict[str, Any]:
     _wait_healthy(api_url)
     return {
         "contract": deployment.address,
+        "artifact": str(artifact),
         "api": api_url,
         "logs": str(log_dir),
         "stackStarted": stack_started,

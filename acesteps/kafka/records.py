@@ -27,13 +27,13 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import ValidationError
 
 from acesteps.errors import CODE_PATTERN, InvalidRecordError, PermanentError
+from acesteps.kafka.schema_registry import encode_value
 from acesteps.messages import (
     TYPE_HEADER,
     AudioChunk,
     GenerationFailed,
     Message,
     decode,
-    encode,
     headers_for,
 )
 
@@ -123,8 +123,9 @@ class OutRecord:
 
     @classmethod
     def message(cls, topic: str, key: str, message: Message) -> OutRecord:
-        """A pydantic message, JSON-encoded, with its type header."""
-        return cls(topic, key.encode(), encode(message), tuple(headers_for(message)))
+        """A pydantic message, JSON-encoded (framed in schema registry mode), with its type
+        header."""
+        return cls(topic, key.encode(), encode_value(message), tuple(headers_for(message)))
 
     @classmethod
     def chunk(cls, topic: str, chunk: AudioChunk) -> OutRecord:
@@ -203,7 +204,9 @@ def dead_letter(
         code=code,
         message=_clip_chars(f"{message} ({record.where()})"),
     )
-    return OutRecord(failures_topic, record.key, encode(failed), tuple(headers_for(failed)) + trace)
+    return OutRecord(
+        failures_topic, record.key, encode_value(failed), tuple(headers_for(failed)) + trace
+    )
 
 
 def _fitting(raw: OutRecord) -> OutRecord:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from acesteps.artifact import ContractArtifact
 from acesteps.messages import CancelRequested, GenerationRequest
 from acesteps.types import parse_request_id
 from acesteps.verify import Verdict
@@ -89,6 +91,8 @@ class ApiDeps:
     """Signing and target rules of webhooks (`listener.api.webhooks`); None: refused."""
     error_limit: RateLimiter = field(default_factory=lambda: RateLimiter(300, 100))
     """What submissions refused as invalid spend instead of ``generate_limit``."""
+    contract_artifact: Callable[[], Awaitable[ContractArtifact]] | None = None
+    """Reads ``GET /api/contract``'s document (`listener.api.contract`); None: no chain reads."""
 
 
 def base_url(request: web.Request, deps: ApiDeps) -> str:

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from acesteps.types import ADDRESS_PATTERN, REQUEST_ID_INPUT
 from listener.api.cancel import DURATION_PATTERN as _DURATION
+from listener.api.contract import openapi_path as _contract
 from listener.api.listing import CURSOR
 from listener.api.models import ErrorBody, GenerateBody, Generation, Status
 from listener.api.verdicts import verdict_schema
@@ -411,6 +412,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/api/contract": _contract(),
         "/healthz": {
             "get": {
                 "operationId": "health",

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from web3 import AsyncWeb3
 from web3.exceptions import Web3Exception
 
+from acesteps.artifact import read_artifact
 from acesteps.backoff import Backoff
 from acesteps.bytesources import KuboSource
 from acesteps.chain import connect
@@ -34,6 +35,7 @@ from acesteps.verify import Verdict, verify
 from listener.api.app import create_app
 from listener.api.audiocache import AudioCache
 from listener.api.auth import ApiKeys, RateLimiter
+from listener.api.contract import CachedArtifact
 from listener.api.deps import ApiDeps
 from listener.api.outbox import Outbox
 from listener.api.projection import Hub, Projection
@@ -129,6 +131,9 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
             resend_after_s=settings.api_resend_after_s,
             cors_origins=tuple(settings.api_cors_origins),
             webhooks=webhooks,
+            contract_artifact=CachedArtifact(
+                lambda: read_artifact(registry, settings.deployment(registry.address))
+            ),
         )
         outbox = Outbox(
             store, deps.submitter, settings.api_resend_after_s, settings.api_resend_after_s

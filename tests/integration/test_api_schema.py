@@ -63,6 +63,52 @@ def api_schema(stack: CommonSettings) -> Iterator[schemathesis.BaseSchema]:
     assert not violations.exists(), violations.read_text()
 
 
+def _completed_and_failed(api_schema: schemathesis.BaseSchema) -> tuple[str, str]:
+    """A request whose track is published and one that failed (a prompt the policy refuses)."""
+    generate = api_schema["/api/generate"]["POST"]
+    read = api_schema["/api/generations/{id}"]["GET"]
+    ids = []
+    for prompt in ("a calm piano piece", "in the style of Taylor Swift"):
+        answer = generate.Case(body={"prompt": prompt, "duration": 5}).call(timeout=30)
+        assert answer.status_code == 202, answer.text
+        ids.append(answer.json()["id"])
+    settled = {"completed": True, "failed": False}  # status -> final
+    deadline = time.monotonic() + 120
+    for rid, status in zip(ids, settled, strict=True):
+        while (record := read.Case(path_parameters={"id": rid}).call().json()).get(
+            "status"
+        ) != status or record["final"] is not settled[status]:
+            assert time.monotonic() < deadline, record
+            time.sleep(0.3)
+    return ids[0], ids[1]
+
+
+def test_what_a_finished_request_answers_conforms_too(api_schema: schemathesis.BaseSchema) -> None:
+    """The answers random cases rarely reach: ranges, conditional requests, HEAD, a settled
+    event stream, the verdict, the manifest, and 410 for a request that has no track. First
+    in the module: the random cases below fill the generator's queue."""
+    done, failed = _completed_and_failed(api_schema)
+    audio = api_schema["/api/generations/{id}/audio"]
+    headers = audio["GET"].Case(path_parameters={"id": done}).call().headers
+    (etag,) = {k.lower(): v for k, v in headers.items()}["etag"]  # one value per header
+    cases = [
+        (audio["GET"], done, {"Range": "bytes=0-99"}, 206),
+        (audio["GET"], done, {"If-None-Match": etag}, 304),
+        (audio["HEAD"], done, {}, 200),
+        (api_schema["/api/generations/{id}/events"]["GET"], done, {"Last-Event-ID": "5"}, 204),
+        (api_schema["/api/generations/{id}/verify"]["GET"], done, {}, 200),
+        (api_schema["/api/generations/{id}/manifest"]["GET"], done, {}, 200),
+        (api_schema["/api/generations/{id}/cancel"]["POST"], done, {}, 409),
+        (audio["GET"], failed, {}, 410),
+        (api_schema["/api/generations/{id}/verify"]["GET"], failed, {}, 410),
+    ]
+    for operation, rid, headers, status in cases:
+        case = operation.Case(path_parameters={"id": rid}, headers=headers)
+        answer = case.call(timeout=30)
+        assert answer.status_code == status, (operation.path, headers, answer.text)
+        case.validate_response(answer)
+
+
 OPERATIONS = [
     ("POST", "/api/generate"),
     ("GET", "/api/generations"),
@@ -75,9 +121,10 @@ OPERATIONS = [
     ("GET", "/api/generations/{id}/manifest"),
     ("GET", "/api/generations/{id}/webhooks"),
     ("GET", "/api/webhooks/secret"),
+    ("GET", "/api/contract"),
     ("GET", "/healthz"),
 ]
-NO_INPUT = ("/healthz", "/api/webhooks/secret")
+NO_INPUT = ("/healthz", "/api/webhooks/secret", "/api/contract")
 
 
 def test_the_document_lists_every_operation(api_schema: schemathesis.BaseSchema) -> None:
@@ -123,48 +170,3 @@ def test_operation_conforms_to_the_document(
         case.call_and_validate(timeout=30)
 
     check()
-
-
-def _completed_and_failed(api_schema: schemathesis.BaseSchema) -> tuple[str, str]:
-    """A request whose track is published and one that failed (a prompt the policy refuses)."""
-    generate = api_schema["/api/generate"]["POST"]
-    read = api_schema["/api/generations/{id}"]["GET"]
-    ids = []
-    for prompt in ("a calm piano piece", "in the style of Taylor Swift"):
-        answer = generate.Case(body={"prompt": prompt, "duration": 5}).call(timeout=30)
-        assert answer.status_code == 202, answer.text
-        ids.append(answer.json()["id"])
-    settled = {"completed": True, "failed": False}  # status -> final
-    deadline = time.monotonic() + 120
-    for rid, status in zip(ids, settled, strict=True):
-        while (record := read.Case(path_parameters={"id": rid}).call().json()).get(
-            "status"
-        ) != status or record["final"] is not settled[status]:
-            assert time.monotonic() < deadline, record
-            time.sleep(0.3)
-    return ids[0], ids[1]
-
-
-def test_what_a_finished_request_answers_conforms_too(api_schema: schemathesis.BaseSchema) -> None:
-    """The answers random cases rarely reach: ranges, conditional requests, HEAD, a settled
-    event stream, the verdict, the manifest, and 410 for a request that has no track."""
-    done, failed = _completed_and_failed(api_schema)
-    audio = api_schema["/api/generations/{id}/audio"]
-    headers = audio["GET"].Case(path_parameters={"id": done}).call().headers
-    (etag,) = {k.lower(): v for k, v in headers.items()}["etag"]  # one value per header
-    cases = [
-        (audio["GET"], done, {"Range": "bytes=0-99"}, 206),
-        (audio["GET"], done, {"If-None-Match": etag}, 304),
-        (audio["HEAD"], done, {}, 200),
-        (api_schema["/api/generations/{id}/events"]["GET"], done, {"Last-Event-ID": "5"}, 204),
-        (api_schema["/api/generations/{id}/verify"]["GET"], done, {}, 200),
-        (api_schema["/api/generations/{id}/manifest"]["GET"], done, {}, 200),
-        (api_schema["/api/generations/{id}/cancel"]["POST"], done, {}, 409),
-        (audio["GET"], failed, {}, 410),
-        (api_schema["/api/generations/{id}/verify"]["GET"], failed, {}, 410),
-    ]
-    for operation, rid, headers, status in cases:
-        case = operation.Case(path_parameters={"id": rid}, headers=headers)
-        answer = case.call(timeout=30)
-        assert answer.status_code == status, (operation.path, headers, answer.text)
-        case.validate_response(answer)

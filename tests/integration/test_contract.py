@@ -238,6 +238,11 @@ def test_committed_artifacts_are_current() -> None:
     assert contracts.stale() == []
 
 
+async def test_the_contract_says_its_version(chain: Chain) -> None:
+    assert await chain.reg.functions.VERSION().call() == "1.1.0"
+    assert await chain.api.version() == "1.1.0"
+
+
 # ---------------------------------------------------------------------- requestGeneration
 
 
@@ -258,13 +263,14 @@ async def test_request_emits_generation_requested_with_exact_args(chain: Chain) 
     assert log["topics"][1] == returned
     assert log["topics"][2][-20:] == bytes.fromhex(chain.requester.address[2:])
     # requester, status, the CID's codec (set on registration), fee: one slot; then the
-    # request's block, where the delay of reclaim starts.
+    # request's block, where the delay of reclaim starts, and its callback's gas (0: none).
     assert await chain.reg.functions.requests(returned).call() == [
         chain.requester.address,
         Status.PENDING,
         0,
         0,
         receipt["blockNumber"],
+        0,  # no callback
     ]
 
 
@@ -352,6 +358,7 @@ async def test_request_must_pay_exactly_the_fee(paid: Chain) -> None:
         0,
         FEE,
         receipt["blockNumber"],
+        0,
     ]
     assert await paid.w3.eth.get_balance(paid.reg.address) == FEE
 
@@ -556,6 +563,7 @@ async def test_register_rejects_zero_hash_and_bad_cids(chain: Chain) -> None:
         RAW,
         0,
         chain.requested_at[request_id],
+        0,
     ]
 
 
@@ -620,6 +628,7 @@ async def test_http_request_is_registered_once_under_its_off_chain_id(chain: Cha
         ZERO_ADDRESS,
         Status.REGISTERED,
         DAG_PB,
+        0,
         0,
         0,
     ]
@@ -722,6 +731,28 @@ async def test_failure_reason_is_cut_to_256_bytes(chain: Chain) -> None:
     receipt = await chain.fail(request_id, "r" * 300)
     (event,) = chain.reg.events.GenerationFailed().process_receipt(receipt, errors=DISCARD)
     assert event["args"]["reason"] == "r" * 256
+
+
+@pytest.mark.parametrize("char", ["é", "€", "🎵"])
+@pytest.mark.parametrize("lead", [0, 1, 2, 3])
+async def test_the_contract_never_cuts_a_reason_inside_a_utf8_character(
+    chain: Chain, char: str, lead: int
+) -> None:
+    # The publisher cuts reasons itself (publisher.reasons); the contract's cut is the last
+    # guard, for any other publisher: it backs off to the start of the character it would cut.
+    reason = "r" * lead + char * 200
+    receipt = await chain.fail(await chain.request(), reason)
+    (log,) = [
+        entry
+        for entry in receipt["logs"]
+        if entry["topics"][0].to_0x_hex() == registry.event_topic("GenerationFailed")
+    ]
+    raw = registry.decode_event(
+        "GenerationFailed", [t.to_0x_hex() for t in log["topics"]], bytes(log["data"])
+    )["reason"]
+    width = len(char.encode())
+    assert 256 - width < len(raw) <= 256
+    assert raw.decode("utf-8") == reason[: lead + (len(raw) - lead) // width]
 
 
 async def test_mark_failed_only_once_and_only_when_pending(paid: Chain) -> None:
@@ -859,6 +890,7 @@ async def test_fees_up_to_uint80_max_are_stored_and_refunded_in_full(w3: AsyncWe
         0,
         UINT80_MAX,
         chain.requested_at[failed],
+        0,
     ]
     receipt = await chain.fail(failed)
     (event,) = chain.reg.events.GenerationFailed().process_receipt(receipt, errors=DISCARD)
@@ -1415,6 +1447,7 @@ async def test_register_tracks_registers_a_mixed_batch_like_register_track(chain
             codec,
             0,
             block,
+            0,
         ]
         assert (block == 0) == (item.offchain_id is not None)
 

@@ -205,11 +205,15 @@ def test_exported_schemas_are_current() -> None:
     assert schemas.stale() == [], "run `acesteps schemas export` and commit schemas/"
 
 
-def test_schema_files_are_strict(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_schema_files_are_consumer_schemas(tmp_path) -> None:  # type: ignore[no-untyped-def]
     schemas.export(tmp_path)
     for path in tmp_path.glob("*.json"):
         schema = json.loads(path.read_text())
-        assert schema["additionalProperties"] is False, path.name
-        assert "schema_version" in schema["properties"], path.name
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema", path.name
+        assert schema["$id"] == f"urn:acesteps:schema:v1:{path.stem}", path.name
+        # Open objects: a validator holding these schemas accepts an additive change.
+        assert '"additionalProperties": false' not in path.read_text(), path.name
+        assert "schema_version" in schema["required"], path.name
+        assert schema["properties"]["schema_version"]["const"] == 1, path.name
     (tmp_path / "AudioReady.json").write_text("{}")
     assert schemas.stale(tmp_path) == ["AudioReady.json"]

@@ -1,0 +1,160 @@
+#!/usr/bin/env node
+// An AceSteps dApp end to end, with viem: read the deployment artifact, send
+// requestGeneration, wait for the TrackRegistered event of the request, fetch the file from an
+// IPFS gateway, hash it (keccak256) and check the hash with the contract's verify.
+//
+//   NODE_PATH=$(examples/dapp/install) node examples/dapp/request-and-verify.cjs \
+//     --rpc http://127.0.0.1:18545 --artifact .cache/run/deployments/31337.json \
+//     --gateway http://127.0.0.1:18080 --private-key 0x...
+//
+// Every option can come from the environment instead: ACESTEPS_RPC_URL, ACESTEPS_ARTIFACT (a
+// file, or the API's http://.../api/contract), ACESTEPS_IPFS_GATEWAY_URL, DAPP_PRIVATE_KEY,
+// DAPP_PROMPT, DAPP_DURATION (seconds, 5 to 240), DAPP_TIMEOUT_S. Prints one JSON object and
+// exits 0 when the file verifies; 1 when it does not, or the request failed or was canceled.
+"use strict";
+
+const { readFile } = require("node:fs/promises");
+const { parseArgs } = require("node:util");
+const {
+  createPublicClient,
+  createWalletClient,
+  defineChain,
+  http,
+  keccak256,
+  parseEventLogs,
+} = require("viem");
+const { privateKeyToAccount } = require("viem/accounts");
+
+function options() {
+  const { values } = parseArgs({
+    options: {
+      rpc: { type: "string", default: process.env.ACESTEPS_RPC_URL },
+      artifact: { type: "string", default: process.env.ACESTEPS_ARTIFACT },
+      gateway: { type: "string", default: process.env.ACESTEPS_IPFS_GATEWAY_URL },
+      "private-key": { type: "string", default: process.env.DAPP_PRIVATE_KEY },
+      prompt: { type: "string", default: process.env.DAPP_PROMPT || "a calm piano piece" },
+      duration: { type: "string", default: process.env.DAPP_DURATION || "5" },
+      timeout: { type: "string", default: process.env.DAPP_TIMEOUT_S || "300" },
+    },
+  });
+  for (const name of ["rpc", "artifact", "gateway", "private-key"]) {
+    if (!values[name]) throw new Usage(`--${name} is required (see the head of this file)`);
+  }
+  return values;
+}
+
+class Usage extends Error {}
+
+/** The deployment artifact: deployments/<chainId>.json, or GET /api/contract. */
+async function loadArtifact(where) {
+  if (/^https?:\/\//.test(where)) {
+    const answer = await fetch(where);
+    if (!answer.ok) throw new Error(`${where}: HTTP ${answer.status}`);
+    return answer.json();
+  }
+  return JSON.parse(await readFile(where, "utf8"));
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function main() {
+  const opts = options();
+  const artifact = await loadArtifact(opts.artifact);
+  const chain = defineChain({
+    id: artifact.chainId,
+    name: `chain ${artifact.chainId}`,
+    nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 },
+    rpcUrls: { default: { http: [opts.rpc] } },
+  });
+  const transport = http(opts.rpc);
+  const publicClient = createPublicClient({ chain, transport, pollingInterval: 250 });
+  const account = privateKeyToAccount(opts["private-key"]);
+  const wallet = createWalletClient({ account, chain, transport });
+  const registry = { address: artifact.address, abi: artifact.abi };
+
+  const onChain = await publicClient.getChainId();
+  if (onChain !== artifact.chainId) {
+    throw new Error(`the node is on chain ${onChain}, the artifact describes ${artifact.chainId}`);
+  }
+
+  // 1. Request: pay exactly the current fee; the simulation tells the request id.
+  const fee = await publicClient.readContract({ ...registry, functionName: "requestFee" });
+  const { request, result: requestId } = await publicClient.simulateContract({
+    ...registry,
+    account,
+    functionName: "requestGeneration",
+    args: [opts.prompt, "", Number(opts.duration)],
+    value: fee,
+  });
+  const txHash = await wallet.writeContract(request);
+  const receipt = await publicClient.waitForTransactionReceipt({ hash: txHash });
+  if (receipt.status !== "success") throw new Error(`requestGeneration reverted: ${txHash}`);
+  const [requested] = parseEventLogs({
+    abi: artifact.abi,
+    eventName: "GenerationRequested",
+    logs: receipt.logs,
+  });
+  if (requested.args.requestId !== requestId) throw new Error("the request id is not the simulated one");
+
+  // 2. Wait for its registration (or its failure or cancellation), from the request's block.
+  const deadline = Date.now() + Number(opts.timeout) * 1000;
+  const fromBlock = receipt.blockNumber;
+  const byId = { ...registry, args: { requestId }, fromBlock };
+  let registered;
+  while (!registered) {
+    [registered] = await publicClient.getContractEvents({ ...byId, eventName: "TrackRegistered" });
+    if (registered) break;
+    for (const eventName of ["GenerationFailed", "RequestCanceled"]) {
+      const [ended] = await publicClient.getContractEvents({ ...byId, eventName });
+      if (ended) return report({ requestId, txHash, verified: false, ended: eventName, ...plain(ended.args) }, 1);
+    }
+    if (Date.now() > deadline) throw new Error(`no TrackRegistered for ${requestId} in ${opts.timeout} s`);
+    await sleep(500);
+  }
+  const { audioHash, cid } = registered.args;
+
+  // 3. The file from IPFS, hashed here, checked by the contract.
+  const url = `${opts.gateway.replace(/\/$/, "")}/ipfs/${cid}`;
+  const answer = await fetch(url);
+  if (!answer.ok) throw new Error(`${url}: HTTP ${answer.status}`);
+  const bytes = new Uint8Array(await answer.arrayBuffer());
+  const computedHash = keccak256(bytes);
+  const verified = await publicClient.readContract({
+    ...registry,
+    functionName: "verify",
+    args: [requestId, computedHash],
+  });
+  return report(
+    {
+      requestId,
+      txHash,
+      registeredIn: registered.transactionHash,
+      block: Number(registered.blockNumber),
+      cid,
+      bytes: bytes.length,
+      audioHash,
+      computedHash,
+      verified: verified && computedHash === audioHash,
+    },
+    verified && computedHash === audioHash ? 0 : 1,
+  );
+}
+
+function plain(args) {
+  return Object.fromEntries(
+    Object.entries(args).map(([k, v]) => [k, typeof v === "bigint" ? v.toString() : v]),
+  );
+}
+
+function report(result, code) {
+  process.stdout.write(JSON.stringify(result) + "\n");
+  return code;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error) => {
+    process.stderr.write(`error: ${error.shortMessage || error.message}\n`);
+    process.exit(error instanceof Usage ? 2 : 1);
+  },
+);
