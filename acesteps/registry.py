@@ -42,6 +42,7 @@ __all__ = [
     "bytecode",
     "decode_event",
     "event_topic",
+    "has_function",
     "offchain_request_id",
     "request_id_of",
 ]
@@ -64,6 +65,12 @@ def abi() -> list[dict[str, Any]]:
 def bytecode() -> str:
     """The deployable bytecode, ``0x``-hex (package data)."""
     return (files("acesteps") / "data" / "abi" / f"{NAME}.bin").read_text().strip()
+
+
+def has_function(name: str) -> bool:
+    """Whether the registry's ABI (package data) has a function ``name``: a view added in a
+    later version (``requestOfAudio``) is called only when it does."""
+    return any(i.get("type") == "function" and i.get("name") == name for i in abi())
 
 
 def bytecode_hash() -> str:
@@ -244,6 +251,12 @@ class Registry:
         call = self.contract.functions.verify(to_bytes32(request_id), to_bytes32(audio_hash))
         return bool(await call.call())
 
+    async def request_of_audio(self, audio_hash: str | bytes) -> str | None:
+        """The request whose track was first registered with these bytes (``requestOfAudio``);
+        None when no registration has them."""
+        found = await self.contract.functions.requestOfAudio(to_bytes32(audio_hash)).call()
+        return None if bytes(found) == _ZERO else to_hex(bytes(found))
+
     async def request_fee(self) -> int:
         return int(await self.contract.functions.requestFee().call())
 
@@ -308,6 +321,17 @@ class Registry:
         The CID is not an indexed topic, so this scans every registration from ``from_block``
         in bounded ranges: fine for a tool, too slow for a service on a long chain.
         """
+        return await self._registered_where("cid", cid, from_block)
+
+    async def ids_with_audio_hash(self, audio_hash: str | bytes, from_block: int = 0) -> list[str]:
+        """Request ids whose ``TrackRegistered`` carries ``audio_hash``, oldest first: the same
+        scan as `ids_with_cid`, for a deployment without ``requestOfAudio``
+        (`has_function`)."""
+        return await self._registered_where("audioHash", to_bytes32(audio_hash), from_block)
+
+    async def _registered_where(self, name: str, value: object, from_block: int) -> list[str]:
+        """Request ids of the ``TrackRegistered`` logs whose ``name`` equals ``value``, from
+        ``from_block`` to the head, in ranges of `LOG_RANGE` blocks (halved when refused)."""
         head = await self.w3.eth.block_number
         event, found = self.contract.events.TrackRegistered(), []
         start, step = from_block, LOG_RANGE
@@ -320,7 +344,7 @@ class Registry:
                     raise
                 step = max(1, step // 2)  # the node refused the range: try a smaller one
                 continue
-            found += [to_hex(e["args"]["requestId"]) for e in logs if e["args"]["cid"] == cid]
+            found += [to_hex(e["args"]["requestId"]) for e in logs if e["args"][name] == value]
             start = end + 1
         return found
 

@@ -170,6 +170,7 @@ contract AceStepsRegistry {
     mapping(bytes32 => Request) public requests;
     mapping(address => uint256) public deferredRefunds;
     mapping(bytes32 => Track) private tracks;
+    mapping(bytes32 => bytes32) private firstRequestOfAudio; // audioHash -> its first registration
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert NotOwner();
@@ -408,6 +409,7 @@ contract AceStepsRegistry {
         req.status = Status.Registered;
         req.cidCodec = codec;
         tracks[requestId] = Track(audioHash, digest, manifestHash);
+        if (firstRequestOfAudio[audioHash] == bytes32(0)) firstRequestOfAudio[audioHash] = requestId;
         emit TrackRegistered(requestId, audioHash, cid);
         emit TrackProvenance(requestId, manifestHash, _manifestCid(manifestHash));
     }
@@ -549,6 +551,14 @@ contract AceStepsRegistry {
         Track storage t = tracks[requestId];
         if (t.manifestHash == bytes32(0)) return (bytes32(0), "");
         return (t.manifestHash, _manifestCid(t.manifestHash));
+    }
+
+    /// @notice The request whose track was the first registered with these bytes (keccak256
+    /// of the file), or zero. Identical requests with the same seed make identical bytes, so
+    /// several requests can share a hash: the first registration answers, and `verify` tells
+    /// for any other request id.
+    function requestOfAudio(bytes32 audioHash) external view returns (bytes32 requestId) {
+        return firstRequestOfAudio[audioHash];
     }
 
     /// @notice True when `audioHash` is the registered hash of the request's track.

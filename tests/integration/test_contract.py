@@ -686,6 +686,35 @@ async def test_track_of_and_verify(chain: Chain) -> None:
     assert await verify(unknown, ZERO_HASH).call() is False
 
 
+async def test_request_of_audio_finds_the_first_registration_of_a_files_bytes(
+    chain: Chain,
+) -> None:
+    first, second, other = await chain.request(), await chain.request(), await chain.request()
+    request_of = chain.reg.functions.requestOfAudio
+    assert await request_of(AUDIO_HASH).call() == ZERO_HASH  # nothing registered yet
+    await chain.register(first)
+    await chain.register(second)  # the same bytes again (same request and seed, say)
+    await chain.register(other, OTHER_HASH)
+    assert await request_of(AUDIO_HASH).call() == first
+    assert await request_of(OTHER_HASH).call() == other
+    assert await request_of(random_id()).call() == ZERO_HASH
+    # An off-chain registration is found the same way, under its derived id.
+    http_hash = b"\x42" * 32
+    offchain_id = random_id()
+    await chain.send(
+        chain.reg.functions.registerOffchainTrack(
+            offchain_id, http_hash, CID, MANIFEST_HASH, MANIFEST_CID
+        ),
+        chain.publisher,
+    )
+    derived = await chain.reg.functions.offchainRequestId(offchain_id).call()
+    assert await request_of(http_hash).call() == derived
+    # The typed wrapper says None for bytes nobody registered.
+    registry = Registry(chain.w3, chain.reg.address)
+    assert await registry.request_of_audio(AUDIO_HASH) == to_hex(first)
+    assert await registry.request_of_audio(random_id()) is None
+
+
 # ---------------------------------------------------------------------- fees and refunds
 
 
