@@ -64,7 +64,9 @@ RUN pip install ".[gen]"
 WORKDIR /var/lib/acesteps
 RUN python -c "import generator.settings"
 
-# Model weights (Hugging Face cache) live on a volume; see docker-compose.yml.
+# Model weights (the Hugging Face cache, and checkpoints pulled by the generator or
+# `acesteps models pull`) live on a volume; see docker-compose.yml.
 ENV HF_HOME=/var/cache/huggingface
+ENV ACESTEPS_MODELS_DIR=/var/cache/huggingface/acesteps-models
 USER acesteps
 CMD ["python", "-m", "generator"]

@@ -76,6 +76,12 @@ class SamplingPart(_Part):
 
 
 class ModelPart(_Part):
+    name: str | None = Field(
+        None,
+        description="the served model the request ran on (acesteps.models); absent from "
+        "manifests made before models were served by name",
+        exclude_if=lambda value: value is None,  # so that those keep their canonical bytes
+    )
     id: str = Field(description="what the worker calls the checkpoint")
     source: str = Field(description="'tiny', a hub id, or the name of a local directory")
     revision: str | None = None

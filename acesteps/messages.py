@@ -180,6 +180,12 @@ class AudioReady(Message, RequestOrigin):
     duration_s: float = Field(gt=0)
     seed: int = Field(ge=0, le=MAX_SEED)
     model_id: str = Field(min_length=1, max_length=200)
+    model: str | None = Field(
+        None,
+        max_length=64,
+        description="the served model that made it (acesteps.models); absent from older records",
+        exclude_if=lambda value: value is None,
+    )
     timings: dict[str, float] = Field(
         default_factory=dict, description="seconds spent per stage (model, encode, hash, ...)"
     )
@@ -226,6 +232,18 @@ class TrackPublished(Message, Registered, RequestOrigin):
     duration_s: float | None = Field(default=None, gt=0)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="reproduces the track")
     model_id: str | None = Field(default=None, max_length=200)
+    model: str | None = Field(
+        None,
+        max_length=64,
+        description="the served model that made it (acesteps.models)",
+        exclude_if=lambda value: value is None,
+    )
+    weights_digest: str | None = Field(
+        None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="the digest of that model's weights, as its manifest records it",
+        exclude_if=lambda value: value is None,
+    )
     remote_pins: dict[str, str] = Field(
         default_factory=dict,
         description=(

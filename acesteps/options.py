@@ -33,6 +33,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from acesteps.models import MODEL_NAME_PATTERN
 from acesteps.types import AudioFormat
 
 __all__ = [
@@ -134,6 +135,16 @@ class Extras(_Frozen):
     )
     seed: int | None = Field(
         None, ge=0, le=MAX_SEED, description="fix it to reproduce a track (default: from the id)"
+    )
+    model: str | None = Field(
+        None,
+        pattern=MODEL_NAME_PATTERN,
+        description="the served model to use, by name (GET /api/models; default: the "
+        "operator's default model)",
+        # Left out of records and manifests when not asked, so that those made before the
+        # option existed keep their bytes (and older readers, which refuse unknown fields,
+        # keep reading requests that do not name a model).
+        exclude_if=lambda value: value is None,
     )
 
     @field_validator("lyrics", "tags")

@@ -8,7 +8,7 @@ the chain: the bytes are hashed as they stream in (keccak256 and the CID, recomp
 locally with the publisher's fixed parameters, `acesteps.ipfs.unixfs`), so neither the
 node nor the gateway that serves them has to be trusted.
 
-Modes (``TARGET`` is a request id or a CID):
+Modes (``TARGET`` is a request id, a CID or a gateway URL ``.../ipfs/CID``):
 
 - ``REQUEST_ID``: the registered track (``trackOf``) against the bytes at its CID.
 - ``REQUEST_ID --file F``: a local file against the registered track.
@@ -16,11 +16,22 @@ Modes (``TARGET`` is a request id or a CID):
   CID is not an indexed topic; the scan runs from ``--from-block`` (default: the deployment
   block when the deployment file names this contract, else 0) in bounded ranges. Acceptable
   for a verifier tool, too slow for a service on a long chain. ``CID --file F`` works too.
+  A gateway URL is its CID, read from that gateway unless another source is given.
+- ``--file F`` alone: the file's bytes are hashed and their registration is looked up by
+  audioHash: the contract's ``requestOfAudio`` view when its ABI has one (`has_function`),
+  else (or on a deployment older than the view) a scan of ``TrackRegistered`` logs as above.
 
-A verdict is MATCH (exit 0) when both the audioHash and the CID computed from the bytes
-equal the registered ones, MISMATCH (exit 1) when either differs, and UNKNOWN (exit 2,
-"CANNOT VERIFY") when there is nothing to compare: not registered, content or chain
-unreachable. The contract's own ``verify(requestId, audioHash)`` is asked as well and
+One vocabulary, shared with the verification page (``web/verify/words.js`` says the same
+words; a test holds them equal), each with its exit code:
+
+- MATCH (0): both the audioHash and the CID computed from the bytes equal the registered ones;
+- MISMATCH (1): there is a registration, and either differs (or its manifest does not match);
+- NOT REGISTERED (3, ``NOT_REGISTERED`` in JSON): the chain answered, and there is no
+  registration of this request id, this CID or these bytes (from the block the search began);
+- CANNOT VERIFY (2, ``UNKNOWN`` in JSON): nothing to compare: a malformed target, no contract
+  at the address, content or chain unreachable.
+
+The contract's own ``verify(requestId, audioHash)`` is asked as well and
 reported beside the local comparison, and so is whether the registration is final yet
 (``confirmations``, ``final``): a MATCH on a registration that is not final may still be
 undone by a reorg.
@@ -35,19 +46,27 @@ from enum import StrEnum
 from typing import Any
 
 import aiohttp
-from web3.exceptions import ProviderConnectionError, Web3Exception
+from web3.exceptions import (
+    BadFunctionCallOutput,
+    ContractLogicError,
+    ProviderConnectionError,
+    Web3Exception,
+)
 
 from acesteps.bytesources import ByteSource, FileSource, Unreachable
 from acesteps.finality import Finality
 from acesteps.hashing import Keccak256
 from acesteps.ipfs.unixfs import CidBuilder
 from acesteps.provenance import ManifestProblem, fetch_manifest
-from acesteps.registry import Registry
+from acesteps.registry import Registry, has_function
 from acesteps.types import parse_request_id
 
 __all__ = [
+    "HEADLINE",
     "Status",
+    "Target",
     "Verdict",
+    "parse_target",
     "verify",
 ]
 
@@ -58,10 +77,52 @@ _CID = re.compile(r"^(b[a-z2-7]{20,200}|Qm[1-9A-HJ-NP-Za-km-z]{44})$")
 class Status(StrEnum):
     MATCH = "MATCH"
     MISMATCH = "MISMATCH"
+    NOT_REGISTERED = "NOT_REGISTERED"
     UNKNOWN = "UNKNOWN"
 
 
-_EXIT = {Status.MATCH: 0, Status.MISMATCH: 1, Status.UNKNOWN: 2}
+_EXIT = {Status.MATCH: 0, Status.MISMATCH: 1, Status.UNKNOWN: 2, Status.NOT_REGISTERED: 3}
+HEADLINE = {
+    Status.MATCH: "MATCH",
+    Status.MISMATCH: "MISMATCH",
+    Status.NOT_REGISTERED: "NOT REGISTERED",
+    Status.UNKNOWN: "CANNOT VERIFY",
+}
+"""What ``acesteps verify`` and the verification page print for each status."""
+_GATEWAY_PATH = re.compile(r"^(https?://[^/?#]+(?:/[^?#]*?)?)/ipfs/([^/?#]+)")
+_GATEWAY_HOST = re.compile(r"^(https?)://([^./?#]+)\.ipfs\.([^/?#]+)")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What ``TARGET`` names: a request id, or a CID (with the gateway of a gateway URL)."""
+
+    request_id: str | None = None
+    cid: str | None = None
+    gateway: str | None = None
+    """The gateway a URL target names (its base, without ``/ipfs/...``)."""
+
+
+def parse_target(text: str) -> Target | None:
+    """``text`` as a request id, a CID or a gateway URL (``BASE/ipfs/CID`` or
+    ``https://CID.ipfs.HOST``); None when it is none of them (the page parses the same way)."""
+    text = text.strip()
+    if (rid := parse_request_id(text)) is not None:
+        return Target(request_id=rid)
+    if _CID.match(text):
+        return Target(cid=text)
+    if found := _GATEWAY_PATH.match(text):
+        base, cid = found[1], found[2]
+    elif found := _GATEWAY_HOST.match(text):
+        base, cid = f"{found[1]}://{found[3]}", found[2]
+    else:
+        return None
+    return Target(cid=cid, gateway=base) if _CID.match(cid) else None
+
+
+def malformed(text: str) -> str:
+    """The reason given for a target that `parse_target` refuses."""
+    return f"'{text}' is neither a request id (0x + 64 hex), a CID nor a gateway URL"
 
 
 @dataclass(frozen=True)
@@ -140,8 +201,9 @@ async def verify(
     max_bytes: int = DEFAULT_MAX_BYTES,
     finality: Finality | None = None,
 ) -> Verdict:
-    """Check ``target`` (request id or CID) against the bytes ``source`` gives; ``finality``
-    says when the registration counts as final (default: `Finality`'s)."""
+    """Check ``target`` (request id, CID or gateway URL; empty: the bytes of ``source`` alone,
+    looked up by their audioHash) against the bytes ``source`` gives; ``finality`` says when
+    the registration counts as final (default: `Finality`'s)."""
     base = Verdict(Status.UNKNOWN, "", target, contract=registry.address)
     try:
         return await _verify(
@@ -153,6 +215,47 @@ async def verify(
         return _with(base, reason=f"chain error: {type(exc).__name__}: {exc}")
 
 
+@dataclass(frozen=True)
+class _Hashed:
+    audio_hash: str
+    digest: bytes
+    cid: str
+    size: int
+
+
+async def _hash(source: ByteSource, cid: str, max_bytes: int) -> _Hashed | str:
+    """The bytes ``source`` gives for ``cid``, hashed both ways as they arrive; a reason
+    (str) when they cannot be read."""
+    keccak, builder, size = Keccak256(), CidBuilder(), 0
+    try:
+        async for chunk in source.chunks(cid):
+            size += len(chunk)
+            if size > max_bytes:
+                return f"content unreachable: larger than {max_bytes} bytes"
+            keccak.update(chunk)
+            builder.update(chunk)
+    except Unreachable as exc:
+        return f"content unreachable: {exc}"
+    return _Hashed(keccak.hexdigest(), keccak.digest(), builder.finish(), size)
+
+
+async def _ids_with_audio(
+    registry: Registry, audio_hash: str, from_block: int
+) -> tuple[list[str], str]:
+    """The requests registered with ``audio_hash`` (``requestOfAudio`` when the ABI has it
+    and the deployment answers it, else a log scan), and the reason to give when none is."""
+    if has_function("requestOfAudio"):
+        try:
+            found = await registry.request_of_audio(audio_hash)
+        except (ContractLogicError, BadFunctionCallOutput):
+            pass  # a deployment older than the view: scan instead
+        else:
+            none = f"no request is registered with audioHash {audio_hash} (requestOfAudio)"
+            return ([found] if found else []), none
+    ids = await registry.ids_with_audio_hash(audio_hash, from_block)
+    return ids, f"no TrackRegistered log with audioHash {audio_hash} from block {from_block}"
+
+
 async def _verify(
     registry: Registry,
     target: str,
@@ -162,46 +265,54 @@ async def _verify(
     max_bytes: int,
     finality: Finality,
 ) -> Verdict:
+    # 0. What is asked: a request id, a CID, or (no target) the bytes alone.
+    asked = parse_target(target) if target.strip() else Target()
+    if asked is None:
+        return _with(v, reason=malformed(target))
+
     # 1. The chain: is there a registry, and which request is meant?
     w3 = registry.w3
     v = _with(v, chain_id=await w3.eth.chain_id)
     if not await w3.eth.get_code(registry.contract.address):
         return _with(v, reason=f"no contract at {registry.address} on chain {v.chain_id}")
-    rid = parse_request_id(target)
-    if rid is not None:
-        ids = [rid]
-    elif _CID.match(target):
-        ids = await registry.ids_with_cid(target, from_block)
+    hashed: _Hashed | None = None
+    if asked.request_id is not None:
+        ids = [asked.request_id]
+    elif asked.cid is not None:
+        ids = await registry.ids_with_cid(asked.cid, from_block)
         if not ids:
-            return _with(
-                v, reason=f"no TrackRegistered log with CID {target} from block {from_block}"
-            )
+            reason = f"no TrackRegistered log with CID {asked.cid} from block {from_block}"
+            return _with(v, status=Status.NOT_REGISTERED, reason=reason)
     else:
-        return _with(v, reason=f"{target!r} is neither a request id (0x + 64 hex) nor a CID")
+        v = _with(v, source=source.describe(""))
+        got = await _hash(source, "", max_bytes)
+        if isinstance(got, str):
+            return _with(v, reason=got)
+        hashed = got
+        v = _with(v, computed_audio_hash=got.audio_hash, computed_cid=got.cid, size=got.size)
+        ids, none = await _ids_with_audio(registry, got.audio_hash, from_block)
+        if not ids:
+            return _with(v, status=Status.NOT_REGISTERED, reason=none)
     rid = ids[0]
     v = _with(v, request_id=rid, also_registered_as=tuple(ids[1:]))
 
     # 2. The registration.
     track = await registry.track_of(rid)
     if track is None:
-        return _with(v, reason=f"request {rid} is not registered on this contract")
+        reason = f"request {rid} is not registered on this contract"
+        return _with(v, status=Status.NOT_REGISTERED, reason=reason)
     v = _with(v, onchain_audio_hash=track.audio_hash, onchain_cid=track.cid)
     v = await _with_registration_log(v, registry, rid, from_block, finality)
 
-    # 3. The bytes, hashed both ways as they arrive.
-    v = _with(v, source=source.describe(track.cid))
-    keccak, cid, size = Keccak256(), CidBuilder(), 0
-    try:
-        async for chunk in source.chunks(track.cid):
-            size += len(chunk)
-            if size > max_bytes:
-                return _with(v, reason=f"content unreachable: larger than {max_bytes} bytes")
-            keccak.update(chunk)
-            cid.update(chunk)
-    except Unreachable as exc:
-        return _with(v, reason=f"content unreachable: {exc}")
-    v = _with(v, computed_audio_hash=keccak.hexdigest(), computed_cid=cid.finish(), size=size)
-    v = _with(v, contract_verify=await registry.verify(rid, keccak.digest()))
+    # 3. The bytes, hashed both ways as they arrive (once: the bytes alone are hashed above).
+    if hashed is None:
+        v = _with(v, source=source.describe(track.cid))
+        got = await _hash(source, track.cid, max_bytes)
+        if isinstance(got, str):
+            return _with(v, reason=got)
+        hashed = got
+    v = _with(v, computed_audio_hash=hashed.audio_hash, computed_cid=hashed.cid, size=hashed.size)
+    v = _with(v, contract_verify=await registry.verify(rid, hashed.digest))
     v = await _with_manifest(v, registry, rid, source)
 
     # 4. The verdict.

@@ -100,8 +100,11 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(saved)
 
 
-def build_pipeline(variant: str, device: torch.device) -> tuple[Any, dict[str, float]]:
-    """The real-size pipeline with random weights, on ``device`` in bf16; and its sizes (B)."""
+def build_pipeline(
+    variant: str, device: torch.device, dtype: torch.dtype = torch.bfloat16
+) -> tuple[Any, dict[str, float]]:
+    """The real-size pipeline with random weights, on ``device`` in ``dtype`` (bf16 here;
+    ``bench/models.py`` builds it in fp32 on the CPU); and its sizes (B)."""
     from diffusers import (
         AceStepPipeline,
         AceStepTransformer1DModel,
@@ -114,7 +117,7 @@ def build_pipeline(variant: str, device: torch.device) -> tuple[Any, dict[str, f
     from generator.tiny import train_tokenizer
 
     torch.manual_seed(0)
-    with device, _default_dtype(torch.bfloat16), torch.no_grad():
+    with device, _default_dtype(dtype), torch.no_grad():
         parts = {
             "transformer": AceStepTransformer1DModel(
                 is_turbo=True, model_version="turbo", **VARIANTS[variant]

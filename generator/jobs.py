@@ -16,6 +16,9 @@ How a request becomes model input (ACE-Step 1.5 conventions):
   keccak256(request id) as a big-endian integer. A regenerated request (a crash before the
   Kafka commit) therefore gets the same seed, hence the same bytes, and the seed is recorded
   in `AudioReady` either way.
+- **model** = the served model (`acesteps.models`) the request names, or the operator's
+  default: `generator.served` resolves it before the job is built. Jobs of different models
+  never share a pipeline call.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Final
 
 from acesteps.hashing import keccak256
 from acesteps.messages import GenerationRequest
+from acesteps.models import DEFAULT_NAME
 from acesteps.options import MAX_SEED
 
 __all__ = [
@@ -53,6 +57,8 @@ class Job:
     duration_s: float
     seed: int
     conditioning: Conditioning = ()
+    model: str = DEFAULT_NAME
+    """The served model's name."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= MAX_SEED:
@@ -61,13 +67,15 @@ class Job:
             raise ValueError(f"duration {self.duration_s} is not positive")
 
     @classmethod
-    def from_request(cls, request: GenerationRequest) -> Job:
+    def from_request(cls, request: GenerationRequest, model: str | None = None) -> Job:
+        """The job of ``request`` on served model ``model`` (default: the one it names)."""
         return cls(
             caption=build_caption(request.prompt, request.tags),
             lyrics=normalize_lyrics(request.lyrics),
             duration_s=float(request.duration_s),
             seed=effective_seed(request),
             conditioning=conditioning(request),
+            model=model or request.model or DEFAULT_NAME,
         )
 
 

@@ -1,12 +1,24 @@
 """Load ACE-Step 1.5 once per worker and turn `Job` batches into 48 kHz stereo audio.
 
-`load_pipeline(settings)` resolves the model source (`generator.settings`), loads it with
-``AceStepPipeline.from_pretrained(source, dtype=...)`` and returns a `Model`. The dtype is
-always explicit: a checkpoint saved in bf16 and loaded without one comes up mixed (diffusers
+`load_pipeline(settings, served)` finds the served model's checkpoint (`locate`), loads it
+with ``AceStepPipeline.from_pretrained(directory, dtype=...)`` and returns a `Model`. The dtype
+is always explicit: a checkpoint saved in bf16 and loaded without one comes up mixed (diffusers
 parts fp32, the Qwen3 text encoder bf16) and fails with "expected m1 and m2 to have the same
 dtype". (diffusers 0.42 spells the argument ``dtype``; ``torch_dtype`` is its deprecated
-alias.) For a hub id the local Hugging Face cache is tried first, the hub second; when both
-fail, `ModelUnavailable` says what to set and how to fetch the weights.
+alias.) Where a source's files come from (`locate`):
+
+- ``tiny``: built by code (`generator.tiny`);
+- a directory: itself; one made by ``acesteps models pull`` (its pull record says so) is the
+  hub checkpoint it was pulled from, so manifests name the hub id and commit;
+- a hub id: the copy pulled into ``ACESTEPS_MODELS_DIR``, else the Hugging Face cache, else
+  a pull now (`generator.hub`: size announced, disk space checked, each file checked against
+  the hub's hash); when the hub is unreachable, `ModelUnavailable` says how to bring the
+  weights over from a connected machine;
+- ``auto``: the default hub id when it is here; else, with CUDA, pulled on first use; else
+  (no CUDA, or no hub) the tiny checkpoint, with a banner saying how to get real music.
+
+A served model that pins a weights digest (``digest`` in ``ACESTEPS_MODELS``) is refused
+when its files have another one.
 
 `Model.generate(jobs)` returns one float32 array ``[2, round(duration * 48000)]`` per job.
 How a request becomes a `Job` (caption, lyrics, seed) is documented in `generator.jobs`.
@@ -35,11 +47,15 @@ CPU output also depends on the number of intra-op threads (``generator_torch_thr
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import inspect
+import json
 import logging
 import math
 import os
+import re
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,7 +68,9 @@ import numpy.typing as npt
 import torch
 from diffusers import AceStepPipeline
 
+from acesteps.models import DEFAULT_NAME, ModelSpec, ServedModel
 from acesteps.settings import CACHE_DIR
+from generator import hub
 from generator.digest import weights_digest
 from generator.errors import GenerationFailedError, ModelUnavailable, OutOfMemory
 from generator.jobs import Conditioning, Job
@@ -60,11 +78,16 @@ from generator.settings import AUTO_MODEL, DEFAULT_MODEL_ID, TINY_MODEL, Generat
 from generator.tiny import TINY_VERSION, ensure_tiny
 
 __all__ = [
+    "CPU_SPEED",
     "OUTPUT_SAMPLE_RATE",
     "BatchKey",
     "Checkpoint",
+    "Located",
     "Model",
+    "estimate_bytes",
+    "load_located",
     "load_pipeline",
+    "locate",
     "resolve_device",
     "resolve_dtype",
 ]
@@ -99,6 +122,7 @@ class BatchKey(NamedTuple):
     text_tokens: int
     lyric_tokens: int
     conditioning: Conditioning = ()
+    model: str = DEFAULT_NAME
 
 
 # ------------------------------------------------------------------ resolution
@@ -126,12 +150,26 @@ def _looks_like_path(source: str) -> bool:
 # ------------------------------------------------------------------ loading
 
 
-def load_pipeline(settings: GeneratorSettings) -> Model:
-    """Load the checkpoint named by the settings onto its device; once per worker."""
-    started = time.perf_counter()
-    # 1. Device, dtype and the knobs that make repeated runs bit-identical.
+@dataclass(frozen=True)
+class Located:
+    """Where a served model's files are, and what the manifest calls them."""
+
+    path: Path
+    source: str
+    revision: str | None
+    model_id: str
+
+
+def load_pipeline(settings: GeneratorSettings, served: ServedModel | None = None) -> Model:
+    """Load a served model (default: the operator's default) onto its device."""
+    served = served or settings.served().resolve(None)
+    device = _prepare_device(settings)
+    return load_located(settings, served, locate(settings, served, device), device)
+
+
+def _prepare_device(settings: GeneratorSettings) -> torch.device:
+    """The device, and the knobs that make repeated runs bit-identical."""
     device = resolve_device(settings.generator_device)
-    dtype = resolve_dtype(settings.generator_dtype, device)
     if settings.generator_torch_threads is not None:
         torch.set_num_threads(settings.generator_torch_threads)
     if device.type == "cuda":
@@ -140,72 +178,196 @@ def load_pipeline(settings: GeneratorSettings) -> Model:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+    return device
 
-    # 2. Source: the tiny checkpoint (built if needed), a directory, or a hub id; ``auto``
-    #    is the default hub id when it is in the local cache, else the tiny checkpoint.
-    source = settings.generator_model
+
+def _spec(settings: GeneratorSettings, served: ServedModel) -> ModelSpec:
+    return served.spec or settings.single_model()
+
+
+def locate(settings: GeneratorSettings, served: ServedModel, device: torch.device) -> Located:
+    """The checkpoint's directory, fetched first when it must be (see the module docstring)."""
+    spec = _spec(settings, served)
+    source = spec.source
     if source == AUTO_MODEL:
-        source = DEFAULT_MODEL_ID if _in_hub_cache(DEFAULT_MODEL_ID) else TINY_MODEL
-        if source == TINY_MODEL:
-            log.warning(
-                "*** %s is not in the Hugging Face cache: using the TINY random-weight test "
-                "checkpoint (its audio is noise). Set ACESTEPS_GENERATOR_MODEL to a local "
-                "ACE-Step 1.5 directory or download the weights for real music. ***",
-                DEFAULT_MODEL_ID,
-            )
-    revision = None
+        return _auto(settings, device)
     if source == TINY_MODEL:
         path = ensure_tiny(settings.generator_tiny_dir)
-        pipe = _from_directory(path, dtype)
-        model_id = f"tiny-acestep-v{TINY_VERSION}"
-    elif _looks_like_path(source):
-        path = Path(source).expanduser()
-        pipe = _from_directory(path, dtype)
-        model_id = path.resolve().name
-        source = model_id  # where it lives on this host says nothing to anyone else
-    else:
-        revision = settings.generator_model_revision
-        pipe = _from_hub(source, revision, dtype)
-        model_id = f"{source}@{revision}" if revision else source
-        path = _hub_snapshot(source, revision)
-    checkpoint = Checkpoint(
-        source=source,
-        revision=revision,
-        path=path,
-        weights_digest=weights_digest(path, CACHE_DIR / "models" / "digests.json"),
-    )
+        return Located(path, TINY_MODEL, None, f"tiny-acestep-v{TINY_VERSION}")
+    if _looks_like_path(source):
+        path = Path(source).expanduser().resolve()
+        record = hub.pulled_record(path)
+        if record is not None:  # a pulled hub checkpoint, copied here
+            return _hub_located(path, record["repo_id"], None)
+        # Where it lives on this host says nothing to anyone else: the directory's name.
+        return Located(path, path.name, None, path.name)
+    return _from_hub(settings, source, spec.revision)
 
-    # 3. Place it, check that no component kept another dtype, silence the progress bars.
+
+def _hub_located(path: Path, repo_id: str, revision: str | None) -> Located:
+    """A hub checkpoint at ``path``: its id as configured (``repo@revision``), and in the
+    manifest the commit its files are, when known (so a re-run fetches exactly those)."""
+    record = hub.pulled_record(path)
+    commit = record["commit"] if record else None
+    if commit is None and re.fullmatch(r"[0-9a-f]{40}", path.name):  # a Hugging Face snapshot
+        commit = path.name
+    model_id = f"{repo_id}@{revision}" if revision else repo_id
+    return Located(path, repo_id, commit or revision, model_id)
+
+
+def _from_hub(settings: GeneratorSettings, repo_id: str, revision: str | None) -> Located:
+    path = hub.local_copy(settings.models_dir, repo_id, revision)
+    if path is None:
+        log.info("%s is not here: pulling it from the hub", repo_id)
+        path = _pull(settings, repo_id, revision)
+    return _hub_located(path, repo_id, revision)
+
+
+def _pull(settings: GeneratorSettings, repo_id: str, revision: str | None) -> Path:
+    dest = hub.pulled_dir(settings.models_dir, repo_id, revision)
+    try:
+        return hub.pull(repo_id, dest, revision=revision, say=log.warning)
+    except hub.HubUnreachable as exc:
+        raise ModelUnavailable(
+            f"cannot load {repo_id!r}: it is not here and the hub is unreachable ({exc}). On "
+            f"a machine with hub access run `acesteps models pull {repo_id} --local-dir DIR`, "
+            "copy DIR here and set ACESTEPS_GENERATOR_MODEL (or the model's source in "
+            "ACESTEPS_MODELS) to it; or set it to 'tiny' for the random-weight test checkpoint"
+        ) from exc
+
+
+CPU_SPEED: Final = (
+    "measured with the smaller non-XL turbo at real size (random weights, fp32, 8 steps): "
+    "22.6 s for a 5 s clip on a 2-core x86 server CPU, about 0.2x real time "
+    "(bench/models.py --real-size); the XL default is larger and was not measured on a CPU"
+)
+"""What a CPU can expect of the real model (docs/benchmarks.md, 2026-11-29)."""
+
+
+def _auto(settings: GeneratorSettings, device: torch.device) -> Located:
+    """``auto``: the default hub id when here; pulled on first use with CUDA; else tiny."""
+    path = hub.local_copy(settings.models_dir, DEFAULT_MODEL_ID, None)
+    if path is not None:
+        return _hub_located(path, DEFAULT_MODEL_ID, None)
+    if device.type == "cuda":
+        try:
+            return _hub_located(
+                hub.pull(
+                    DEFAULT_MODEL_ID,
+                    hub.pulled_dir(settings.models_dir, DEFAULT_MODEL_ID),
+                    say=log.warning,
+                ),
+                DEFAULT_MODEL_ID,
+                None,
+            )
+        except hub.HubUnreachable as exc:
+            _banner(
+                f"{DEFAULT_MODEL_ID} is not here and the hub is unreachable ({exc}).",
+                "To bring it over: on a machine with hub access run",
+                f"  acesteps models pull {DEFAULT_MODEL_ID} --local-dir DIR",
+                "copy DIR to this machine and set ACESTEPS_GENERATOR_MODEL=DIR.",
+            )
+    else:
+        _banner(*_cpu_advice())
+    path = ensure_tiny(settings.generator_tiny_dir)
+    return Located(path, TINY_MODEL, None, f"tiny-acestep-v{TINY_VERSION}")
+
+
+def _cpu_advice() -> list[str]:
+    try:
+        remote = hub.remote_checkpoint(DEFAULT_MODEL_ID, timeout_s=5.0)
+        size = f"{hub.human(remote.total_bytes)} (the hub's file sizes)"
+    except ModelUnavailable as exc:
+        size = f"size unknown: the hub did not answer ({exc})"
+    return [
+        "No CUDA device: using the TINY random-weight test checkpoint; its audio is noise.",
+        f"For real music, ACE-Step 1.5 ({DEFAULT_MODEL_ID}, {size}):",
+        "  on a machine with an NVIDIA GPU, ACESTEPS_GENERATOR_MODEL=auto downloads it on the",
+        f"  first start; or fetch it first: acesteps models pull {DEFAULT_MODEL_ID}",
+        f"  (then ACESTEPS_GENERATOR_MODEL={DEFAULT_MODEL_ID}; --local-dir DIR for a copy to",
+        "  carry to an offline machine, then ACESTEPS_GENERATOR_MODEL=DIR).",
+        f"  On a CPU it runs, slowly: {CPU_SPEED}.",
+    ]
+
+
+def _banner(*lines: str) -> None:
+    bar = "*" * 78
+    log.warning("\n%s\n%s\n%s", bar, "\n".join(f"* {line}" for line in lines), bar)
+
+
+def estimate_bytes(path: Path, dtype: torch.dtype) -> int:
+    """The bytes the checkpoint's weights take once loaded in ``dtype``, from the safetensors
+    headers (floating-point tensors in ``dtype``, the others as stored); 0 when unknown."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    sizes = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+             "U8": 1, "BOOL": 1}  # fmt: skip
+    total = 0
+    for file in sorted(path.rglob("*.safetensors")):
+        if any(part.startswith(".") for part in file.relative_to(path).parts):
+            continue
+        try:
+            with file.open("rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(length))
+        except (OSError, ValueError, struct.error):
+            continue
+        for name, tensor in header.items():
+            if name == "__metadata__":
+                continue
+            count = math.prod(tensor["shape"])
+            kind = tensor["dtype"]
+            total += count * (itemsize if kind.startswith(("F", "BF")) else sizes.get(kind, 4))
+    return total
+
+
+def load_located(
+    settings: GeneratorSettings, served: ServedModel, located: Located, device: torch.device
+) -> Model:
+    """Load ``located`` for ``served`` onto ``device``."""
+    started = time.perf_counter()
+    spec = _spec(settings, served)
+    dtype = resolve_dtype(settings.generator_dtype, device)
+    checkpoint = Checkpoint(
+        source=located.source,
+        revision=located.revision,
+        path=located.path,
+        weights_digest=weights_digest(located.path, CACHE_DIR / "models" / "digests.json"),
+    )
+    if spec.digest is not None and checkpoint.weights_digest != spec.digest:
+        raise ModelUnavailable(
+            f"model {served.name!r}: the weights in {located.path} have digest "
+            f"{checkpoint.weights_digest}, but ACESTEPS_MODELS pins {spec.digest}: "
+            "refusing to serve other weights"
+        )
+    pipe = _from_directory(located.path, dtype)
+    # Place it, check that no component kept another dtype, silence the progress bars.
     pipe.to(device)
     _unify_dtype(pipe, dtype)
     pipe.set_progress_bar_config(disable=True)
     model = Model(
-        pipe, settings, device=device, dtype=dtype, model_id=model_id, checkpoint=checkpoint
+        pipe,
+        settings,
+        device=device,
+        dtype=dtype,
+        model_id=located.model_id,
+        checkpoint=checkpoint,
+        spec=spec,
+        name=served.name,
     )
+    model.load_s = time.perf_counter() - started
     log.info(
-        "loaded %s (%s) on %s (%s, turbo=%s, guidance=%s) in %.1f s",
-        model_id,
+        "loaded model %r: %s (%s) on %s (%s, turbo=%s, guidance=%s, %s) in %.1f s",
+        served.name,
+        located.model_id,
         checkpoint.weights_digest,
         device,
         dtype,
         model.is_turbo,
         model.guidance_scale,
-        time.perf_counter() - started,
+        hub.human(model.memory_bytes()),
+        model.load_s,
     )
     return model
-
-
-def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
-    """The local snapshot directory the hub checkpoint was loaded from."""
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
-
-
-def _in_hub_cache(repo_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str)
 
 
 def _load_kwargs(dtype: torch.dtype) -> dict[str, Any]:
@@ -218,37 +380,15 @@ def _from_directory(path: Path, dtype: torch.dtype) -> AceStepPipeline:
     if not (path / "model_index.json").is_file():
         raise ModelUnavailable(
             f"{path} is not a diffusers ACE-Step checkpoint (no model_index.json): point "
-            "ACESTEPS_GENERATOR_MODEL at a directory made by `huggingface-cli download "
-            "<hub id> --local-dir DIR`, at a hub id, or set it to 'tiny'"
+            "ACESTEPS_GENERATOR_MODEL (or the model's source in ACESTEPS_MODELS) at a "
+            "directory made by `acesteps models pull <hub id> --local-dir DIR`, at a hub id, "
+            "or set it to 'tiny'"
         )
     try:
         pipe: AceStepPipeline = AceStepPipeline.from_pretrained(str(path), **_load_kwargs(dtype))
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelUnavailable(f"cannot load the checkpoint in {path}: {exc}") from exc
     return pipe
-
-
-def _from_hub(repo_id: str, revision: str | None, dtype: torch.dtype) -> AceStepPipeline:
-    kwargs = _load_kwargs(dtype) | {"revision": revision}
-    try:
-        local: AceStepPipeline = AceStepPipeline.from_pretrained(
-            repo_id, local_files_only=True, **kwargs
-        )
-        return local
-    except (OSError, ValueError) as exc:  # not cached, or cached incompletely
-        local_error = exc
-    try:
-        log.info("%s is not in the local Hugging Face cache; downloading it", repo_id)
-        remote: AceStepPipeline = AceStepPipeline.from_pretrained(repo_id, **kwargs)
-        return remote
-    except (OSError, ValueError) as exc:
-        raise ModelUnavailable(
-            f"cannot load {repo_id!r}: not in the local Hugging Face cache ({local_error}) and "
-            f"not downloadable from the hub ({exc}). Either set ACESTEPS_GENERATOR_MODEL to a "
-            f"local checkpoint directory (fetch one on a machine with hub access: "
-            f"`huggingface-cli download {repo_id} --local-dir DIR`, then copy DIR here), "
-            "or set ACESTEPS_GENERATOR_MODEL=tiny for the random-weight test checkpoint."
-        ) from exc
 
 
 def _unify_dtype(pipe: AceStepPipeline, dtype: torch.dtype) -> None:
@@ -277,6 +417,8 @@ class Model:
         dtype: torch.dtype,
         model_id: str,
         checkpoint: Checkpoint,
+        spec: ModelSpec | None = None,
+        name: str = DEFAULT_NAME,
     ) -> None:
         self.pipeline = pipeline
         self.checkpoint = checkpoint
@@ -284,15 +426,51 @@ class Model:
         self.device = device
         self.dtype = dtype
         self.model_id = model_id
+        self.name = name
+        """The served model's name (`acesteps.models`)."""
+        self.spec = spec or settings.single_model()
+        self.steps = self.spec.steps
+        self.shift = self.spec.shift
         self.sample_rate = int(pipeline.sample_rate)
         if self.sample_rate != OUTPUT_SAMPLE_RATE:
             raise ModelUnavailable(f"checkpoint samples at {self.sample_rate} Hz, not 48000")
         self.latents_per_second = float(pipeline.latents_per_second)
-        self.is_turbo = bool(pipeline.is_turbo) or "turbo" in settings.generator_model.lower()
-        self.guidance_scale = _guidance(settings.generator_guidance_scale, self.is_turbo)
+        self.is_turbo = (
+            bool(pipeline.is_turbo)
+            or self.spec.variant == "turbo"
+            or (self.spec.variant is None and "turbo" in self.spec.source.lower())
+        )
+        self.variant = self.spec.variant or ("turbo" if self.is_turbo else None)
+        self.guidance_scale = _guidance(self.spec.guidance, self.is_turbo)
         self.max_text_tokens = MAX_TEXT_TOKENS
         self.max_lyric_tokens = MAX_LYRIC_TOKENS
+        self.load_s: float | None = None
+        self.released = False
         self._lock = threading.Lock()
+
+    # -------------------------------------------------------------- memory
+
+    def memory_bytes(self) -> int:
+        """Bytes its weights take (parameters and buffers of every component)."""
+        total = 0
+        for component in self.pipeline.components.values():
+            if isinstance(component, torch.nn.Module):
+                tensors = [*component.parameters(), *component.buffers()]
+                total += sum(t.numel() * t.element_size() for t in tensors)
+        return total
+
+    def release(self) -> None:
+        """Drop the weights (evicted): the tokenizer and what the manifest needs stay, so a
+        request already prepared with this model can still be described; `generate` cannot
+        run any more."""
+        with self._lock:
+            for name, component in list(self.pipeline.components.items()):
+                if isinstance(component, torch.nn.Module):
+                    setattr(self.pipeline, name, None)
+            self.released = True
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # -------------------------------------------------------------- shapes
 
@@ -343,6 +521,7 @@ class Model:
             text_tokens=min(text_tokens, self.max_text_tokens),
             lyric_tokens=min(lyric_tokens, self.max_lyric_tokens),
             conditioning=job.conditioning,
+            model=job.model,
         )
 
     def plan(self, jobs: Sequence[Job]) -> list[list[int]]:
@@ -368,6 +547,8 @@ class Model:
         """
         results: dict[int, Audio] = {}
         with self._lock:
+            if self.released:
+                raise ModelUnavailable(f"model {self.name!r} was evicted; load it again")
             for group in self.plan(jobs):
                 audios = self._run([jobs[i] for i in group], on_step)
                 for i, audio in zip(group, audios, strict=True):
@@ -377,7 +558,7 @@ class Model:
     def _step_callback(self, on_step: OnStep | None) -> Callable[..., Any] | None:
         if on_step is None:
             return None
-        total = self.settings.generator_steps
+        total = self.steps
 
         def step_end(
             _pipe: object, step: int, _timestep: object, tensors: dict[str, Any]
@@ -393,6 +574,8 @@ class Model:
             raise ValueError(f"one pipeline call needs one latent length, got {sorted(frames)}")
         if len({j.conditioning for j in jobs}) != 1:
             raise ValueError("one pipeline call needs one conditioning")
+        if len({j.model for j in jobs}) != 1:
+            raise ValueError("one pipeline call runs one model")
         (n_frames,) = frames
         duration = self.pipeline_duration(n_frames)
         # 1. Tiling depends on the clip length only, never on the batch.
@@ -408,9 +591,9 @@ class Model:
                 lyrics=[j.lyrics for j in jobs],  # a list as long as the prompts
                 vocal_language=[self.settings.generator_vocal_language] * len(jobs),
                 audio_duration=duration,
-                num_inference_steps=self.settings.generator_steps,
+                num_inference_steps=self.steps,
                 guidance_scale=self.guidance_scale,
-                shift=self.settings.generator_shift,
+                shift=self.shift,
                 generator=generators,
                 output_type="pt",
                 return_dict=False,

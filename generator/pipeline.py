@@ -2,8 +2,9 @@
 
 The consume loop hands each Kafka batch (at most ``generator_max_batch`` requests, waiting at
 most ``generator_max_wait_ms`` for them) to `Pipeline.schedule` before handling its records
-one by one. `schedule` groups the jobs the way the model allows (`Model.plan`: one job per
-call in ``sequential`` mode, equal `batch_key` in ``batched`` mode) and queues the groups. One
+one by one. `schedule` groups the jobs the way the models allow (`ServedModels.plan`: by
+served model first, never two models in one call, then `Model.plan`: one job per call in
+``sequential`` mode, equal `batch_key` in ``batched`` mode) and queues the groups. One
 task, `Pipeline.run`, takes groups in order: it runs the model on a group (in a thread, so
 the event loop keeps the consumer's heartbeats), hands each result to a thread pool for
 resampling, encoding and hashing, and goes straight on to the next group: the CPU stages of

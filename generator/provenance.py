@@ -90,8 +90,8 @@ def build_manifest(
             latent_frames=frames,
         ),
         sampling=SamplingPart(
-            steps=settings.generator_steps,
-            shift=settings.generator_shift,
+            steps=model.steps,
+            shift=model.shift,
             guidance_scale=model.guidance_scale,
             vocal_language=settings.generator_vocal_language,
             batch_mode=settings.generator_batch_mode,
@@ -99,6 +99,7 @@ def build_manifest(
             vae_tiling=pipeline_duration > settings.generator_vae_tiling_above_s,
         ),
         model=ModelPart(
+            name=model.name,
             id=model.model_id,
             source=model.checkpoint.source,
             revision=model.checkpoint.revision,

@@ -68,6 +68,9 @@ def settings_for(
         )
     sampling, device = manifest.sampling, manifest.environment.device
     return base.with_overrides(
+        # The one model the manifest names, whatever this host serves (ACESTEPS_MODELS).
+        models=None,
+        model_default=manifest.model.name,
         generator_model=source,
         generator_model_revision=manifest.model.revision if model is None else None,
         generator_steps=sampling.steps,
@@ -103,6 +106,7 @@ def reproduce(manifest: Manifest, base: GeneratorSettings, model: str | None = N
         duration_s=manifest.job.duration_s,
         seed=manifest.job.seed,
         conditioning=tuple(sorted(manifest.job.conditioning.items())),
+        model=loaded.name,
     )
     (raw,) = loaded.generate([job])
     data = audio.encode(raw, job.duration_s, manifest.output.file.format)

@@ -1,4 +1,4 @@
-"""Wiring of the generator: settings -> model (loaded once) -> transactional loop.
+"""Wiring of the generator: settings -> served models (`generator.served`) -> transactional loop.
 
 Reads ``PREFIX.requests.v1`` as consumer group ``PREFIX.generator`` (one more host is one
 more member; partitions bound the parallelism) and writes ``PREFIX.audio.v1`` and
@@ -15,9 +15,9 @@ from acesteps.cancels import CancelView
 from acesteps.kafka.admin import ensure_topics
 from acesteps.kafka.loop import LoopConfig, TransactionalLoop
 from acesteps.progress import ProgressReporter
-from generator.model import load_pipeline
 from generator.pipeline import Pipeline
 from generator.policy import ContentPolicy
+from generator.served import ServedModels
 from generator.settings import GeneratorSettings
 from generator.stops import Stops
 from generator.worker import Deps, handle, prefetch
@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 
 async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> None:
-    # 1. The model, once per worker (slow: off the event loop).
-    model = await asyncio.to_thread(load_pipeline, settings)
+    # 1. The served models (acesteps.models): the default one loaded now (slow: off the event
+    #    loop; a broken default stops the service here), the others on first use.
+    models = ServedModels.from_settings(settings)
+    model = await asyncio.to_thread(models.loaded, models.default)
     policy = ContentPolicy.from_file(
         settings.generator_policy_file, enabled=settings.generator_policy_enabled
     )
@@ -54,7 +56,13 @@ async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> Non
         # A long clip on a slow device must not cost the partition.
         max_poll_interval_ms=30 * 60 * 1000,
     )
-    log.info("generator %s ready with %s", instance, model.model_id)
+    log.info(
+        "generator %s ready: serving %s (default %s: %s loaded)",
+        instance,
+        ", ".join(models.catalog.names),
+        models.default,
+        model.model_id,
+    )
     # 3. Until stopped: the pipeline task feeds the model, the loop feeds the pipeline.
     progress = ProgressReporter(
         settings.kafka_bootstrap, settings.topics.progress, f"generator-{instance}"
@@ -62,9 +70,9 @@ async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> Non
     cancels = CancelView(settings.kafka_bootstrap, settings.topics.cancels, f"acesteps-{instance}")
     await cancels.start()  # read up to now before the first request
     stops = Stops(cancels)
-    pipeline = Pipeline(model, progress=progress, stopping=stops.why)
+    pipeline = Pipeline(models, progress=progress, stopping=stops.why)
     await progress.start()
-    deps = Deps(settings.topics, model, policy, pipeline, progress, stops)
+    deps = Deps(settings.topics, models, policy, pipeline, progress, stops)
     loop = TransactionalLoop(config, handle, deps, prefetch=prefetch)
     try:
         async with asyncio.TaskGroup() as group:

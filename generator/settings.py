@@ -16,25 +16,50 @@ The model source, ``ACESTEPS_GENERATOR_MODEL``, is one of:
   ``ACE-Step/Ace-Step1.5`` is the original, non-diffusers layout). It is the XL (4 B DiT)
   turbo model: guidance-distilled, 8 steps;
 - ``tiny``: a random-weight checkpoint in the same on-disk layout, built by code
-  (`generator.tiny`) into ``ACESTEPS_GENERATOR_TINY_DIR``, for tests and the offline demo.
+  (`generator.tiny`) into ``ACESTEPS_GENERATOR_TINY_DIR``, for tests and the offline demo;
+- ``auto``: the default hub id when its weights are here (pulled into ``ACESTEPS_MODELS_DIR``
+  or in the Hugging Face cache); else, with CUDA and the hub reachable, it is downloaded and
+  checked on first use (`generator.hub`); else the tiny checkpoint, with a banner saying how
+  to get the real one.
+
+That is the one model of a deployment without ``ACESTEPS_MODELS``; with it, each served model
+has its own source and sampling settings (`acesteps.models`), and the generator serves them
+all, loaded on first use and kept within ``ACESTEPS_GENERATOR_MEMORY_BUDGET``
+(`generator.served`).
 """
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Final, Literal
 
 from pydantic import Field, field_validator
 
+from acesteps.models import Catalog, ModelSpec, ModelsSettings
 from acesteps.settings import CACHE_DIR, CommonSettings
 
-__all__ = ["AUTO_MODEL", "DEFAULT_MODEL_ID", "TINY_MODEL", "GeneratorSettings"]
+__all__ = ["AUTO_MODEL", "DEFAULT_MODEL_ID", "TINY_MODEL", "GeneratorSettings", "parse_bytes"]
 
 DEFAULT_MODEL_ID: Final = "ACE-Step/acestep-v15-xl-turbo-diffusers"
 TINY_MODEL: Final = "tiny"
 AUTO_MODEL: Final = "auto"
-"""The default hub id when it is in the local cache, else the tiny checkpoint (local runs)."""
+"""The default hub id when its weights are here or can be fetched for a GPU, else the tiny
+checkpoint (local runs)."""
+
+_UNITS: Final = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+                 "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+
+
+def parse_bytes(value: object) -> object:
+    """``24GiB``, ``500 MB``, ``1.5e9`` or a plain number of bytes -> int bytes."""
+    if isinstance(value, str):
+        found = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", value)
+        if not found or found.group(2).lower() not in _UNITS:
+            raise ValueError(f"expected bytes such as 24GiB, 500MB or 1000000, got {value!r}")
+        return int(float(found.group(1)) * _UNITS[found.group(2).lower()])
+    return value
 
 
 def _default_instance_id() -> str:
@@ -44,7 +69,7 @@ def _default_instance_id() -> str:
     return f"generator-{host or 'local'}"[:100]
 
 
-class GeneratorSettings(CommonSettings):
+class GeneratorSettings(CommonSettings, ModelsSettings):
     """Everything the generator needs beyond the shared settings."""
 
     # ------------------------------------------------------------------ model
@@ -52,7 +77,7 @@ class GeneratorSettings(CommonSettings):
         DEFAULT_MODEL_ID,
         min_length=1,
         description="local checkpoint directory, hub id, 'tiny' (random test checkpoint) or "
-        "'auto' (the default hub id if cached, else tiny)",
+        "'auto' (the default hub id if here, or downloaded on first use with CUDA; else tiny)",
     )
     generator_model_revision: str | None = Field(
         None, description="hub revision (branch, tag or commit) to pin; ignored for directories"
@@ -79,6 +104,18 @@ class GeneratorSettings(CommonSettings):
         ge=1,
         le=1024,
         description="CPU intra-op threads; fix it to make CPU output independent of core count",
+    )
+
+    generator_memory_budget: int | None = Field(
+        None,
+        ge=0,
+        description="bytes the loaded models' weights may take together (device memory on "
+        "CUDA, process memory on CPU), e.g. 40GiB: a model needed beyond it evicts the least "
+        "recently used ones first; unset: no limit",
+    )
+    models_dir: Path = Field(
+        CACHE_DIR / "models",
+        description="where `acesteps models pull` and first-run downloads put checkpoints",
     )
 
     # ------------------------------------------------------------------ batching
@@ -126,6 +163,25 @@ class GeneratorSettings(CommonSettings):
         if not value:
             raise ValueError("empty model source")
         return value
+
+    @field_validator("generator_memory_budget", mode="before")
+    @classmethod
+    def _bytes(cls, value: object) -> object:
+        return None if value == "" else parse_bytes(value)
+
+    def single_model(self) -> ModelSpec:
+        """The one model of a deployment without ``ACESTEPS_MODELS``."""
+        return ModelSpec(
+            source=self.generator_model,
+            revision=self.generator_model_revision,
+            steps=self.generator_steps,
+            guidance=self.generator_guidance_scale,
+            shift=self.generator_shift,
+        )
+
+    def served(self) -> Catalog:
+        """The models this generator serves (`acesteps.models`)."""
+        return self.catalog(self.single_model())
 
     @field_validator("generator_policy_file")
     @classmethod

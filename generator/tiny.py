@@ -119,7 +119,7 @@ def train_tokenizer() -> Qwen2Tokenizer:
     return Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token=EOS, pad_token=EOS)
 
 
-def _build_pipeline() -> AceStepPipeline:
+def _build_pipeline(seed: int = SEED) -> AceStepPipeline:
     """Every component from a shrunken config, random weights from a fixed seed."""
     tokenizer = train_tokenizer()
     attention: dict[str, Any] = {
@@ -128,7 +128,7 @@ def _build_pipeline() -> AceStepPipeline:
         "head_dim": HEAD_DIM,
     }
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
+        torch.manual_seed(seed)
         # 1. Text encoder: a Qwen3 *base* model (the pipeline reads last_hidden_state).
         text_encoder = Qwen3Model(
             Qwen3Config(
@@ -195,32 +195,39 @@ def _build_pipeline() -> AceStepPipeline:
 
 def is_current(directory: Path) -> bool:
     """True when ``directory`` holds a tiny checkpoint built with the current `STAMP`."""
+    return _stamped(directory, STAMP)
+
+
+def _stamped(directory: Path, wanted: dict[str, Any]) -> bool:
     try:
         stamp = json.loads((directory / STAMP_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return bool(stamp == STAMP and (directory / "model_index.json").is_file())
+    return bool(stamp == wanted and (directory / "model_index.json").is_file())
 
 
-def build_tiny(directory: Path) -> Path:
+def build_tiny(directory: Path, seed: int = SEED) -> Path:
     """Build the checkpoint into ``directory`` (replacing what is there); returns it.
 
     Written to a sibling temporary directory first and renamed into place, so a concurrent
     reader never sees half a checkpoint and an interrupted build leaves nothing behind.
+    Another ``seed`` gives other random weights (a second, different checkpoint for tests of
+    several models; `ensure_tiny` rebuilds it with the default seed).
     """
     directory = directory.resolve()
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".{directory.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    stamp = STAMP if seed == SEED else {**STAMP, "seed": seed}
     try:
-        _build_pipeline().save_pretrained(tmp, safe_serialization=True)
-        (tmp / STAMP_FILE).write_text(json.dumps(STAMP, indent=2, sort_keys=True) + "\n")
+        _build_pipeline(seed).save_pretrained(tmp, safe_serialization=True)
+        (tmp / STAMP_FILE).write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
         if directory.exists():
             shutil.rmtree(directory)
         try:
             tmp.rename(directory)
         except OSError:
             # Another process renamed its build into place first; theirs is as good as ours.
-            if not is_current(directory):
+            if not _stamped(directory, stamp):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -48,14 +48,20 @@ class PolicyRefusal(ContentPolicyRefused):
         self.decision = decision
 
 
-def prepare(request: GenerationRequest, policy: ContentPolicy, counter: TokenCounter) -> Job:
-    """The job for ``request``, or `PolicyRefusal` / `InvalidInput`: call before the GPU."""
+def prepare(
+    request: GenerationRequest,
+    policy: ContentPolicy,
+    counter: TokenCounter,
+    model: str | None = None,
+) -> Job:
+    """The job for ``request`` on served model ``model`` (default: the one it names), or
+    `PolicyRefusal` / `InvalidInput`: call before the GPU, with ``counter`` that model."""
     # 1. Content policy first: a refused request is reported as refused, whatever else.
     decision = policy.check_request(request)
     if not decision.allowed:
         raise PolicyRefusal(decision)
     # 2. The job itself (caption, lyrics, seed), then what the model can take.
-    job = Job.from_request(request)
+    job = Job.from_request(request, model)
     check_job(job, counter)
     return job
 

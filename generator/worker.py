@@ -3,9 +3,11 @@
 `handle` is a plain async function ``handle(record, deps) -> outputs`` run by
 `acesteps.kafka.loop.TransactionalLoop`. For each `GenerationRequest`:
 
-1. check it before any GPU work (`generator.validation.prepare`: content policy, token
-   limits); a refusal or invalid input becomes a `GenerationFailed` for
-   ``PREFIX.failures.v1`` that keeps the request's source and chain origin;
+1. check it before any GPU work: the served model it names (`generator.served`: an unknown
+   name is refused with code ``unknown_model``; the model is loaded if it is not, off the
+   event loop), then `generator.validation.prepare` (content policy, token limits); a
+   refusal or invalid input becomes a `GenerationFailed` for ``PREFIX.failures.v1`` that
+   keeps the request's source and chain origin;
 2. generate the audio off the event loop, so the consumer keeps its heartbeats; `prefetch`
    has already queued every valid request of the Kafka batch (`generator.pipeline`: batched
    where the model allows, encoding overlapping the next model call);
@@ -28,6 +30,7 @@ projection shows it as revoked.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,7 +66,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Deps:
     topics: Topics
-    model: Any  # generator.model.Model (kept untyped here so tests can pass a fake)
+    models: Any  # generator.served.ServedModels (kept untyped here so tests can pass a fake)
     policy: ContentPolicy
     pipeline: Pipeline
     progress: Progress = field(default_factory=NoProgress)
@@ -97,22 +100,57 @@ def _key(record: InRecord) -> str:
     return f"{record.topic}/{record.partition}/{record.offset}"
 
 
-def _prepared(record: InRecord, deps: Deps) -> tuple[GenerationRequest, Job] | None:
-    """The request and its job, or None when the handler will refuse the record."""
+def _request(record: InRecord) -> GenerationRequest | None:
     if record.header(TYPE_HEADER) == b"GenerationRevoked":
         return None
     try:
-        request = decode_value(GenerationRequest, record)
-        return request, prepare(request, deps.policy, deps.model)
+        return decode_value(GenerationRequest, record)
     except (PermanentError, ValueError):
         return None
 
 
+def _prepared(
+    request: GenerationRequest | None, deps: Deps
+) -> tuple[GenerationRequest, Job] | None:
+    """The request and its job, or None when the handler will refuse the record (or its
+    model is not loaded: the handler loads it)."""
+    if request is None:
+        return None
+    try:
+        name = deps.models.resolve(request.model)
+        model = deps.models.known(name)
+        if model is None:
+            return None
+        return request, prepare(request, deps.policy, model, name)
+    except (PermanentError, ValueError):
+        return None
+
+
+async def _model(deps: Deps, request: GenerationRequest) -> tuple[str, Any]:
+    """The served model ``request`` names, loaded (off the event loop) if it was not;
+    raises `UnknownModelError` or `ModelLoadFailed` (`generator.served`)."""
+    name = deps.models.resolve(request.model)
+    model = deps.models.known(name)
+    if model is None:
+        model = await asyncio.to_thread(deps.models.model, name)
+    return name, model
+
+
 async def prefetch(records: Sequence[InRecord], deps: Deps) -> None:
     """Start the model on every valid request of the batch at once (`generator.pipeline`)."""
+    requests = [_request(record) for record in records]
+    for request in requests:  # load the models the batch needs; the handler reports failures
+        if request is not None:
+            deps.stops.watch(request)
+            if deps.stops.why(request.request_id) is not None:
+                continue  # stopped: no model loaded for it
+            try:
+                await _model(deps, request)
+            except PermanentError:
+                pass
     wanted, valid, ids = [], [], {}
-    for record in records:
-        if (prepared := _prepared(record, deps)) is not None:
+    for record, request in zip(records, requests, strict=True):
+        if (prepared := _prepared(request, deps)) is not None:
             request, job = prepared
             deps.stops.watch(request)
             if deps.stops.why(request.request_id) is not None:
@@ -146,7 +184,8 @@ async def _generate(
         metrics.REQUESTS.labels("canceled").inc()
         return [_canceled_record(deps, request, stop, "stopped before generating")]
     try:
-        job = prepare(request, deps.policy, deps.model)
+        name, model = await _model(deps, request)
+        job = prepare(request, deps.policy, model, name)
     except PermanentGeneratorError as exc:
         log.warning("%s: %s: %s", record.where(), exc.code, exc)
         metrics.REQUESTS.labels("refused").inc()
@@ -182,9 +221,10 @@ async def _generate(
         channels=2,
         duration_s=job.duration_s,
         seed=job.seed,
-        model_id=deps.model.model_id,
+        model_id=model.model_id,
+        model=model.name,
         timings=encoded.timings,
-        manifest=build_manifest(request, job, deps.model, encoded),
+        manifest=build_manifest(request, job, model, encoded),
         deadline=request.deadline,
         **request.origin().model_dump(),
     )

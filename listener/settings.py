@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from acesteps.models import ModelsSettings
 from acesteps.settings import CACHE_DIR, ChainSettings
 
 __all__ = ["WEBHOOK_RETRY_S", "ListenerSettings"]
@@ -23,7 +24,11 @@ WEBHOOK_RETRY_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 Svix retries); eight attempts."""
 
 
-class ListenerSettings(ChainSettings):
+class ListenerSettings(ChainSettings, ModelsSettings):
+    """Also ``ACESTEPS_MODELS`` and ``ACESTEPS_MODEL_DEFAULT`` (`acesteps.models`): the API
+    refuses requests naming another model and lists them at ``GET /api/models``; set them as
+    the generators have them."""
+
     model_config = SettingsConfigDict(env_prefix="ACESTEPS_", extra="ignore", frozen=True)
 
     listener_confirmations: int = Field(
@@ -63,6 +68,22 @@ class ListenerSettings(ChainSettings):
     )
     api_wait_s: float = Field(
         60.0, ge=0, le=600, description="how long POST /api/generate waits before a 202"
+    )
+    api_public_rpc_url: str | None = Field(
+        None,
+        description="the JSON-RPC URL the verification page (/verify) suggests to browsers "
+        "(default: ACESTEPS_RPC_URL when it is on a loopback address; a keyed provider URL is "
+        "never handed out unless set here)",
+    )
+    api_public_gateway_url: str | None = Field(
+        None,
+        description="the IPFS gateway the verification page suggests "
+        "(default: ACESTEPS_IPFS_GATEWAY_URL)",
+    )
+    api_explorer_url: str | None = Field(
+        None,
+        description="a block explorer's base URL: track pages link transactions to "
+        "BASE/tx/HASH (unset: the hash is shown)",
     )
     api_auth: Literal["auto", "on", "off"] = Field(
         "auto", description="API keys for POST /api/generate; auto: on unless bound to loopback"

@@ -275,6 +275,8 @@ def _published(deps: Deps, pinned: Pinned, reg: Registration) -> OutRecord:
         duration_s=ready.duration_s,
         seed=ready.seed,
         model_id=ready.model_id,
+        model=ready.model,
+        weights_digest=ready.manifest.model.weights_digest if ready.manifest else None,
         remote_pins=pinned.remote_pins,
     )
     return OutRecord.message(deps.topics.tracks, ready.request_id, track)

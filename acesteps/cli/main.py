@@ -3,8 +3,10 @@
 acesteps generate PROMPT [...]        submit to the HTTP API, wait, download and check the audio
 acesteps status ID [--json]           one request's record from the HTTP API
 acesteps cancel ID [--json]           stop a request this API key submitted
-acesteps verify ID [--file F]         check a track against its on-chain registration
+acesteps verify ID [--file F]         check a track against its on-chain registration (ID:
+                                      request id, CID or gateway URL; --file F alone: by audioHash)
 acesteps reproduce ID                 re-run a track from its manifest and compare, byte for byte
+acesteps models pull NAME | list      fetch a checkpoint (checked file by file); what is here
 acesteps schemas export|check         the topics' JSON Schemas (check: current, compatible)
 acesteps topics create                create the topics on the configured Kafka
 acesteps contracts deploy             deploy the registry; write its deployment artifact
@@ -21,7 +23,7 @@ import sys
 from pathlib import Path
 
 from acesteps import __version__, schemas
-from acesteps.cli import cancel, generate, listing, reproduce, verify
+from acesteps.cli import cancel, generate, listing, models, reproduce, verify
 
 __all__ = ["build_parser", "main"]
 
@@ -165,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="re-run a track from its generation manifest")
     reproduce.add_arguments(p)
     p.set_defaults(func=lambda a: asyncio.run(reproduce.run_cli(a)))
+
+    p = sub.add_parser("models", help="checkpoints: pull one from the hub, list those here")
+    models.add_arguments(p)
+    p.set_defaults(func=models.run_cli)
 
     p = sub.add_parser("schemas", help="JSON Schemas of the topic messages")
     p.add_argument("action", choices=["export", "check"])

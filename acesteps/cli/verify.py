@@ -1,6 +1,8 @@
-"""``acesteps verify``: its arguments, the verdict for a person, the exit code (0/1/2).
+"""``acesteps verify``: its arguments, the verdict for a person, the exit code.
 
-The check itself is `acesteps.verify`.
+MATCH 0, MISMATCH 1, CANNOT VERIFY 2, NOT REGISTERED 3: the words and codes of
+`acesteps.verify` (the verification page says the same words). The check itself is
+`acesteps.verify`.
 """
 
 from __future__ import annotations
@@ -15,22 +17,28 @@ from acesteps.chain import connect
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.registry import Registry
 from acesteps.settings import ChainSettings, ConfigError, load_settings
-from acesteps.verify import DEFAULT_MAX_BYTES, Status, Verdict, verify
+from acesteps.verify import (
+    DEFAULT_MAX_BYTES,
+    HEADLINE,
+    Status,
+    Verdict,
+    malformed,
+    parse_target,
+    verify,
+)
 
 __all__ = ["add_arguments", "render", "run_cli"]
-
-_HEADLINE = {Status.MATCH: "MATCH", Status.MISMATCH: "MISMATCH", Status.UNKNOWN: "CANNOT VERIFY"}
 
 
 def render(v: Verdict) -> str:
     """The verdict for a person: a headline, then both sides, one value per line."""
-    lines = [f"{_HEADLINE[v.status]}: {v.reason}", ""]
+    lines = [f"{HEADLINE[v.status]}: {v.reason}", ""]
 
     def row(label: str, value: object) -> None:
         if value is not None:
             lines.append(f"  {label:<14}{value}")
 
-    row("target", v.target if v.target != v.request_id else None)
+    row("target", v.target if v.target and v.target != v.request_id else None)
     row("request id", v.request_id)
     if v.also_registered_as:
         row("same CID in", ", ".join(v.also_registered_as))
@@ -42,14 +50,14 @@ def render(v: Verdict) -> str:
             row("finality", f"{v.confirmations} confirmation(s), {settled}")
     row("bytes from", v.source)
     row("size", f"{v.size} bytes" if v.size is not None else None)
-    if v.onchain_audio_hash is not None:
+    if v.onchain_audio_hash is not None or v.computed_audio_hash is not None:
         lines.append("")
         for label, on, got, same in (
             ("audioHash", v.onchain_audio_hash, v.computed_audio_hash, v.hash_matches),
             ("CID", v.onchain_cid, v.computed_cid, v.cid_matches),
         ):
             mark = "" if same is None else ("  (same)" if same else "  (DIFFERENT)")
-            lines.append(f"  {label:<14}on chain  {on}")
+            lines.append(f"  {label:<14}on chain  {on if on is not None else '-'}")
             lines.append(f"  {'':<14}computed  {got if got is not None else '-'}{mark}")
     if v.onchain_manifest_hash is not None or v.manifest_note:
         lines.append("")
@@ -65,7 +73,14 @@ def render(v: Verdict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``acesteps verify``; the parser's ``func`` is left to the caller."""
-    parser.add_argument("target", metavar="ID", help="request id (0x + 64 hex) or CID")
+    parser.add_argument(
+        "target",
+        metavar="ID",
+        nargs="?",
+        default="",
+        help="request id (0x + 64 hex), CID or gateway URL (.../ipfs/CID); without it, --file "
+        "alone is looked up by its audioHash",
+    )
     parser.add_argument("--file", type=Path, help="check this local file instead of IPFS")
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
     parser.add_argument("--rpc-url", help="JSON-RPC endpoint (default: ACESTEPS_RPC_URL)")
@@ -80,8 +95,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run_cli(args: argparse.Namespace) -> int:
-    """Run ``acesteps verify``; prints the verdict and returns its exit code (0/1/2)."""
+    """Run ``acesteps verify``; prints the verdict and returns its exit code (0-3)."""
     settings = load_settings(ChainSettings)
+    if not args.target and args.file is None:
+        verdict = Verdict(
+            Status.UNKNOWN, "give a request id, a CID or a gateway URL, or --file", ""
+        )
+        print(verdict.to_json() if args.json else render(verdict))
+        return verdict.exit_code
+    asked = parse_target(args.target) if args.target else None
+    if args.target and asked is None:
+        verdict = Verdict(Status.UNKNOWN, malformed(args.target), args.target)
+        print(verdict.to_json() if args.json else render(verdict))
+        return verdict.exit_code
     try:
         address = args.contract or settings.contract()
     except ConfigError as exc:
@@ -94,10 +120,12 @@ async def run_cli(args: argparse.Namespace) -> int:
     w3 = connect(args.rpc_url or settings.rpc_url, timeout_s=30.0)
     async with aiohttp.ClientSession() as session:
         source: ByteSource
+        # A gateway URL as the target names where to read, unless another source is given.
+        gateway = args.gateway_url or (asked.gateway if asked and not args.ipfs_api_url else None)
         if args.file is not None:
             source = FileSource(args.file)
-        elif args.gateway_url:
-            source = GatewaySource(session, args.gateway_url, settings.ipfs_timeout_s)
+        elif gateway:
+            source = GatewaySource(session, gateway, settings.ipfs_timeout_s)
         else:
             url = args.ipfs_api_url or settings.ipfs_api_url
             kubo = KuboClient(url, session=session, timeout_s=settings.ipfs_timeout_s)

@@ -255,8 +255,9 @@ async def _fetch_and_verify(
         "rpcUrl": settings.rpc_url,
         "contract": settings.contract(),
         "ipfsGateway": f"{settings.ipfs_gateway_url}/ipfs/{record['cid']}",
-        "model": record["model"],
-        "tinyModel": str(record["model"]).startswith("tiny-"),
+        # The checkpoint that made it (the record's ``model`` is the served model's name).
+        "model": record.get("modelId") or record["model"],
+        "tinyModel": str(record.get("modelId") or record["model"]).startswith("tiny-"),
         "seed": record["seed"],
     }
     if record.get("requestTxHash"):
@@ -298,7 +299,8 @@ def model_notice(lines: list[dict[str, Any]]) -> str:
         return (
             f"{bar}\n!! These tracks were made by the TINY TEST CHECKPOINT ({', '.join(models)}):\n"
             "!! random weights, the audio is noise. No ACE-Step 1.5 weights were found locally\n"
-            "!! or in the Hugging Face cache; see docs/deploy.md (ACESTEPS_GENERATOR_MODEL).\n"
+            "!! (the generator's log says how to get them: `acesteps models pull`, README\n"
+            '!! "Models"; docs/deploy.md, ACESTEPS_GENERATOR_MODEL).\n'
             f"{bar}"
         )
     return f"model: {', '.join(models)} (real ACE-Step weights)"

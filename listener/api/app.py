@@ -18,7 +18,7 @@ from prometheus_client import Counter, Histogram
 
 from acesteps import logs
 from acesteps.types import parse_request_id
-from listener.api import contract, routes
+from listener.api import contract, pages, routes
 from listener.api.auth import Unauthorized
 from listener.api.cors import Cors
 from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure, error_response
@@ -168,6 +168,7 @@ def create_app(deps: ApiDeps) -> web.Application:
     app[DEPS] = deps
     routes.add_routes(app)
     contract.add_routes(app)
+    pages.add_routes(app)
     webhooks.add_routes(app)
     app.router.add_static("/static/", STATIC, name="static")
     app.on_response_prepare.append(_revalidate_static)

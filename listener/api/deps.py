@@ -16,11 +16,13 @@ from aiohttp import web
 
 from acesteps.artifact import ContractArtifact
 from acesteps.messages import CancelRequested, GenerationRequest
+from acesteps.models import Catalog
 from acesteps.types import parse_request_id
 from acesteps.verify import Verdict
 from listener.api.audiocache import AudioCache
 from listener.api.auth import ApiKeys, RateLimiter
 from listener.api.models import ApiError, ErrorBody, Generation
+from listener.api.pageconfig import PageConfig
 from listener.api.projection import Hub, Projection
 from listener.api.store import Store
 from listener.api.webhooks.config import WebhookConfig
@@ -89,10 +91,15 @@ class ApiDeps:
     cors_origins: tuple[str, ...] = ()
     webhooks: WebhookConfig | None = None
     """Signing and target rules of webhooks (`listener.api.webhooks`); None: refused."""
+    models: Catalog = field(default_factory=Catalog.single)
+    """The served models (``ACESTEPS_MODELS``, as the generators read it): requests naming
+    another are refused, ``GET /api/models`` lists them (`listener.api.served`)."""
     error_limit: RateLimiter = field(default_factory=lambda: RateLimiter(300, 100))
     """What submissions refused as invalid spend instead of ``generate_limit``."""
     contract_artifact: Callable[[], Awaitable[ContractArtifact]] | None = None
     """Reads ``GET /api/contract``'s document (`listener.api.contract`); None: no chain reads."""
+    pages: PageConfig = field(default_factory=PageConfig)
+    """What the verification and track pages are told (`listener.api.pages`)."""
 
 
 def base_url(request: web.Request, deps: ApiDeps) -> str:

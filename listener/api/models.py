@@ -155,7 +155,17 @@ class Generation(Extras):
     cid: str | None = None
     ipfs_urls: list[str] = Field(default_factory=list)
     size_bytes: int | None = None
-    model: str | None = None
+    model: str | None = Field(
+        None,
+        description="the served model (GET /api/models): as the request named it (null: the "
+        "operator's default), then the one that made the track",
+    )
+    model_id: str | None = Field(
+        None, description="the checkpoint that made the track (its manifest's model.id)"
+    )
+    weights_digest: str | None = Field(
+        None, description="the digest of that checkpoint's weights (its manifest's)"
+    )
     tx_hash: str | None = Field(None, description="the registerTrack transaction")
     block_number: int | None = None
     confirmations: int | None = Field(

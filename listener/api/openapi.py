@@ -5,6 +5,7 @@ Served at ``/api/openapi.json``; the contract tests run schemathesis against it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -15,6 +16,9 @@ from listener.api.cancel import DURATION_PATTERN as _DURATION
 from listener.api.contract import openapi_path as _contract
 from listener.api.listing import CURSOR
 from listener.api.models import ErrorBody, GenerateBody, Generation, Status
+from listener.api.pages import openapi_path as _verify_config
+from listener.api.served import ServedModelList
+from listener.api.served import openapi_path as _served
 from listener.api.verdicts import verdict_schema
 from listener.api.webhooks.models import WebhookDeliveries, WebhookPayload, WebhookSecret
 
@@ -33,6 +37,7 @@ def _schemas() -> dict[str, Any]:
         (WebhookDeliveries, "serialization"),
         (WebhookSecret, "serialization"),
         (WebhookPayload, "serialization"),
+        (ServedModelList, "serialization"),
     )
     for model, mode in models:
         schema = model.model_json_schema(by_alias=True, ref_template=_REF, mode=mode)  # type: ignore[arg-type]
@@ -413,6 +418,8 @@ def _paths() -> dict[str, Any]:
             }
         },
         "/api/contract": _contract(),
+        "/api/models": _served(),
+        "/api/verify-config": _verify_config(),
         "/healthz": {
             "get": {
                 "operationId": "health",
@@ -425,7 +432,19 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def openapi_document(server_url: str) -> dict[str, Any]:
+def _served_names(schemas: dict[str, Any], models: Sequence[str]) -> dict[str, Any]:
+    """The schemas with the request's ``model`` limited to the served names (the web page
+    offers them as a choice); without names, as built."""
+    if not models:
+        return schemas
+    branch = schemas["GenerateBody"]["properties"]["model"]["anyOf"][0]
+    branch["enum"] = list(models)
+    return schemas
+
+
+def openapi_document(server_url: str, models: Sequence[str] = ()) -> dict[str, Any]:
+    """The document; ``models``: the served names (`acesteps.models`), which a request's
+    ``model`` may take."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -437,7 +456,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         "paths": _paths(),
         "webhooks": _WEBHOOKS,
         "components": {
-            "schemas": _schemas(),
+            "schemas": _served_names(_schemas(), models),
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer"},
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

@@ -72,6 +72,9 @@ SCHEMA = (
     "WHERE status = 'queued'",
     "CREATE INDEX IF NOT EXISTS generations_by_requester "
     "ON generations (requester, created_key, id)",
+    # /tracks: the completed records of every requester, newest first
+    "CREATE INDEX IF NOT EXISTS generations_completed ON generations (created_key, id) "
+    "WHERE status = 'completed'",
 )
 SCHEMA_LOCK = 0x61636573_74657073  # advisory lock key: replicas starting together
 _COLUMNS = "doc::text, fingerprint, request_seen"

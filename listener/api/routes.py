@@ -11,6 +11,7 @@ GET  /api/generations/{id}/verify     the check `acesteps verify` runs, as JSON
 GET  /api/generations/{id}/manifest   the generation manifest (checked against the chain)
 GET  /api/generations/{id}/webhooks   its webhook deliveries (webhooks/routes.py)
 GET  /api/webhooks/secret             the caller's webhook signing secret (webhooks/routes.py)
+GET  /api/models                      the served models (served.py)
 GET  /api/openapi.json                the OpenAPI document
 GET  /healthz, GET /metrics, GET /    health, Prometheus, the web page
 """
@@ -42,6 +43,8 @@ from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure, answer,
 from listener.api.models import GenerateBody, Generation, Status
 from listener.api.openapi import openapi_document
 from listener.api.rows import time_key
+from listener.api.served import check_model
+from listener.api.served import get_models as models
 from listener.api.updates import from_request
 from listener.api.verdicts import verdict_body
 from listener.api.webhooks.subscribe import subscription
@@ -100,6 +103,7 @@ def _wait_s(request: web.Request, deps: ApiDeps) -> float:
 async def generate(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     body = await _body(request)
+    check_model(deps.models, body.model)  # a model no generator serves is never queued
     wait_s = _wait_s(request, deps)
     caller = request[CALLER]
     key = request.headers.get("Idempotency-Key")
@@ -358,7 +362,8 @@ async def metrics(_: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(base_url(request, request.app[DEPS])))
+    deps = request.app[DEPS]
+    return web.json_response(openapi_document(base_url(request, deps), deps.models.names))
 
 
 async def page(_: web.Request) -> web.FileResponse:
@@ -374,6 +379,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/generations/{id}/cancel", cancel)
     app.router.add_get("/api/generations/{id}/verify", verify)
     app.router.add_get("/api/generations/{id}/manifest", manifest)
+    app.router.add_get("/api/models", models)
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

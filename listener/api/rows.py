@@ -60,9 +60,10 @@ ADDRESS = re.compile(ADDRESS_PATTERN)
 @dataclass(frozen=True)
 class ListQuery:
     """One page of ``GET /api/generations``: a requester's records, newest first, after the
-    cursor (``after``: the `time_key` and id of the last record of the page before)."""
+    cursor (``after``: the `time_key` and id of the last record of the page before); with
+    ``requester`` None, the records of every requester (``/tracks``: the completed ones)."""
 
-    requester: str
+    requester: str | None
     source: str | None = None
     statuses: tuple[str, ...] = ()
     since: datetime | None = None
@@ -74,7 +75,11 @@ class ListQuery:
 def list_sql(q: ListQuery, mark: str) -> tuple[str, list[object]]:
     """The ``WHERE ... ORDER BY ... LIMIT`` of ``q`` with ``mark`` placeholders (``?`` or
     ``%s``), and its parameters. One row more than the page: whether there is a next one."""
-    where, params = ["requester = " + mark], [q.requester]
+    where: list[str] = []
+    params: list[object] = []
+    if q.requester is not None:
+        where.append("requester = " + mark)
+        params.append(q.requester)
     if q.source is not None:
         where.append("source = " + mark)
         params.append(q.source)
@@ -90,7 +95,7 @@ def list_sql(q: ListQuery, mark: str) -> tuple[str, list[object]]:
     if q.after is not None:
         where.append(f"(created_key, id) < ({mark}, {mark})")
         params.extend(q.after)
-    sql = f"WHERE {' AND '.join(where)} ORDER BY created_key DESC, id DESC LIMIT {mark}"
+    sql = f"WHERE {' AND '.join(where) or '1 = 1'} ORDER BY created_key DESC, id DESC LIMIT {mark}"
     return sql, [*params, q.limit + 1]
 
 

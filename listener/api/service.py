@@ -38,6 +38,7 @@ from listener.api.auth import ApiKeys, RateLimiter
 from listener.api.contract import CachedArtifact
 from listener.api.deps import ApiDeps
 from listener.api.outbox import Outbox
+from listener.api.pageconfig import PageConfig
 from listener.api.projection import Hub, Projection
 from listener.api.store import Store, open_store
 from listener.api.webhooks.config import WebhookConfig, load_master
@@ -131,8 +132,16 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
             resend_after_s=settings.api_resend_after_s,
             cors_origins=tuple(settings.api_cors_origins),
             webhooks=webhooks,
+            models=settings.catalog(),
             contract_artifact=CachedArtifact(
                 lambda: read_artifact(registry, settings.deployment(registry.address))
+            ),
+            pages=PageConfig.of(
+                settings.rpc_url,
+                settings.api_public_rpc_url,
+                settings.api_public_gateway_url or settings.ipfs_gateway_url,
+                settings.api_explorer_url,
+                from_block,
             ),
         )
         outbox = Outbox(

@@ -86,6 +86,10 @@ class SqliteStore:
                 "CREATE INDEX IF NOT EXISTS generations_by_requester "
                 "ON generations (requester, created_key, id)"
             )
+            db.execute(  # /tracks: the completed records of every requester, newest first
+                "CREATE INDEX IF NOT EXISTS generations_completed ON generations "
+                "(created_key, id) WHERE status = 'completed'"
+            )
             self._db = db
 
         await self._run(_open)

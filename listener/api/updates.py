@@ -66,7 +66,7 @@ def apply(current: Generation | None, message: Message) -> Generation | None:
             fields = from_request(message)
             if current is not None:
                 fields.pop("created_at")
-                for name in ("seed", "chain_id", "contract", "format", "duration_s"):
+                for name in ("seed", "chain_id", "contract", "format", "duration_s", "model"):
                     if getattr(current, name) is not None:
                         fields.pop(name)
             if base.status is Status.REVOKED:
@@ -99,7 +99,9 @@ def apply(current: Generation | None, message: Message) -> Generation | None:
                 size_bytes=message.size_bytes,
                 duration_s=message.duration_s or base.duration_s,
                 seed=message.seed if message.seed is not None else base.seed,
-                model=message.model_id,
+                model=message.model if message.model is not None else base.model,
+                model_id=message.model_id,
+                weights_digest=message.weights_digest or base.weights_digest,
             )
         case TrackFinalized():
             if message.tx_hash != base.tx_hash:

@@ -20,7 +20,11 @@ from acesteps.verify import Verdict
 __all__ = ["verdict_body", "verdict_schema"]
 
 _DERIVED: dict[str, Any] = {
-    "exit_code": {"type": "integer", "enum": [0, 1, 2], "description": "acesteps verify's"},
+    "exit_code": {
+        "type": "integer",
+        "enum": [0, 1, 2, 3],
+        "description": "acesteps verify's: 0 MATCH, 1 MISMATCH, 2 UNKNOWN, 3 NOT_REGISTERED",
+    },
     "hash_matches": {"type": ["boolean", "null"]},
     "cid_matches": {"type": ["boolean", "null"]},
 }

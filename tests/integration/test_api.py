@@ -58,7 +58,8 @@ async def test_generate_waits_and_answers_the_completed_track(pipeline: Pipeline
     # The seed contract's fields, all filled.
     for name in ("id", "audioUrl", "audioHash", "cid", "duration", "prompt", "txHash", "seed"):
         assert record[name] not in (None, ""), name
-    assert record["seed"] == 11 and record["duration"] == 5 and record["model"].startswith("tiny")
+    assert record["seed"] == 11 and record["duration"] == 5 and record["model"] == "default"
+    assert record["modelId"].startswith("tiny") and record["weightsDigest"].startswith("sha256:")
     async with aiohttp.ClientSession() as http:
         async with http.get(record["audioUrl"]) as answer:
             assert answer.status == 200 and answer.headers["Content-Type"] == "audio/mpeg"

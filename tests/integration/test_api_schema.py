@@ -122,9 +122,17 @@ OPERATIONS = [
     ("GET", "/api/generations/{id}/webhooks"),
     ("GET", "/api/webhooks/secret"),
     ("GET", "/api/contract"),
+    ("GET", "/api/models"),
+    ("GET", "/api/verify-config"),
     ("GET", "/healthz"),
 ]
-NO_INPUT = ("/healthz", "/api/webhooks/secret", "/api/contract")
+NO_INPUT = (
+    "/healthz",
+    "/api/webhooks/secret",
+    "/api/contract",
+    "/api/models",
+    "/api/verify-config",
+)
 
 
 def test_the_document_lists_every_operation(api_schema: schemathesis.BaseSchema) -> None:

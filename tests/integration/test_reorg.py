@@ -308,7 +308,9 @@ async def test_twenty_requests_under_random_reorgs_end_with_chain_and_api_agreei
         # Verified as anyone would: MATCH for every real track, nothing for the others.
         for rid in sent:
             verdict = await verify_against(pipeline, stack, rid)
-            assert verdict.status.value == ("MATCH" if rid in on_chain else "UNKNOWN"), verdict
+            assert verdict.status.value == ("MATCH" if rid in on_chain else "NOT_REGISTERED"), (
+                verdict
+            )
             if rid in on_chain:
                 assert verdict.final
 

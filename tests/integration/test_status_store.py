@@ -25,7 +25,7 @@ from acesteps.messages import (
 )
 from listener.api.models import Generation, Status
 from listener.api.pgstore import PostgresStore
-from listener.api.rows import Event
+from listener.api.rows import Event, ListQuery, time_key
 from listener.api.sqlitestore import SqliteStore
 from listener.api.store import Store, open_store
 from listener.api.webhooks.models import EVENTS, Attempted, Claimed, Subscription
@@ -258,6 +258,35 @@ async def test_the_outbox_holds_what_was_not_read_back_from_kafka(store: Store) 
     assert len(await store.unsent(later + timedelta(seconds=5))) == 2
     await store.apply(events(request_of(unsent), request_of(young)), {})
     assert await store.unsent(later + timedelta(seconds=5)) == []
+
+
+async def test_a_page_of_every_requesters_completed_records(store: Store) -> None:
+    """``/tracks``: with no requester, the completed records of all requesters, newest first,
+    a page at a time, with no repeats and no gaps."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    ids = [new_id() for _ in range(6)]
+    for n, rid in enumerate(ids):
+        request = request_of(rid).model_copy(
+            update={"requester": f"key-{n % 3}", "requested_at": start + timedelta(seconds=n)}
+        )
+        # The third never completes, the fifth fails: neither is a track.
+        rest = {2: [], 4: [failure_of(rid)]}.get(n, [track_of(rid)])
+        await store.apply(events(request, *rest), {})
+
+    listed: list[str] = []
+    after = None
+    while True:
+        query = ListQuery(requester=None, statuses=("completed",), after=after, limit=2)
+        page, more = await store.page(query)
+        listed += [g.id for g in page]
+        assert all(g.status is Status.COMPLETED for g in page)
+        if not more:
+            break
+        after = (time_key(page[-1].created_at), page[-1].id)
+    assert listed == [ids[5], ids[3], ids[1], ids[0]]
+    # A requester's own listing is unchanged: only theirs.
+    own, _ = await store.page(ListQuery(requester="key-0", limit=10))
+    assert [g.id for g in own] == [ids[3], ids[0]]
 
 
 async def test_open_store_picks_the_store_by_url(tmp_path: Path) -> None:

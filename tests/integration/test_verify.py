@@ -175,11 +175,79 @@ def render_from_json(out: str) -> str:
     return render(Verdict(**body))
 
 
-async def test_an_unregistered_id_cannot_be_verified(env: Env) -> None:
+async def test_an_unregistered_id_is_not_registered(env: Env) -> None:
     rid = "0x" + keccak(os.urandom(16)).hex()
     code, out = await env.cli(rid)
+    assert code == 3
+    assert out.startswith(f"NOT REGISTERED: request {rid} is not registered on this contract")
+    code, out = await env.cli(rid, "--json")
+    assert json.loads(out)["status"] == "NOT_REGISTERED" and code == 3
+
+
+@pytest.mark.parametrize("target", ["0x1234", "not a cid", "https://example.org/track.mp3"])
+async def test_a_malformed_target_says_so(env: Env, target: str) -> None:
+    code, out = await env.cli(target)
     assert code == 2
-    assert out.startswith("CANNOT VERIFY: ") and "not registered" in out
+    assert out.startswith(
+        f"CANNOT VERIFY: '{target}' is neither a request id (0x + 64 hex), a CID nor a gateway URL"
+    )
+
+
+async def test_a_file_alone_is_looked_up_by_its_audio_hash(env: Env) -> None:
+    data = track()
+    rid, cid = await env.publish(data)
+    good, bad = env.tmp / "track.mp3", env.tmp / "tampered.mp3"
+    good.write_bytes(data)
+    bad.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+
+    code, out = await env.cli("--file", str(good), "--json", source="none")
+    verdict = json.loads(out)
+    assert code == 0 and verdict["status"] == "MATCH", out
+    assert verdict["request_id"] == rid and verdict["computed_cid"] == cid
+    assert verdict["contract_verify"] is True
+
+    # Tampered: no registration has these bytes (against its request id, it is a MISMATCH).
+    code, out = await env.cli("--file", str(bad), source="none")
+    assert code == 3, out
+    assert out.startswith(
+        f"NOT REGISTERED: no request is registered with audioHash {keccak256_hex(bad.read_bytes())}"
+        " (requestOfAudio)"
+    )
+    assert cid_of_bytes(bad.read_bytes()) in out  # what was computed is shown
+    code, out = await env.cli(rid, "--file", str(bad), source="none")
+    assert code == 1 and out.startswith("MISMATCH: ")
+
+
+async def test_without_the_view_a_file_alone_is_found_by_a_log_scan(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment whose ABI has no ``requestOfAudio``: the TrackRegistered logs are scanned."""
+    monkeypatch.setattr("acesteps.verify.has_function", lambda name: False)
+    data = track(4000)
+    rid, _ = await env.publish(data)
+    await env.publish(track(4000))  # another registration the scan must skip
+    path = env.tmp / "track.wav"
+    path.write_bytes(data)
+
+    code, out = await env.cli("--file", str(path), "--from-block", "0", "--json", source="none")
+    assert code == 0 and json.loads(out)["request_id"] == rid, out
+    path.write_bytes(data + b"\0")
+    code, out = await env.cli("--file", str(path), "--from-block", "0", source="none")
+    assert code == 3, out
+    assert out.startswith("NOT REGISTERED: no TrackRegistered log with audioHash 0x")
+    assert "from block 0" in out.splitlines()[0]
+
+
+async def test_a_gateway_url_is_its_cid_read_from_that_gateway(env: Env) -> None:
+    data = track()
+    rid, cid = await env.publish(data)
+    url = f"{env.stack.ipfs_gateway_url}/ipfs/{cid}"
+
+    code, out = await env.cli(url, "--from-block", "0", "--json", source="none")
+
+    verdict = json.loads(out)
+    assert code == 0 and verdict["request_id"] == rid and verdict["target"] == url, out
+    assert verdict["source"] == f"gateway {env.stack.ipfs_gateway_url}/ipfs/{cid}"
 
 
 @pytest.mark.parametrize("source", ["api", "gateway"])
@@ -206,7 +274,7 @@ async def test_a_cid_alone_finds_its_registration(env: Env) -> None:
     verdict = json.loads(out)
     assert code == 0 and verdict["request_id"] == rid and verdict["target"] == cid
     code, out = await env.cli(cid_of_bytes(b"never registered"), "--from-block", "0")
-    assert code == 2 and "no TrackRegistered log with CID" in out
+    assert code == 3 and out.startswith("NOT REGISTERED: no TrackRegistered log with CID")
 
 
 async def test_an_unreachable_chain_cannot_verify(

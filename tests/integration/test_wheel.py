@@ -90,6 +90,7 @@ def test_service_entry_points_import_from_the_wheel(
         "import listener.__main__, publisher.__main__\n"
         "import listener.api.deps as d, acesteps.registry as r\n"
         "assert (d.STATIC / 'index.html').is_file() and r.abi() and r.bytecode().startswith('0x')\n"
+        "assert (d.STATIC / 'verify.js').stat().st_size > 100_000  # the built page script\n"
         "import listener, publisher, acesteps\n"
         "print(listener.__file__, publisher.__file__, acesteps.__file__)"
     )

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.messages import CancelRequested, GenerationRequest
+from acesteps.models import Catalog
 from acesteps.provenance import ManifestProblem
 from acesteps.verify import Status as VerdictStatus
 from acesteps.verify import Verdict
@@ -76,6 +77,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         wait_s: float = 0,
         cors: tuple[str, ...] = (),
         webhooks: WebhookConfig | None = None,
+        models: Catalog | None = None,
     ) -> tuple[TestClient[Any, Any], ApiDeps, FakeKafka]:
         store = await SqliteStore(tmp_path / f"s{len(stores)}.sqlite3").open()
         stores.append(store)
@@ -96,6 +98,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             contract=CONTRACT,
             cors_origins=cors,
             webhooks=webhooks or WebhookConfig(MASTER, TargetPolicy(resolver=MapResolver(HOSTS))),
+            models=models or Catalog.single(),
         )
         client = TestClient(TestServer(create_app(deps)))
         await client.start_server()

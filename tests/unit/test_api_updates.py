@@ -85,7 +85,7 @@ def test_any_arrival_order_ends_completed_with_every_field(order: list[Message])
         TRACK.tx_hash,
         99,
     )
-    assert g.model == "tiny-acestep-v1" and g.error is None
+    assert g.model_id == "tiny-acestep-v1" and g.error is None
 
 
 def test_progress_only_moves_forward() -> None:

@@ -27,6 +27,7 @@ from acesteps.topics import Topics
 from generator.model import Model
 from generator.pipeline import Pipeline
 from generator.policy import ContentPolicy
+from generator.served import ServedModels
 from generator.stops import Stops
 from generator.worker import Deps, handle, prefetch
 from tests.unit.generator_fixtures import tiny_dir, tiny_model, tiny_settings
@@ -63,7 +64,7 @@ class Harness:
         self.pipeline = Pipeline(self, encode_threads=1, stopping=self.stops.why)
         self.deps = Deps(
             TOPICS,
-            model,
+            ServedModels.of(model),
             ContentPolicy.from_file(None, enabled=False),
             self.pipeline,
             stops=self.stops,

@@ -126,7 +126,7 @@ def test_an_unreachable_hub_id_without_a_local_copy_says_what_to_do(
     message = str(exc.value)
     assert repo in message
     assert "ACESTEPS_GENERATOR_MODEL" in message and "tiny" in message
-    assert f"huggingface-cli download {repo}" in message
+    assert f"acesteps models pull {repo} --local-dir DIR" in message
 
 
 def test_a_directory_that_is_not_a_checkpoint_is_refused(

@@ -33,6 +33,7 @@ SAMPLE: dict[str, object] = {
     "lyrics": "[verse]\nla la",
     "tags": ("piano", "rain"),
     "seed": 7,
+    "model": "tiny-b",
 }
 
 

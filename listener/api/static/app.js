@@ -319,10 +319,13 @@ function showTrack(g) {
     .filter(Boolean)
     .join(", ");
   $("contract").textContent = g.contract || "";
-  $("model").textContent = [g.model, g.seed != null ? `seed ${g.seed}` : ""]
+  $("model").textContent = [g.model, g.modelId, g.seed != null ? `seed ${g.seed}` : ""]
     .filter(Boolean)
     .join(", ");
   $("verify-button").disabled = false;
+  $("verify-in-browser").href = `verify?id=${g.id}`;
+  $("track-page").href = `tracks/${g.id}`;
+  $("track-page").textContent = `tracks/${g.id}`;
   if (same) return;
   showProvenance(g).catch(() => {
     $("provenance").hidden = true; // no manifest to show (yet): the rest stands
@@ -363,46 +366,9 @@ function formatBytes(n) {
   return n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1048576).toFixed(2)} MiB`;
 }
 
-async function drawWaveform(url) {
-  const canvas = $("waveform");
-  canvas.dataset.drawn = "";
-  const answer = await fetch(url);
-  if (!answer.ok) throw new Error(`HTTP ${answer.status}`);
-  // An offline context decodes without the autoplay policy's user-gesture requirement.
-  const context = new OfflineAudioContext(1, 1, 44100);
-  const audio = await context.decodeAudioData(await answer.arrayBuffer());
-
-  const ratio = window.devicePixelRatio || 1;
-  canvas.width = Math.max(1, Math.round(canvas.clientWidth * ratio));
-  canvas.height = Math.max(1, Math.round(canvas.clientHeight * ratio));
-  const { width, height } = canvas;
-  const g = canvas.getContext("2d");
-  const style = getComputedStyle(canvas);
-  g.fillStyle = style.backgroundColor;
-  g.fillRect(0, 0, width, height);
-
-  // One vertical bar per pixel column: the min and max sample over all channels.
-  const channels = [...Array(audio.numberOfChannels).keys()].map((c) => audio.getChannelData(c));
-  const perColumn = Math.max(1, Math.floor(audio.length / width));
-  const middle = height / 2;
-  g.fillStyle = style.color;
-  for (let x = 0; x < width; x++) {
-    let lo = 0;
-    let hi = 0;
-    const start = x * perColumn;
-    const end = Math.min(audio.length, start + perColumn);
-    for (const data of channels) {
-      for (let i = start; i < end; i++) {
-        if (data[i] < lo) lo = data[i];
-        else if (data[i] > hi) hi = data[i];
-      }
-    }
-    const top = middle - Math.min(1, hi) * middle;
-    const bottom = middle - Math.max(-1, lo) * middle;
-    g.fillRect(x, top, 1, Math.max(1, bottom - top));
-  }
-  canvas.dataset.drawn = "true";
-  canvas.setAttribute("aria-label", `Waveform of the track (${audio.duration.toFixed(1)} s)`);
+// The waveform is drawn by static/waveform.js, shared with the track pages (/tracks/{id}).
+function drawWaveform(url) {
+  return window.AceSteps.drawWaveform($("waveform"), url);
 }
 
 // ---------------------------------------------------------------- verify
@@ -418,7 +384,7 @@ async function verify() {
   try {
     const v = await api(generationPath(current.id, "verify"));
     box.dataset.status = v.status;
-    $("verify-status").textContent = v.status;
+    $("verify-status").textContent = v.status.replace("_", " ");  // NOT_REGISTERED: two words
     $("verify-reason").textContent = v.reason || "";
     $("verify-onchain-hash").textContent = v.onchainAudioHash || "—";
     $("verify-computed-hash").textContent = v.computedAudioHash || "—";

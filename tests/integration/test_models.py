@@ -1,0 +1,89 @@
+"""Two served models on the real stack: one request per model through the HTTP API.
+
+The listener (with the API) and the generator read the same ``ACESTEPS_MODELS``: ``tiny-a``
+(the tiny checkpoint, 8 steps, the default) and ``tiny-b`` (a second tiny checkpoint with other
+random weights, 4 steps, its weights digest pinned). Each request's record and its generation
+manifest (fetched from IPFS, checked against the chain) name the model that made it and its
+weights digest; ``GET /api/models`` lists both; an unknown name is refused before it is
+queued.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from acesteps.manifest import parse_manifest
+from acesteps.settings import CommonSettings
+from generator.digest import weights_digest
+from generator.settings import GeneratorSettings
+from generator.tiny import build_tiny, ensure_tiny
+from tests.integration.pipeline import Pipeline, running_pipeline
+
+B_SEED = 20_240_916
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tiny = ensure_tiny(GeneratorSettings().generator_tiny_dir)  # where the generator builds it
+    other = build_tiny(tmp_path_factory.mktemp("models") / "tiny-b", seed=B_SEED)
+    return {"tiny-a": tiny, "tiny-b": other}
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack: CommonSettings, checkpoints: dict[str, Path]) -> Iterator[Pipeline]:
+    models = {
+        "tiny-a": {"source": "tiny"},
+        "tiny-b": {
+            "source": str(checkpoints["tiny-b"]),
+            "steps": 4,
+            "digest": weights_digest(checkpoints["tiny-b"]),
+        },
+    }
+    # One setting, read by the API and the generator alike.
+    with running_pipeline(stack, common={"ACESTEPS_MODELS": json.dumps(models)}) as running:
+        yield running
+
+
+async def _json(http: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[int, Any]:
+    async with http.request(kwargs.pop("method", "GET"), url, **kwargs) as answer:
+        return answer.status, await answer.json(content_type=None)
+
+
+async def test_each_request_runs_on_the_model_it_names(
+    pipeline: Pipeline, checkpoints: dict[str, Path]
+) -> None:
+    api = pipeline.api_url
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=180)) as http:
+        status, listing = await _json(http, f"{api}/api/models")
+        assert status == 200 and listing["default"] == "tiny-a"
+        assert [m["name"] for m in listing["models"]] == ["tiny-a", "tiny-b"]
+        assert listing["models"][1]["weightsDigest"] == weights_digest(checkpoints["tiny-b"])
+        records = {}
+        for name in ("tiny-a", "tiny-b"):
+            body = {"prompt": "a calm piano piece", "duration": 5, "seed": 5, "model": name}
+            status, record = await _json(
+                http, f"{api}/api/generate?wait=150", method="POST", json=body
+            )
+            assert status == 200 and record["status"] == "completed", record
+            records[name] = record
+        for name, record in records.items():
+            digest = weights_digest(checkpoints[name])
+            assert record["model"] == name and record["weightsDigest"] == digest
+            async with http.get(f"{api}/api/generations/{record['id']}/manifest") as answer:
+                assert answer.status == 200, await answer.text()
+                manifest = parse_manifest(await answer.read())  # the registered bytes
+            assert manifest.model.name == name and manifest.model.weights_digest == digest
+            assert manifest.request.options.model == name
+            assert manifest.sampling.steps == (8 if name == "tiny-a" else 4)
+            assert record["modelId"] == manifest.model.id
+        assert records["tiny-a"]["audioHash"] != records["tiny-b"]["audioHash"]
+        # An unknown model never reaches a generator.
+        body = {"prompt": "a calm piano piece", "duration": 5, "model": "tiny-c"}
+        status, refused = await _json(http, f"{api}/api/generate", method="POST", json=body)
+        assert status == 422 and refused["error"]["field"] == "model"
