@@ -131,7 +131,7 @@ def assert_completed(g: Generation | None, rid: str) -> None:
     assert g.ipfs_urls == list(track.urls)
     assert g.block_number == 42
     assert (g.chain_id, g.contract) == (31337, track.contract)
-    assert (g.size_bytes, g.duration_s, g.seed, g.model) == (480_000, 30.0, 7, track.model_id)
+    assert (g.size_bytes, g.duration_s, g.seed, g.model_id) == (480_000, 30.0, 7, track.model_id)
     assert (g.prompt, g.tags, g.requester, g.source) == (
         "slow lofi piano",
         ("lofi", "piano"),
