@@ -4,13 +4,14 @@ Without it the tests fail, saying how to install it."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
-__all__ = ["CHROMIUM", "browser"]
+__all__ = ["CHROMIUM", "browser", "watched_page"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -38,3 +39,27 @@ def browser() -> Iterator[Browser]:
             yield chromium
         finally:
             chromium.close()
+
+
+@contextlib.contextmanager
+def watched_page(browser: Browser, *ignored: str) -> Iterator[Page]:
+    """A fresh page whose uncaught exceptions and console errors fail the test when it is
+    done; failed resource loads (an answer the test asked for) and console errors containing
+    one of ``ignored`` do not count."""
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+
+    def console(message: ConsoleMessage) -> None:
+        text = message.text
+        if message.type == "error" and "Failed to load resource" not in text:
+            if not any(part in text for part in ignored):
+                errors.append(f"console: {text}")
+
+    page.on("console", console)
+    try:
+        yield page
+        assert not errors, "the page reported errors:\n" + "\n".join(errors)
+    finally:
+        context.close()

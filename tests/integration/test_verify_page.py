@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from acesteps.dev.localstack import StackSettings
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.unixfs import CHUNK_SIZE
 from acesteps.settings import CommonSettings
 from tests.integration.anvil import free_port
+from tests.integration.browser import watched_page
 from tests.integration.pipeline import Pipeline, running_pipeline
 
 GENERATION_TIMEOUT_S = 240
@@ -94,23 +95,8 @@ def track(pipeline: Pipeline) -> Track:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1000, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-
-    def console(message: ConsoleMessage) -> None:
-        # Unreachable endpoints show up as failed loads; only script errors count.
-        if message.type == "error" and "Failed to load resource" not in message.text:
-            if "ERR_CONNECTION_REFUSED" not in message.text:
-                errors.append(f"console: {message.text}")
-
-    page.on("console", console)
-    try:
+    with watched_page(browser, "ERR_CONNECTION_REFUSED") as page:
         yield page
-        assert not errors, "the page reported errors:\n" + "\n".join(errors)
-    finally:
-        context.close()
 
 
 # ------------------------------------------------------------------ helpers

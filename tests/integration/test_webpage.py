@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from acesteps.dev.localstack import StackSettings
 from acesteps.settings import CommonSettings
+from tests.integration.browser import watched_page
 from tests.integration.pipeline import Pipeline, running_pipeline
 
 FINAL = ("completed", "failed", "revoked")
@@ -51,22 +52,8 @@ def pipeline(stack: CommonSettings) -> Iterator[Pipeline]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1000, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-
-    def console(message: ConsoleMessage) -> None:
-        # A 422 the page asked for shows up as a failed resource load; only script errors count.
-        if message.type == "error" and "Failed to load resource" not in message.text:
-            errors.append(f"console: {message.text}")
-
-    page.on("console", console)
-    try:
+    with watched_page(browser) as page:
         yield page
-        assert not errors, "the page reported errors:\n" + "\n".join(errors)
-    finally:
-        context.close()
 
 
 def _record(pipeline: Pipeline, request_id: str) -> dict[str, Any]:
