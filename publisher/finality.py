@@ -11,7 +11,10 @@
    `RegistrationReorged` for this one and a `TrackPublished` for that one. Not registered
    and still requested (a pending chain request, or any HTTP request): registered again
    (`publisher.registrar.register`), then the same two records. A chain request that is no
-   longer pending (it vanished with the reorg, or failed): a `RegistrationReorged` alone.
+   longer pending (it vanished with the reorg, or failed): a `RegistrationReorged` alone;
+   one the contract does not hold is gone only once the block it was requested in would be
+   final (`absence_final`): until then the reorg may only have moved it, and the record is
+   tried again.
 
 Each new `TrackPublished` is read back by this loop and followed in turn; the records it
 writes itself (`TrackFinalized`, `RegistrationReorged`) are skipped. A crash before the
@@ -33,12 +36,20 @@ from acesteps.errors import UnavailableError
 from acesteps.finality import Finality, Mined, tx_state
 from acesteps.kafka.records import InRecord, OutRecord, decode_value
 from acesteps.messages import TYPE_HEADER, RegistrationReorged, TrackFinalized, TrackPublished
+from acesteps.origin import ChainOrigin
 from acesteps.registry import LogRef, Provenance, Registry, RequestStatus, Track
 from publisher.errors import ConflictingRegistration, RetryablePublisherError, TxDropped
 from publisher.registrar import Registration, register
 from publisher.txsender import TxSender
 
-__all__ = ["FinalityDeps", "NotFinalYet", "handle_track", "wait_final"]
+__all__ = [
+    "FinalityDeps",
+    "NotFinalYet",
+    "RequestAbsent",
+    "absence_final",
+    "handle_track",
+    "wait_final",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,13 @@ class NotFinalYet(RetryablePublisherError, UnavailableError):
     """The transaction is not final yet: try the record again later, for as long as it takes."""
 
     code = "not_final_yet"
+
+
+class RequestAbsent(NotFinalYet):
+    """A chain request the contract does not hold now, requested in a block that is not final
+    yet: a reorg may only have moved it. Tried again until it is back or its absence is final."""
+
+    code = "request_absent"
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,21 @@ async def wait_final(
         if asyncio.get_running_loop().time() >= deadline:
             raise NotFinalYet(f"{what}: {ref.tx_hash} is not final yet ({state_text(state)})")
         await asyncio.sleep(deps.poll_s)
+
+
+async def absence_final(deps: FinalityDeps, origin: ChainOrigin | None) -> bool:
+    """Whether a chain request that the contract does not hold now is gone for good.
+
+    Only once the block it was requested in would be final: before that, a reorg may only
+    have moved it (its transaction re-included a few blocks later). The listener does not
+    announce a request again when its rescan finds it re-included, so whoever drops one
+    earlier loses its registration for good.
+    """
+    if origin is None:
+        return True
+    w3 = deps.registry.w3
+    head = int(await w3.eth.block_number)
+    return await deps.finality.is_final(w3, origin.block_number, head - origin.block_number + 1)
 
 
 async def handle_track(record: InRecord, deps: FinalityDeps) -> Sequence[OutRecord]:
@@ -122,6 +155,11 @@ async def _reregister(deps: FinalityDeps, track: TrackPublished) -> list[OutReco
         raise ConflictingRegistration(f"request {rid} is registered with {current}, not {wanted}")
     if current is None and track.source != "http":
         status = await registry.status(rid)
+        if status is RequestStatus.NONE and not await absence_final(deps, track.chain):
+            raise RequestAbsent(
+                f"registration of {rid} in {track.tx_hash} reorged out, and the request is not "
+                "on chain now; its block is not final yet, so it may come back"
+            )
         if status is not RequestStatus.PENDING:
             reason = f"its request is {status.name.lower()} on chain: not registered again"
             log.warning("request %s: registration %s reorged out; %s", rid, track.tx_hash, reason)

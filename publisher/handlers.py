@@ -4,7 +4,9 @@
 `acesteps.kafka.pipelined.PipelinedLoop`. ``prepare`` (`prepare_audio`), for each AudioReady
 as it is read:
 
-1. a chain request must still be on chain: one that a reorg removed is not published; a
+1. a chain request must still be on chain: one that a reorg removed is not published (once
+   its block would be final: until then the reorg may only have moved it, and the record is
+   tried again); a
    request that must stop (canceled, past its deadline: `acesteps.cancels`) becomes a
    `GenerationCanceled` and nothing of it is pinned;
 2. find the request's chunks and check the file against the AudioReady's claims;
@@ -71,7 +73,7 @@ from publisher.errors import (
     PermanentPublisherError,
     RetryablePublisherError,
 )
-from publisher.finality import FinalityDeps, wait_final
+from publisher.finality import FinalityDeps, RequestAbsent, absence_final, wait_final
 from publisher.manifests import pin_manifest
 from publisher.registrar import Outcome, Registration, mark_failed, submit_batch
 from publisher.txsender import TxSender
@@ -144,8 +146,9 @@ async def prepare_audio(record: InRecord, deps: Deps) -> Pinned | list[OutRecord
     if record.request_id != ready.request_id:
         raise InvalidRecordError(f"AudioReady for {ready.request_id} under key {record.key!r}")
 
-    # 1. Still a request? A chain request a reorg removed is not published (the listener
-    #    revokes it; if it comes back in another block, it is generated again).
+    # 1. Still a request? A chain request a reorg removed is not published once its absence
+    #    is final (the listener revokes it; if it comes back later, it is generated again);
+    #    until then it is tried again, since the reorg may only have moved it.
     if not await _still_requested(deps, ready):
         return []
     if (stop := why_stop(deps.cancels, ready.request_id, ready.deadline)) is not None:
@@ -287,7 +290,9 @@ async def _still_requested(deps: Deps, ready: AudioReady) -> bool:
 
     HTTP requests always are. A chain request is when the contract has it (pending, or
     registered or failed already: registration sorts those out). When it has not, the node
-    may only be behind the listener's: then retry until it has the request's block.
+    may only be behind the listener's: then retry until it has the request's block; or a
+    reorg may only have moved the request: then retry until it is back, or until its block
+    would be final (`publisher.finality.absence_final`), when its absence is final too.
     """
     if ready.source == "http":
         return True
@@ -304,6 +309,13 @@ async def _still_requested(deps: Deps, ready: AudioReady) -> bool:
     if ready.chain is not None and head < ready.chain.block_number:
         raise RetryablePublisherError(
             f"the node is at block {head}, before the request's block {ready.chain.block_number}"
+        )
+    async with _chain_errors("reading the request's block"):
+        gone = await absence_final(deps.finality, ready.chain)
+    if not gone:
+        raise RequestAbsent(
+            f"request {ready.request_id} is not on chain now (a reorg?), and its block "
+            f"{ready.chain.block_number if ready.chain else '?'} is not final yet: it may come back"
         )
     log.warning(
         "request %s is not on chain (its block %s was reorged out): not publishing it",
