@@ -21,7 +21,7 @@ by the generator before any GPU work.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -30,10 +30,12 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from acesteps.models import MODEL_NAME_PATTERN
+from acesteps.musical import BPM_MAX, BPM_MIN, VOCAL_LANGUAGES, canonical_key
 from acesteps.types import AudioFormat
 
 __all__ = [
@@ -89,6 +91,15 @@ def clean_text(value: str, field: str) -> str:
 
 
 Text = Annotated[str, Field(json_schema_extra={"pattern": TEXT_PATTERN})]
+TimeSignature = Literal[2, 3, 4, 6]
+VocalLanguage = Literal[VOCAL_LANGUAGES]  # type: ignore[valid-type]
+
+
+def _unset(value: object) -> bool:
+    """Options left out of records and manifests when not asked, so that those made before
+    the option existed keep their bytes (and older readers, which refuse unknown fields, keep
+    reading requests that do not set it)."""
+    return value is None or value is False
 
 
 class _Frozen(BaseModel):
@@ -141,11 +152,47 @@ class Extras(_Frozen):
         pattern=MODEL_NAME_PATTERN,
         description="the served model to use, by name (GET /api/models; default: the "
         "operator's default model)",
-        # Left out of records and manifests when not asked, so that those made before the
-        # option existed keep their bytes (and older readers, which refuse unknown fields,
-        # keep reading requests that do not name a model).
-        exclude_if=lambda value: value is None,
+        exclude_if=_unset,
     )
+    bpm: int | None = Field(
+        None, ge=BPM_MIN, le=BPM_MAX, description="tempo in beats per minute", exclude_if=_unset
+    )
+    key: str | None = Field(
+        None,
+        max_length=16,
+        description="the key: a note A-G, an optional # or b, then major or minor, e.g. "
+        "'F# minor' (stored in that spelling)",
+        exclude_if=_unset,
+    )
+    time_signature: TimeSignature | None = Field(
+        None, description="beats per bar: 2, 3, 4 or 6", exclude_if=_unset
+    )
+    vocal_language: VocalLanguage | None = Field(
+        None,
+        description="the language of the lyrics (default: the service's, usually en)",
+        exclude_if=_unset,
+    )
+    instrumental: bool = Field(
+        False, description="no vocals (the lyrics must be empty)", exclude_if=_unset
+    )
+
+    @field_validator("bpm", "time_signature", mode="before")
+    @classmethod
+    def _integer(cls, value: object) -> object:
+        if isinstance(value, bool):  # JSON true is not a number of beats
+            raise ValueError("must be an integer")
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        return None if value is None else canonical_key(value)
+
+    @model_validator(mode="after")
+    def _instrumental(self) -> Extras:
+        if self.instrumental and self.lyrics.strip():
+            raise ValueError("an instrumental request carries no lyrics")
+        return self
 
     @field_validator("lyrics", "tags")
     @classmethod

@@ -7,11 +7,14 @@ How a request becomes model input (ACE-Step 1.5 conventions):
   "rain")`` gives ``"dreamy lo-fi, piano, Rain"``. ACE-Step's caption is one free-text
   description of genre, instruments, mood and production, commonly written as comma-separated
   descriptors, so tags read as more descriptors. The pipeline wraps the caption in its own
-  template (instruction, ``# Caption``, ``# Metas`` with bpm/key/time signature "N/A" and the
-  duration in whole seconds); that template is the pipeline's, not ours.
-- **lyrics** = the request's lyrics with trailing whitespace removed; blank lyrics become
-  ``"[Instrumental]"``, ACE-Step's marker for a track without vocals (an empty lyric block is
-  out of distribution for the lyric encoder).
+  template (instruction, ``# Caption``, ``# Metas`` with bpm/key/time signature, "N/A" where
+  the request sets none, and the duration in whole seconds); that template is the
+  pipeline's, not ours.
+- **lyrics** = the request's lyrics with trailing whitespace removed; blank lyrics, and any
+  ``instrumental`` request, become ``"[Instrumental]"``, ACE-Step's marker for a track
+  without vocals (an empty lyric block is out of distribution for the lyric encoder).
+- **conditioning** = the musical controls the request sets (`conditioning`): bpm, key, time
+  signature in the template's ``# Metas`` block, the vocal language in its lyrics.
 - **seed** = the request's seed, or, when it has none, the first four bytes of
   keccak256(request id) as a big-endian integer. A regenerated request (a crash before the
   Kafka commit) therefore gets the same seed, hence the same bytes, and the seed is recorded
@@ -71,7 +74,7 @@ class Job:
         """The job of ``request`` on served model ``model`` (default: the one it names)."""
         return cls(
             caption=build_caption(request.prompt, request.tags),
-            lyrics=normalize_lyrics(request.lyrics),
+            lyrics=INSTRUMENTAL if request.instrumental else normalize_lyrics(request.lyrics),
             duration_s=float(request.duration_s),
             seed=effective_seed(request),
             conditioning=conditioning(request),
@@ -81,11 +84,24 @@ class Job:
 
 def conditioning(request: GenerationRequest) -> Conditioning:
     """The request options that condition the model beyond caption, lyrics, duration and
-    seed, as ``AceStepPipeline`` keyword arguments (``bpm=...``, ``keyscale=...``); the model
-    passes them to the pipeline call and to its text template, and batches only jobs whose
-    conditioning is equal. None yet: a new request option that the model takes is mapped
-    here, and only when the request sets it, so tracks made without it keep their bytes."""
+    seed, as ``AceStepPipeline`` keyword arguments; the model passes them to the pipeline call
+    and to its text template, and batches only jobs whose conditioning is equal. Each is
+    mapped only when the request sets it, so tracks made without it keep their bytes:
+
+    - ``bpm`` -> ``bpm`` (an integer), ``key`` -> ``keyscale`` ("F# minor"),
+      ``time_signature`` -> ``timesignature`` (the template's string, "3");
+    - ``vocal_language`` -> ``vocal_language``, the language line of the lyrics (the model
+      uses the service's ``ACESTEPS_GENERATOR_VOCAL_LANGUAGE`` when the request sets none).
+    """
     given: dict[str, object] = {}
+    if request.bpm is not None:
+        given["bpm"] = request.bpm
+    if request.key is not None:
+        given["keyscale"] = request.key
+    if request.time_signature is not None:
+        given["timesignature"] = str(request.time_signature)
+    if request.vocal_language is not None:
+        given["vocal_language"] = request.vocal_language
     return tuple(sorted(given.items()))
 
 

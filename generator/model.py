@@ -494,7 +494,7 @@ class Model:
         text, lyrics = self.pipeline._format_prompt(
             prompt=job.caption,
             lyrics=job.lyrics,
-            vocal_language=self.settings.generator_vocal_language,
+            vocal_language=self.vocal_language(job),
             audio_duration=self.pipeline_duration(self.latent_frames(job.duration_s)),
             # What __call__ derives for text2music when no instruction is given.
             instruction=self.pipeline._get_task_instruction(task_type="text2music"),
@@ -505,7 +505,17 @@ class Model:
     def _template_args(self, job: Job) -> dict[str, object]:
         """The job's conditioning that the text template takes too (bpm, key, ...)."""
         accepted = inspect.signature(self.pipeline._format_prompt).parameters
-        return {name: value for name, value in job.conditioning if name in accepted}
+        return {
+            name: value
+            for name, value in job.conditioning
+            if name in accepted and name != "vocal_language"
+        }
+
+    def vocal_language(self, job: Job) -> str:
+        """The language of the job's lyrics: the request's, else the service's setting."""
+        return str(
+            dict(job.conditioning).get("vocal_language", self.settings.generator_vocal_language)
+        )
 
     def token_lengths(self, job: Job) -> tuple[int, int]:
         """Untruncated token counts of the formatted caption and lyrics."""
@@ -585,11 +595,13 @@ class Model:
             self.pipeline.vae.disable_tiling()
         # 2. One CPU generator per job: its noise is drawn from its own seed alone.
         generators = [torch.Generator(device="cpu").manual_seed(j.seed) for j in jobs]
+        conditioning = dict(jobs[0].conditioning)
+        conditioning.pop("vocal_language", None)  # per job, below
         try:
             output = self.pipeline(
                 prompt=[j.caption for j in jobs],
                 lyrics=[j.lyrics for j in jobs],  # a list as long as the prompts
-                vocal_language=[self.settings.generator_vocal_language] * len(jobs),
+                vocal_language=[self.vocal_language(j) for j in jobs],
                 audio_duration=duration,
                 num_inference_steps=self.steps,
                 guidance_scale=self.guidance_scale,
@@ -598,7 +610,7 @@ class Model:
                 output_type="pt",
                 return_dict=False,
                 callback_on_step_end=self._step_callback(on_step),
-                **dict(jobs[0].conditioning),
+                **conditioning,
             )
         except torch.OutOfMemoryError as exc:
             if self.device.type == "cuda":

@@ -93,7 +93,7 @@ def build_manifest(
             steps=model.steps,
             shift=model.shift,
             guidance_scale=model.guidance_scale,
-            vocal_language=settings.generator_vocal_language,
+            vocal_language=model.vocal_language(job),
             batch_mode=settings.generator_batch_mode,
             batch_size=encoded.batch_size,
             vae_tiling=pipeline_duration > settings.generator_vae_tiling_above_s,

@@ -61,7 +61,10 @@ def _kind(field: FieldInfo) -> dict[str, Any]:
     if annotation in (int, float):
         return {"type": _number(annotation)}
     if get_origin(annotation) is Literal:
-        return {"choices": list(get_args(annotation))}
+        choices = list(get_args(annotation))
+        kinds = {type(choice) for choice in choices}
+        parse = kinds.pop() if len(kinds) == 1 else str  # "3" -> 3 for a literal of numbers
+        return {"choices": choices, "type": parse}
     if get_origin(annotation) in (tuple, list):
         return {"type": _comma_list, "metavar": "A,B,..."}
     return {"type": str}
