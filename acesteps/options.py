@@ -119,7 +119,9 @@ class Essentials(_Frozen):
     duration_s: float = Field(
         30, ge=MIN_DURATION_S, le=MAX_DURATION_S, description="length of the track in seconds"
     )
-    format: AudioFormat = Field("mp3", description="mp3 (320 kbps CBR) or wav (16-bit PCM)")
+    format: AudioFormat = Field(
+        "mp3", description="mp3 (320 kbps CBR), wav (16-bit PCM) or flac (16-bit, lossless)"
+    )
 
     @field_validator("prompt")
     @classmethod

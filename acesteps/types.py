@@ -16,6 +16,7 @@ from pydantic import StringConstraints
 __all__ = [
     "ADDRESS_PATTERN",
     "AUDIO_FORMATS",
+    "MEDIA_TYPES",
     "REQUEST_ID_INPUT",
     "Address",
     "AudioFormat",
@@ -40,10 +41,12 @@ Address = Annotated[str, StringConstraints(pattern=ADDRESS_PATTERN)]
 Cid = Annotated[str, StringConstraints(pattern=r"^b[a-z2-7]{20,200}$")]
 """A CIDv1 in base32 (Kubo's default text form for CIDv1)."""
 
-AudioFormat = Literal["mp3", "wav"]
+AudioFormat = Literal["mp3", "wav", "flac"]
 Source = Literal["chain", "http"]
 """Where a request came from: a ``GenerationRequested`` event, or the HTTP API."""
 AUDIO_FORMATS: Final[tuple[str, ...]] = get_args(AudioFormat)
+MEDIA_TYPES: Final[dict[str, str]] = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac"}
+"""The media type of each audio format."""
 
 _REQUEST_ID_INPUT: Final = re.compile(REQUEST_ID_INPUT)
 

@@ -1,7 +1,7 @@
 """From the model's 48 kHz float audio to the bytes that are published and hashed.
 
-The published formats: MP3 320 kbps CBR, 44.1 kHz stereo (default), or
-16-bit PCM WAV, 44.1 kHz stereo; exact duration. The steps:
+The published formats: MP3 320 kbps CBR, 44.1 kHz stereo (default), 16-bit PCM WAV or
+16-bit FLAC, 44.1 kHz stereo; exact duration. The steps:
 
 1. resample 48 kHz -> 44.1 kHz with soxr at its highest quality (``VHQ``), over the whole
    clip at once (a one-shot call has no chunk boundaries that could depend on anything);
@@ -14,11 +14,14 @@ The published formats: MP3 320 kbps CBR, 44.1 kHz stereo (default), or
      number of frames. lameenc, the other candidate, writes no such tag, so readers guess the
      length (5.04 s for 5 s);
    - WAV by hand: a 44-byte RIFF header (no ``LIST``/``PEAK`` chunks, nothing time-dependent)
-     and little-endian int16 samples, ``rint(x * 32767)``.
+     and little-endian int16 samples, ``rint(x * 32767)``;
+   - FLAC through libsndfile/libFLAC at compression level 5, from the WAV's int16 samples
+     (so a FLAC decodes to exactly the WAV's samples): STREAMINFO (with the MD5 of the
+     samples), the vendor string of the pinned libFLAC, no tags, nothing time-dependent.
 
 The bytes are a pure function of the input: no timestamps, no random padding (tests check
-both formats byte for byte). They do depend on the libmp3lame version bundled with the
-``soundfile`` wheel, which is pinned like every other dependency.
+every format byte for byte). They do depend on the libmp3lame and libFLAC versions bundled
+with the ``soundfile`` wheel, which is pinned like every other dependency.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "CHANNELS",
     "SAMPLE_RATE",
     "encode",
+    "encode_flac",
     "encode_mp3",
     "encode_wav",
     "exact_frames",
@@ -85,9 +89,31 @@ def encode_mp3(pcm: npt.NDArray[np.float32]) -> bytes:
     return buffer.getvalue()
 
 
+def int16_samples(pcm: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
+    """``[frames, 2]`` float -> the int16 samples of the lossless formats, ``rint(x * 32767)``."""
+    samples: npt.NDArray[np.int16] = np.rint(np.clip(pcm, -1.0, 1.0) * 32767.0).astype("<i2")
+    return samples
+
+
+def encode_flac(pcm: npt.NDArray[np.float32]) -> bytes:
+    """``[frames, 2]`` float at 44.1 kHz -> 16-bit FLAC of exactly the WAV's samples."""
+    buffer = io.BytesIO()
+    with sf.SoundFile(
+        buffer,
+        mode="w",
+        samplerate=SAMPLE_RATE,
+        channels=CHANNELS,
+        format="FLAC",
+        subtype="PCM_16",
+        compression_level=5 / 8,  # libFLAC level 5, its own default
+    ) as out:
+        out.write(int16_samples(pcm))  # int16 in, int16 stored: no rescaling by libsndfile
+    return buffer.getvalue()
+
+
 def encode_wav(pcm: npt.NDArray[np.float32]) -> bytes:
     """``[frames, 2]`` float at 44.1 kHz -> 16-bit PCM WAV with a canonical 44-byte header."""
-    samples = np.rint(np.clip(pcm, -1.0, 1.0) * 32767.0).astype("<i2")
+    samples = int16_samples(pcm)
     data: bytes = samples.tobytes()  # interleaved L R L R ...
     block_align = CHANNELS * 2
     header = b"".join(
@@ -120,4 +146,6 @@ def encode(audio_48k: npt.NDArray[np.float32], duration_s: float, fmt: AudioForm
         return encode_mp3(pcm)
     if fmt == "wav":
         return encode_wav(pcm)
+    if fmt == "flac":
+        return encode_flac(pcm)
     raise ValueError(f"unknown format {fmt!r}")

@@ -78,7 +78,7 @@ class AudioCache:
     def _evict(self, keep: Path) -> None:
         files = []
         for path in self._dir.iterdir():
-            if path.suffix in (".mp3", ".wav"):
+            if path.suffix in (".mp3", ".wav", ".flac"):
                 try:
                     st = path.stat()
                 except FileNotFoundError:

@@ -84,7 +84,7 @@ _KEYED: list[dict[str, list[str]]] = [{"apiKey": []}, {"apiKeyHeader": []}, {}]
 """``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; neither where keys are off."""
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
-_AUDIO = {"audio/mpeg": _BINARY, "audio/wav": _BINARY}
+_AUDIO = {"audio/mpeg": _BINARY, "audio/wav": _BINARY, "audio/flac": _BINARY}
 _NO_TRACK = _error("the request ended without a track (failed, canceled or revoked)")
 
 

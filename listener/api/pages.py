@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from acesteps import registry
-from acesteps.types import parse_request_id
+from acesteps.types import MEDIA_TYPES, parse_request_id
 from listener.api.deps import DEPS, STATIC, ApiDeps, base_url
 from listener.api.listing import CURSOR
 from listener.api.models import Generation, Status
@@ -35,7 +35,7 @@ MAX_VERIFY_BYTES = 100 * 1000 * 1000
 """The largest file the verification page hashes (a 240 s WAV is ~42 MB)."""
 TRACKS_PER_PAGE = 20
 MAX_TRACKS_PER_PAGE = 100
-CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
+CONTENT_TYPES = MEDIA_TYPES
 
 
 def add_routes(app: web.Application) -> None:

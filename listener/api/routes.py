@@ -36,6 +36,7 @@ from acesteps.hashing import keccak256_hex
 from acesteps.messages import GenerationRequest
 from acesteps.provenance import ManifestProblem
 from acesteps.registry import offchain_request_id
+from acesteps.types import MEDIA_TYPES
 from listener.api import listing
 from listener.api.audiocache import AudioMismatch, AudioUnavailable
 from listener.api.cancel import cancel, deadline_of
@@ -53,7 +54,7 @@ __all__ = ["add_routes", "offchain_id_for"]
 
 HEARTBEAT_S = 15.0
 RETRY_MS = 2000  # what an EventSource waits before reconnecting
-CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
+CONTENT_TYPES = MEDIA_TYPES
 
 
 def offchain_id_for(caller: str, idempotency_key: str | None) -> str:

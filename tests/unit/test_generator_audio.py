@@ -114,7 +114,7 @@ def test_wav_is_16_bit_44k1_stereo_with_exact_samples() -> None:
 
 def test_bytes_are_a_pure_function_of_the_input() -> None:
     signal = _signal(5.0)
-    formats: tuple[AudioFormat, ...] = ("mp3", "wav")
+    formats: tuple[AudioFormat, ...] = ("mp3", "wav", "flac")
     first = {fmt: audio.encode(signal, 5.0, fmt) for fmt in formats}
     time.sleep(1.1)  # a timestamp in the file would change across a second boundary
     other = signal.copy()
@@ -122,6 +122,24 @@ def test_bytes_are_a_pure_function_of_the_input() -> None:
     for fmt in formats:
         assert audio.encode(signal.copy(), 5.0, fmt) == first[fmt]
         assert audio.encode(other, 5.0, fmt) != first[fmt]
+
+
+def test_flac_is_lossless_16_bit_of_exactly_the_wav_samples() -> None:
+    signal = _signal(5.5)
+    data = audio.encode(signal, 5.5, "flac")
+    assert data[:4] == b"fLaC"
+    info = sf.info(io.BytesIO(data))
+    frames = audio.exact_frames(5.5)
+    assert (info.samplerate, info.channels, info.frames, info.subtype) == (
+        44_100,
+        2,
+        frames,
+        "PCM_16",
+    )
+    flac, _ = sf.read(io.BytesIO(data), dtype="int16")
+    wav, _ = sf.read(io.BytesIO(audio.encode(signal, 5.5, "wav")), dtype="int16")
+    np.testing.assert_array_equal(flac, wav)
+    assert len(data) < len(audio.encode(signal, 5.5, "wav"))  # and it does compress
 
 
 def test_unknown_format_is_refused() -> None:

@@ -141,7 +141,7 @@ def test_a_directory_that_is_not_a_checkpoint_is_refused(
 
 def test_the_same_request_twice_gives_the_same_audio_hash(tiny_model: Model) -> None:
     first, second = (tiny_model.generate([JOB])[0] for _ in range(2))
-    for fmt in ("mp3", "wav"):
+    for fmt in ("mp3", "wav", "flac"):
         assert keccak256_hex(audio.encode(first, JOB.duration_s, fmt)) == keccak256_hex(
             audio.encode(second, JOB.duration_s, fmt)
         )
@@ -169,7 +169,7 @@ def test_a_track_does_not_depend_on_its_batch(tiny_model: Model) -> None:
         Job("jazz trio night", "[verse]\nhello", 3.5, 1234),  # another length, same seed
     ]
     samples = tiny_model.generate([others[0], others[1], JOB, others[2]])[2]
-    for fmt in ("mp3", "wav"):
+    for fmt in ("mp3", "wav", "flac"):
         assert keccak256_hex(audio.encode(samples, JOB.duration_s, fmt)) == keccak256_hex(
             audio.encode(alone, JOB.duration_s, fmt)
         )

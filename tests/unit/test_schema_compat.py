@@ -85,7 +85,7 @@ BREAKING: dict[str, tuple[Change, str]] = {
     ),
     "enum value removed": (
         lambda s: _props(s)["format"].update(enum=["mp3"]),
-        "GenerationRequest.format: enum values removed ['wav']",
+        "GenerationRequest.format: enum values removed ['wav', 'flac']",
     ),
     "enum added": (
         lambda s: _props(s)["requester"].update(enum=["a", "b"]),
@@ -166,7 +166,7 @@ ADDITIVE: dict[str, Change] = {
     "maxItems raised": lambda s: _props(s)["tags"].update(maxItems=32),
     "limit removed": lambda s: _props(s)["requester"].pop("maxLength"),
     "pattern removed": lambda s: _props(s)["request_id"].pop("pattern"),
-    "enum value added": lambda s: _props(s)["format"]["enum"].append("flac"),
+    "enum value added": lambda s: _props(s)["format"]["enum"].append("ogg"),
     "integer widened to number": lambda s: _seed(s).update(type="number"),
     "made nullable": lambda s: _props(s).update(
         requester={"anyOf": [_props(s)["requester"], {"type": "null"}]}
