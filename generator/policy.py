@@ -421,10 +421,7 @@ class ContentPolicy:
     ) -> PolicyDecision:
         """A refusal, with the text minus the flagged phrase as the start of a rewording."""
         advice = ADVICE[rule.category]
-        rest = text
-        if start is not None and end is not None:
-            rest = f"{text[:start]} {text[end:]}"
-        rest = re.sub(r"\s+", " ", rest).strip(" ,;:-")
+        rest = text if start is None or end is None else _without(text, start, end)
         example = f"{rest}, {_PLACEHOLDERS}" if rest and field == "prompt" else _PLACEHOLDERS
         return PolicyDecision(
             allowed=False,
@@ -435,6 +432,26 @@ class ContentPolicy:
             field=field,
             match=match,
         )
+
+
+# What a removed phrase leaves behind: an article or preposition that led into it ("a" of "a
+# cover of ..."), and a credit that followed it ("by Queen", "from The Beatles").
+_DANGLING: Final = re.compile(r"\b(?:a|an|the|of|in|like|by|from|with)\s*$", re.IGNORECASE)
+_CREDIT: Final = re.compile(
+    r"^\s*(?:(?:performed|sung|written)\s+)?(?:by|from)\s+(?:[Tt]he\s+)?"
+    r"(?:[A-Z0-9][\w'\u2019.&-]*)(?:\s+(?:&|and|[A-Z0-9][\w'\u2019.&-]*))*"
+)
+
+
+def _without(text: str, start: int, end: int) -> str:
+    """``text`` without ``text[start:end]`` and what only made sense with it, tidied: the
+    start of a rewording that the suggestion offers."""
+    before = _DANGLING.sub("", text[:start])
+    after = _CREDIT.sub("", text[end:])
+    rest = re.sub(r"\s+", " ", f"{before} {after}")
+    rest = re.sub(r"\s+([,;:])", r"\1", rest)  # "synthwave , night" -> "synthwave, night"
+    rest = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", rest)  # ", ," -> ","
+    return rest.strip(" ,;:-")
 
 
 def _mostly_capitalized(text: str) -> bool:

@@ -59,6 +59,26 @@ def test_refusals_name_the_rule_with_a_reason_and_a_suggestion(
     assert rule in decision.message() and decision.suggestion in decision.message()
 
 
+@pytest.mark.parametrize(
+    ("prompt", "example"),
+    [
+        ("a cover of Bohemian Rhapsody by Queen", "[genre], [era], [instruments], [mood]"),
+        ("a cover of Bohemian Rhapsody by Queen with strings", "with strings, [genre]"),
+        ("dreamy synthwave in the style of Taylor Swift, night drive", "dreamy synthwave, night"),
+        ("sounds like The Rolling Stones, gritty guitars", "gritty guitars, [genre]"),
+    ],
+)
+def test_the_suggestion_drops_what_only_made_sense_with_the_refused_phrase(
+    prompt: str, example: str
+) -> None:
+    # Not "a by Queen, [genre], ...": the article that led into the phrase and the credit
+    # that followed it go with it, and no space is left before a comma.
+    suggestion = POLICY.check(prompt).suggestion
+    assert suggestion is not None
+    assert f'For example: "{example}' in suggestion, suggestion
+    assert " ," not in suggestion and "Queen" not in suggestion
+
+
 def test_the_suggestion_rewords_the_prompt_without_the_named_artist() -> None:
     decision = POLICY.check("upbeat pop in the style of Taylor Swift")
     assert decision.suggestion is not None
