@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from acesteps.messages import (
     GenerationProgress,
     GenerationRequest,
 )
+from acesteps.types import AUDIO_FORMATS
 from listener.api.audiocache import AudioCache
 from listener.api.auth import ApiKeys, RateLimiter
 from listener.api.verdicts import verdict_schema
@@ -468,3 +470,14 @@ async def test_invalid_submissions_spend_their_own_budget(make_client) -> None: 
     # The mistakes cost nothing of what alice may submit.
     valid = [(await client.post("/api/generate", json=BODY, headers=alice)).status for _ in "abc"]
     assert valid == [202, 202, 429] and len(kafka.sent) == 2
+
+
+def test_the_pages_format_choices_are_the_services_formats() -> None:
+    # The page lays the format out by hand: it must offer exactly what the API accepts.
+    page = (Path(__file__).parents[2] / "listener/api/static/index.html").read_text()
+    select = page[
+        page.index('<select id="format"') : page.index(
+            "</select>", page.index('<select id="format"')
+        )
+    ]
+    assert re.findall(r'<option value="(\w+)"', select) == list(AUDIO_FORMATS)
