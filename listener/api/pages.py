@@ -235,6 +235,22 @@ def _summary(g: Generation) -> str:
     return " · ".join(parts)
 
 
+def _controls(g: Generation) -> str:
+    """The musical controls the request set ("96 BPM · F# minor · 3/4 · fr"), or ""."""
+    parts = []
+    if g.bpm is not None:
+        parts.append(f"{g.bpm} BPM")
+    if g.key is not None:
+        parts.append(g.key)
+    if g.time_signature is not None:
+        parts.append(f"{g.time_signature}/4")
+    if g.vocal_language is not None:
+        parts.append(f"lyrics in {g.vocal_language}")
+    if g.instrumental:
+        parts.append("instrumental")
+    return " · ".join(parts)
+
+
 def tracks_html(page: list[Generation], next_cursor: str | None, first: bool, limit: Any) -> str:
     """``/tracks``: one item per registered track, and the links to the next page."""
     items = []
@@ -309,6 +325,8 @@ def track_html(g: Generation, base: str, explorer_url: str | None) -> str:
     facts.append(
         ("Seed", f'<span data-testid="seed">{_e(g.seed if g.seed is not None else "—")}</span>')
     )
+    if controls := _controls(g):
+        facts.append(("Controls", f'<span data-testid="controls">{_e(controls)}</span>'))
     created = g.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     facts.append(("Created", _e(created)))
 

@@ -85,6 +85,17 @@ async def test_a_track_page_escapes_the_record_and_has_open_graph_tags(make_clie
     assert not any("/tx/" in link for link in meta.links)
 
 
+async def test_a_track_page_shows_the_musical_controls_asked(make_client) -> None:  # type: ignore[no-untyped-def]
+    client, deps, kafka = await make_client()
+    asked = await completed(
+        client, deps, kafka, bpm=96, key="f# minor", timeSignature=3, vocalLanguage="fr"
+    )
+    html = await (await client.get(f"/tracks/{asked}")).text()
+    assert 'data-testid="controls">96 BPM · F# minor · 3/4 · lyrics in fr<' in html
+    plain = await completed(client, deps, kafka)
+    assert 'data-testid="controls"' not in await (await client.get(f"/tracks/{plain}")).text()
+
+
 async def test_a_track_page_links_the_transaction_to_the_explorer(make_client) -> None:  # type: ignore[no-untyped-def]
     client, deps, kafka = await make_client()
     deps.pages = PageConfig(explorer_url="https://explorer.example")
