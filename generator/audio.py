@@ -72,21 +72,23 @@ def resample(audio_48k: npt.NDArray[np.float32], duration_s: float) -> npt.NDArr
     return np.ascontiguousarray(np.clip(out, -1.0, 1.0), dtype=np.float32)
 
 
+def _libsndfile(samples: npt.NDArray[np.float32] | npt.NDArray[np.int16], **kind: object) -> bytes:
+    """``samples`` (``[frames, 2]`` at 44.1 kHz) in a file libsndfile writes, of ``kind``."""
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, mode="w", samplerate=SAMPLE_RATE, channels=CHANNELS, **kind) as out:
+        out.write(samples)
+    return buffer.getvalue()
+
+
 def encode_mp3(pcm: npt.NDArray[np.float32]) -> bytes:
     """``[frames, 2]`` float at 44.1 kHz -> MP3, 320 kbps CBR, with a Xing/Info + LAME tag."""
-    buffer = io.BytesIO()
-    with sf.SoundFile(
-        buffer,
-        mode="w",
-        samplerate=SAMPLE_RATE,
-        channels=CHANNELS,
+    return _libsndfile(
+        pcm,
         format="MP3",
         subtype="MPEG_LAYER_III",
         bitrate_mode="CONSTANT",
         compression_level=0.0,  # 0.0 = the highest bitrate: 320 kbps
-    ) as out:
-        out.write(pcm)
-    return buffer.getvalue()
+    )
 
 
 def int16_samples(pcm: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
@@ -97,18 +99,12 @@ def int16_samples(pcm: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
 
 def encode_flac(pcm: npt.NDArray[np.float32]) -> bytes:
     """``[frames, 2]`` float at 44.1 kHz -> 16-bit FLAC of exactly the WAV's samples."""
-    buffer = io.BytesIO()
-    with sf.SoundFile(
-        buffer,
-        mode="w",
-        samplerate=SAMPLE_RATE,
-        channels=CHANNELS,
+    return _libsndfile(
+        int16_samples(pcm),  # int16 in, int16 stored: no rescaling by libsndfile
         format="FLAC",
         subtype="PCM_16",
         compression_level=5 / 8,  # libFLAC level 5, its own default
-    ) as out:
-        out.write(int16_samples(pcm))  # int16 in, int16 stored: no rescaling by libsndfile
-    return buffer.getvalue()
+    )
 
 
 def encode_wav(pcm: npt.NDArray[np.float32]) -> bytes:

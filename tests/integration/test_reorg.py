@@ -28,7 +28,7 @@ from acesteps.registry import Registry, request_id_of
 from acesteps.settings import CommonSettings
 from acesteps.verify import Verdict, verify
 from tests.integration.anvil import Anvil
-from tests.integration.chainload import ChainLoader
+from tests.integration.chainload import ChainLoader, Requested
 from tests.integration.kafkaread import eventually, read_all
 from tests.integration.listening import (
     ListenerProcess,
@@ -187,16 +187,24 @@ def on_chain_status(pipeline: Pipeline, request_id: str) -> int:
     return int(pipeline.chain.registry.functions.requests(bytes.fromhex(request_id[2:])).call()[1])
 
 
+async def generating(pipeline: Pipeline, tx_hash: str) -> Requested:
+    """The request ``tx_hash`` made, once the generator is at work on it."""
+    (request,) = pipeline.chain.requested([tx_hash])
+    await record_where(
+        pipeline, request.request_id, lambda g: g["status"] == "generating", "generation"
+    )
+    return request
+
+
 async def test_a_request_that_vanishes_before_its_registration_is_never_registered(
     stack: CommonSettings,
 ) -> None:
     with running_pipeline(
         stack, start=("listener", "generator"), settings=REORG_SETTINGS
     ) as pipeline:
-        anvil, chain = pipeline.anvil, pipeline.chain
-        (request,) = chain.requested([chain.request("gone before it is published", 5)])
-        await record_where(
-            pipeline, request.request_id, lambda g: g["status"] == "generating", "generation"
+        anvil = pipeline.anvil
+        request = await generating(
+            pipeline, pipeline.chain.request("gone before it is published", 5)
         )
         anvil.rpc("anvil_reorg", head(anvil) - request.block_number + 1, [])
         await record_where(
@@ -228,10 +236,7 @@ async def test_a_request_that_a_reorg_only_moved_is_registered_though_it_was_gon
     ) as pipeline:
         anvil, chain = pipeline.anvil, pipeline.chain
         tx = chain.request("moved by a reorg", 5)
-        (request,) = chain.requested([tx])
-        await record_where(
-            pipeline, request.request_id, lambda g: g["status"] == "generating", "generation"
-        )
+        request = await generating(pipeline, tx)
         pipeline.services["listener"].kill9()
         anvil.rpc("anvil_reorg", head(anvil) - request.block_number + 1, [])
         publisher = pipeline.start("publisher")
