@@ -27,9 +27,13 @@ interface IAceStepsConsumer {
 /// `RequestCanceled`; a canceled request can never be registered or marked failed.
 /// A requester contract may ask to be called back (`IAceStepsConsumer.onTrackRegistered`)
 /// when its track is registered: `requestGenerationWithCallback`, paying for the callback's gas.
+/// A request may also say how to make the track (`requestGenerationWithOptions`: seed, format,
+/// tempo, key, tags, model, ...), announced by a `RequestOptions` event after its
+/// `GenerationRequested`. The owner may set a fee per model (`setModelFee`); a request pays
+/// `requestFeeFor` its model, which is `requestFee` for a model without one.
 contract AceStepsRegistry {
     /// @notice The version of this contract's interface and rules (semantic versioning).
-    string public constant VERSION = "1.1.0";
+    string public constant VERSION = "1.2.0";
 
     // ------------------------------------------------------------------ interface events
 
@@ -55,6 +59,9 @@ contract AceStepsRegistry {
     /// @notice The callback of a registered request ran: `success` false when it reverted or
     /// ran out of its gas. The registration stands either way.
     event CallbackResult(bytes32 indexed requestId, bool success);
+    /// @notice Emitted right after `GenerationRequested`, in the same transaction, by
+    /// `requestGenerationWithOptions`: `options` is `abi.encode(options)`.
+    event RequestOptions(bytes32 indexed requestId, bytes options);
 
     // ------------------------------------------------------------------ admin events
 
@@ -66,6 +73,8 @@ contract AceStepsRegistry {
     event Paused(bool paused);
     event FeesWithdrawn(address indexed to, uint256 amount);
     event CallbackGasPriceSet(uint256 price);
+    /// @notice Requests for `model` pay `fee` (`set`), or `requestFee` again (`set` false, `fee` 0).
+    event ModelFeeSet(string model, uint256 fee, bool set);
 
     // ------------------------------------------------------------------ errors
 
@@ -93,6 +102,7 @@ contract AceStepsRegistry {
     error NotAContract(address requester);
     error CallbackGasShort(bytes32 requestId);
     error CallbackOverBudget();
+    error EmptyModel();
 
     // ------------------------------------------------------------------ limits
 
@@ -143,6 +153,23 @@ contract AceStepsRegistry {
         bytes32 manifestHash;
     }
 
+    /// What a request asks beyond prompt, lyrics and duration (`requestGenerationWithOptions`).
+    /// A zero value means "not asked" (the service's default). The contract checks none of them
+    /// but `model`, whose fee it charges; the services validate the rest and fail (refunding) a
+    /// request they refuse.
+    struct Options {
+        bool hasSeed; // false: the service derives the seed from the request id
+        uint32 seed;
+        string format; // "mp3", "wav" or "flac"; "" = mp3
+        uint16 bpm; // 30..300; 0 = not asked
+        string key; // "C major", "F# minor", ...; "" = not asked
+        uint8 timeSignature; // beats per bar: 2, 3, 4 or 6; 0 = not asked
+        string vocalLanguage; // "en", "fr", ...; "" = not asked
+        bool instrumental; // no vocals (the lyrics must then be empty)
+        string[] tags; // genre, mood, instruments
+        string model; // a served model's name; "" = the operator's default
+    }
+
     /// An item of `registerTracks`: a chain request (`id` = its request id) or an off-chain one
     /// (`offchain`, `id` = its off-chain id, registered under `offchainRequestId(id)`).
     struct TrackInput {
@@ -165,12 +192,15 @@ contract AceStepsRegistry {
     uint256 public callbackGasPrice;
     bool public paused;
     uint256 public collectedFees; // fees of registered requests, withdrawable by the owner
-    mapping(address => uint256) public requestNonce; // calls of `requestGeneration` per requester
+    /// @notice Requests per requester that took their id from this count (`requestGeneration`,
+    /// `requestGenerationWithCallback`, `requestGenerationWithOptions`).
+    mapping(address => uint256) public requestNonce;
     mapping(address => bool) public isPublisher;
     mapping(bytes32 => Request) public requests;
     mapping(address => uint256) public deferredRefunds;
     mapping(bytes32 => Track) private tracks;
     mapping(bytes32 => bytes32) private firstRequestOfAudio; // audioHash -> its first registration
+    mapping(bytes32 => uint256) private modelFees; // keccak256(model) -> its fee + 1 (0: not set)
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert NotOwner();
@@ -207,7 +237,7 @@ contract AceStepsRegistry {
         returns (bytes32 requestId)
     {
         bytes32 salt = _nonceSalt(requestNonce[msg.sender]++, prompt, lyrics, durationSeconds);
-        return _request(prompt, lyrics, durationSeconds, salt, 0);
+        return _request(prompt, lyrics, durationSeconds, salt, requestFee, 0);
     }
 
     /// @notice `requestGeneration` for a contract that wants to be called back when its track
@@ -230,7 +260,8 @@ contract AceStepsRegistry {
         }
         if (msg.sender.code.length == 0) revert NotAContract(msg.sender);
         bytes32 salt = _nonceSalt(requestNonce[msg.sender]++, prompt, lyrics, durationSeconds);
-        return _request(prompt, lyrics, durationSeconds, salt, callbackGasLimit);
+        uint256 fee = requestFeeWithCallback(callbackGasLimit);
+        return _request(prompt, lyrics, durationSeconds, salt, fee, callbackGasLimit);
     }
 
     /// @notice What `requestGenerationWithCallback` costs with this `callbackGasLimit`.
@@ -247,7 +278,35 @@ contract AceStepsRegistry {
         uint32 durationSeconds,
         bytes32 salt
     ) external payable returns (bytes32 requestId) {
-        return _request(prompt, lyrics, durationSeconds, salt, 0);
+        return _request(prompt, lyrics, durationSeconds, salt, requestFee, 0);
+    }
+
+    /// @notice `requestGeneration` with `options` for the services (see `Options`: a zero value
+    /// is "not asked"). Pay exactly `requestFeeFor(options.model)`. Emits `GenerationRequested`
+    /// and then `RequestOptions` with `abi.encode(options)`. The id counts in the same
+    /// sequence as `requestGeneration`'s and depends on the options too, so one sent instead
+    /// of a dropped one with other options gets another: `nextRequestIdWithOptions`.
+    function requestGenerationWithOptions(
+        string calldata prompt,
+        string calldata lyrics,
+        uint32 durationSeconds,
+        Options calldata options
+    ) external payable returns (bytes32 requestId) {
+        bytes memory encoded = abi.encode(options);
+        bytes32 salt =
+            _optionsSalt(requestNonce[msg.sender]++, prompt, lyrics, durationSeconds, keccak256(encoded));
+        requestId = _request(prompt, lyrics, durationSeconds, salt, requestFeeFor(options.model), 0);
+        emit RequestOptions(requestId, encoded);
+    }
+
+    /// @notice What a request for `model` costs: the fee the owner set for it, else (and for "")
+    /// `requestFee`.
+    function requestFeeFor(string calldata model) public view returns (uint256) {
+        if (bytes(model).length != 0) {
+            uint256 feePlusOne = modelFees[keccak256(bytes(model))];
+            if (feePlusOne != 0) return feePlusOne - 1;
+        }
+        return requestFee;
     }
 
     /// @notice The id a request from `requester` with `salt` gets.
@@ -264,6 +323,20 @@ contract AceStepsRegistry {
         return requestIdOf(requester, _nonceSalt(requestNonce[requester], prompt, lyrics, durationSeconds));
     }
 
+    /// @notice The id `requester`'s next `requestGenerationWithOptions` with these arguments gets.
+    function nextRequestIdWithOptions(
+        address requester,
+        string calldata prompt,
+        string calldata lyrics,
+        uint32 durationSeconds,
+        Options calldata options
+    ) external view returns (bytes32) {
+        bytes32 optionsHash = keccak256(abi.encode(options));
+        return requestIdOf(
+            requester, _optionsSalt(requestNonce[requester], prompt, lyrics, durationSeconds, optionsHash)
+        );
+    }
+
     /// @notice The id an off-chain (HTTP) request with this `offchainId` is registered under:
     /// a domain of its own, apart from the ids of chain requests.
     function offchainRequestId(bytes32 offchainId) public view returns (bytes32) {
@@ -278,19 +351,28 @@ contract AceStepsRegistry {
         return keccak256(abi.encode(nonce, prompt, lyrics, durationSeconds));
     }
 
+    function _optionsSalt(
+        uint256 nonce,
+        string calldata prompt,
+        string calldata lyrics,
+        uint32 durationSeconds,
+        bytes32 optionsHash
+    ) private pure returns (bytes32) {
+        return keccak256(abi.encode(nonce, prompt, lyrics, durationSeconds, optionsHash));
+    }
+
+    /// Records a request paying `fee` (what it stores and refunds), after the checks every
+    /// request shares.
     function _request(
         string calldata prompt,
         string calldata lyrics,
         uint32 durationSeconds,
         bytes32 salt,
+        uint256 fee,
         uint32 callbackGasLimit
     ) private returns (bytes32 requestId) {
         if (paused) revert IsPaused();
-        uint256 fee = requestFee;
-        if (callbackGasLimit != 0) {
-            fee = requestFeeWithCallback(callbackGasLimit);
-            if (fee > type(uint80).max) revert FeeTooLarge(fee); // what the request stores
-        }
+        if (fee > type(uint80).max) revert FeeTooLarge(fee); // what the request stores
         if (msg.value != fee) revert WrongFee(fee, msg.value);
         if (durationSeconds < MIN_DURATION_SECONDS || durationSeconds > MAX_DURATION_SECONDS) {
             revert BadDuration(durationSeconds);
@@ -582,6 +664,23 @@ contract AceStepsRegistry {
         if (fee > type(uint80).max) revert FeeTooLarge(fee);
         requestFee = fee;
         emit RequestFeeSet(fee);
+    }
+
+    /// @notice The fee of requests for `model` (`requestFeeFor`), instead of `requestFee`: at most
+    /// 2^80 - 1 wei (FeeTooLarge); `model` not empty (EmptyModel). Requests made before keep what
+    /// they paid.
+    function setModelFee(string calldata model, uint256 fee) external onlyOwner {
+        if (bytes(model).length == 0) revert EmptyModel();
+        if (fee > type(uint80).max) revert FeeTooLarge(fee);
+        modelFees[keccak256(bytes(model))] = fee + 1;
+        emit ModelFeeSet(model, fee, true);
+    }
+
+    /// @notice Requests for `model` pay `requestFee` again.
+    function clearModelFee(string calldata model) external onlyOwner {
+        if (bytes(model).length == 0) revert EmptyModel();
+        delete modelFees[keccak256(bytes(model))];
+        emit ModelFeeSet(model, 0, false);
     }
 
     /// @notice Wei per gas of a callback's limit (`requestFeeWithCallback`); requests made

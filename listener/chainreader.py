@@ -76,7 +76,9 @@ class Web3Reader:
     ) -> None:
         self._w3 = w3
         self._address = AsyncWeb3.to_checksum_address(contract)
-        self._topics = [event_topic(name) for name in ("GenerationRequested", "RequestCanceled")]
+        # The events `listener.events` turns into records.
+        names = ("GenerationRequested", "RequestCanceled", "RequestOptions")
+        self._topics = [event_topic(name) for name in names]
         self._backoff = Backoff(initial_s=min(0.2, backoff_max_s), max_s=backoff_max_s, jitter=0.5)
         self._sleep = sleep
 

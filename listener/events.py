@@ -5,6 +5,10 @@ Every ``GenerationRequested`` log from the configured contract becomes exactly o
 (stage ``listener``) for ``PREFIX.failures.v1`` that says why. Every ``RequestCanceled`` log
 (the requester's ``cancelRequest`` or ``reclaim``, refunded by the contract) becomes a
 `CancelRequested` for ``PREFIX.cancels.v1``: the workers stop the request if they still can.
+A request made with ``requestGenerationWithOptions`` is followed, in the same transaction, by
+a ``RequestOptions`` log (`acesteps.chainoptions`): `options_of` pairs them, and options
+that do not decode, or that the request model refuses (an unknown key, a bpm out of range,
+invalid UTF-8), make the request's `GenerationFailed`, as a bad prompt does.
 
 The strings are decoded as bytes and then as UTF-8 ourselves: the contract takes ``string
 calldata`` and Solidity never checks UTF-8, so a raw call can emit any bytes.
@@ -15,17 +19,30 @@ from __future__ import annotations
 from pydantic import ValidationError
 from web3 import AsyncWeb3
 
+from acesteps.chainoptions import STRUCT_NAMES, decode_options
 from acesteps.messages import CancelRequested, ChainOrigin, GenerationFailed, GenerationRequest
 from acesteps.registry import EventDecodeError, decode_event, event_topic
 from acesteps.types import parse_request_id
 from listener.chainreader import RawLog
 
-__all__ = ["EVENTS", "from_log", "is_cancel", "request_id_of"]
+__all__ = [
+    "EVENTS",
+    "Options",
+    "from_log",
+    "is_cancel",
+    "is_options",
+    "options_of",
+    "request_id_of",
+]
 
 EVENT = "GenerationRequested"
 CANCELED = "RequestCanceled"
-EVENTS = (EVENT, CANCELED)
+OPTIONS = "RequestOptions"
+EVENTS = (EVENT, CANCELED, OPTIONS)
 """The events the listener reads."""
+
+Options = dict[tuple[str, str], bytes]
+"""(transaction hash, request id) -> the ``abi.encode(options)`` its RequestOptions log holds."""
 
 
 def request_id_of(log: RawLog) -> str | None:
@@ -42,6 +59,25 @@ def request_id_of(log: RawLog) -> str | None:
 def is_cancel(log: RawLog) -> bool:
     """A ``RequestCanceled`` log."""
     return bool(log.topics) and log.topics[0].lower() == event_topic(CANCELED)
+
+
+def is_options(log: RawLog) -> bool:
+    """A ``RequestOptions`` log."""
+    return bool(log.topics) and log.topics[0].lower() == event_topic(OPTIONS)
+
+
+def options_of(logs: list[RawLog]) -> Options:
+    """The options of the requests among ``logs``, by transaction and request id."""
+    found: Options = {}
+    for log in logs:
+        if not is_options(log):
+            continue
+        try:
+            event = decode_event(OPTIONS, log.topics, log.data)
+        except EventDecodeError:
+            continue  # only our contract emits it; its request then fails as undecodable
+        found[(log.tx_hash.lower(), str(event["requestId"]).lower())] = bytes(event["options"])
+    return found
 
 
 def _failed(request_id: str, origin: ChainOrigin, code: str, message: str) -> GenerationFailed:
@@ -63,7 +99,7 @@ def _utf8(raw: bytes, field: str) -> str:
 
 
 def _explain(exc: ValidationError) -> str:
-    names = {"duration_s": "durationSeconds"}
+    names = {**STRUCT_NAMES, "duration_s": "durationSeconds"}
     parts = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "request"
@@ -72,9 +108,10 @@ def _explain(exc: ValidationError) -> str:
 
 
 def from_log(
-    log: RawLog, chain_id: int
+    log: RawLog, chain_id: int, options: Options | None = None
 ) -> GenerationRequest | GenerationFailed | CancelRequested | None:
-    """The record for one log; None only for a log that carries no request id at all."""
+    """The record for one log (a request's options from ``options``, see `options_of`);
+    None only for a log that carries no request id at all."""
     if is_cancel(log):
         return _cancel(log)
     request_id = request_id_of(log)
@@ -97,8 +134,15 @@ def from_log(
         lyrics = _utf8(event["lyrics"], "lyrics")
     except ValueError as exc:
         return _failed(request_id, origin, "invalid_utf8", str(exc))
+    raw = (options or {}).get((log.tx_hash.lower(), request_id.lower()))
+    try:
+        asked = {} if raw is None else decode_options(raw)
+    except ValueError as exc:
+        code = "invalid_utf8" if "UTF-8" in str(exc) else "invalid_options"
+        return _failed(request_id, origin, code, f"options: {exc}")
     try:
         return GenerationRequest(
+            **asked,
             request_id=request_id,
             source="chain",
             prompt=prompt,

@@ -36,7 +36,7 @@ from acesteps.messages import (
     RecentBlock,
 )
 from listener.chainreader import ChainReader, Header, RangeTooLarge, RawLog
-from listener.events import from_log, is_cancel, request_id_of
+from listener.events import from_log, is_cancel, is_options, options_of, request_id_of
 
 __all__ = ["ChainMoved", "LogPoller", "PollerConfig", "Record", "Sink"]
 
@@ -144,10 +144,15 @@ class LogPoller:
             logs.sort(key=lambda x: (x.block_number, x.log_index))
             return logs, after, headers
 
-    def _records(self, logs: list[RawLog]) -> list[Record]:
+    def _records(self, logs: list[RawLog], read: list[RawLog] | None = None) -> list[Record]:
+        """The records of ``logs``, with request options found among ``read`` (all the logs
+        read with them; default ``logs``)."""
+        options = options_of(read if read is not None else logs)
         records: list[Record] = []
         for item in logs:
-            record = from_log(item, self._config.chain_id)
+            if is_options(item):
+                continue  # read with its request
+            record = from_log(item, self._config.chain_id, options)
             if record is None:
                 log.error("log %s/%d carries no request id; skipped", item.tx_hash, item.log_index)
                 continue
@@ -244,7 +249,7 @@ class LogPoller:
             if (rid is not None and rid not in suspects) or (rid is None and is_cancel(item))
         ]
         survived = {rid for _, rid in pairs}
-        records = self._records(fresh)
+        records = self._records(fresh, logs)
         for rid, block in suspects.items():
             if rid not in survived:
                 records.append(

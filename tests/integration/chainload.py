@@ -109,12 +109,41 @@ class ChainLoader:
             {"to": self.registry.address, "data": self.request_data(prompt, "", duration)}
         )
 
+    def options_data(
+        self, prompt: str, duration: int, options: tuple[Any, ...], lyrics: str = ""
+    ) -> bytes:
+        """Calldata of requestGenerationWithOptions; ``options`` is the 10-tuple of the
+        contract's ``Options`` in its order: (hasSeed, seed, format, bpm, key, timeSignature,
+        vocalLanguage, instrumental, tags, model)."""
+        args = [prompt, lyrics, duration, tuple(options)]
+        return bytes.fromhex(
+            self.registry.encode_abi("requestGenerationWithOptions", args=args)[2:]
+        )
+
+    def request_with_options(
+        self,
+        prompt: str,
+        duration: int,
+        options: tuple[Any, ...],
+        lyrics: str = "",
+        value: int = 0,
+    ) -> str:
+        """requestGenerationWithOptions paying ``value`` (``requestFeeFor(model)``); the tx hash."""
+        data = self.options_data(prompt, duration, options, lyrics)
+        return self._send({"to": self.registry.address, "data": data, "value": value})
+
     def requested(self, tx_hashes: list[str]) -> list[Requested]:
         out = []
         for tx_hash in tx_hashes:
             receipt = self.wait(tx_hash)
-            # From the raw log: process_receipt would refuse strings that are not UTF-8.
-            (log,) = [x for x in receipt["logs"] if x["address"] == self.registry.address]
+            # From the raw log: process_receipt would refuse strings that are not UTF-8. The
+            # GenerationRequested one (an options request also emits RequestOptions).
+            topic = registry.event_topic("GenerationRequested")
+            (log,) = [
+                x
+                for x in receipt["logs"]
+                if x["address"] == self.registry.address and x["topics"][0].to_0x_hex() == topic
+            ]
             out.append(
                 Requested("0x" + log["topics"][1].hex(), receipt["blockNumber"], log["logIndex"])
             )

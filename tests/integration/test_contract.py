@@ -24,6 +24,7 @@ from functools import cache
 from typing import Any
 
 import pytest
+from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -187,6 +188,29 @@ class Chain:
         self.requested_at[request_id] = receipt["blockNumber"]
         return request_id
 
+    async def request_with_options(
+        self,
+        options: tuple[Any, ...],
+        prompt: str = "a calm piano piece",
+        lyrics: str = "",
+        duration: int = 30,
+        *,
+        sender: LocalAccount | None = None,
+        value: int | None = None,
+    ) -> tuple[bytes, TxReceipt]:
+        """Send requestGenerationWithOptions paying ``requestFeeFor(model)`` (or ``value``):
+        the request id from its GenerationRequested event, and the receipt."""
+        fee = await self.reg.functions.requestFeeFor(options[9]).call()
+        receipt = await self.send(
+            self.reg.functions.requestGenerationWithOptions(prompt, lyrics, duration, options),
+            sender or self.requester,
+            fee if value is None else value,
+        )
+        (event,) = self.reg.events.GenerationRequested().process_receipt(receipt, errors=DISCARD)
+        request_id = bytes(event["args"]["requestId"])
+        self.requested_at[request_id] = receipt["blockNumber"]
+        return request_id, receipt
+
     async def register(self, request_id: bytes, audio_hash: bytes = AUDIO_HASH) -> TxReceipt:
         call = self.reg.functions.registerTrack(
             request_id, audio_hash, CID, MANIFEST_HASH, MANIFEST_CID
@@ -239,8 +263,8 @@ def test_committed_artifacts_are_current() -> None:
 
 
 async def test_the_contract_says_its_version(chain: Chain) -> None:
-    assert await chain.reg.functions.VERSION().call() == "1.1.0"
-    assert await chain.api.version() == "1.1.0"
+    assert await chain.reg.functions.VERSION().call() == "1.2.0"
+    assert await chain.api.version() == "1.2.0"
 
 
 # ---------------------------------------------------------------------- requestGeneration
@@ -381,6 +405,258 @@ async def test_paused_registry_refuses_requests_until_unpaused(chain: Chain) -> 
     assert await chain.status(await chain.request()) == Status.PENDING
 
 
+# ---------------------------------------------------------------------- requests with options
+
+# The contract's `Options`, as the services decode `RequestOptions.options`.
+OPTIONS_TYPE = "(bool,uint32,string,uint16,string,uint8,string,bool,string[],string)"
+# (hasSeed, seed, format, bpm, key, timeSignature, vocalLanguage, instrumental, tags, model)
+NO_OPTIONS = (False, 0, "", 0, "", 0, "", False, (), "")  # nothing asked: the defaults
+OPTIONS = (True, 42, "flac", 120, "F# minor", 4, "en", False, ("lo-fi", "piano", "rain"), "")
+
+
+def with_model(options: tuple[Any, ...], model: str) -> tuple[Any, ...]:
+    return (*options[:9], model)
+
+
+def options_of(chain: Chain, receipt: TxReceipt) -> tuple[bytes, tuple[Any, ...]]:
+    """The request id and the decoded options of the receipt's one RequestOptions event."""
+    (log,) = [
+        entry
+        for entry in receipt["logs"]
+        if entry["topics"][0].to_0x_hex() == registry.event_topic("RequestOptions")
+    ]
+    assert log["address"] == chain.reg.address
+    (event,) = chain.reg.events.RequestOptions().process_receipt(receipt, errors=DISCARD)
+    data = bytes(event["args"]["options"])
+    (decoded,) = abi_decode([OPTIONS_TYPE], data)
+    assert abi_encode([OPTIONS_TYPE], [decoded]) == data  # exactly abi.encode(options)
+    return bytes(log["topics"][1]), decoded
+
+
+async def test_an_options_request_announces_its_options_after_the_request(chain: Chain) -> None:
+    functions, me = chain.reg.functions, chain.requester.address
+    call = functions.requestGenerationWithOptions(
+        "lo-fi beat, rainy night", "la la la", 42, OPTIONS
+    )
+    expected = await functions.nextRequestIdWithOptions(
+        me, "lo-fi beat, rainy night", "la la la", 42, OPTIONS
+    ).call()
+    assert await call.call({"from": me}) == expected
+    receipt = await chain.send(call, chain.requester)
+
+    # GenerationRequested exactly as requestGeneration emits it, then RequestOptions.
+    requested, announced = receipt["logs"]
+    assert requested["topics"][0].to_0x_hex() == registry.event_topic("GenerationRequested")
+    assert announced["topics"][0].to_0x_hex() == registry.event_topic("RequestOptions")
+    assert announced["logIndex"] == requested["logIndex"] + 1
+    (event,) = chain.reg.events.GenerationRequested().process_receipt(receipt, errors=DISCARD)
+    assert dict(event["args"]) == {
+        "requestId": expected,
+        "requester": me,
+        "prompt": "lo-fi beat, rainy night",
+        "lyrics": "la la la",
+        "durationSeconds": 42,
+    }
+    assert options_of(chain, receipt) == (expected, OPTIONS)
+    assert await chain.reg.functions.requests(expected).call() == [
+        me,
+        Status.PENDING,
+        0,
+        0,
+        receipt["blockNumber"],
+        0,  # no callback
+    ]
+
+
+async def test_an_options_request_id_depends_on_its_options_too(chain: Chain) -> None:
+    functions, me = chain.reg.functions, chain.requester.address
+    prompt, lyrics, duration = "rain", "la", 30
+    expected = await functions.nextRequestIdWithOptions(
+        me, prompt, lyrics, duration, OPTIONS
+    ).call()
+    # Another option, another model, nothing asked, or no options at all: another id.
+    others = [
+        await functions.nextRequestIdWithOptions(me, prompt, lyrics, duration, other).call()
+        for other in (
+            (False, *OPTIONS[1:]),
+            (*OPTIONS[:8], ("lo-fi", "piano"), ""),
+            with_model(OPTIONS, "xl"),
+            NO_OPTIONS,
+        )
+    ]
+    others.append(await functions.nextRequestId(me, prompt, lyrics, duration).call())
+    assert len({expected, *others}) == 6
+
+    # The salt: the requester's count, the arguments and keccak256(abi.encode(options)).
+    options_hash = keccak(abi_encode([OPTIONS_TYPE], [OPTIONS]))
+    salt = keccak(
+        abi_encode(
+            ["uint256", "string", "string", "uint32", "bytes32"],
+            [0, prompt, lyrics, duration, options_hash],
+        )
+    )
+    assert "0x" + expected.hex() == request_id_of(31337, chain.reg.address, me, salt)
+    request_id, _ = await chain.request_with_options(OPTIONS, prompt, lyrics, duration)
+    assert request_id == expected
+
+    # One count for every kind of request: the same arguments again get another id.
+    assert await functions.requestNonce(me).call() == 1
+    plain = await chain.request(prompt, lyrics, duration)
+    assert plain != others[-1]  # the count moved on: nonce 1, not 0
+    again, _ = await chain.request_with_options(OPTIONS, prompt, lyrics, duration)
+    assert again not in (expected, plain)
+    assert await functions.requestNonce(me).call() == 3
+    # Another requester with the same arguments: another id.
+    stranger_id, _ = await chain.request_with_options(
+        OPTIONS, prompt, lyrics, duration, sender=chain.stranger
+    )
+    assert stranger_id not in (expected, again)
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # one registry for all
+)
+@given(
+    options=st.tuples(
+        st.booleans(),
+        st.integers(0, 2**32 - 1),
+        st.text(max_size=20),
+        st.integers(0, 2**16 - 1),
+        st.text(max_size=20),
+        st.integers(0, 255),
+        st.text(max_size=10),
+        st.booleans(),
+        st.lists(st.text(max_size=30), max_size=6).map(tuple),
+        st.text(max_size=30),
+    )
+)
+@example(options=NO_OPTIONS)
+async def test_any_options_come_back_from_the_event_as_sent(
+    chain: Chain, options: tuple[Any, ...]
+) -> None:
+    # The contract checks none of them (but the model's fee): the services do.
+    me = chain.requester.address
+    expected = await chain.reg.functions.nextRequestIdWithOptions(
+        me, "a song", "", 30, options
+    ).call()
+    request_id, receipt = await chain.request_with_options(options, "a song")
+    assert options_of(chain, receipt) == (request_id, options)
+    assert request_id == expected
+
+
+async def test_an_options_request_is_checked_like_any_request(paid: Chain) -> None:
+    def call(prompt: str = "a song", lyrics: str = "", duration: int = 30) -> Any:
+        return paid.reg.functions.requestGenerationWithOptions(prompt, lyrics, duration, OPTIONS)
+
+    me = paid.requester
+    assert await revert_of(call(duration=4), me, FEE) == ("BadDuration", (4,))
+    assert await revert_of(call(duration=241), me, FEE) == ("BadDuration", (241,))
+    assert await revert_of(call(""), me, FEE) == ("EmptyPrompt", ())
+    assert await revert_of(call("p" * 1001), me, FEE) == ("PromptTooLong", (1001,))
+    assert await revert_of(call(lyrics="l" * 4097), me, FEE) == ("LyricsTooLong", (4097,))
+    for sent in (0, FEE - 1, FEE + 1):
+        assert await revert_of(call(), me, sent) == ("WrongFee", (FEE, sent))
+    await paid.send(paid.reg.functions.setPaused(True), paid.owner)
+    assert await revert_of(call(), me, FEE) == ("IsPaused", ())
+    await paid.send(paid.reg.functions.setPaused(False), paid.owner)
+    request_id, _ = await paid.request_with_options(OPTIONS, "p" * 1000, "l" * 4096, 240)
+    assert await paid.status(request_id) == Status.PENDING
+    assert await paid.reg.functions.requestNonce(me.address).call() == 1  # reverts count nothing
+
+
+# ---------------------------------------------------------------------- model fees
+
+
+async def test_a_request_for_a_model_with_a_fee_pays_that_fee(paid: Chain) -> None:
+    functions = paid.reg.functions
+    xl = with_model(OPTIONS, "xl")
+    receipt = await paid.send(functions.setModelFee("xl", 3 * FEE), paid.owner)
+    (event,) = paid.reg.events.ModelFeeSet().process_receipt(receipt, errors=DISCARD)
+    assert dict(event["args"]) == {"model": "xl", "fee": 3 * FEE, "set": True}
+    assert await functions.requestFeeFor("xl").call() == 3 * FEE
+    # The default model (""), a model without a fee, and requestGeneration: requestFee.
+    for model in ("", "base", "XL", "xl "):
+        assert await functions.requestFeeFor(model).call() == FEE
+    assert await functions.requestFee().call() == FEE
+
+    call = functions.requestGenerationWithOptions("a song", "", 30, xl)
+    for sent in (0, FEE, 3 * FEE - 1, 3 * FEE + 1):
+        assert await revert_of(call, paid.requester, sent) == ("WrongFee", (3 * FEE, sent))
+    request_id, receipt = await paid.request_with_options(xl, value=3 * FEE)
+    assert (await functions.requests(request_id).call())[3] == 3 * FEE
+    assert await paid.balance_change(paid.reg.address, receipt) == 3 * FEE
+    for options in (OPTIONS, with_model(OPTIONS, "base")):
+        cheap = functions.requestGenerationWithOptions("a song", "", 30, options)
+        assert await revert_of(cheap, paid.requester, 3 * FEE) == ("WrongFee", (FEE, 3 * FEE))
+        request_id, _ = await paid.request_with_options(options, value=FEE)
+        assert (await functions.requests(request_id).call())[3] == FEE
+    assert (await functions.requests(await paid.request(value=FEE)).call())[3] == FEE
+
+    # A model's fee stays when requestFee changes; a fee of 0 makes a model free.
+    await paid.send(functions.setRequestFee(2 * FEE), paid.owner)
+    assert await functions.requestFeeFor("xl").call() == 3 * FEE
+    assert await functions.requestFeeFor("base").call() == 2 * FEE
+    await paid.send(functions.setModelFee("small", 0), paid.owner)
+    assert await functions.requestFeeFor("small").call() == 0
+    request_id, _ = await paid.request_with_options(with_model(OPTIONS, "small"), value=0)
+    assert (await functions.requests(request_id).call())[3] == 0
+
+    # Cleared: requestFee again.
+    receipt = await paid.send(functions.clearModelFee("xl"), paid.owner)
+    (event,) = paid.reg.events.ModelFeeSet().process_receipt(receipt, errors=DISCARD)
+    assert dict(event["args"]) == {"model": "xl", "fee": 0, "set": False}
+    assert await functions.requestFeeFor("xl").call() == 2 * FEE
+    assert await revert_of(call, paid.requester, 3 * FEE) == ("WrongFee", (2 * FEE, 3 * FEE))
+    request_id, _ = await paid.request_with_options(xl, value=2 * FEE)
+    assert (await functions.requests(request_id).call())[3] == 2 * FEE
+
+
+async def test_model_fees_need_a_model_and_fit_a_requests_fee(chain: Chain) -> None:
+    functions = chain.reg.functions
+    assert await revert_of(functions.setModelFee("", 1), chain.owner) == ("EmptyModel", ())
+    assert await revert_of(functions.clearModelFee(""), chain.owner) == ("EmptyModel", ())
+    for fee in (UINT80_MAX + 1, 2**256 - 1):
+        call = functions.setModelFee("xl", fee)
+        assert await revert_of(call, chain.owner) == ("FeeTooLarge", (fee,))
+    assert await functions.requestFeeFor("xl").call() == 0
+    await chain.send(functions.setModelFee("xl", UINT80_MAX), chain.owner)
+    assert await functions.requestFeeFor("xl").call() == UINT80_MAX
+    # Only the owner, even to clear (test_only_the_owner_may_administer checks the rest).
+    for account in (chain.stranger, chain.publisher, chain.requester):
+        assert await revert_of(functions.setModelFee("xl", 0), account) == ("NotOwner", ())
+        assert await revert_of(functions.clearModelFee("xl"), account) == ("NotOwner", ())
+    assert await functions.requestFeeFor("xl").call() == UINT80_MAX
+
+
+async def test_an_options_request_is_refunded_what_it_paid(paid: Chain) -> None:
+    functions = paid.reg.functions
+    xl = with_model(OPTIONS, "xl")
+    await paid.send(functions.setModelFee("xl", 3 * FEE), paid.owner)
+    failed, _ = await paid.request_with_options(xl)
+    canceled, _ = await paid.request_with_options(xl)
+    registered, _ = await paid.request_with_options(xl)
+    # Later prices change nothing for requests already made.
+    await paid.send(functions.setModelFee("xl", 5 * FEE), paid.owner)
+    await paid.send(functions.setRequestFee(7 * FEE), paid.owner)
+
+    receipt = await paid.fail(failed, "unknown model")
+    (event,) = paid.reg.events.GenerationFailed().process_receipt(receipt, errors=DISCARD)
+    assert event["args"]["refund"] == 3 * FEE
+    assert await paid.balance_change(paid.requester.address, receipt) == 3 * FEE
+    assert await paid.status(failed) == Status.FAILED
+
+    receipt = await paid.send(functions.cancelRequest(canceled), paid.requester)
+    assert _canceled(paid, receipt)["refund"] == 3 * FEE
+    gas_cost = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert await paid.balance_change(paid.requester.address, receipt) == 3 * FEE - gas_cost
+
+    await paid.register(registered)
+    assert await functions.collectedFees().call() == 3 * FEE
+    assert await paid.w3.eth.get_balance(paid.reg.address) == 3 * FEE
+
+
 # ---------------------------------------------------------------------- roles
 
 
@@ -403,6 +679,8 @@ async def test_only_a_publisher_may_register_or_fail(chain: Chain) -> None:
         ("setPublisher", lambda c: (c.stranger.address, True)),
         ("setRequestFee", lambda c: (1,)),
         ("setPaused", lambda c: (True,)),
+        ("setModelFee", lambda c: ("xl", 1)),
+        ("clearModelFee", lambda c: ("xl",)),
         ("transferOwnership", lambda c: (c.stranger.address,)),
         ("withdrawFees", lambda c: (c.stranger.address,)),
     ],
@@ -1227,14 +1505,31 @@ async def test_gas_used_by_the_main_calls(paid: Chain) -> None:
     long = await paid.send(
         functions.requestGeneration("p" * 1000, "l" * 1000, 240), paid.requester, FEE
     )
+    _, with_options = await paid.request_with_options(OPTIONS, "a calm piano piece")
+    _, no_options = await paid.request_with_options(NO_OPTIONS, "a calm piano piece")
+    # The same as `short`, but the requester's count is no longer 0 (a cheaper store), as for
+    # the options requests: what they are compared with.
+    again = await paid.send(
+        functions.requestGeneration("a calm piano piece", "", 30), paid.requester, FEE
+    )
     (event,) = paid.reg.events.GenerationRequested().process_receipt(short, errors=DISCARD)
     register = await paid.register(event["args"]["requestId"])
     gas = {
         "requestGeneration(short prompt)": short["gasUsed"],
         "requestGeneration(1000 B prompt + 1000 B lyrics)": long["gasUsed"],
+        "requestGeneration(short prompt, not the first)": again["gasUsed"],
+        "requestGenerationWithOptions(short prompt, OPTIONS)": with_options["gasUsed"],
+        "requestGenerationWithOptions(short prompt, NO_OPTIONS)": no_options["gasUsed"],
         "registerTrack(dag-pb CID, MANIFEST_HASH, its keccak CID)": register["gasUsed"],
     }
     print("\ngas used:", gas)
+    print(
+        "options cost, over requestGeneration (not the first):",
+        with_options["gasUsed"] - again["gasUsed"],
+        "(OPTIONS),",
+        no_options["gasUsed"] - again["gasUsed"],
+        "(NO_OPTIONS)",
+    )
     assert all(21_000 < used < 1_000_000 for used in gas.values())
     assert (
         gas["requestGeneration(1000 B prompt + 1000 B lyrics)"]

@@ -53,7 +53,7 @@ async def test_the_example_dapp_requests_waits_fetches_and_verifies(
                 served = await answer.json()
         artifact = ContractArtifact.model_validate(served)
         assert (artifact.chain_id, artifact.address.lower()) == (31337, pipeline.contract.lower())
-        assert artifact.version == "1.1.0" and artifact.abi == abi()
+        assert artifact.version == "1.2.0" and artifact.abi == abi()
         assert artifact.reclaim_after_blocks == 20 and artifact.request_fee_wei == "0"
         path = artifact.save(tmp_path / "deployments")
 
@@ -107,7 +107,7 @@ def test_contracts_deploy_writes_the_deployment_artifact(
         assert artifact.bytecode_hash == deployment.bytecode_hash
         assert artifact.reclaim_after_blocks == DEFAULT_RECLAIM_AFTER_BLOCKS
         assert (artifact.request_fee_wei, artifact.callback_gas_price_wei) == ("0", "0")
-        assert artifact.version == "1.1.0" and artifact.abi == abi()
+        assert artifact.version == "1.2.0" and artifact.abi == abi()
         raw = json.loads((tmp_path / "run" / "deployments" / "31337.json").read_text())
         assert raw["chainId"] == 31337 and raw["deploymentBlock"] == deployment.block_number
     finally:

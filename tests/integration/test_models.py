@@ -18,12 +18,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from acesteps.chainoptions import encode_options
 from acesteps.manifest import parse_manifest
 from acesteps.settings import CommonSettings
 from generator.digest import weights_digest
 from generator.settings import GeneratorSettings
 from generator.tiny import build_tiny, ensure_tiny
-from tests.integration.pipeline import Pipeline, running_pipeline
+from tests.integration.kafkaread import eventually
+from tests.integration.pipeline import Pipeline, record_where, running_pipeline
 
 B_SEED = 20_240_916
 
@@ -87,3 +89,60 @@ async def test_each_request_runs_on_the_model_it_names(
         body = {"prompt": "a calm piano piece", "duration": 5, "model": "tiny-c"}
         status, refused = await _json(http, f"{api}/api/generate", method="POST", json=body)
         assert status == 422 and refused["error"]["field"] == "model"
+
+
+async def test_a_chain_request_names_its_model_and_controls_and_pays_the_models_fee(
+    pipeline: Pipeline,
+) -> None:
+    chain, fee = pipeline.chain, 10**15
+    chain.wait(chain.call(chain.registry.functions.setModelFee("tiny-b", fee)))
+    asked = encode_options(model="tiny-b", bpm=96, key="f# minor", time_signature=3, seed=5)
+    sent = {
+        "ok": chain.request_with_options("a waltz for strings", 5, asked, value=fee),
+        "unknown_model": chain.request_with_options(
+            "a waltz for strings", 5, encode_options(model="tiny-c")
+        ),
+        "invalid_request": chain.request_with_options(
+            "a waltz for strings", 5, encode_options(bpm=500)
+        ),
+    }
+    ids = {
+        name: request.request_id
+        for name, request in zip(sent, chain.requested(list(sent.values())), strict=True)
+    }
+
+    done = await record_where(
+        pipeline, ids["ok"], lambda g: g["status"] == "completed", "the track"
+    )
+    assert (done["model"], done["bpm"], done["key"], done["timeSignature"], done["seed"]) == (
+        "tiny-b",
+        96,
+        "F# minor",
+        3,
+        5,
+    )
+    async with aiohttp.ClientSession() as http:
+        url = f"{pipeline.api_url}/api/generations/{ids['ok']}/manifest"
+        async with http.get(url) as answer:
+            manifest = parse_manifest(await answer.read())
+    assert manifest.model.name == "tiny-b" and manifest.request.chain is not None
+    assert "- bpm: 96\n" in manifest.model_input.text
+    assert "- keyscale: F# minor\n" in manifest.model_input.text
+
+    # Refused by the generator (no such model) or by the listener (bpm out of range): failed,
+    # with the reason, and the fee back on chain.
+    for code in ("unknown_model", "invalid_request"):
+        failed = await record_where(
+            pipeline, ids[code], lambda g: g["status"] == "failed", f"the {code} failure"
+        )
+        assert failed["error"]["code"] == code, failed
+    registry = chain.registry
+    for code in ("unknown_model", "invalid_request"):
+        rid = bytes.fromhex(ids[code][2:])
+
+        async def refunded(rid: bytes = rid) -> bool:
+            return int(registry.functions.requests(rid).call()[1]) == 3  # FAILED
+
+        await eventually(refunded, 60, f"the refund of the {code} request")
+    assert registry.functions.requestFeeFor("tiny-b").call() == fee
+    assert registry.functions.requestFeeFor("tiny-a").call() == 0

@@ -1,0 +1,122 @@
+"""The options of an on-chain request: ``requestGenerationWithOptions``'s ``Options`` struct.
+
+The contract emits ``RequestOptions(requestId, abi.encode(options))`` right after the request's
+``GenerationRequested``; the listener decodes it here into the request fields of
+`acesteps.options.GenerationOptions`, which then validate them as they validate an HTTP
+request. A zero value means "not asked" (the service's default), so the struct needs no
+optional types:
+
+========================  ===================  =====================================
+struct field              zero value           request field
+========================  ===================  =====================================
+``bool hasSeed``,         ``false``            ``seed`` (from the request id)
+``uint32 seed``
+``string format``         ``""``               ``format`` (mp3)
+``uint16 bpm``            ``0``                ``bpm``
+``string key``            ``""``               ``key``
+``uint8 timeSignature``   ``0``                ``time_signature``
+``string vocalLanguage``  ``""``               ``vocal_language``
+``bool instrumental``     ``false``            ``instrumental``
+``string[] tags``         ``[]``               ``tags``
+``string model``          ``""``               ``model`` (the operator's default)
+========================  ===================  =====================================
+
+Strings are decoded as bytes and then as UTF-8 here: Solidity never checks UTF-8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+
+__all__ = ["OPTIONS_TYPE", "STRUCT_NAMES", "decode_options", "encode_options"]
+
+OPTIONS_TYPE: Final = "(bool,uint32,string,uint16,string,uint8,string,bool,string[],string)"
+_RAW_TYPE: Final = "(bool,uint32,bytes,uint16,bytes,uint8,bytes,bool,bytes[],bytes)"
+MAX_OPTIONS_BYTES: Final = 16 * 1024
+"""Larger options cannot be a valid request (16 tags of 48 characters and short strings)."""
+
+STRUCT_NAMES: Final = {
+    "seed": "seed",
+    "format": "format",
+    "bpm": "bpm",
+    "key": "key",
+    "time_signature": "timeSignature",
+    "vocal_language": "vocalLanguage",
+    "instrumental": "instrumental",
+    "tags": "tags",
+    "model": "model",
+}
+"""Request field -> the struct field that carries it (for reasons a requester can read)."""
+
+
+def encode_options(
+    *,
+    seed: int | None = None,
+    format: str = "",
+    bpm: int | None = None,
+    key: str = "",
+    time_signature: int | None = None,
+    vocal_language: str = "",
+    instrumental: bool = False,
+    tags: Sequence[str] = (),
+    model: str = "",
+) -> tuple[Any, ...]:
+    """The ``Options`` tuple of what a request asks (what a client passes to the contract)."""
+    return (
+        seed is not None,
+        seed or 0,
+        format,
+        bpm or 0,
+        key,
+        time_signature or 0,
+        vocal_language,
+        instrumental,
+        list(tags),
+        model,
+    )
+
+
+def decode_options(data: bytes) -> dict[str, object]:
+    """The request fields that ``abi.encode(options)`` asks for (zero values left out);
+    ValueError saying what is wrong with bytes that are not such an encoding, or with a
+    string that is not UTF-8."""
+    if len(data) > MAX_OPTIONS_BYTES:
+        raise ValueError(f"options of {len(data)} bytes (at most {MAX_OPTIONS_BYTES})")
+    try:
+        (raw,) = abi_decode([_RAW_TYPE], data)
+    except Exception as exc:  # eth_abi raises many types for malformed data
+        raise ValueError(f"options are not an ABI-encoded Options struct ({exc})") from None
+    has_seed, seed, fmt, bpm, key, signature, language, instrumental, tags, model = raw
+    if len(abi_encode([_RAW_TYPE], [raw])) != len(data):
+        raise ValueError("options carry bytes after the Options struct")
+    asked: dict[str, object] = {}
+    if has_seed:
+        asked["seed"] = seed
+    for name, value in (
+        ("format", fmt),
+        ("key", key),
+        ("vocal_language", language),
+        ("model", model),
+    ):
+        if value:
+            asked[name] = _utf8(value, STRUCT_NAMES[name])
+    if bpm:
+        asked["bpm"] = bpm
+    if signature:
+        asked["time_signature"] = signature
+    if instrumental:
+        asked["instrumental"] = True
+    if tags:
+        asked["tags"] = tuple(_utf8(tag, f"tags[{i}]") for i, tag in enumerate(tags))
+    return asked
+
+
+def _utf8(raw: bytes, field: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{field} is not valid UTF-8 (byte {exc.start})") from None
