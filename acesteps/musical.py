@@ -19,6 +19,7 @@ __all__ = [
     "BPM_MAX",
     "BPM_MIN",
     "KEYS",
+    "KEY_PATTERN",
     "TIME_SIGNATURES",
     "VOCAL_LANGUAGES",
     "canonical_key",
@@ -44,7 +45,13 @@ _MODES: Final = ("major", "minor")
 KEYS: Final = tuple(f"{n}{a} {m}" for n in _NOTES for a in _ACCIDENTALS for m in _MODES)
 """Every key in its canonical spelling: a note, an optional ``#`` or ``b``, major or minor."""
 
-_KEY: Final = re.compile(r"^\s*([A-Ga-g])\s*([#♯b♭]?)\s*(major|minor|maj|min)\s*$", re.I)
+KEY_PATTERN: Final = (
+    r"^\s*([A-Ga-g])\s*([#♯b♭]?)\s*"
+    r"([Mm][Aa][Jj](?:[Oo][Rr])?|[Mm][Ii][Nn](?:[Oo][Rr])?)\s*$"
+)
+"""What `canonical_key` accepts, as a regular expression that JSON Schema (ECMA-262) reads
+the same way: the OpenAPI document and the topic schema carry it."""
+_KEY: Final = re.compile(KEY_PATTERN)
 
 
 def canonical_key(value: str) -> str:

@@ -35,7 +35,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from acesteps.models import MODEL_NAME_PATTERN
-from acesteps.musical import BPM_MAX, BPM_MIN, VOCAL_LANGUAGES, canonical_key
+from acesteps.musical import BPM_MAX, BPM_MIN, KEY_PATTERN, VOCAL_LANGUAGES, canonical_key
 from acesteps.types import AudioFormat
 
 __all__ = [
@@ -162,6 +162,7 @@ class Extras(_Frozen):
     key: str | None = Field(
         None,
         max_length=16,
+        json_schema_extra={"pattern": KEY_PATTERN},  # checked by `canonical_key`, in words
         description="the key: a note A-G, an optional # or b, then major or minor, e.g. "
         "'F# minor' (stored in that spelling)",
         exclude_if=_unset,
