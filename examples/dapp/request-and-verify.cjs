@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // An AceSteps dApp end to end, with viem: read the deployment artifact, send
-// requestGeneration, wait for the TrackRegistered event of the request, fetch the file from an
-// IPFS gateway, hash it (keccak256) and check the hash with the contract's verify.
+// requestGeneration (or, with options, requestGenerationWithOptions), wait for the
+// TrackRegistered event of the request, fetch the file from an IPFS gateway, hash it
+// (keccak256) and check the hash with the contract's verify.
 //
 //   NODE_PATH=$(examples/dapp/install) node examples/dapp/request-and-verify.cjs \
 //     --rpc http://127.0.0.1:18545 --artifact .cache/run/deployments/31337.json \
@@ -9,8 +10,11 @@
 //
 // Every option can come from the environment instead: ACESTEPS_RPC_URL, ACESTEPS_ARTIFACT (a
 // file, or the API's http://.../api/contract), ACESTEPS_IPFS_GATEWAY_URL, DAPP_PRIVATE_KEY,
-// DAPP_PROMPT, DAPP_DURATION (seconds, 5 to 240), DAPP_TIMEOUT_S. Prints one JSON object and
-// exits 0 when the file verifies; 1 when it does not, or the request failed or was canceled.
+// DAPP_PROMPT, DAPP_DURATION (seconds, 5 to 240), DAPP_TIMEOUT_S, DAPP_OPTIONS. Options
+// (--options) are JSON with any of seed, format, bpm, key, timeSignature, vocalLanguage,
+// instrumental, tags, model, e.g. '{"bpm": 96, "key": "F# minor", "format": "flac"}'; the
+// request then pays requestFeeFor(model). Prints one JSON object and exits 0 when the file
+// verifies; 1 when it does not, or the request failed or was canceled.
 "use strict";
 
 const { readFile } = require("node:fs/promises");
@@ -35,6 +39,7 @@ function options() {
       prompt: { type: "string", default: process.env.DAPP_PROMPT || "a calm piano piece" },
       duration: { type: "string", default: process.env.DAPP_DURATION || "5" },
       timeout: { type: "string", default: process.env.DAPP_TIMEOUT_S || "300" },
+      options: { type: "string", default: process.env.DAPP_OPTIONS },
     },
   });
   for (const name of ["rpc", "artifact", "gateway", "private-key"]) {
@@ -44,6 +49,23 @@ function options() {
 }
 
 class Usage extends Error {}
+
+/** The contract's Options struct from the JSON a user wrote; zero values: "not asked". */
+function optionsStruct(json) {
+  let asked;
+  try {
+    asked = JSON.parse(json);
+  } catch (error) {
+    throw new Usage(`--options is not JSON: ${error.message}`);
+  }
+  const zero = {
+    seed: 0, format: "", bpm: 0, key: "", timeSignature: 0, vocalLanguage: "",
+    instrumental: false, tags: [], model: "",
+  };
+  const unknown = Object.keys(asked).filter((name) => !(name in zero));
+  if (unknown.length) throw new Usage(`--options: unknown option(s) ${unknown.join(", ")}`);
+  return { ...zero, ...asked, hasSeed: asked.seed !== undefined };
+}
 
 /** The deployment artifact: deployments/<chainId>.json, or GET /api/contract. */
 async function loadArtifact(where) {
@@ -78,17 +100,31 @@ async function main() {
   }
 
   // 1. Request: pay exactly the current fee; the simulation tells the request id.
-  const fee = await publicClient.readContract({ ...registry, functionName: "requestFee" });
+  const args = [opts.prompt, "", Number(opts.duration)];
+  let functionName = "requestGeneration";
+  let fee;
+  if (opts.options) {
+    const struct = optionsStruct(opts.options);
+    functionName = "requestGenerationWithOptions";
+    args.push(struct);
+    fee = await publicClient.readContract({
+      ...registry,
+      functionName: "requestFeeFor",
+      args: [struct.model],
+    });
+  } else {
+    fee = await publicClient.readContract({ ...registry, functionName: "requestFee" });
+  }
   const { request, result: requestId } = await publicClient.simulateContract({
     ...registry,
     account,
-    functionName: "requestGeneration",
-    args: [opts.prompt, "", Number(opts.duration)],
+    functionName,
+    args,
     value: fee,
   });
   const txHash = await wallet.writeContract(request);
   const receipt = await publicClient.waitForTransactionReceipt({ hash: txHash });
-  if (receipt.status !== "success") throw new Error(`requestGeneration reverted: ${txHash}`);
+  if (receipt.status !== "success") throw new Error(`${functionName} reverted: ${txHash}`);
   const [requested] = parseEventLogs({
     abi: artifact.abi,
     eventName: "GenerationRequested",

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -43,8 +44,13 @@ def node_modules() -> Path:
     return Path(installed.stdout.strip())
 
 
+@pytest.mark.parametrize(
+    "options",
+    [None, {"bpm": 96, "key": "f# minor", "format": "flac", "tags": ["strings"]}],
+    ids=["plain", "with options"],
+)
 async def test_the_example_dapp_requests_waits_fetches_and_verifies(
-    stack: CommonSettings, node_modules: Path, tmp_path: Path
+    stack: CommonSettings, node_modules: Path, tmp_path: Path, options: dict[str, Any] | None
 ) -> None:
     with running_pipeline(stack) as pipeline:
         async with aiohttp.ClientSession() as http:
@@ -67,6 +73,7 @@ async def test_the_example_dapp_requests_waits_fetches_and_verifies(
             "DAPP_PROMPT": "a calm piano piece, example dApp",
             "DAPP_DURATION": "5",
             "DAPP_TIMEOUT_S": "90",
+            **({"DAPP_OPTIONS": json.dumps(options)} if options else {}),
         }
         proc = await asyncio.create_subprocess_exec(
             "node",
@@ -87,6 +94,11 @@ async def test_the_example_dapp_requests_waits_fetches_and_verifies(
             pipeline, result["requestId"], lambda r: r.get("status") == "completed", "published"
         )
         assert (record["audioHash"], record["cid"]) == (result["audioHash"], result["cid"])
+        if options:  # what the options asked for, as the service understood it
+            assert (record["bpm"], record["key"], record["format"]) == (96, "F# minor", "flac")
+            assert record["tags"] == ["strings"]
+        else:
+            assert record.get("bpm") is None and record["format"] == "mp3"
 
 
 def test_contracts_deploy_writes_the_deployment_artifact(
