@@ -54,7 +54,10 @@ def deadline_of(request: web.Request, body: GenerateBody, now: datetime) -> date
             raise ApiFailure(
                 422, "invalid_request", "deadline: give a time zone (e.g. Z)", "deadline"
             )
-        found.append(body.deadline.astimezone(UTC))
+        try:
+            found.append(body.deadline.astimezone(UTC))
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00: past the last year there is
+            raise _beyond("deadline") from None
     header = request.headers.get("Cancel-After")
     if header is not None:
         try:
@@ -66,18 +69,24 @@ def deadline_of(request: web.Request, body: GenerateBody, now: datetime) -> date
                 "Cancel-After: a duration such as 90, 90s, 5m or 1h30m",
                 "Cancel-After",
             ) from None
+        if seconds > MAX_DEADLINE.total_seconds():  # also before now + it overflows
+            raise _beyond("Cancel-After")
         found.append(now + timedelta(seconds=seconds))
     if not found:
         return None
     deadline = min(found)
     if not now < deadline <= now + MAX_DEADLINE:
-        raise ApiFailure(
-            422,
-            "invalid_request",
-            f"the deadline must be in the future and within {MAX_DEADLINE.days} days",
-            "deadline" if body.deadline is not None else "Cancel-After",
-        )
+        raise _beyond("deadline" if body.deadline is not None else "Cancel-After")
     return deadline
+
+
+def _beyond(field: str) -> ApiFailure:
+    return ApiFailure(
+        422,
+        "invalid_request",
+        f"the deadline must be in the future and within {MAX_DEADLINE.days} days",
+        field,
+    )
 
 
 async def cancel(request: web.Request) -> web.Response:

@@ -77,6 +77,9 @@ async def test_cancel_after_and_deadline_set_the_requests_deadline(make_client) 
         ({"Cancel-After": "0"}, {}, "Cancel-After"),
         ({"Cancel-After": "8d"}, {}, "Cancel-After"),
         ({"Cancel-After": "200h"}, {}, "Cancel-After"),
+        # Past the last datetime there is: refused, not an overflow (a 500 before).
+        ({"Cancel-After": "247320012.0h403389241s3ms"}, {}, "Cancel-After"),
+        ({}, {"deadline": "9999-12-31T23:59:59-01:00"}, "deadline"),
         ({}, {"deadline": "2001-01-01T00:00:00Z"}, "deadline"),
         ({}, {"deadline": "2999-01-01T00:00:00Z"}, "deadline"),
         ({}, {"deadline": "2030-01-01T00:00:00"}, "deadline"),
