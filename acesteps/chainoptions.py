@@ -32,7 +32,14 @@ from typing import Any, Final
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 
-__all__ = ["OPTIONS_TYPE", "STRUCT_NAMES", "decode_options", "encode_options"]
+__all__ = [
+    "OPTIONS_TYPE",
+    "STRUCT_NAMES",
+    "InvalidUtf8",
+    "decode_options",
+    "encode_options",
+    "utf8",
+]
 
 OPTIONS_TYPE: Final = "(bool,uint32,string,uint16,string,uint8,string,bool,string[],string)"
 _RAW_TYPE: Final = "(bool,uint32,bytes,uint16,bytes,uint8,bytes,bool,bytes[],bytes)"
@@ -103,7 +110,7 @@ def decode_options(data: bytes) -> dict[str, object]:
         ("model", model),
     ):
         if value:
-            asked[name] = _utf8(value, STRUCT_NAMES[name])
+            asked[name] = utf8(value, STRUCT_NAMES[name])
     if bpm:
         asked["bpm"] = bpm
     if signature:
@@ -111,12 +118,17 @@ def decode_options(data: bytes) -> dict[str, object]:
     if instrumental:
         asked["instrumental"] = True
     if tags:
-        asked["tags"] = tuple(_utf8(tag, f"tags[{i}]") for i, tag in enumerate(tags))
+        asked["tags"] = tuple(utf8(tag, f"tags[{i}]") for i, tag in enumerate(tags))
     return asked
 
 
-def _utf8(raw: bytes, field: str) -> str:
+class InvalidUtf8(ValueError):
+    """A string of a chain request that is not UTF-8."""
+
+
+def utf8(raw: bytes, field: str) -> str:
+    """``raw`` as text; `InvalidUtf8` naming ``field`` and the first bad byte otherwise."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{field} is not valid UTF-8 (byte {exc.start})") from None
+        raise InvalidUtf8(f"{field} is not valid UTF-8 (byte {exc.start})") from None

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 from web3 import AsyncWeb3
 
-from acesteps.chainoptions import STRUCT_NAMES, decode_options
+from acesteps.chainoptions import STRUCT_NAMES, InvalidUtf8, decode_options, utf8
 from acesteps.messages import CancelRequested, ChainOrigin, GenerationFailed, GenerationRequest
 from acesteps.registry import EventDecodeError, decode_event, event_topic
 from acesteps.types import parse_request_id
@@ -91,13 +91,6 @@ def _failed(request_id: str, origin: ChainOrigin, code: str, message: str) -> Ge
     )
 
 
-def _utf8(raw: bytes, field: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{field} is not valid UTF-8 (byte {exc.start})") from None
-
-
 def _explain(exc: ValidationError) -> str:
     names = {**STRUCT_NAMES, "duration_s": "durationSeconds"}
     parts = []
@@ -130,15 +123,15 @@ def from_log(
     except EventDecodeError as exc:
         return _failed(request_id, origin, "undecodable_event", str(exc))
     try:
-        prompt = _utf8(event["prompt"], "prompt")
-        lyrics = _utf8(event["lyrics"], "lyrics")
+        prompt = utf8(event["prompt"], "prompt")
+        lyrics = utf8(event["lyrics"], "lyrics")
     except ValueError as exc:
         return _failed(request_id, origin, "invalid_utf8", str(exc))
     raw = (options or {}).get((log.tx_hash.lower(), request_id.lower()))
     try:
         asked = {} if raw is None else decode_options(raw)
     except ValueError as exc:
-        code = "invalid_utf8" if "UTF-8" in str(exc) else "invalid_options"
+        code = "invalid_utf8" if isinstance(exc, InvalidUtf8) else "invalid_options"
         return _failed(request_id, origin, code, f"options: {exc}")
     try:
         return GenerationRequest(
