@@ -46,6 +46,7 @@ __all__ = [
     "UnknownModel",
     "Variant",
     "guess_variant",
+    "json_table",
 ]
 
 DEFAULT_NAME: Final = "default"
@@ -170,8 +171,9 @@ class Catalog:
         return found
 
 
-def _table(value: object) -> object:
-    """``ACESTEPS_MODELS`` as JSON text, or as the path of a JSON file."""
+def json_table(value: object, shorthand: str = "source") -> object:
+    """A table setting (``ACESTEPS_MODELS``, ``ACESTEPS_PRESETS``) as JSON text, or as the
+    path of a JSON file; an entry given as a string is ``{shorthand: string}``."""
     if isinstance(value, str):
         text = value.strip()
         if not text:
@@ -188,7 +190,7 @@ def _table(value: object) -> object:
             raise ValueError(f"not JSON: {exc}") from None
     if isinstance(value, dict):
         return {
-            name: {"source": entry} if isinstance(entry, str) else entry
+            name: {shorthand: entry} if isinstance(entry, str) else entry
             for name, entry in value.items()
         }
     return value
@@ -219,7 +221,7 @@ class ModelsSettings(BaseModel):
     @field_validator("models", mode="before")
     @classmethod
     def _parse_models(cls, value: object) -> object:
-        return _table(value)
+        return json_table(value)
 
     @field_validator("models")
     @classmethod

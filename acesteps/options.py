@@ -36,6 +36,7 @@ from pydantic.alias_generators import to_camel
 
 from acesteps.models import MODEL_NAME_PATTERN
 from acesteps.musical import BPM_MAX, BPM_MIN, KEY_PATTERN, VOCAL_LANGUAGES, canonical_key
+from acesteps.presets import PRESET_NAME_PATTERN
 from acesteps.types import AudioFormat
 
 __all__ = [
@@ -177,6 +178,13 @@ class Extras(_Frozen):
     )
     instrumental: bool = Field(
         False, description="no vocals (the lyrics must be empty)", exclude_if=_unset
+    )
+    preset: str | None = Field(
+        None,
+        pattern=PRESET_NAME_PATTERN,
+        description="a style preset of this deployment, by name (GET /api/presets): a LoRA "
+        "adapter, tags, or both",
+        exclude_if=_unset,
     )
 
     @field_validator("bpm", "time_signature", mode="before")

@@ -38,6 +38,7 @@ from typing import Final, Literal
 from pydantic import Field, field_validator
 
 from acesteps.models import Catalog, ModelSpec, ModelsSettings
+from acesteps.presets import PresetsSettings
 from acesteps.settings import CACHE_DIR, CommonSettings
 
 __all__ = ["AUTO_MODEL", "DEFAULT_MODEL_ID", "TINY_MODEL", "GeneratorSettings", "parse_bytes"]
@@ -69,7 +70,7 @@ def _default_instance_id() -> str:
     return f"generator-{host or 'local'}"[:100]
 
 
-class GeneratorSettings(CommonSettings, ModelsSettings):
+class GeneratorSettings(CommonSettings, ModelsSettings, PresetsSettings):
     """Everything the generator needs beyond the shared settings."""
 
     # ------------------------------------------------------------------ model

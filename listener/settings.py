@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from acesteps.models import ModelsSettings
+from acesteps.presets import PresetsSettings
 from acesteps.settings import CACHE_DIR, ChainSettings
 
 __all__ = ["WEBHOOK_RETRY_S", "ListenerSettings"]
@@ -24,10 +25,11 @@ WEBHOOK_RETRY_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 Svix retries); eight attempts."""
 
 
-class ListenerSettings(ChainSettings, ModelsSettings):
-    """Also ``ACESTEPS_MODELS`` and ``ACESTEPS_MODEL_DEFAULT`` (`acesteps.models`): the API
-    refuses requests naming another model and lists them at ``GET /api/models``; set them as
-    the generators have them."""
+class ListenerSettings(ChainSettings, ModelsSettings, PresetsSettings):
+    """Also ``ACESTEPS_MODELS`` and ``ACESTEPS_MODEL_DEFAULT`` (`acesteps.models`), and
+    ``ACESTEPS_PRESETS`` (`acesteps.presets`): the API refuses requests naming another model
+    or preset and lists them at ``GET /api/models`` and ``GET /api/presets``; set them as the
+    generators have them."""
 
     model_config = SettingsConfigDict(env_prefix="ACESTEPS_", extra="ignore", frozen=True)
 
