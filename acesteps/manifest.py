@@ -92,6 +92,17 @@ class ModelPart(_Part):
     dtype: str
 
 
+class AdapterPart(_Part):
+    """The LoRA adapter of the request's style preset (`acesteps.presets`)."""
+
+    preset: str = Field(description="the preset's name")
+    file: str = Field(description="the adapter file's name (where it lives says nothing)")
+    scale: float = Field(ge=0, description="how strongly it applied")
+    digest: str = Field(
+        pattern=r"^sha256:[0-9a-f]{64}$", description="sha256: of the adapter file's bytes"
+    )
+
+
 class DevicePart(_Part):
     type: Literal["cpu", "cuda", "mps"]
     name: str
@@ -137,6 +148,11 @@ class Manifest(_Part):
     model_input: ModelInputPart
     sampling: SamplingPart
     model: ModelPart
+    adapter: AdapterPart | None = Field(
+        None,
+        description="the LoRA adapter it ran with; absent when none",
+        exclude_if=lambda value: value is None,  # manifests without one keep their bytes
+    )
     environment: EnvironmentPart
     output: OutputPart
 

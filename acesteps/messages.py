@@ -244,6 +244,13 @@ class TrackPublished(Message, Registered, RequestOrigin):
         description="the digest of that model's weights, as its manifest records it",
         exclude_if=lambda value: value is None,
     )
+    adapter_digest: str | None = Field(
+        None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="the digest of the LoRA adapter of its style preset, as its manifest "
+        "records it (acesteps.presets); absent when it ran without one",
+        exclude_if=lambda value: value is None,
+    )
     remote_pins: dict[str, str] = Field(
         default_factory=dict,
         description=(

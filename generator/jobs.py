@@ -19,6 +19,9 @@ How a request becomes model input (ACE-Step 1.5 conventions):
   keccak256(request id) as a big-endian integer. A regenerated request (a crash before the
   Kafka commit) therefore gets the same seed, hence the same bytes, and the seed is recorded
   in `AudioReady` either way.
+- **preset** (`generator.presets`): its tags follow the request's in the caption (the same
+  de-duplication), and its LoRA adapter, if any, is the job's `Adapter`; jobs with different
+  adapters (or scales) never share a pipeline call.
 - **model** = the served model (`acesteps.models`) the request names, or the operator's
   default: `generator.served` resolves it before the job is built. Jobs of different models
   never share a pipeline call.
@@ -36,8 +39,10 @@ from acesteps.options import MAX_SEED
 
 __all__ = [
     "INSTRUMENTAL",
+    "Adapter",
     "Conditioning",
     "Job",
+    "Style",
     "build_caption",
     "conditioning",
     "effective_seed",
@@ -52,6 +57,26 @@ Conditioning = tuple[tuple[str, object], ...]
 
 
 @dataclass(frozen=True, slots=True)
+class Adapter:
+    """The LoRA adapter a job runs with (its preset's): the safetensors file, its scale, and
+    the sha256 of its bytes (what the manifest records; the model loads one adapter per
+    digest)."""
+
+    preset: str
+    path: str
+    scale: float
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Style:
+    """What a request's preset adds: tags after the request's, and a LoRA adapter."""
+
+    tags: tuple[str, ...] = ()
+    adapter: Adapter | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """One track to generate: everything its audio depends on, and nothing else."""
 
@@ -62,6 +87,7 @@ class Job:
     conditioning: Conditioning = ()
     model: str = DEFAULT_NAME
     """The served model's name."""
+    adapter: Adapter | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= MAX_SEED:
@@ -70,15 +96,23 @@ class Job:
             raise ValueError(f"duration {self.duration_s} is not positive")
 
     @classmethod
-    def from_request(cls, request: GenerationRequest, model: str | None = None) -> Job:
-        """The job of ``request`` on served model ``model`` (default: the one it names)."""
+    def from_request(
+        cls,
+        request: GenerationRequest,
+        model: str | None = None,
+        style: Style | None = None,
+    ) -> Job:
+        """The job of ``request`` on served model ``model`` (default: the one it names), in
+        the ``style`` of its preset (`generator.presets`; None: no preset)."""
+        style = style or Style()
         return cls(
-            caption=build_caption(request.prompt, request.tags),
+            caption=build_caption(request.prompt, (*request.tags, *style.tags)),
             lyrics=INSTRUMENTAL if request.instrumental else normalize_lyrics(request.lyrics),
             duration_s=float(request.duration_s),
             seed=effective_seed(request),
             conditioning=conditioning(request),
             model=model or request.model or DEFAULT_NAME,
+            adapter=style.adapter,
         )
 
 

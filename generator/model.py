@@ -73,7 +73,8 @@ from acesteps.settings import CACHE_DIR
 from generator import hub
 from generator.digest import weights_digest
 from generator.errors import GenerationFailedError, ModelUnavailable, OutOfMemory
-from generator.jobs import Conditioning, Job
+from generator.jobs import Adapter, Conditioning, Job
+from generator.presets import PresetUnavailable, file_digest
 from generator.settings import AUTO_MODEL, DEFAULT_MODEL_ID, TINY_MODEL, GeneratorSettings
 from generator.tiny import TINY_VERSION, ensure_tiny
 
@@ -123,6 +124,7 @@ class BatchKey(NamedTuple):
     lyric_tokens: int
     conditioning: Conditioning = ()
     model: str = DEFAULT_NAME
+    adapter: Adapter | None = None
 
 
 # ------------------------------------------------------------------ resolution
@@ -447,6 +449,8 @@ class Model:
         self.load_s: float | None = None
         self.released = False
         self._lock = threading.Lock()
+        self._adapters: dict[str, str] = {}
+        """Loaded LoRA adapters: digest -> the pipeline's adapter name."""
 
     # -------------------------------------------------------------- memory
 
@@ -468,6 +472,7 @@ class Model:
                 if isinstance(component, torch.nn.Module):
                     setattr(self.pipeline, name, None)
             self.released = True
+            self._adapters.clear()
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -532,6 +537,7 @@ class Model:
             lyric_tokens=min(lyric_tokens, self.max_lyric_tokens),
             conditioning=job.conditioning,
             model=job.model,
+            adapter=job.adapter,
         )
 
     def plan(self, jobs: Sequence[Job]) -> list[list[int]]:
@@ -586,7 +592,10 @@ class Model:
             raise ValueError("one pipeline call needs one conditioning")
         if len({j.model for j in jobs}) != 1:
             raise ValueError("one pipeline call runs one model")
+        if len({j.adapter for j in jobs}) != 1:
+            raise ValueError("one pipeline call runs one adapter (or none)")
         (n_frames,) = frames
+        self._use_adapter(jobs[0].adapter)
         duration = self.pipeline_duration(n_frames)
         # 1. Tiling depends on the clip length only, never on the batch.
         if duration > self.settings.generator_vae_tiling_above_s:
@@ -620,6 +629,53 @@ class Model:
         # 3. To the CPU as float32, cut or padded to the exact requested length.
         batch = audios.detach().to(device="cpu", dtype=torch.float32).numpy()
         return [_exact(batch[i], job.duration_s) for i, job in enumerate(jobs)]
+
+    # -------------------------------------------------------------- adapters
+
+    def _use_adapter(self, adapter: Adapter | None) -> None:
+        """Make ``adapter`` the one active LoRA (None: none). An adapter is loaded once, by
+        its digest, after checking the file still has it; with every adapter disabled the
+        DiT computes exactly what it did before any was loaded (tests/unit/test_presets.py),
+        so jobs without a preset keep their bytes."""
+        pipe = self.pipeline
+        if adapter is None:
+            if self._adapters:
+                pipe.disable_lora()
+            return
+        name = self._adapters.get(adapter.digest) or self._load_adapter(adapter)
+        pipe.enable_lora()
+        pipe.set_adapters([name], [adapter.scale])
+
+    def _load_adapter(self, adapter: Adapter) -> str:
+        where = f"preset {adapter.preset!r}: the LoRA adapter {Path(adapter.path).name}"
+        if importlib.util.find_spec("peft") is None:
+            raise PresetUnavailable(f"{where} needs the peft package (pip install peft)")
+        try:
+            digest = file_digest(Path(adapter.path))
+        except OSError as exc:
+            raise PresetUnavailable(f"{where} cannot be read: {exc.strerror}") from None
+        if digest != adapter.digest:
+            raise PresetUnavailable(f"{where} changed since it was checked: {digest}")
+        name = f"preset_{adapter.digest.removeprefix('sha256:')[:16]}"
+        path = Path(adapter.path)
+        try:
+            self.pipeline.load_lora_weights(
+                str(path.parent), weight_name=path.name, adapter_name=name
+            )
+        except Exception as exc:  # diffusers/peft raise many kinds on a file that does not fit
+            if name in _adapter_names(self.pipeline):  # half-loaded: take it out again
+                self.pipeline.delete_adapters(name)
+            raise PresetUnavailable(f"{where} does not load into this model: {exc}") from exc
+        self._adapters[adapter.digest] = name
+        log.info("loaded %s (%s) into model %r", where, adapter.digest, self.name)
+        return name
+
+
+def _adapter_names(pipe: AceStepPipeline) -> set[str]:
+    try:
+        return set(pipe.get_list_adapters().get("transformer", ()))
+    except (ValueError, AttributeError):
+        return set()
 
 
 def _guidance(setting: float | None, is_turbo: bool) -> float:

@@ -2,10 +2,11 @@
 
 Everything a re-run needs and everything that could make it differ: the request, the job and
 the text exactly as the pipeline tokenized it, the sampling settings, the checkpoint and its
-digest (`generator.digest`), the package versions, the device class (GPU name and compute
-capability, or CPU model and the instruction sets that change kernels) and the intra-op
-thread count, and hashes of the model's PCM and of the file. `acesteps reproduce` (through
-`generator.reproduce`) compares the same fields of its own run.
+digest (`generator.digest`), the LoRA adapter of its preset and the sha256 of its file, the
+package versions, the device class (GPU name and compute capability, or CPU model and the
+instruction sets that change kernels) and the intra-op thread count, and hashes of the
+model's PCM and of the file. `acesteps reproduce` (through `generator.reproduce`) compares
+the same fields of its own run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import soundfile
 import torch
 
 from acesteps.manifest import (
+    AdapterPart,
     DevicePart,
     EnvironmentPart,
     FilePart,
@@ -106,6 +108,7 @@ def build_manifest(
             weights_digest=model.checkpoint.weights_digest,
             dtype=str(model.dtype).removeprefix("torch."),
         ),
+        adapter=_adapter(job),
         environment=environment(model.device),
         output=OutputPart(
             pcm=PcmPart(
@@ -124,6 +127,17 @@ def build_manifest(
                 cid=encoded.cid,
             ),
         ),
+    )
+
+
+def _adapter(job: Job) -> AdapterPart | None:
+    if job.adapter is None:
+        return None
+    return AdapterPart(
+        preset=job.adapter.preset,
+        file=Path(job.adapter.path).name,
+        scale=job.adapter.scale,
+        digest=job.adapter.digest,
     )
 
 

@@ -6,7 +6,8 @@ reproduce``), and saying how the result compares.
    device type and the intra-op thread count; one job at a time (a batched worker's output is
    close to, not bit-equal with, a single run: the manifest says which mode made it).
 2. The checkpoint loaded by `generator.model.load_pipeline`; a weights digest other than the
-   manifest's ends it: CANNOT TELL, naming both.
+   manifest's ends it: CANNOT TELL, naming both. So does a LoRA adapter (the manifest's
+   ``adapter``) not given with ``--adapter``, or given with another sha256.
 3. The job rebuilt from the manifest, the text checked against what the pipeline tokenized
    then, the model run, the file encoded: `generator.model`, `generator.audio`, the code the
    worker runs.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from acesteps.hashing import keccak256_hex
@@ -26,9 +28,10 @@ from acesteps.manifest import Manifest
 from acesteps.settings import ConfigError
 from generator import audio
 from generator.errors import ModelUnavailable
-from generator.jobs import Job
+from generator.jobs import Adapter, Job
 from generator.model import Model, load_pipeline
 from generator.pipeline import pcm_keccak256
+from generator.presets import PresetUnavailable, adapter_file, file_digest
 from generator.provenance import environment
 from generator.settings import GeneratorSettings
 
@@ -86,8 +89,36 @@ def settings_for(
     )
 
 
-def reproduce(manifest: Manifest, base: GeneratorSettings, model: str | None = None) -> Outcome:
+def _adapter(manifest: Manifest, given: str | None) -> Adapter | str | None:
+    """The manifest's adapter from the file given, or why it cannot be used (a string)."""
+    part = manifest.adapter
+    if part is None:
+        return None
+    if given is None:
+        return (
+            f"the track was made with preset {part.preset!r}'s LoRA adapter {part.file} "
+            f"({part.digest}): give that file with --adapter FILE"
+        )
+    try:
+        file = adapter_file(Path(given).expanduser())
+        digest = file_digest(file)
+    except (OSError, PresetUnavailable) as exc:
+        return f"cannot read the adapter: {exc}"
+    if digest != part.digest:
+        return f"another adapter: the manifest's is {part.digest}, {file.name} is {digest}"
+    return Adapter(preset=part.preset, path=str(file), scale=part.scale, digest=digest)
+
+
+def reproduce(
+    manifest: Manifest,
+    base: GeneratorSettings,
+    model: str | None = None,
+    adapter: str | None = None,
+) -> Outcome:
     started = time.perf_counter()
+    lora = _adapter(manifest, adapter)
+    if isinstance(lora, str):
+        return Outcome("CANNOT TELL", lora)
     # 1-2. The checkpoint the manifest names, and nothing else.
     try:
         loaded = load_pipeline(settings_for(manifest, base, model))
@@ -107,6 +138,7 @@ def reproduce(manifest: Manifest, base: GeneratorSettings, model: str | None = N
         seed=manifest.job.seed,
         conditioning=tuple(sorted(manifest.job.conditioning.items())),
         model=loaded.name,
+        adapter=lora,
     )
     (raw,) = loaded.generate([job])
     data = audio.encode(raw, job.duration_s, manifest.output.file.format)

@@ -17,6 +17,7 @@ from acesteps.kafka.loop import LoopConfig, TransactionalLoop
 from acesteps.progress import ProgressReporter
 from generator.pipeline import Pipeline
 from generator.policy import ContentPolicy
+from generator.presets import Presets
 from generator.served import ServedModels
 from generator.settings import GeneratorSettings
 from generator.stops import Stops
@@ -72,7 +73,8 @@ async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> Non
     stops = Stops(cancels)
     pipeline = Pipeline(models, progress=progress, stopping=stops.why)
     await progress.start()
-    deps = Deps(settings.topics, models, policy, pipeline, progress, stops)
+    presets = Presets(settings.preset_catalog())
+    deps = Deps(settings.topics, models, policy, pipeline, progress, stops, presets)
     loop = TransactionalLoop(config, handle, deps, prefetch=prefetch)
     try:
         async with asyncio.TaskGroup() as group:

@@ -25,7 +25,7 @@ from typing import Protocol
 from acesteps.messages import GenerationRequest
 from acesteps.options import MAX_DURATION_S, MIN_DURATION_S
 from generator.errors import ContentPolicyRefused, InvalidInput
-from generator.jobs import Job
+from generator.jobs import Job, Style
 from generator.policy import ContentPolicy, PolicyDecision
 
 __all__ = ["PolicyRefusal", "TokenCounter", "check_job", "prepare"]
@@ -53,15 +53,17 @@ def prepare(
     policy: ContentPolicy,
     counter: TokenCounter,
     model: str | None = None,
+    style: Style | None = None,
 ) -> Job:
-    """The job for ``request`` on served model ``model`` (default: the one it names), or
-    `PolicyRefusal` / `InvalidInput`: call before the GPU, with ``counter`` that model."""
+    """The job for ``request`` on served model ``model`` (default: the one it names) in its
+    preset's ``style``, or `PolicyRefusal` / `InvalidInput`: call before the GPU, with
+    ``counter`` that model."""
     # 1. Content policy first: a refused request is reported as refused, whatever else.
     decision = policy.check_request(request)
     if not decision.allowed:
         raise PolicyRefusal(decision)
     # 2. The job itself (caption, lyrics, seed), then what the model can take.
-    job = Job.from_request(request, model)
+    job = Job.from_request(request, model, style)
     check_job(job, counter)
     return job
 

@@ -5,7 +5,9 @@
 
 1. check it before any GPU work: the served model it names (`generator.served`: an unknown
    name is refused with code ``unknown_model``; the model is loaded if it is not, off the
-   event loop), then `generator.validation.prepare` (content policy, token limits); a
+   event loop), its style preset (`generator.presets`: tags and LoRA adapter; an unknown
+   name is refused with ``unknown_preset``), then `generator.validation.prepare` (content
+   policy, token limits); a
    refusal or invalid input becomes a `GenerationFailed` for ``PREFIX.failures.v1`` that
    keeps the request's source and chain origin;
 2. generate the audio off the event loop, so the consumer keeps its heartbeats; `prefetch`
@@ -54,6 +56,7 @@ from generator.errors import Interrupted, PermanentGeneratorError
 from generator.jobs import Job
 from generator.pipeline import Pipeline
 from generator.policy import ContentPolicy
+from generator.presets import Presets
 from generator.provenance import build_manifest
 from generator.stops import Stops
 from generator.validation import prepare
@@ -71,6 +74,7 @@ class Deps:
     pipeline: Pipeline
     progress: Progress = field(default_factory=NoProgress)
     stops: Stops = field(default_factory=Stops)
+    presets: Presets = field(default_factory=Presets)
 
 
 def _canceled_record(deps: Deps, request: GenerationRequest, stop: Stop, when: str) -> OutRecord:
@@ -94,6 +98,15 @@ def _failed(request: GenerationRequest, exc: PermanentGeneratorError) -> Generat
         source=request.source,
         chain=request.chain,
     )
+
+
+def _refused(
+    record: InRecord, request: GenerationRequest, deps: Deps, exc: PermanentGeneratorError
+) -> list[OutRecord]:
+    log.warning("%s: %s: %s", record.where(), exc.code, exc)
+    metrics.REQUESTS.labels("refused").inc()
+    failed = _failed(request, exc)
+    return [OutRecord.message(deps.topics.failures, request.request_id, failed)]
 
 
 def _key(record: InRecord) -> str:
@@ -121,7 +134,8 @@ def _prepared(
         model = deps.models.known(name)
         if model is None:
             return None
-        return request, prepare(request, deps.policy, model, name)
+        style = deps.presets.style(request.preset, name)
+        return request, prepare(request, deps.policy, model, name, style)
     except (PermanentError, ValueError):
         return None
 
@@ -185,12 +199,10 @@ async def _generate(
         return [_canceled_record(deps, request, stop, "stopped before generating")]
     try:
         name, model = await _model(deps, request)
-        job = prepare(request, deps.policy, model, name)
+        style = deps.presets.style(request.preset, name)
+        job = prepare(request, deps.policy, model, name, style)
     except PermanentGeneratorError as exc:
-        log.warning("%s: %s: %s", record.where(), exc.code, exc)
-        metrics.REQUESTS.labels("refused").inc()
-        failed = _failed(request, exc)
-        return [OutRecord.message(deps.topics.failures, request.request_id, failed)]
+        return _refused(record, request, deps, exc)
 
     # 2-4. Model, encoding and hashing (batched and overlapped by the pipeline).
     try:
@@ -199,6 +211,8 @@ async def _generate(
         metrics.REQUESTS.labels("canceled").inc()
         stop = deps.stops.why(request.request_id) or Stop("requested", "stopped")
         return [_canceled_record(deps, request, stop, str(exc))]
+    except PermanentGeneratorError as exc:  # e.g. a preset's adapter that does not load
+        return _refused(record, request, deps, exc)
     except Exception:
         metrics.REQUESTS.labels("failed").inc()
         raise

@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", help="the checkpoint's directory, when the manifest names a local one"
     )
+    parser.add_argument(
+        "--adapter",
+        help="the LoRA adapter file (or its directory), when the manifest names one (its "
+        "sha256 is checked)",
+    )
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     parser.add_argument("--rpc-url", help="JSON-RPC endpoint (default: ACESTEPS_RPC_URL)")
     parser.add_argument("--contract", help="registry address (default: settings/deployment)")
@@ -95,7 +100,7 @@ async def _manifest(args: argparse.Namespace) -> Manifest | dict[str, Any]:
         return _cannot_tell(f"chain unreachable: {type(exc).__name__}: {exc}")
 
 
-def _rerun(manifest: Manifest, model: str | None) -> dict[str, Any]:
+def _rerun(manifest: Manifest, model: str | None, adapter: str | None) -> dict[str, Any]:
     try:
         from generator.reproduce import reproduce
         from generator.settings import GeneratorSettings
@@ -104,7 +109,7 @@ def _rerun(manifest: Manifest, model: str | None) -> dict[str, Any]:
             f"re-running needs the generator's packages ({exc.name} is missing): "
             "pip install 'acesteps[gen]'"
         )
-    outcome = reproduce(manifest, load_settings(GeneratorSettings), model)
+    outcome = reproduce(manifest, load_settings(GeneratorSettings), model, adapter)
     return {**asdict(outcome), "exit_code": outcome.exit_code}
 
 
@@ -115,6 +120,11 @@ def render(result: dict[str, Any], manifest: Manifest | None) -> str:
             "",
             f"  request       {manifest.request.request_id} ({manifest.request.source})",
             f"  model         {manifest.model.id} ({manifest.model.weights_digest})",
+            *(
+                [f"  adapter       {a.file} of preset {a.preset} ({a.digest}, scale {a.scale})"]
+                if (a := manifest.adapter)
+                else []
+            ),
             f"  seed          {manifest.job.seed}",
         ]
     for stage in ("pcm", "file"):
@@ -134,7 +144,7 @@ async def run_cli(args: argparse.Namespace) -> int:
     found = await _manifest(args)
     manifest = found if isinstance(found, Manifest) else None
     if isinstance(found, Manifest):
-        result = await asyncio.to_thread(_rerun, found, args.model)
+        result = await asyncio.to_thread(_rerun, found, args.model, args.adapter)
     else:
         result = found
     print(json.dumps(result, indent=2) if args.json else render(result, manifest))
