@@ -3,8 +3,10 @@ with the tiny checkpoint and tiny adapters built in the test (`tests.tinylora`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,13 +14,23 @@ from pydantic import ValidationError
 
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.unixfs import cid_of_bytes
+from acesteps.kafka.records import InRecord
 from acesteps.manifest import canonical, parse_manifest
-from acesteps.messages import GenerationRequest
+from acesteps.messages import (
+    AudioReady,
+    GenerationFailed,
+    GenerationRequest,
+    decode,
+    encode,
+    headers_for,
+)
 from acesteps.presets import PresetCatalog, PresetSpec, PresetsSettings
+from acesteps.topics import Topics
 from generator import audio
 from generator.jobs import Job, Style
 from generator.model import Model, load_pipeline
-from generator.pipeline import Encoded, pcm_keccak256
+from generator.pipeline import Encoded, Pipeline, pcm_keccak256
+from generator.policy import ContentPolicy
 from generator.presets import (
     PresetNotForModelError,
     Presets,
@@ -28,11 +40,15 @@ from generator.presets import (
 )
 from generator.provenance import build_manifest
 from generator.reproduce import reproduce
+from generator.served import ServedModels
 from generator.settings import GeneratorSettings
+from generator.worker import Deps, handle, prefetch
 from tests.tinylora import build_tiny_lora
 from tests.unit.generator_fixtures import tiny_dir, tiny_model, tiny_settings
 
 __all__ = ["tiny_dir", "tiny_model", "tiny_settings"]
+
+TOPICS = Topics("t")
 
 
 def _request(**changes: object) -> GenerationRequest:
@@ -268,3 +284,61 @@ def test_a_manifest_without_an_adapter_keeps_its_bytes(tiny_model: Model) -> Non
     encoded = Encoded(b"x", "0x" + "00" * 32, cid_of_bytes(b"x"), {}, pcm_keccak256(raw), 1, 1)
     data = json.loads(canonical(build_manifest(request, job, tiny_model, encoded)))
     assert "adapter" not in data and "preset" not in data["request"]["options"]
+
+
+# ------------------------------------------------------------------ the worker
+
+
+@pytest.fixture
+async def deps(model: Model, loras: dict[str, Path], tmp_path: Path) -> AsyncIterator[Deps]:
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_bytes(loras["a"].read_bytes()[:-8])  # cut short: not a safetensors file
+    served = ServedModels.of(model)
+    pipeline = Pipeline(served, encode_threads=1)
+    feeder = asyncio.create_task(pipeline.run())
+    presets = _presets(loras, bogus={"lora": str(bogus)})
+    try:
+        yield Deps(TOPICS, served, ContentPolicy.from_file(None, enabled=False), pipeline,
+                   presets=presets)  # fmt: skip
+    finally:
+        feeder.cancel()
+        await asyncio.gather(feeder, return_exceptions=True)
+
+
+def _record(req: GenerationRequest) -> InRecord:
+    headers = tuple(headers_for(req))
+    return InRecord(TOPICS.requests, 0, 0, req.request_id.encode(), encode(req), headers)
+
+
+async def test_the_worker_runs_a_preset_and_its_manifest_names_the_adapter(
+    deps: Deps, loras: dict[str, Path]
+) -> None:
+    req = _request(preset="warm")
+    await prefetch([_record(req)], deps)
+    outputs = await handle(_record(req), deps)
+    ready = decode(AudioReady, outputs[-1].value)
+    assert ready.manifest is not None and ready.manifest.adapter is not None
+    assert ready.manifest.adapter.digest == _sha(loras["a"])
+    assert ready.manifest.job.caption == "a slow piano piece, piano, warm"
+    assert ready.manifest.request.options.preset == "warm"
+
+
+@pytest.mark.parametrize(
+    ("preset", "code", "says"),
+    [
+        ("nope", "unknown_preset", "unknown preset 'nope'"),
+        ("bogus", "preset_unavailable", "does not load into this model"),
+    ],
+)
+async def test_a_preset_that_cannot_run_is_a_failure_record_not_a_crash(
+    deps: Deps, preset: str, code: str, says: str
+) -> None:
+    req = _request(preset=preset)
+    await prefetch([_record(req)], deps)
+    (out,) = await handle(_record(req), deps)
+    failed = decode(GenerationFailed, out.value)
+    assert out.topic == TOPICS.failures
+    assert (failed.code, failed.stage) == (code, "generator")
+    assert says in failed.message
+    served = await handle(_record(_request(request_id="0x" + "ef" * 32)), deps)
+    assert decode(AudioReady, served[-1].value).manifest is not None  # it still serves
