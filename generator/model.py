@@ -74,7 +74,7 @@ from generator import hub
 from generator.digest import weights_digest
 from generator.errors import GenerationFailedError, ModelUnavailable, OutOfMemory
 from generator.jobs import Adapter, Conditioning, Job
-from generator.presets import PresetUnavailable, file_digest
+from generator.presets import PresetUnavailable, file_digest, has_peft
 from generator.settings import AUTO_MODEL, DEFAULT_MODEL_ID, TINY_MODEL, GeneratorSettings
 from generator.tiny import TINY_VERSION, ensure_tiny
 
@@ -648,7 +648,7 @@ class Model:
 
     def _load_adapter(self, adapter: Adapter) -> str:
         where = f"preset {adapter.preset!r}: the LoRA adapter {Path(adapter.path).name}"
-        if importlib.util.find_spec("peft") is None:
+        if not has_peft():
             raise PresetUnavailable(f"{where} needs the peft package (pip install peft)")
         try:
             digest = file_digest(Path(adapter.path))

@@ -20,6 +20,7 @@ adapter file is missing, unreadable or not the pinned one: the operator's part).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from pathlib import Path
 from typing import Final
@@ -40,6 +41,7 @@ __all__ = [
     "UnknownPresetError",
     "adapter_file",
     "file_digest",
+    "has_peft",
 ]
 
 WEIGHT_NAMES: Final = ("pytorch_lora_weights.safetensors", "adapter_model.safetensors")
@@ -81,6 +83,10 @@ def adapter_file(path: Path) -> Path:
             f"named {' or '.join(WEIGHT_NAMES)}: name the file in ACESTEPS_PRESETS"
         )
     return found[0]
+
+
+def has_peft() -> bool:
+    return importlib.util.find_spec("peft") is not None
 
 
 def file_digest(path: Path) -> str:
@@ -128,6 +134,19 @@ class Presets:
                 f"ACESTEPS_PRESETS pins {spec.digest}: refusing another adapter"
             )
         return Adapter(preset=preset.name, path=str(file), scale=spec.scale, digest=digest)
+
+    def check(self) -> list[str]:
+        """What is wrong with the presets' adapters now (for the start-up log): a preset that
+        cannot run only fails its own requests, so the service starts anyway."""
+        problems = []
+        for name, spec in self.catalog.presets.items():
+            try:
+                self._adapter(Preset(name, spec))
+            except PresetUnavailable as exc:
+                problems.append(str(exc))
+        if any(s.lora for s in self.catalog.presets.values()) and not has_peft():
+            problems.append("LoRA presets need the peft package (pip install peft)")
+        return problems
 
     def digest(self, file: Path) -> str:
         stat = os.stat(file)

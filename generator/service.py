@@ -58,11 +58,12 @@ async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> Non
         max_poll_interval_ms=30 * 60 * 1000,
     )
     log.info(
-        "generator %s ready: serving %s (default %s: %s loaded)",
+        "generator %s ready: serving %s (default %s: %s loaded); presets: %s",
         instance,
         ", ".join(models.catalog.names),
         models.default,
         model.model_id,
+        ", ".join(settings.preset_catalog().names) or "none",
     )
     # 3. Until stopped: the pipeline task feeds the model, the loop feeds the pipeline.
     progress = ProgressReporter(
@@ -74,6 +75,8 @@ async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> Non
     pipeline = Pipeline(models, progress=progress, stopping=stops.why)
     await progress.start()
     presets = Presets(settings.preset_catalog())
+    for problem in presets.check():  # their requests will fail with preset_unavailable
+        log.error("%s", problem)
     deps = Deps(settings.topics, models, policy, pipeline, progress, stops, presets)
     loop = TransactionalLoop(config, handle, deps, prefetch=prefetch)
     try:

@@ -342,3 +342,11 @@ async def test_a_preset_that_cannot_run_is_a_failure_record_not_a_crash(
     assert says in failed.message
     served = await handle(_record(_request(request_id="0x" + "ef" * 32)), deps)
     assert decode(AudioReady, served[-1].value).manifest is not None  # it still serves
+
+
+def test_the_start_up_check_names_each_preset_that_cannot_run(
+    loras: dict[str, Path], tmp_path: Path
+) -> None:
+    presets = _presets(loras, gone={"lora": str(tmp_path / "gone.safetensors")})
+    (problem,) = presets.check()
+    assert "preset 'gone'" in problem and "no such adapter" in problem
