@@ -280,9 +280,16 @@ def _published(deps: Deps, pinned: Pinned, reg: Registration) -> OutRecord:
         model_id=ready.model_id,
         model=ready.model,
         weights_digest=ready.manifest.model.weights_digest if ready.manifest else None,
+        adapter_digest=_adapter_digest(ready),
         remote_pins=pinned.remote_pins,
     )
     return OutRecord.message(deps.topics.tracks, ready.request_id, track)
+
+
+def _adapter_digest(ready: AudioReady) -> str | None:
+    """The digest of the LoRA adapter the track ran with (its manifest's), else None."""
+    adapter = ready.manifest.adapter if ready.manifest else None
+    return adapter.digest if adapter else None
 
 
 async def _still_requested(deps: Deps, ready: AudioReady) -> bool:

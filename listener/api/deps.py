@@ -17,6 +17,7 @@ from aiohttp import web
 from acesteps.artifact import ContractArtifact
 from acesteps.messages import CancelRequested, GenerationRequest
 from acesteps.models import Catalog
+from acesteps.presets import PresetCatalog
 from acesteps.types import parse_request_id
 from acesteps.verify import Verdict
 from listener.api.audiocache import AudioCache
@@ -94,6 +95,10 @@ class ApiDeps:
     models: Catalog = field(default_factory=Catalog.single)
     """The served models (``ACESTEPS_MODELS``, as the generators read it): requests naming
     another are refused, ``GET /api/models`` lists them (`listener.api.served`)."""
+    presets: PresetCatalog = field(default_factory=lambda: PresetCatalog({}))
+    """The offered style presets (``ACESTEPS_PRESETS``, as the generators read it): requests
+    naming another, or one not for their model, are refused, ``GET /api/presets`` lists them
+    (`listener.api.presets`)."""
     error_limit: RateLimiter = field(default_factory=lambda: RateLimiter(300, 100))
     """What submissions refused as invalid spend instead of ``generate_limit``."""
     contract_artifact: Callable[[], Awaitable[ContractArtifact]] | None = None

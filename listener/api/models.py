@@ -166,6 +166,11 @@ class Generation(Extras):
     weights_digest: str | None = Field(
         None, description="the digest of that checkpoint's weights (its manifest's)"
     )
+    adapter_digest: str | None = Field(
+        None,
+        description="the digest of the LoRA adapter of its style preset (its manifest's "
+        "adapter.digest); null: none",
+    )
     tx_hash: str | None = Field(None, description="the registerTrack transaction")
     block_number: int | None = None
     confirmations: int | None = Field(

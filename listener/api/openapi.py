@@ -11,12 +11,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from acesteps.presets import PresetCatalog
 from acesteps.types import ADDRESS_PATTERN, REQUEST_ID_INPUT
 from listener.api.cancel import DURATION_PATTERN as _DURATION
 from listener.api.contract import openapi_path as _contract
 from listener.api.listing import CURSOR
 from listener.api.models import ErrorBody, GenerateBody, Generation, Status
 from listener.api.pages import openapi_path as _verify_config
+from listener.api.presets import PresetList
+from listener.api.presets import openapi_path as _presets
 from listener.api.served import ServedModelList
 from listener.api.served import openapi_path as _served
 from listener.api.verdicts import verdict_schema
@@ -38,6 +41,7 @@ def _schemas() -> dict[str, Any]:
         (WebhookSecret, "serialization"),
         (WebhookPayload, "serialization"),
         (ServedModelList, "serialization"),
+        (PresetList, "serialization"),
     )
     for model, mode in models:
         schema = model.model_json_schema(by_alias=True, ref_template=_REF, mode=mode)  # type: ignore[arg-type]
@@ -419,6 +423,7 @@ def _paths() -> dict[str, Any]:
         },
         "/api/contract": _contract(),
         "/api/models": _served(),
+        "/api/presets": _presets(),
         "/api/verify-config": _verify_config(),
         "/healthz": {
             "get": {
@@ -442,9 +447,35 @@ def _served_names(schemas: dict[str, Any], models: Sequence[str]) -> dict[str, A
     return schemas
 
 
-def openapi_document(server_url: str, models: Sequence[str] = ()) -> dict[str, Any]:
+def _offered_presets(schemas: dict[str, Any], presets: PresetCatalog | None) -> dict[str, Any]:
+    """The schemas with the request's ``preset`` limited to the offered names, each with its
+    description (``x-enumDescriptions``: the web page's choice shows them); where none is
+    offered, to null: no name is valid there, and the document says so (its property-based
+    tests then never send one as valid)."""
+    body = schemas["GenerateBody"]["properties"]
+    if presets is None or not presets.names:
+        described = body["preset"].get("description", "")
+        body["preset"] = {
+            "type": "null",
+            "default": None,
+            "title": body["preset"].get("title", "Preset"),
+            "description": f"{described}; this deployment offers none",
+        }
+        return schemas
+    branch = body["preset"]["anyOf"][0]
+    branch["enum"] = list(presets.names)
+    descriptions = {name: spec.description for name, spec in presets.presets.items()}
+    if any(descriptions.values()):
+        branch["x-enumDescriptions"] = descriptions
+    return schemas
+
+
+def openapi_document(
+    server_url: str, models: Sequence[str] = (), presets: PresetCatalog | None = None
+) -> dict[str, Any]:
     """The document; ``models``: the served names (`acesteps.models`), which a request's
-    ``model`` may take."""
+    ``model`` may take; ``presets``: the offered style presets (`acesteps.presets`), whose
+    names a request's ``preset`` may take (none: it takes only null)."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -456,7 +487,7 @@ def openapi_document(server_url: str, models: Sequence[str] = ()) -> dict[str, A
         "paths": _paths(),
         "webhooks": _WEBHOOKS,
         "components": {
-            "schemas": _served_names(_schemas(), models),
+            "schemas": _offered_presets(_served_names(_schemas(), models), presets),
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer"},
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

@@ -5,8 +5,9 @@ GET /verify               the verification page (static/verify.html, its script 
 GET /api/verify-config    what that page suggests: RPC URL, contract, chain id, IPFS gateway, the
                           block its log searches start from, the registry's ABI; suggestions only
 GET /tracks               recent registered tracks of all requesters, newest first, paged
-GET /tracks/{id}          one track: player, waveform, prompt, tags, model, seed, manifest, its
-                          registration, Open Graph tags for link previews
+GET /tracks/{id}          one track: player, waveform, prompt, tags, model, seed, preset (and its
+                          adapter's digest), manifest, its registration, Open Graph tags for
+                          link previews
 
 The verdict of /verify never comes from this server: it serves files and suggestions, and the
 page computes the hashes and reads the registration from the JSON-RPC endpoint the user
@@ -325,6 +326,14 @@ def track_html(g: Generation, base: str, explorer_url: str | None) -> str:
     facts.append(
         ("Seed", f'<span data-testid="seed">{_e(g.seed if g.seed is not None else "—")}</span>')
     )
+    if g.preset or g.adapter_digest:
+        preset = f'<span data-testid="preset">{_e(g.preset or "—")}</span>'
+        if g.adapter_digest:
+            preset += (
+                ', LoRA adapter <span class="mono" data-testid="adapter-digest">'
+                f"{_e(g.adapter_digest)}</span>"
+            )
+        facts.append(("Preset", preset))
     if controls := _controls(g):
         facts.append(("Controls", f'<span data-testid="controls">{_e(controls)}</span>'))
     created = g.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

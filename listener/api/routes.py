@@ -12,6 +12,7 @@ GET  /api/generations/{id}/manifest   the generation manifest (checked against t
 GET  /api/generations/{id}/webhooks   its webhook deliveries (webhooks/routes.py)
 GET  /api/webhooks/secret             the caller's webhook signing secret (webhooks/routes.py)
 GET  /api/models                      the served models (served.py)
+GET  /api/presets                     the offered style presets (presets.py)
 GET  /api/openapi.json                the OpenAPI document
 GET  /healthz, GET /metrics, GET /    health, Prometheus, the web page
 """
@@ -43,6 +44,8 @@ from listener.api.cancel import cancel, deadline_of
 from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure, answer, base_url, lookup
 from listener.api.models import GenerateBody, Generation, Status
 from listener.api.openapi import openapi_document
+from listener.api.presets import check_preset
+from listener.api.presets import get_presets as presets
 from listener.api.rows import time_key
 from listener.api.served import check_model
 from listener.api.served import get_models as models
@@ -105,6 +108,7 @@ async def generate(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     body = await _body(request)
     check_model(deps.models, body.model)  # a model no generator serves is never queued
+    check_preset(deps.presets, body.preset, deps.models.resolve(body.model).name)
     wait_s = _wait_s(request, deps)
     caller = request[CALLER]
     key = request.headers.get("Idempotency-Key")
@@ -364,7 +368,8 @@ async def metrics(_: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    return web.json_response(openapi_document(base_url(request, deps), deps.models.names))
+    document = openapi_document(base_url(request, deps), deps.models.names, deps.presets)
+    return web.json_response(document)
 
 
 async def page(_: web.Request) -> web.FileResponse:
@@ -381,6 +386,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/generations/{id}/verify", verify)
     app.router.add_get("/api/generations/{id}/manifest", manifest)
     app.router.add_get("/api/models", models)
+    app.router.add_get("/api/presets", presets)
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

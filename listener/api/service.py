@@ -133,6 +133,7 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
             cors_origins=tuple(settings.api_cors_origins),
             webhooks=webhooks,
             models=settings.catalog(),
+            presets=settings.preset_catalog(),
             contract_artifact=CachedArtifact(
                 lambda: read_artifact(registry, settings.deployment(registry.address))
             ),

@@ -102,6 +102,7 @@ def apply(current: Generation | None, message: Message) -> Generation | None:
                 model=message.model if message.model is not None else base.model,
                 model_id=message.model_id,
                 weights_digest=message.weights_digest or base.weights_digest,
+                adapter_digest=message.adapter_digest or base.adapter_digest,
             )
         case TrackFinalized():
             if message.tx_hash != base.tx_hash:

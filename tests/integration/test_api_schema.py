@@ -124,6 +124,7 @@ OPERATIONS = [
     ("GET", "/api/webhooks/secret"),
     ("GET", "/api/contract"),
     ("GET", "/api/models"),
+    ("GET", "/api/presets"),
     ("GET", "/api/verify-config"),
     ("GET", "/healthz"),
 ]
@@ -132,6 +133,7 @@ NO_INPUT = (
     "/api/webhooks/secret",
     "/api/contract",
     "/api/models",
+    "/api/presets",
     "/api/verify-config",
 )
 

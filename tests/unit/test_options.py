@@ -39,6 +39,7 @@ SAMPLE: dict[str, object] = {
     "time_signature": 3,
     "vocal_language": "fr",
     "instrumental": True,
+    "preset": "lofi",
 }
 EXCLUDES = {"instrumental": "lyrics"}
 """Options whose value here rules another out: an instrumental request has no lyrics."""

@@ -104,8 +104,12 @@ function optionInput(name, schema) {
   let input;
   if (schema.enum) {
     input = document.createElement("select");
+    // Described choices (the presets: `x-enumDescriptions`) show their description too.
+    const described = schema["x-enumDescriptions"] || {};
     for (const value of ["", ...schema.enum]) {
-      const option = new Option(value === "" ? "(default)" : String(value), String(value));
+      const text = value === "" ? "(default)" : String(value);
+      const option = new Option(described[value] ? `${text}: ${described[value]}` : text,
+        String(value));
       input.add(option);
     }
   } else {
@@ -126,6 +130,7 @@ function optionInput(name, schema) {
 }
 
 function optionValue(input, schema) {
+  if (schema.type === "null") return undefined; // nothing to choose here (no preset offered)
   if (schema.type === "boolean") return input.checked ? true : undefined;
   const text = input.value.trim();
   if (text === "") return undefined; // not asked: the server's default applies
@@ -162,10 +167,12 @@ async function addOptionFields() {
     error.dataset.testid = `error-${name}`;
     error.hidden = true;
     field.append(label, optionInput(name, schema), error);
+    // An option that takes only null here (a preset where none is offered) is not shown.
+    field.hidden = schema.type === "null";
     box.append(field);
     options.push({ name, schema });
   }
-  $("more-options").hidden = options.length === 0;
+  $("more-options").hidden = !options.some((o) => o.schema.type !== "null");
 }
 
 async function submit(event) {
@@ -322,6 +329,12 @@ function showTrack(g) {
   $("model").textContent = [g.model, g.modelId, g.seed != null ? `seed ${g.seed}` : ""]
     .filter(Boolean)
     .join(", ");
+  // The style preset it asked for, and the digest of the LoRA adapter that ran (if any).
+  const preset = [g.preset, g.adapterDigest ? `adapter ${g.adapterDigest}` : ""]
+    .filter(Boolean)
+    .join(", ");
+  $("preset-used").textContent = preset;
+  for (const row of document.querySelectorAll(".preset-row")) row.hidden = !preset;
   $("verify-button").disabled = false;
   $("verify-in-browser").href = `verify?id=${g.id}`;
   $("track-page").href = `tracks/${g.id}`;
@@ -348,6 +361,11 @@ async function showProvenance(g) {
     .filter(Boolean)
     .join(", ");
   $("prov-weights").textContent = m.model.weights_digest;
+  const a = m.adapter;
+  $("prov-adapter").textContent = a
+    ? `${a.file} (preset ${a.preset}, scale ${a.scale}), ${a.digest}`
+    : "";
+  for (const row of document.querySelectorAll(".prov-adapter-row")) row.hidden = !a;
   $("prov-sampling").textContent =
     `seed ${m.job.seed}, ${m.sampling.steps} steps, shift ${m.sampling.shift}, ` +
     `guidance ${m.sampling.guidance_scale}`;
