@@ -19,9 +19,11 @@ struct field              zero value           request field
 ``bool instrumental``     ``false``            ``instrumental``
 ``string[] tags``         ``[]``               ``tags``
 ``string model``          ``""``               ``model`` (the operator's default)
+``string preset``         ``""``               ``preset`` (none; since contract 1.3.0)
 ========================  ===================  =====================================
 
-Strings are decoded as bytes and then as UTF-8 here: Solidity never checks UTF-8.
+Strings are decoded as bytes and then as UTF-8 here: Solidity never checks UTF-8. The
+options of a 1.2.0 deployment (the struct without ``preset``) decode too, as asking no preset.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ __all__ = [
     "utf8",
 ]
 
-OPTIONS_TYPE: Final = "(bool,uint32,string,uint16,string,uint8,string,bool,string[],string)"
-_RAW_TYPE: Final = "(bool,uint32,bytes,uint16,bytes,uint8,bytes,bool,bytes[],bytes)"
+OPTIONS_TYPE: Final = "(bool,uint32,string,uint16,string,uint8,string,bool,string[],string,string)"
+_RAW_TYPE: Final = "(bool,uint32,bytes,uint16,bytes,uint8,bytes,bool,bytes[],bytes,bytes)"
+_RAW_TYPE_1_2: Final = "(bool,uint32,bytes,uint16,bytes,uint8,bytes,bool,bytes[],bytes)"
+"""The struct of contract 1.2.0, before ``preset``: what a deployment of that version emits."""
 MAX_OPTIONS_BYTES: Final = 16 * 1024
 """Larger options cannot be a valid request (16 tags of 48 characters and short strings)."""
 
@@ -56,6 +60,7 @@ STRUCT_NAMES: Final = {
     "instrumental": "instrumental",
     "tags": "tags",
     "model": "model",
+    "preset": "preset",
 }
 """Request field -> the struct field that carries it (for reasons a requester can read)."""
 
@@ -71,6 +76,7 @@ def encode_options(
     instrumental: bool = False,
     tags: Sequence[str] = (),
     model: str = "",
+    preset: str = "",
 ) -> tuple[Any, ...]:
     """The ``Options`` tuple of what a request asks (what a client passes to the contract)."""
     return (
@@ -84,6 +90,7 @@ def encode_options(
         instrumental,
         list(tags),
         model,
+        preset,
     )
 
 
@@ -94,12 +101,13 @@ def decode_options(data: bytes) -> dict[str, object]:
     if len(data) > MAX_OPTIONS_BYTES:
         raise ValueError(f"options of {len(data)} bytes (at most {MAX_OPTIONS_BYTES})")
     try:
-        (raw,) = abi_decode([_RAW_TYPE], data)
-    except Exception as exc:  # eth_abi raises many types for malformed data
-        raise ValueError(f"options are not an ABI-encoded Options struct ({exc})") from None
-    has_seed, seed, fmt, bpm, key, signature, language, instrumental, tags, model = raw
-    if len(abi_encode([_RAW_TYPE], [raw])) != len(data):
-        raise ValueError("options carry bytes after the Options struct")
+        raw = _exactly(_RAW_TYPE, data)
+    except ValueError as exc:
+        try:  # a 1.2.0 deployment's: no preset
+            raw = (*_exactly(_RAW_TYPE_1_2, data), b"")
+        except ValueError:
+            raise exc from None
+    has_seed, seed, fmt, bpm, key, signature, language, instrumental, tags, model, preset = raw
     asked: dict[str, object] = {}
     if has_seed:
         asked["seed"] = seed
@@ -108,6 +116,7 @@ def decode_options(data: bytes) -> dict[str, object]:
         ("key", key),
         ("vocal_language", language),
         ("model", model),
+        ("preset", preset),
     ):
         if value:
             asked[name] = utf8(value, STRUCT_NAMES[name])
@@ -120,6 +129,21 @@ def decode_options(data: bytes) -> dict[str, object]:
     if tags:
         asked["tags"] = tuple(utf8(tag, f"tags[{i}]") for i, tag in enumerate(tags))
     return asked
+
+
+def _exactly(raw_type: str, data: bytes) -> tuple[Any, ...]:
+    """``data`` decoded as ``raw_type``, which must be exactly what ``abi.encode`` makes of
+    the values (so the struct of one version never reads as another's)."""
+    try:
+        (raw,) = abi_decode([raw_type], data)
+    except Exception as exc:  # eth_abi raises many types for malformed data
+        raise ValueError(f"options are not an ABI-encoded Options struct ({exc})") from None
+    again = abi_encode([raw_type], [raw])
+    if len(again) < len(data):
+        raise ValueError("options carry bytes after the Options struct")
+    if again != data:
+        raise ValueError("options are not abi.encode of an Options struct")
+    return tuple(raw)
 
 
 class InvalidUtf8(ValueError):

@@ -28,12 +28,12 @@ interface IAceStepsConsumer {
 /// A requester contract may ask to be called back (`IAceStepsConsumer.onTrackRegistered`)
 /// when its track is registered: `requestGenerationWithCallback`, paying for the callback's gas.
 /// A request may also say how to make the track (`requestGenerationWithOptions`: seed, format,
-/// tempo, key, tags, model, ...), announced by a `RequestOptions` event after its
+/// tempo, key, tags, model, style preset, ...), announced by a `RequestOptions` event after its
 /// `GenerationRequested`. The owner may set a fee per model (`setModelFee`); a request pays
 /// `requestFeeFor` its model, which is `requestFee` for a model without one.
 contract AceStepsRegistry {
     /// @notice The version of this contract's interface and rules (semantic versioning).
-    string public constant VERSION = "1.2.0";
+    string public constant VERSION = "1.3.0";
 
     // ------------------------------------------------------------------ interface events
 
@@ -155,8 +155,8 @@ contract AceStepsRegistry {
 
     /// What a request asks beyond prompt, lyrics and duration (`requestGenerationWithOptions`).
     /// A zero value means "not asked" (the service's default). The contract checks none of them
-    /// but `model`, whose fee it charges; the services validate the rest and fail (refunding) a
-    /// request they refuse.
+    /// but `model`, whose fee it charges (a preset changes no fee); the services validate the
+    /// rest and fail (refunding) a request they refuse.
     struct Options {
         bool hasSeed; // false: the service derives the seed from the request id
         uint32 seed;
@@ -168,6 +168,7 @@ contract AceStepsRegistry {
         bool instrumental; // no vocals (the lyrics must then be empty)
         string[] tags; // genre, mood, instruments
         string model; // a served model's name; "" = the operator's default
+        string preset; // a style preset's name (since 1.3.0); "" = none
     }
 
     /// An item of `registerTracks`: a chain request (`id` = its request id) or an off-chain one

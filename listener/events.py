@@ -8,7 +8,9 @@ Every ``GenerationRequested`` log from the configured contract becomes exactly o
 A request made with ``requestGenerationWithOptions`` is followed, in the same transaction, by
 a ``RequestOptions`` log (`acesteps.chainoptions`): `options_of` pairs them, and options
 that do not decode, or that the request model refuses (an unknown key, a bpm out of range,
-invalid UTF-8), make the request's `GenerationFailed`, as a bad prompt does.
+a model or preset name of the wrong form, invalid UTF-8), make the request's
+`GenerationFailed`, as a bad prompt does. Whether the named model and preset are served is
+the generators' to say (``unknown_model``, ``unknown_preset``).
 
 The strings are decoded as bytes and then as UTF-8 ourselves: the contract takes ``string
 calldata`` and Solidity never checks UTF-8, so a raw call can emit any bytes.

@@ -12,8 +12,9 @@
 // file, or the API's http://.../api/contract), ACESTEPS_IPFS_GATEWAY_URL, DAPP_PRIVATE_KEY,
 // DAPP_PROMPT, DAPP_DURATION (seconds, 5 to 240), DAPP_TIMEOUT_S, DAPP_OPTIONS. Options
 // (--options) are JSON with any of seed, format, bpm, key, timeSignature, vocalLanguage,
-// instrumental, tags, model, e.g. '{"bpm": 96, "key": "F# minor", "format": "flac"}'; the
-// request then pays requestFeeFor(model). Prints one JSON object and exits 0 when the file
+// instrumental, tags, model, preset (a style preset: GET /api/presets; contract 1.3.0), e.g.
+// '{"bpm": 96, "key": "F# minor", "format": "flac"}'; the request then pays
+// requestFeeFor(model) (a preset changes no fee). Prints one JSON object and exits 0 when the file
 // verifies; 1 when it does not, or the request failed or was canceled.
 "use strict";
 
@@ -60,7 +61,7 @@ function optionsStruct(json) {
   }
   const zero = {
     seed: 0, format: "", bpm: 0, key: "", timeSignature: 0, vocalLanguage: "",
-    instrumental: false, tags: [], model: "",
+    instrumental: false, tags: [], model: "", preset: "",
   };
   const unknown = Object.keys(asked).filter((name) => !(name in zero));
   if (unknown.length) throw new Usage(`--options: unknown option(s) ${unknown.join(", ")}`);

@@ -112,9 +112,9 @@ class ChainLoader:
     def options_data(
         self, prompt: str, duration: int, options: tuple[Any, ...], lyrics: str = ""
     ) -> bytes:
-        """Calldata of requestGenerationWithOptions; ``options`` is the 10-tuple of the
+        """Calldata of requestGenerationWithOptions; ``options`` is the 11-tuple of the
         contract's ``Options`` in its order: (hasSeed, seed, format, bpm, key, timeSignature,
-        vocalLanguage, instrumental, tags, model)."""
+        vocalLanguage, instrumental, tags, model, preset), as `encode_options` makes it."""
         args = [prompt, lyrics, duration, tuple(options)]
         return bytes.fromhex(
             self.registry.encode_abi("requestGenerationWithOptions", args=args)[2:]

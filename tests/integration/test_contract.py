@@ -263,8 +263,8 @@ def test_committed_artifacts_are_current() -> None:
 
 
 async def test_the_contract_says_its_version(chain: Chain) -> None:
-    assert await chain.reg.functions.VERSION().call() == "1.2.0"
-    assert await chain.api.version() == "1.2.0"
+    assert await chain.reg.functions.VERSION().call() == "1.3.0"
+    assert await chain.api.version() == "1.3.0"
 
 
 # ---------------------------------------------------------------------- requestGeneration
@@ -408,14 +408,21 @@ async def test_paused_registry_refuses_requests_until_unpaused(chain: Chain) -> 
 # ---------------------------------------------------------------------- requests with options
 
 # The contract's `Options`, as the services decode `RequestOptions.options`.
-OPTIONS_TYPE = "(bool,uint32,string,uint16,string,uint8,string,bool,string[],string)"
-# (hasSeed, seed, format, bpm, key, timeSignature, vocalLanguage, instrumental, tags, model)
-NO_OPTIONS = (False, 0, "", 0, "", 0, "", False, (), "")  # nothing asked: the defaults
-OPTIONS = (True, 42, "flac", 120, "F# minor", 4, "en", False, ("lo-fi", "piano", "rain"), "")
+OPTIONS_TYPE = "(bool,uint32,string,uint16,string,uint8,string,bool,string[],string,string)"
+# (hasSeed, seed, format, bpm, key, timeSignature, vocalLanguage, instrumental, tags, model,
+#  preset)
+NO_OPTIONS = (False, 0, "", 0, "", 0, "", False, (), "", "")  # nothing asked: the defaults
+OPTIONS = (
+    True, 42, "flac", 120, "F# minor", 4, "en", False, ("lo-fi", "piano", "rain"), "", "lofi"
+)  # fmt: skip
 
 
 def with_model(options: tuple[Any, ...], model: str) -> tuple[Any, ...]:
-    return (*options[:9], model)
+    return (*options[:9], model, *options[10:])
+
+
+def with_preset(options: tuple[Any, ...], preset: str) -> tuple[Any, ...]:
+    return (*options[:10], preset)
 
 
 def options_of(chain: Chain, receipt: TxReceipt) -> tuple[bytes, tuple[Any, ...]]:
@@ -479,13 +486,15 @@ async def test_an_options_request_id_depends_on_its_options_too(chain: Chain) ->
         await functions.nextRequestIdWithOptions(me, prompt, lyrics, duration, other).call()
         for other in (
             (False, *OPTIONS[1:]),
-            (*OPTIONS[:8], ("lo-fi", "piano"), ""),
+            (*OPTIONS[:8], ("lo-fi", "piano"), *OPTIONS[9:]),
             with_model(OPTIONS, "xl"),
+            with_preset(OPTIONS, "orchestral"),
+            with_preset(OPTIONS, ""),
             NO_OPTIONS,
         )
     ]
     others.append(await functions.nextRequestId(me, prompt, lyrics, duration).call())
-    assert len({expected, *others}) == 6
+    assert len({expected, *others}) == 8
 
     # The salt: the requester's count, the arguments and keccak256(abi.encode(options)).
     options_hash = keccak(abi_encode([OPTIONS_TYPE], [OPTIONS]))
@@ -529,6 +538,7 @@ async def test_an_options_request_id_depends_on_its_options_too(chain: Chain) ->
         st.text(max_size=10),
         st.booleans(),
         st.lists(st.text(max_size=30), max_size=6).map(tuple),
+        st.text(max_size=30),
         st.text(max_size=30),
     )
 )
@@ -587,6 +597,16 @@ async def test_a_request_for_a_model_with_a_fee_pays_that_fee(paid: Chain) -> No
     request_id, receipt = await paid.request_with_options(xl, value=3 * FEE)
     assert (await functions.requests(request_id).call())[3] == 3 * FEE
     assert await paid.balance_change(paid.reg.address, receipt) == 3 * FEE
+    # The preset changes no fee: the model's, with any preset or none.
+    for preset in ("", "orchestral", "xl"):
+        call_preset = functions.requestGenerationWithOptions(
+            "a song", "", 30, with_preset(xl, preset)
+        )
+        assert await revert_of(call_preset, paid.requester, FEE) == ("WrongFee", (3 * FEE, FEE))
+        request_id, _ = await paid.request_with_options(with_preset(xl, preset), value=3 * FEE)
+        assert (await functions.requests(request_id).call())[3] == 3 * FEE
+    request_id, _ = await paid.request_with_options(with_preset(NO_OPTIONS, "xl"), value=FEE)
+    assert (await functions.requests(request_id).call())[3] == FEE  # a preset named as a model
     for options in (OPTIONS, with_model(OPTIONS, "base")):
         cheap = functions.requestGenerationWithOptions("a song", "", 30, options)
         assert await revert_of(cheap, paid.requester, 3 * FEE) == ("WrongFee", (FEE, 3 * FEE))

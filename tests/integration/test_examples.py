@@ -46,20 +46,24 @@ def node_modules() -> Path:
 
 @pytest.mark.parametrize(
     "options",
-    [None, {"bpm": 96, "key": "f# minor", "format": "flac", "tags": ["strings"]}],
+    [
+        None,
+        {"bpm": 96, "key": "f# minor", "format": "flac", "tags": ["strings"], "preset": "lofi"},
+    ],
     ids=["plain", "with options"],
 )
 async def test_the_example_dapp_requests_waits_fetches_and_verifies(
     stack: CommonSettings, node_modules: Path, tmp_path: Path, options: dict[str, Any] | None
 ) -> None:
-    with running_pipeline(stack) as pipeline:
+    presets = {"lofi": {"tags": ["lo-fi"]}}  # tags only: no adapter
+    with running_pipeline(stack, common={"ACESTEPS_PRESETS": json.dumps(presets)}) as pipeline:
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{pipeline.api_url}/api/contract") as answer:
                 assert answer.status == 200
                 served = await answer.json()
         artifact = ContractArtifact.model_validate(served)
         assert (artifact.chain_id, artifact.address.lower()) == (31337, pipeline.contract.lower())
-        assert artifact.version == "1.2.0" and artifact.abi == abi()
+        assert artifact.version == "1.3.0" and artifact.abi == abi()
         assert artifact.reclaim_after_blocks == 20 and artifact.request_fee_wei == "0"
         path = artifact.save(tmp_path / "deployments")
 
@@ -96,9 +100,10 @@ async def test_the_example_dapp_requests_waits_fetches_and_verifies(
         assert (record["audioHash"], record["cid"]) == (result["audioHash"], result["cid"])
         if options:  # what the options asked for, as the service understood it
             assert (record["bpm"], record["key"], record["format"]) == (96, "F# minor", "flac")
-            assert record["tags"] == ["strings"]
+            assert record["tags"] == ["strings"] and record["preset"] == "lofi"
         else:
             assert record.get("bpm") is None and record["format"] == "mp3"
+            assert record.get("preset") is None
 
 
 def test_contracts_deploy_writes_the_deployment_artifact(
@@ -119,7 +124,7 @@ def test_contracts_deploy_writes_the_deployment_artifact(
         assert artifact.bytecode_hash == deployment.bytecode_hash
         assert artifact.reclaim_after_blocks == DEFAULT_RECLAIM_AFTER_BLOCKS
         assert (artifact.request_fee_wei, artifact.callback_gas_price_wei) == ("0", "0")
-        assert artifact.version == "1.2.0" and artifact.abi == abi()
+        assert artifact.version == "1.3.0" and artifact.abi == abi()
         raw = json.loads((tmp_path / "run" / "deployments" / "31337.json").read_text())
         assert raw["chainId"] == 31337 and raw["deploymentBlock"] == deployment.block_number
     finally:

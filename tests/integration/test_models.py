@@ -5,7 +5,8 @@ The listener (with the API) and the generator read the same ``ACESTEPS_MODELS``:
 random weights, 4 steps, its weights digest pinned). Each request's record and its generation
 manifest (fetched from IPFS, checked against the chain) name the model that made it and its
 weights digest; ``GET /api/models`` lists both; an unknown name is refused before it is
-queued.
+queued. A chain request names its model, controls and style preset (``ACESTEPS_PRESETS``: a
+preset of tags only) in the contract's ``Options``.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ def pipeline(stack: CommonSettings, checkpoints: dict[str, Path]) -> Iterator[Pi
             "digest": weights_digest(checkpoints["tiny-b"]),
         },
     }
+    presets = {"strings": {"tags": ["orchestral", "strings"]}}  # tags only: no adapter
     # One setting, read by the API and the generator alike.
-    with running_pipeline(stack, common={"ACESTEPS_MODELS": json.dumps(models)}) as running:
+    common = {"ACESTEPS_MODELS": json.dumps(models), "ACESTEPS_PRESETS": json.dumps(presets)}
+    with running_pipeline(stack, common=common) as running:
         yield running
 
 
@@ -91,16 +94,21 @@ async def test_each_request_runs_on_the_model_it_names(
         assert status == 422 and refused["error"]["field"] == "model"
 
 
-async def test_a_chain_request_names_its_model_and_controls_and_pays_the_models_fee(
+async def test_a_chain_request_names_its_model_controls_and_preset_and_pays_the_models_fee(
     pipeline: Pipeline,
 ) -> None:
     chain, fee = pipeline.chain, 10**15
     chain.wait(chain.call(chain.registry.functions.setModelFee("tiny-b", fee)))
-    asked = encode_options(model="tiny-b", bpm=96, key="f# minor", time_signature=3, seed=5)
+    asked = encode_options(
+        model="tiny-b", bpm=96, key="f# minor", time_signature=3, seed=5, preset="strings"
+    )
     sent = {
-        "ok": chain.request_with_options("a waltz for strings", 5, asked, value=fee),
+        "ok": chain.request_with_options("a waltz", 5, asked, value=fee),
         "unknown_model": chain.request_with_options(
             "a waltz for strings", 5, encode_options(model="tiny-c")
+        ),
+        "unknown_preset": chain.request_with_options(
+            "a waltz for strings", 5, encode_options(preset="tiny-c")
         ),
         "invalid_request": chain.request_with_options(
             "a waltz for strings", 5, encode_options(bpm=500)
@@ -126,18 +134,20 @@ async def test_a_chain_request_names_its_model_and_controls_and_pays_the_models_
         async with http.get(url) as answer:
             manifest = parse_manifest(await answer.read())
     assert manifest.model.name == "tiny-b" and manifest.request.chain is not None
+    assert manifest.request.options.preset == "strings"
     assert "- bpm: 96\n" in manifest.model_input.text
     assert "- keyscale: F# minor\n" in manifest.model_input.text
+    assert "# Caption\na waltz, orchestral, strings\n" in manifest.model_input.text  # its tags
 
-    # Refused by the generator (no such model) or by the listener (bpm out of range): failed,
-    # with the reason, and the fee back on chain.
-    for code in ("unknown_model", "invalid_request"):
+    # Refused by the generator (no such model or preset) or by the listener (bpm out of
+    # range): failed, with the reason, and the fee back on chain.
+    for code in ("unknown_model", "unknown_preset", "invalid_request"):
         failed = await record_where(
             pipeline, ids[code], lambda g: g["status"] == "failed", f"the {code} failure"
         )
         assert failed["error"]["code"] == code, failed
     registry = chain.registry
-    for code in ("unknown_model", "invalid_request"):
+    for code in ("unknown_model", "unknown_preset", "invalid_request"):
         rid = bytes.fromhex(ids[code][2:])
 
         async def refunded(rid: bytes = rid) -> bool:

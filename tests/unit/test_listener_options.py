@@ -24,11 +24,17 @@ def options_data(**asked: object) -> bytes:
 
 def raw_options(*fields: object) -> bytes:
     """An Options struct with any values, as a hostile caller could send."""
-    return abi_encode(["(bool,uint32,bytes,uint16,bytes,uint8,bytes,bool,bytes[],bytes)"], [fields])
+    return abi_encode(
+        ["(bool,uint32,bytes,uint16,bytes,uint8,bytes,bool,bytes[],bytes,bytes)"], [fields]
+    )
 
 
-BAD_KEY = raw_options(False, 0, b"", 0, b"\xff\xfeC", 0, b"", False, [], b"")
-BAD_TAG = raw_options(False, 0, b"", 0, b"", 0, b"", False, [b"ok", b"\xc3"], b"")
+BAD_KEY = raw_options(False, 0, b"", 0, b"\xff\xfeC", 0, b"", False, [], b"", b"")
+BAD_TAG = raw_options(False, 0, b"", 0, b"", 0, b"", False, [b"ok", b"\xc3"], b"", b"")
+BAD_PRESET = raw_options(False, 0, b"", 0, b"", 0, b"", False, [], b"", b"lo\xe9fi")
+
+# The struct of contract 1.2.0 (no preset), as a deployment of that version emits it.
+OPTIONS_1_2 = "(bool,uint32,string,uint16,string,uint8,string,bool,string[],string)"
 
 
 class OptionsChain(FakeChain):
@@ -62,6 +68,7 @@ def test_options_round_trip_and_zero_values_mean_not_asked() -> None:
         options_data(
             seed=0, format="wav", bpm=120, key="C major", time_signature=3,
             vocal_language="fr", instrumental=True, tags=("piano", "rain"), model="xl-turbo",
+            preset="lofi",
         )
     )  # fmt: skip
     assert asked == {
@@ -74,7 +81,17 @@ def test_options_round_trip_and_zero_values_mean_not_asked() -> None:
         "instrumental": True,
         "tags": ("piano", "rain"),
         "model": "xl-turbo",
+        "preset": "lofi",
     }
+
+
+def test_options_of_a_1_2_0_deployment_ask_no_preset() -> None:
+    old = abi_encode([OPTIONS_1_2], [encode_options(bpm=96, model="xl-turbo")[:10]])
+    assert decode_options(old) == {"bpm": 96, "model": "xl-turbo"}
+    assert decode_options(abi_encode([OPTIONS_1_2], [encode_options()[:10]])) == {}
+    # Each layout is read only as exactly what abi.encode makes: with bytes after, neither.
+    with pytest.raises(ValueError, match="not an ABI-encoded Options struct"):
+        decode_options(old + b"\x00" * 32)
 
 
 async def test_a_request_with_options_carries_them() -> None:
@@ -88,6 +105,19 @@ async def test_a_request_with_options_carries_them() -> None:
     assert sink.of(GenerationFailed) == []
 
 
+async def test_a_request_with_a_preset_carries_it() -> None:
+    sink = await run(
+        requested_with(1, options_data(preset="lofi", model="xl-turbo", tags=("rain",))),
+        requested_with(2, options_data(bpm=90)),  # no preset asked: none
+        requested_with(3, abi_encode([OPTIONS_1_2], [encode_options(bpm=80)[:10]])),  # 1.2.0
+    )
+    first, second, third = sink.of(GenerationRequest)
+    assert (first.preset, first.model, first.tags) == ("lofi", "xl-turbo", ("rain",))  # type: ignore[attr-defined]
+    assert (second.preset, second.bpm) == (None, 90)  # type: ignore[attr-defined]
+    assert (third.preset, third.bpm) == (None, 80)  # type: ignore[attr-defined]
+    assert sink.of(GenerationFailed) == []
+
+
 @pytest.mark.parametrize(
     ("data", "code", "words"),
     [
@@ -97,9 +127,12 @@ async def test_a_request_with_options_carries_them() -> None:
         (options_data(vocal_language="xx"), "invalid_request", "vocalLanguage"),
         (options_data(format="ogg"), "invalid_request", "format"),
         (options_data(model="no such/model"), "invalid_request", "model"),
+        (options_data(preset="bad name!"), "invalid_request", "preset: String should match"),
+        (options_data(preset="x" * 65), "invalid_request", "preset"),
         (options_data(tags=("x",) * 17), "invalid_request", "tags"),
         (BAD_KEY, "invalid_utf8", "key is not valid UTF-8"),
         (BAD_TAG, "invalid_utf8", "tags[1]"),
+        (BAD_PRESET, "invalid_utf8", "preset is not valid UTF-8 (byte 2)"),
         (b"\x00\x01 not an encoding", "invalid_options", "not an ABI-encoded Options struct"),
         (options_data() + b"\x00" * 32, "invalid_options", "bytes after"),
     ],
