@@ -40,6 +40,16 @@ class RequestPart(_Part):
     chain: ChainOrigin | None = None
     offchain_id: Bytes32Hex | None = None
     options: GenerationOptions = Field(description="the request as its author gave it")
+    parent_id: RequestId | None = Field(
+        None,
+        description="a variation: the request it is a variation of",
+        exclude_if=lambda value: value is None,  # manifests of other requests keep their bytes
+    )
+    variation: int | None = Field(
+        None,
+        description="a variation: its index among its parent's",
+        exclude_if=lambda value: value is None,
+    )
 
 
 class JobPart(_Part):

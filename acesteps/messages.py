@@ -99,8 +99,25 @@ class GenerationRequest(Message, GenerationOptions):
         "their work",
     )
 
+    parent_id: RequestId | None = Field(
+        None,
+        description="a variation: the request it is a variation of (acesteps.variations)",
+        exclude_if=lambda value: value is None,
+    )
+    variation: int | None = Field(
+        None,
+        ge=1,
+        le=3,
+        description="a variation: its index among its parent's (the parent is 0)",
+        exclude_if=lambda value: value is None,
+    )
+
     @model_validator(mode="after")
     def _consistent(self) -> GenerationRequest:
+        if (self.parent_id is None) != (self.variation is None):
+            raise ValueError("a variation names both its parent_id and its index (variation)")
+        if self.parent_id is not None and self.variations is not None:
+            raise ValueError("a variation has no variations of its own")
         if (self.source == "chain") != (self.chain is not None):
             raise ValueError("chain origin is required for, and only for, source 'chain'")
         if self.source == "chain" and self.offchain_id is not None:

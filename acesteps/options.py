@@ -179,6 +179,14 @@ class Extras(_Frozen):
     instrumental: bool = Field(
         False, description="no vocals (the lyrics must be empty)", exclude_if=_unset
     )
+    variations: int | None = Field(
+        None,
+        ge=1,
+        le=4,
+        description="how many tracks to make, 1-4: this request's own and one request per "
+        "further variation, each with the next seed (acesteps.variations)",
+        exclude_if=_unset,
+    )
     preset: str | None = Field(
         None,
         pattern=PRESET_NAME_PATTERN,
@@ -187,7 +195,12 @@ class Extras(_Frozen):
         exclude_if=_unset,
     )
 
-    @field_validator("bpm", "time_signature", mode="before")
+    @field_validator("variations")
+    @classmethod
+    def _one_is_unset(cls, value: int | None) -> int | None:
+        return None if value == 1 else value  # one track is what every request makes
+
+    @field_validator("bpm", "time_signature", "variations", mode="before")
     @classmethod
     def _integer(cls, value: object) -> object:
         if isinstance(value, bool):  # JSON true is not a number of beats

@@ -32,10 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from acesteps.hashing import keccak256
 from acesteps.messages import GenerationRequest
 from acesteps.models import DEFAULT_NAME
 from acesteps.options import MAX_SEED
+from acesteps.variations import default_seed
 
 __all__ = [
     "INSTRUMENTAL",
@@ -158,7 +158,4 @@ def normalize_lyrics(lyrics: str) -> str:
 
 def effective_seed(request: GenerationRequest) -> int:
     """The request's seed, or one derived from its id (stable across regenerations)."""
-    if request.seed is not None:
-        return request.seed
-    digest = keccak256(bytes.fromhex(request.request_id[2:]))
-    return int.from_bytes(digest[:4], "big")
+    return request.seed if request.seed is not None else default_seed(request.request_id)

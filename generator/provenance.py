@@ -75,6 +75,8 @@ def build_manifest(
             chain=request.chain,
             offchain_id=request.offchain_id,
             options=GenerationOptions(**request.options()),
+            parent_id=request.parent_id,
+            variation=request.variation,
         ),
         job=JobPart(
             caption=job.caption,

@@ -40,6 +40,7 @@ SAMPLE: dict[str, object] = {
     "vocal_language": "fr",
     "instrumental": True,
     "preset": "lofi",
+    "variations": 3,
 }
 EXCLUDES = {"instrumental": "lyrics"}
 """Options whose value here rules another out: an instrumental request has no lyrics."""
