@@ -3,7 +3,9 @@
 ``generate`` submits ``POST /api/generate?wait=0``, follows the request's server-sent events
 (``GET /api/generations/{id}/events``; when the stream breaks, it polls
 ``GET /api/generations/{id}`` every 2 s instead), downloads ``/audio`` and checks that the
-keccak256 of the bytes is the record's ``audioHash``. ``status`` prints one record.
+keccak256 of the bytes is the record's ``audioHash``. With ``--variations N`` it follows the
+request itself and prints its variations' ids (``variation K ID``), requests of their own.
+``status`` prints one record.
 
 Exit codes: 0 done; 1 the request failed, was canceled or revoked, the audio does not match
 its hash, or (``status``) there is no such request; 2 the API refused the request (4xx); 3 the
@@ -136,6 +138,9 @@ async def generate(
         record = await api.submit(opts.body, opts.idempotency_key, opts.cancel_after)
         request_id: str = record["id"].lower()
         print(f"request {request_id}", file=stderr, flush=True)
+        # With --variations: the other tracks are requests of their own (acesteps status ID).
+        for k, child in enumerate(record.get("children") or (), start=1):
+            print(f"variation {k} {child}", file=stderr, flush=True)
         if not opts.wait:
             print(json.dumps(record), file=stdout, flush=True)
             return 0

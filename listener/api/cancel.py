@@ -9,7 +9,8 @@ says what came of it. A request registered before its publisher read the cancel 
 ``completed`` (it is on chain).
 
 Only the API key that submitted a request can cancel it; the chain's requests are canceled on
-chain (``cancelRequest``, ``reclaim``), which the listener turns into the same record.
+chain (``cancelRequest``, ``reclaim``), which the listener turns into the same record. A
+request with variations is canceled with its variations that have not ended (`cancel`).
 """
 
 from __future__ import annotations
@@ -90,23 +91,35 @@ def _beyond(field: str) -> ApiFailure:
 
 
 async def cancel(request: web.Request) -> web.Response:
-    """Ask for the request to stop; 202 with the record, 409 once it has ended."""
+    """Ask for the request to stop; 202 with the record, 409 once it has ended.
+
+    A request with variations was one submission for all its tracks: canceling it cancels
+    each of its variations that has not ended too (its ``children``), and is refused only
+    once all have ended. A variation's own cancel stops that variation alone."""
     deps = request.app[DEPS]
     g = await lookup(request)
     if g.source != "http" or g.requester != request[CALLER]:
         # Nobody learns from this answer whether another key's request exists.
         raise ApiFailure(404, "not_found", f"no request {g.id} of yours")
-    if g.status.final:
+    family = [g]
+    for child_id in g.children or ():
+        child = await deps.store.get(child_id)
+        if child is not None and child.source == "http" and child.requester == g.requester:
+            family.append(child)
+    running = [member for member in family if not member.status.final]
+    if not running:
         raise ApiFailure(
             409,
             "not_cancelable",
-            f"request {g.id} is {g.status.value}: only a request that has not ended can be "
-            "canceled",
+            f"request {g.id} is {g.status.value}"
+            + (" and so are its variations" if len(family) > 1 else "")
+            + ": only a request that has not ended can be canceled",
         )
     try:
-        await deps.submitter.cancel(
-            CancelRequested(request_id=g.id, reason="requested", by=g.requester)
-        )
+        for member in running:
+            await deps.submitter.cancel(
+                CancelRequested(request_id=member.id, reason="requested", by=member.requester)
+            )
     except Exception as exc:
         raise ApiFailure(
             503, "unavailable", f"the cancel could not be queued: {type(exc).__name__}"

@@ -138,6 +138,12 @@ class TrackError(_Camel):
     message: str
 
 
+def _absent(value: object) -> bool:
+    """Fields left out of a record when they do not apply, so that the records of requests
+    without variations keep their bytes."""
+    return value is None
+
+
 class Generation(Extras):
     """One request and how far it got: its options (`acesteps.options`; the essentials stay
     empty until the request itself is read) and what became of it."""
@@ -150,6 +156,24 @@ class Generation(Extras):
     duration_s: float | None = None
     format: AudioFormat | None = None
     requester: str | None = None
+    children: list[str] | None = Field(
+        None,
+        description="a request with variations: the ids of its variations 1 .. variations-1, "
+        "in that order; each is a request with a record of its own (absent otherwise)",
+        exclude_if=_absent,
+    )
+    parent: str | None = Field(
+        None,
+        description="a variation: the id of the request it is a variation of (absent otherwise)",
+        exclude_if=_absent,
+    )
+    variation: int | None = Field(
+        None,
+        ge=1,
+        le=3,
+        description="a variation: its index among its parent's (the parent is 0; absent otherwise)",
+        exclude_if=_absent,
+    )
     audio_url: str | None = None
     audio_hash: str | None = None
     cid: str | None = None

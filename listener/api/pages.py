@@ -6,8 +6,8 @@ GET /api/verify-config    what that page suggests: RPC URL, contract, chain id, 
                           block its log searches start from, the registry's ABI; suggestions only
 GET /tracks               recent registered tracks of all requesters, newest first, paged
 GET /tracks/{id}          one track: player, waveform, prompt, tags, model, seed, preset (and its
-                          adapter's digest), manifest, its registration, Open Graph tags for
-                          link previews
+                          adapter's digest), its variations or its parent, manifest, its
+                          registration, Open Graph tags for link previews
 
 The verdict of /verify never comes from this server: it serves files and suggestions, and the
 page computes the hashes and reads the registration from the JSON-RPC endpoint the user
@@ -336,6 +336,8 @@ def track_html(g: Generation, base: str, explorer_url: str | None) -> str:
         facts.append(("Preset", preset))
     if controls := _controls(g):
         facts.append(("Controls", f'<span data-testid="controls">{_e(controls)}</span>'))
+    if family := _family(g):
+        facts.append(family)
     created = g.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     facts.append(("Created", _e(created)))
 
@@ -371,6 +373,24 @@ def track_html(g: Generation, base: str, explorer_url: str | None) -> str:
     if published:
         parts.append(_registration(g, explorer_url))
     return _document(f"{_title(g)} · AceSteps", "\n".join(parts), head, root="../")
+
+
+def _family(g: Generation) -> tuple[str, str] | None:
+    """The links between variations (`acesteps.variations`): a parent's to each of its
+    variations, a variation's to its parent."""
+    if g.children:
+        links = ", ".join(
+            f'<a data-testid="variation-link" href="../tracks/{_e(child)}">variation {k}</a>'
+            for k, child in enumerate(g.children, start=1)
+        )
+        return "Variations", f'<span data-testid="variations">{links}</span>'
+    if g.parent:
+        link = (
+            f'<a class="mono" data-testid="parent-link" href="../tracks/{_e(g.parent)}">'
+            f"{_e(g.parent)}</a>"
+        )
+        return "Variation", f"{_e(g.variation)} of {link}"
+    return None
 
 
 def _facts(rows: list[tuple[str, str]]) -> str:

@@ -9,7 +9,9 @@ records, so writes are made safe against each other:
   FOR UPDATE`` and folds the events into what is stored, all in id order and in one
   transaction with the offsets. Folding is idempotent and only moves a status forward, so
   replicas applying the same records, in any interleaving, converge to the same record.
-- `submit` is ``INSERT ... ON CONFLICT DO NOTHING``, then a locked read of the existing row.
+- `submit` is ``INSERT ... ON CONFLICT DO NOTHING``, then a locked read of the existing row;
+  `submit_all` (a request and its variations) does that for each, in one transaction, in id
+  order.
 - Offsets are keyed by the projection name. Replicas sharing a name overwrite each other's
   position; any stored position is one whose records are all applied (by whichever replica
   wrote it), so a restart at worst re-reads records, which changes nothing.
@@ -24,15 +26,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import TupleRow
 
+from listener.api.family import Deployment
 from listener.api.models import Generation
-from listener.api.rows import Event, ListQuery, Offsets, Row, Transition, fold, list_sql, listed_as
+from listener.api.rows import (
+    Event,
+    ListQuery,
+    Offsets,
+    Row,
+    Submission,
+    Transition,
+    fold,
+    list_sql,
+    listed_as,
+)
 from listener.api.webhooks import postgres as hooks
 from listener.api.webhooks.models import (
     Attempted,
@@ -111,8 +124,11 @@ class _Connection:
 class PostgresStore:
     """`listener.api.store.Store` in PostgreSQL at ``url`` (``postgresql://...``)."""
 
-    def __init__(self, url: str, projection: str = "api") -> None:
+    def __init__(
+        self, url: str, projection: str = "api", deployment: Deployment | None = None
+    ) -> None:
         self._projection = projection
+        self._deployment = deployment
         self._writer = _Connection(url)  # the projection's batches
         self._requests = _Connection(url)  # everything the HTTP handlers ask
         self._hooks = _Connection(url)  # the webhook deliverer's claims and outcomes
@@ -166,45 +182,28 @@ class PostgresStore:
         outbox: str,
         webhook: Subscription | None = None,
     ) -> tuple[Row, bool]:
-        g = generation
-        hook = None if webhook is None else webhook.model_dump_json()
+        (found,) = await self.submit_all([Submission(generation, outbox)], fingerprint, webhook)
+        return found
+
+    async def submit_all(
+        self,
+        submissions: Sequence[Submission],
+        fingerprint: str,
+        webhook: Subscription | None = None,
+    ) -> list[tuple[Row, bool]]:
+        # In id order, as `apply` locks rows: two transactions never wait on each other's
+        # rows in opposite orders.
+        order = sorted(range(len(submissions)), key=lambda i: submissions[i].generation.id)
+        found: dict[int, tuple[Row, bool]] = {}
         async with self._requests.use() as conn:
-            while True:  # until inserted or found (a concurrent forget may remove it between)
-                async with conn.transaction():
-                    cur = await conn.execute(
-                        "INSERT INTO generations (id, doc, status, fingerprint, request_seen, "
-                        "updated_at, outbox, requester, source, created_key, webhook) "
-                        "VALUES (%s, %s, %s, %s, FALSE, %s, %s, %s, %s, %s, %s) "
-                        "ON CONFLICT (id) DO NOTHING",
-                        (
-                            g.id,
-                            g.model_dump_json(),
-                            g.status.value,
-                            fingerprint,
-                            g.updated_at,
-                            outbox,
-                            *listed_as(g),
-                            hook,
-                        ),
-                    )
-                    if cur.rowcount == 1:
-                        if webhook is not None and webhook.wants(g.status.value):
-                            await hooks.enqueue(conn, [new_delivery(webhook, g)])
-                        return Row(g, fingerprint, False), True
-                    cur = await conn.execute(
-                        f"SELECT {_COLUMNS} FROM generations WHERE id = %s FOR UPDATE", (g.id,)
-                    )
-                    found = await cur.fetchone()
-                    if found is None:
-                        continue
-                    existing = Row.decode(*found)
-                    if existing.fingerprint is None:  # seen on Kafka before this retry
-                        await conn.execute(
-                            "UPDATE generations SET fingerprint = %s WHERE id = %s",
-                            (fingerprint, g.id),
-                        )
-                        await _subscribe(conn, existing.generation, webhook)
-                    return existing, False
+            while True:  # until each is inserted or found (a concurrent forget may remove one)
+                try:
+                    async with conn.transaction():
+                        for i in order:
+                            found[i] = await _submit(conn, submissions[i], fingerprint, webhook)
+                except _Vanished:
+                    continue
+                return [found[i] for i in range(len(submissions))]
 
     async def unsent(self, before: datetime, limit: int = 1000) -> list[str]:
         async with self._requests.use() as conn:
@@ -232,20 +231,21 @@ class PostgresStore:
             found = await cur.fetchone()
         return int(found[0]) if found else 0
 
-    async def forget(self, request_id: str) -> None:
+    async def forget(self, *request_ids: str) -> None:
         async with self._requests.use() as conn, conn.transaction():
-            cur = await conn.execute(
-                "DELETE FROM generations WHERE id = %s AND NOT request_seen", (request_id,)
-            )
-            if cur.rowcount:
-                await conn.execute(
-                    "DELETE FROM webhook_deliveries WHERE request_id = %s", (request_id,)
+            for request_id in sorted(request_ids):
+                cur = await conn.execute(
+                    "DELETE FROM generations WHERE id = %s AND NOT request_seen", (request_id,)
                 )
+                if cur.rowcount:
+                    await conn.execute(
+                        "DELETE FROM webhook_deliveries WHERE request_id = %s", (request_id,)
+                    )
 
     async def apply(self, events: Iterable[Event], offsets: Offsets) -> list[Generation]:
         events = list(events)
         # the records as they are where a request has no row yet
-        pending, pending_moves = fold({}, events)
+        pending, pending_moves = fold({}, events, self._deployment)
         changed: dict[str, Row] = {}
         moved: list[Transition] = []
         async with self._writer.use() as conn, conn.transaction():
@@ -267,7 +267,9 @@ class PostgresStore:
                     (rest,),
                 )
                 stored = {rid: Row.decode(*cols) for rid, *cols in await cur.fetchall()}
-                updated, moves = fold(stored, [e for e in events if e[0] in stored])
+                updated, moves = fold(
+                    stored, [e for e in events if e[0] in stored], self._deployment
+                )
                 moved.extend(moves)
                 await conn.execute(
                     "UPDATE generations AS g SET doc = u.doc, status = u.status, "
@@ -318,6 +320,52 @@ class PostgresStore:
     async def deliveries(self, request_id: str) -> list[WebhookDelivery]:
         async with self._requests.use() as conn:
             return await hooks.log(conn, request_id)
+
+
+class _Vanished(Exception):
+    """A row that conflicted with an insert was gone when read (a concurrent `forget`):
+    the transaction is rolled back and made again."""
+
+
+async def _submit(
+    conn: Conn, submission: Submission, fingerprint: str, webhook: Subscription | None
+) -> tuple[Row, bool]:
+    """`PostgresStore.submit_all` for one request, in the caller's transaction."""
+    g = submission.generation
+    hook = None if webhook is None else webhook.model_dump_json()
+    cur = await conn.execute(
+        "INSERT INTO generations (id, doc, status, fingerprint, request_seen, "
+        "updated_at, outbox, requester, source, created_key, webhook) "
+        "VALUES (%s, %s, %s, %s, FALSE, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (id) DO NOTHING",
+        (
+            g.id,
+            g.model_dump_json(),
+            g.status.value,
+            fingerprint,
+            g.updated_at,
+            submission.outbox,
+            *listed_as(g),
+            hook,
+        ),
+    )
+    if cur.rowcount == 1:
+        if webhook is not None and webhook.wants(g.status.value):
+            await hooks.enqueue(conn, [new_delivery(webhook, g)])
+        return Row(g, fingerprint, False), True
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM generations WHERE id = %s FOR UPDATE", (g.id,)
+    )
+    found = await cur.fetchone()
+    if found is None:
+        raise _Vanished(g.id)
+    existing = Row.decode(*found)
+    if existing.fingerprint is None:  # seen on Kafka before this retry
+        await conn.execute(
+            "UPDATE generations SET fingerprint = %s WHERE id = %s", (fingerprint, g.id)
+        )
+        await _subscribe(conn, existing.generation, webhook)
+    return existing, False
 
 
 async def _subscribe(conn: Conn, g: Generation, webhook: Subscription | None) -> None:

@@ -1,6 +1,8 @@
 """The API's handlers. Every answer about a request is its `Generation`.
 
-POST /api/generate                    submit; waits up to ACESTEPS_API_WAIT_S (or ?wait=S):
+POST /api/generate                    submit (with variations: the request and its children,
+                                      stored together, then queued); waits up to
+                                      ACESTEPS_API_WAIT_S (or ?wait=S) for the request itself:
                                       200 with the final record, else 202 + Location
 GET  /api/generations                 the caller's records, a page at a time (listing.py)
 GET  /api/generations/{id}            the record
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import os
 from datetime import UTC, datetime
@@ -36,17 +39,17 @@ from pydantic import ValidationError
 from acesteps.hashing import keccak256_hex
 from acesteps.messages import GenerationRequest
 from acesteps.provenance import ManifestProblem
-from acesteps.registry import offchain_request_id
 from acesteps.types import MEDIA_TYPES
 from listener.api import listing
 from listener.api.audiocache import AudioMismatch, AudioUnavailable
 from listener.api.cancel import cancel, deadline_of
 from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure, answer, base_url, lookup
+from listener.api.family import Deployment, http_family
 from listener.api.models import GenerateBody, Generation, Status
 from listener.api.openapi import openapi_document
 from listener.api.presets import check_preset
 from listener.api.presets import get_presets as presets
-from listener.api.rows import time_key
+from listener.api.rows import Row, Submission, time_key
 from listener.api.served import check_model
 from listener.api.served import get_models as models
 from listener.api.updates import from_request
@@ -54,6 +57,8 @@ from listener.api.verdicts import verdict_body
 from listener.api.webhooks.subscribe import subscription
 
 __all__ = ["add_routes", "offchain_id_for"]
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 15.0
 RETRY_MS = 2000  # what an EventSource waits before reconnecting
@@ -116,8 +121,9 @@ async def generate(request: web.Request) -> web.Response:
         raise ApiFailure(422, "invalid_request", "Idempotency-Key: 1 to 255 characters")
     deadline = deadline_of(request, body, datetime.now(UTC))
     webhook = await subscription(deps, body, caller)
+    deployment = Deployment(deps.chain_id, deps.contract)
     offchain_id = offchain_id_for(caller, key)
-    request_id = offchain_request_id(deps.chain_id, deps.contract, offchain_id)
+    request_id = deployment.request_id(offchain_id)
     # The same key with another body is a client bug, not a retry.
     fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     try:
@@ -131,11 +137,18 @@ async def generate(request: web.Request) -> web.Response:
         )
     except ValidationError as exc:  # the body's checks mirror these; this is the backstop
         raise ApiFailure(422, "invalid_request", str(exc.errors()[0]["msg"])) from None
+    # The request and its variations (acesteps.variations): stored together, then queued.
+    family = http_family(message, deployment)
     with deps.hub.watch(request_id) as changes:
-        queued = Generation(id=request_id, status=Status.QUEUED, **from_request(message))
-        row, inserted = await deps.store.submit(
-            queued, fingerprint, message.model_dump_json(), webhook
-        )
+        submissions = [
+            Submission(
+                Generation(id=m.request_id, status=Status.QUEUED, **from_request(m, deployment)),
+                m.model_dump_json(),
+            )
+            for m in family
+        ]
+        stored = await deps.store.submit_all(submissions, fingerprint, webhook)
+        row, inserted = stored[0]
         if not inserted and row.fingerprint not in (None, fingerprint):
             raise ApiFailure(
                 422,
@@ -143,18 +156,40 @@ async def generate(request: web.Request) -> web.Response:
                 "this Idempotency-Key was used for a different request body",
                 "Idempotency-Key",
             )
-        age = (message.requested_at - row.generation.created_at).total_seconds()
-        if inserted or (not row.request_seen and age > deps.resend_after_s):
-            try:
-                await deps.submitter.submit(message)
-            except Exception as exc:
-                if inserted:
-                    await deps.store.forget(request_id)
-                raise ApiFailure(
-                    503, "unavailable", f"the request could not be queued: {type(exc).__name__}"
-                ) from exc
+        await _queue(deps, family, stored)
         current = await _wait_final(deps, request_id, changes, wait_s) or row.generation
     return answer(request, current, 200 if current.status.final else 202)
+
+
+async def _queue(
+    deps: ApiDeps, family: list[GenerationRequest], stored: list[tuple[Row, bool]]
+) -> None:
+    """Send what this submission stored, or what an earlier one stored and the projection has
+    not read back for ``resend_after_s`` (a retry), the request first. When Kafka refuses the
+    first send, the rows this submission made are removed and the answer is 503; once one
+    has gone, the others stay in the outbox (`listener.api.outbox`), which sends them later."""
+    sent = 0
+    for message, (row, inserted) in zip(family, stored, strict=True):
+        age = (message.requested_at - row.generation.created_at).total_seconds()
+        if not (inserted or (not row.request_seen and age > deps.resend_after_s)):
+            continue
+        try:
+            await deps.submitter.submit(message)
+        except Exception as exc:
+            if sent:
+                log.warning(
+                    "queueing request %s failed (%r); the outbox sends it later",
+                    message.request_id,
+                    exc,
+                )
+                return
+            made = [m.request_id for m, (_, new) in zip(family, stored, strict=True) if new]
+            if made:
+                await deps.store.forget(*made)
+            raise ApiFailure(
+                503, "unavailable", f"the request could not be queued: {type(exc).__name__}"
+            ) from exc
+        sent += 1
 
 
 async def _wait_final(

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 from acesteps.messages import GenerationRequest, Message
 from acesteps.types import ADDRESS_PATTERN
+from listener.api.family import Deployment
 from listener.api.models import Generation, Status
 from listener.api.updates import apply
 
@@ -19,6 +20,7 @@ __all__ = [
     "ListQuery",
     "Offsets",
     "Row",
+    "Submission",
     "Transition",
     "fold",
     "list_sql",
@@ -114,6 +116,14 @@ class Row:
         return cls(Generation.model_validate_json(doc), fingerprint, bool(request_seen))
 
 
+class Submission(NamedTuple):
+    """An HTTP request to store on submit: its record and its request record's JSON (the
+    outbox)."""
+
+    generation: Generation
+    outbox: str
+
+
 @dataclass(frozen=True)
 class Transition:
     """A request's status changed from ``before`` (None: it had no record) to
@@ -131,15 +141,20 @@ class Folded(NamedTuple):
     """Every change of status, in the order of the events (webhooks announce them)."""
 
 
-def fold(rows: Mapping[str, Row | None], events: Iterable[Event]) -> Folded:
+def fold(
+    rows: Mapping[str, Row | None],
+    events: Iterable[Event],
+    deployment: Deployment | None = None,
+) -> Folded:
     """What ``events`` do to ``rows`` (the stored ones, None or absent where a request has
     none yet): the changed rows and the status transitions on the way. A record whose status
-    does not change makes no transition; a request whose row is made here goes from None."""
+    does not change makes no transition; a request whose row is made here goes from None.
+    ``deployment``: the registry of this API's HTTP requests (`listener.api.updates.apply`)."""
     changed: dict[str, Row] = {}
     transitions: list[Transition] = []
     for request_id, message in events:
         before = changed.get(request_id) or rows.get(request_id)
-        updated = apply(before.generation if before else None, message)
+        updated = apply(before.generation if before else None, message, deployment)
         if updated is None:
             continue
         was = before.generation.status if before else None

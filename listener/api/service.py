@@ -37,6 +37,7 @@ from listener.api.audiocache import AudioCache
 from listener.api.auth import ApiKeys, RateLimiter
 from listener.api.contract import CachedArtifact
 from listener.api.deps import ApiDeps
+from listener.api.family import Deployment
 from listener.api.outbox import Outbox
 from listener.api.pageconfig import PageConfig
 from listener.api.projection import Hub, Projection
@@ -69,8 +70,14 @@ class KafkaSubmitter:
 
 async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
     async with AsyncExitStack() as stack:
-        # 1. The store, then the projection that fills it from the topics.
-        store: Store = await open_store(settings.api_store_url)
+        # 1. The chain (HTTP request ids depend on its id and the registry), the store, then
+        # the projection that fills it from the topics.
+        w3 = connect(settings.rpc_url, settings.rpc_timeout_s, settings.rpc_fallback_urls)
+        stack.push_async_callback(w3.provider.disconnect)
+        registry = Registry(w3, settings.contract())
+        chain_id = await _chain_id(w3)
+        deployment = Deployment(chain_id, registry.address)
+        store: Store = await open_store(settings.api_store_url, deployment)
         stack.push_async_callback(store.close)
         await ensure_topics(settings.kafka_bootstrap, settings.topic_specs())
         hub = Hub()
@@ -83,17 +90,13 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
         master = await load_master(store, settings)
         webhooks = WebhookConfig.from_settings(settings, master, targets)
 
-        # 2. Clients: Kafka (requests), Kubo (audio), the chain (verify).
+        # 2. Clients: Kafka (requests), Kubo (audio).
         producer = idempotent_producer(settings.kafka_bootstrap, client_id="acesteps-api")
         await producer.start()
         stack.push_async_callback(producer.stop)
         kubo = await stack.enter_async_context(
             KuboClient(settings.ipfs_api_url, timeout_s=settings.ipfs_timeout_s)
         )
-        w3 = connect(settings.rpc_url, settings.rpc_timeout_s, settings.rpc_fallback_urls)
-        stack.push_async_callback(w3.provider.disconnect)
-        registry = Registry(w3, settings.contract())
-        chain_id = await _chain_id(w3)
         from_block = settings.deployment_block() or 0
 
         async def manifests(request_id: str) -> bytes:

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from listener.api.family import Deployment
 from listener.api.models import Generation
-from listener.api.rows import Event, ListQuery, Offsets, Row, fold, list_sql, listed_as
+from listener.api.rows import (
+    Event,
+    ListQuery,
+    Offsets,
+    Row,
+    Submission,
+    fold,
+    list_sql,
+    listed_as,
+)
 from listener.api.webhooks import sqlite as hooks
 from listener.api.webhooks.models import (
     Attempted,
@@ -53,9 +63,12 @@ CREATE TABLE IF NOT EXISTS offsets (
 class SqliteStore:
     """SQLite in WAL mode, used from one thread so the event loop never blocks on disk."""
 
-    def __init__(self, path: Path | str, projection: str = "api") -> None:
+    def __init__(
+        self, path: Path | str, projection: str = "api", deployment: Deployment | None = None
+    ) -> None:
         self._path = str(path)
         self._projection = projection
+        self._deployment = deployment
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-store")
         self._db: sqlite3.Connection | None = None
 
@@ -161,26 +174,43 @@ class SqliteStore:
         outbox: str,
         webhook: Subscription | None = None,
     ) -> tuple[Row, bool]:
-        hook = None if webhook is None else webhook.model_dump_json()
+        (found,) = await self.submit_all([Submission(generation, outbox)], fingerprint, webhook)
+        return found
 
-        def _submit() -> tuple[Row, bool]:
+    async def submit_all(
+        self,
+        submissions: Sequence[Submission],
+        fingerprint: str,
+        webhook: Subscription | None = None,
+    ) -> list[tuple[Row, bool]]:
+        def _submit() -> list[tuple[Row, bool]]:
             with _transaction(self.db):
-                existing = self._row(generation.id)
-                if existing is not None:
-                    if existing.fingerprint is None:  # seen on Kafka before this retry
-                        self._write(existing.generation, fingerprint, existing.request_seen)
-                        self._subscribe(existing.generation, webhook)
-                    return existing, False
-                self._write(generation, fingerprint, False)
-                self.db.execute(
-                    "UPDATE generations SET outbox = ?, webhook = ? WHERE id = ?",
-                    (outbox, hook, generation.id),
-                )
-                if webhook is not None and webhook.wants(generation.status.value):
-                    hooks.enqueue(self.db, [new_delivery(webhook, generation)])
-                return Row(generation, fingerprint, False), True
+                return [self._submit(s, fingerprint, webhook) for s in submissions]
 
         return await self._run(_submit)
+
+    def _submit(
+        self, submission: Submission, fingerprint: str, webhook: Subscription | None
+    ) -> tuple[Row, bool]:
+        generation = submission.generation
+        existing = self._row(generation.id)
+        if existing is not None:
+            if existing.fingerprint is None:  # seen on Kafka before this retry
+                self._write(existing.generation, fingerprint, existing.request_seen)
+                self._subscribe(existing.generation, webhook)
+            return existing, False
+        self._write(generation, fingerprint, False)
+        self.db.execute(
+            "UPDATE generations SET outbox = ?, webhook = ? WHERE id = ?",
+            (
+                submission.outbox,
+                None if webhook is None else webhook.model_dump_json(),
+                generation.id,
+            ),
+        )
+        if webhook is not None and webhook.wants(generation.status.value):
+            hooks.enqueue(self.db, [new_delivery(webhook, generation)])
+        return Row(generation, fingerprint, False), True
 
     def _subscribe(self, g: Generation, webhook: Subscription | None) -> None:
         """A subscription for a row the projection made, unless it has one."""
@@ -225,16 +255,18 @@ class SqliteStore:
 
         return await self._run(_count)
 
-    async def forget(self, request_id: str) -> None:
+    async def forget(self, *request_ids: str) -> None:
         def _forget() -> None:
             with _transaction(self.db):
-                cur = self.db.execute(
-                    "DELETE FROM generations WHERE id = ? AND request_seen = 0", (request_id,)
-                )
-                if cur.rowcount:
-                    self.db.execute(
-                        "DELETE FROM webhook_deliveries WHERE request_id = ?", (request_id,)
+                for request_id in request_ids:
+                    cur = self.db.execute(
+                        "DELETE FROM generations WHERE id = ? AND request_seen = 0",
+                        (request_id,),
                     )
+                    if cur.rowcount:
+                        self.db.execute(
+                            "DELETE FROM webhook_deliveries WHERE request_id = ?", (request_id,)
+                        )
 
         await self._run(_forget)
 
@@ -244,7 +276,9 @@ class SqliteStore:
         def _apply() -> list[Generation]:
             with _transaction(self.db):
                 changed, moved = fold(
-                    {rid: self._row(rid) for rid in {r for r, _ in events}}, events
+                    {rid: self._row(rid) for rid in {r for r, _ in events}},
+                    events,
+                    self._deployment,
                 )
                 for row in changed.values():
                     self._write(row.generation, None, row.request_seen)

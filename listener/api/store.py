@@ -19,12 +19,13 @@ same two tables:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from listener.api.family import Deployment
 from listener.api.models import Generation
-from listener.api.rows import Event, ListQuery, Offsets, Row
+from listener.api.rows import Event, ListQuery, Offsets, Row, Submission
 from listener.api.webhooks.models import Attempted, Claimed, Subscription, WebhookDelivery
 
 __all__ = ["Store", "open_store"]
@@ -46,6 +47,17 @@ class Store(Protocol):
         (never submitted here) gets the subscription, and a delivery of its current status."""
         ...
 
+    async def submit_all(
+        self,
+        submissions: Sequence[Submission],
+        fingerprint: str,
+        webhook: Subscription | None = None,
+    ) -> list[tuple[Row, bool]]:
+        """`submit` for several requests in one transaction (a request and its variations:
+        all are stored or none), each with the same fingerprint and subscription; (the row,
+        whether it was inserted) of each, in the order given."""
+        ...
+
     async def unsent(self, before: datetime, limit: int = 1000) -> list[str]:
         """The outbox of requests submitted before ``before`` (aware) that the projection has
         not read back from Kafka yet, oldest first."""
@@ -59,8 +71,8 @@ class Store(Protocol):
         """How many queued records were created before ``created`` (a `time_key`)."""
         ...
 
-    async def forget(self, request_id: str) -> None:
-        """Remove a submitted request that never reached Kafka."""
+    async def forget(self, *request_ids: str) -> None:
+        """Remove submitted requests that never reached Kafka (in one transaction)."""
         ...
 
     async def apply(self, events: Iterable[Event], offsets: Offsets) -> list[Generation]:
@@ -93,12 +105,13 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-async def open_store(url: str) -> Store:
-    """The store at ``url``: ``sqlite:///PATH`` or ``postgresql://...``."""
+async def open_store(url: str, deployment: Deployment | None = None) -> Store:
+    """The store at ``url``: ``sqlite:///PATH`` or ``postgresql://...``; ``deployment``: the
+    registry of this API's HTTP requests (their records list a parent's children by id)."""
     if url.startswith("sqlite:///"):
         from listener.api.sqlitestore import SqliteStore
 
-        return await SqliteStore(url.removeprefix("sqlite:///")).open()
+        return await SqliteStore(url.removeprefix("sqlite:///"), deployment=deployment).open()
     from listener.api.pgstore import PostgresStore  # psycopg: the optional postgres extra
 
-    return await PostgresStore(url).open()
+    return await PostgresStore(url, deployment=deployment).open()

@@ -34,27 +34,41 @@ from acesteps.messages import (
     TrackFinalized,
     TrackPublished,
 )
+from listener.api.family import Deployment, child_ids
 from listener.api.models import Generation, Status, StepProgress, TrackError
 
 __all__ = ["apply", "from_request"]
 
 
-def from_request(request: GenerationRequest) -> dict[str, object]:
-    """The fields of a `Generation` that its request defines."""
-    return {
+def from_request(
+    request: GenerationRequest, deployment: Deployment | None = None
+) -> dict[str, object]:
+    """The fields of a `Generation` that its request defines. A parent's ``children`` come
+    from its id (`listener.api.family`); an HTTP parent's need the ``deployment``, and are
+    left out without it (its record keeps what the API stored on submit)."""
+    fields: dict[str, object] = {
         **request.options(),
         "source": request.source,
         "requester": request.requester,
+        "parent": request.parent_id,
+        "variation": request.variation,
         "chain_id": request.chain.chain_id if request.chain else None,
         "contract": request.chain.contract if request.chain else None,
         "request_tx_hash": request.chain.tx_hash if request.chain else None,
         "deadline": request.deadline,
         "created_at": request.requested_at,
     }
+    children = child_ids(request.request_id, request.variations, request.source, deployment)
+    if request.variations is None or children is not None:
+        fields["children"] = children
+    return fields
 
 
-def apply(current: Generation | None, message: Message) -> Generation | None:
-    """``current`` after ``message``; None when the message is not about a request."""
+def apply(
+    current: Generation | None, message: Message, deployment: Deployment | None = None
+) -> Generation | None:
+    """``current`` after ``message``; None when the message is not about a request.
+    ``deployment``: the registry of this API's HTTP requests (their parents' children)."""
     rid = getattr(message, "request_id", None)
     if rid is None:
         return None
@@ -63,7 +77,7 @@ def apply(current: Generation | None, message: Message) -> Generation | None:
         case GenerationRequest():
             # A request read after its track (the topics are read side by side) must not undo
             # what the track recorded: the seed, the chain it was registered on, ...
-            fields = from_request(message)
+            fields = from_request(message, deployment)
             if current is not None:
                 fields.pop("created_at")
                 for name in ("seed", "chain_id", "contract", "format", "duration_s", "model"):

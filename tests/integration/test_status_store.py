@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ from acesteps.messages import (
 )
 from listener.api.models import Generation, Status
 from listener.api.pgstore import PostgresStore
-from listener.api.rows import Event, ListQuery, time_key
+from listener.api.rows import Event, ListQuery, Submission, time_key
 from listener.api.sqlitestore import SqliteStore
 from listener.api.store import Store, open_store
 from listener.api.webhooks.models import EVENTS, Attempted, Claimed, Subscription
@@ -235,6 +235,37 @@ async def test_forget_removes_only_requests_not_seen_on_kafka(store: Store) -> N
     assert (await store.get(sent)) is not None
     _, inserted = await store.submit(queued(unsent), "fp-1", outbox_of(unsent))
     assert inserted
+
+
+async def test_submit_all_stores_a_family_together_or_not_at_all(store: Store) -> None:
+    # A request and its variations (listener.api.family): one transaction.
+    ids = [new_id() for _ in range(3)]
+    sub = Subscription(url="https://hooks.example/x", events=("queued",), key_id="key-1")
+    family = [Submission(queued(rid), outbox_of(rid)) for rid in ids]
+    stored = await store.submit_all(family, "fp-1", sub)
+    assert [(row.generation.id, inserted) for row, inserted in stored] == [
+        (rid, True) for rid in ids
+    ]
+    for rid in ids:
+        assert [d.type for d in await store.deliveries(rid)] == ["generation.queued"]
+    again = await store.submit_all(family, "fp-1", sub)
+    assert [(row.generation.id, inserted) for row, inserted in again] == [
+        (rid, False) for rid in ids
+    ]
+    # A failure on the third row takes back the first two.
+    others = [new_id() for _ in range(3)]
+    broken = queued(others[2]).model_copy(  # no time_key: listing it raises
+        update={"created_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))}
+    )
+    subs = [Submission(queued(rid), outbox_of(rid)) for rid in others[:2]]
+    with pytest.raises(OverflowError):
+        await store.submit_all([*subs, Submission(broken, outbox_of(others[2]))], "fp-2")
+    for rid in others:
+        assert await store.get(rid) is None
+    # forget takes several ids, in one transaction.
+    await store.apply(events(request_of(ids[0])), {})  # read back: stays
+    await store.forget(*ids)
+    assert [await store.get(rid) is not None for rid in ids] == [True, False, False]
 
 
 async def test_the_outbox_holds_what_was_not_read_back_from_kafka(store: Store) -> None:

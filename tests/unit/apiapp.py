@@ -21,16 +21,28 @@ from listener.api.app import create_app
 from listener.api.audiocache import AudioCache
 from listener.api.auth import ApiKeys, RateLimiter
 from listener.api.deps import ApiDeps
+from listener.api.family import Deployment
 from listener.api.projection import Hub
 from listener.api.sqlitestore import SqliteStore
 from listener.api.webhooks.config import WebhookConfig
 from listener.api.webhooks.targets import TargetPolicy
 from tests.webhookfakes import MapResolver
 
-__all__ = ["BODY", "CONTRACT", "HOSTS", "KEYS", "MASTER", "FakeKafka", "bearer", "make_client"]
+__all__ = [
+    "BODY",
+    "CHAIN_ID",
+    "CONTRACT",
+    "HOSTS",
+    "KEYS",
+    "MASTER",
+    "FakeKafka",
+    "bearer",
+    "make_client",
+]
 
 KEYS = {"alice": "s3cret-alice", "bob": "s3cret-bob"}
 CONTRACT = "0x" + "c0" * 20
+CHAIN_ID = 31337
 BODY = {"prompt": "a calm piano piece", "duration": 5}
 MASTER = b"unit-test webhook master key"
 HOSTS = {"hooks.example": ["93.184.215.14"], "inside.example": ["10.1.2.3"]}
@@ -79,7 +91,9 @@ async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         webhooks: WebhookConfig | None = None,
         models: Catalog | None = None,
     ) -> tuple[TestClient[Any, Any], ApiDeps, FakeKafka]:
-        store = await SqliteStore(tmp_path / f"s{len(stores)}.sqlite3").open()
+        store = await SqliteStore(
+            tmp_path / f"s{len(stores)}.sqlite3", deployment=Deployment(CHAIN_ID, CONTRACT)
+        ).open()
         stores.append(store)
         kafka = FakeKafka()
         deps = ApiDeps(
@@ -94,7 +108,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             generate_limit=RateLimiter(per_minute, burst),
             read_limit=RateLimiter(per_minute, burst),
             wait_s=wait_s,
-            chain_id=31337,
+            chain_id=CHAIN_ID,
             contract=CONTRACT,
             cors_origins=cors,
             webhooks=webhooks or WebhookConfig(MASTER, TargetPolicy(resolver=MapResolver(HOSTS))),

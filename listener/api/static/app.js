@@ -211,6 +211,7 @@ function follow(id, record = null) {
   $("verify-result").hidden = true;
   $("failure").hidden = true;
   $("request-id").textContent = id;
+  $("family").hidden = true;
   $("player").removeAttribute("src");
   if (record) render(record);
 
@@ -239,6 +240,31 @@ function follow(id, record = null) {
   });
 }
 
+// A request with variations links to each (each is a request of its own, followed by its
+// own ?id=); a variation links to the request it is a variation of.
+function showFamily(g) {
+  const box = $("family");
+  const link = (id, text) => {
+    const a = document.createElement("a");
+    a.href = `?id=${id}`;
+    a.textContent = text;
+    a.dataset.id = id;
+    a.dataset.testid = id === g.parent ? "parent-link" : "variation-link";
+    return a;
+  };
+  box.replaceChildren();
+  if (g.children && g.children.length) {
+    box.append("Variations: ");
+    g.children.forEach((id, i) => {
+      if (i) box.append(", ");
+      box.append(link(id, `variation ${i + 1}`));
+    });
+  } else if (g.parent) {
+    box.append(`Variation ${g.variation} of `, link(g.parent, g.parent));
+  }
+  box.hidden = !box.hasChildNodes();
+}
+
 function setStatus(status, text) {
   $("status").dataset.status = status;
   $("status").textContent = text;
@@ -247,6 +273,7 @@ function setStatus(status, text) {
 function render(g) {
   if (current && current.status === g.status && current.final === g.final) return;
   current = g;
+  showFamily(g);
   const step = STEPS.indexOf(g.status);
   if (step >= 0) lastStep = Math.max(lastStep, step);
   const failed = ENDED_OTHERWISE.includes(g.status);
