@@ -20,10 +20,17 @@ struct field              zero value           request field
 ``string[] tags``         ``[]``               ``tags``
 ``string model``          ``""``               ``model`` (the operator's default)
 ``string preset``         ``""``               ``preset`` (none; since contract 1.3.0)
+``uint8 variations``      ``0`` (or ``1``)     ``variations`` (one track; since 1.3.0)
 ========================  ===================  =====================================
 
 Strings are decoded as bytes and then as UTF-8 here: Solidity never checks UTF-8. The
-options of a 1.2.0 deployment (the struct without ``preset``) decode too, as asking no preset.
+options of a 1.2.0 deployment (the struct without ``preset`` and ``variations``) decode too,
+as asking neither.
+
+A request whose ``variations`` is n > 1 is followed, in its transaction, by its n - 1
+variations, which the contract makes (`acesteps.variations`): each its own
+``GenerationRequested`` and ``RequestOptions`` (the parent's options with ``variations`` 0
+and the variation's seed), then a ``VariationRequested(requestId, parentId, index)``.
 """
 
 from __future__ import annotations
@@ -43,10 +50,13 @@ __all__ = [
     "utf8",
 ]
 
-OPTIONS_TYPE: Final = "(bool,uint32,string,uint16,string,uint8,string,bool,string[],string,string)"
-_RAW_TYPE: Final = "(bool,uint32,bytes,uint16,bytes,uint8,bytes,bool,bytes[],bytes,bytes)"
+OPTIONS_TYPE: Final = (
+    "(bool,uint32,string,uint16,string,uint8,string,bool,string[],string,string,uint8)"
+)
+_RAW_TYPE: Final = "(bool,uint32,bytes,uint16,bytes,uint8,bytes,bool,bytes[],bytes,bytes,uint8)"
 _RAW_TYPE_1_2: Final = "(bool,uint32,bytes,uint16,bytes,uint8,bytes,bool,bytes[],bytes)"
-"""The struct of contract 1.2.0, before ``preset``: what a deployment of that version emits."""
+"""The struct of contract 1.2.0, before ``preset`` and ``variations``: what a deployment of
+that version emits."""
 MAX_OPTIONS_BYTES: Final = 16 * 1024
 """Larger options cannot be a valid request (16 tags of 48 characters and short strings)."""
 
@@ -61,6 +71,7 @@ STRUCT_NAMES: Final = {
     "tags": "tags",
     "model": "model",
     "preset": "preset",
+    "variations": "variations",
 }
 """Request field -> the struct field that carries it (for reasons a requester can read)."""
 
@@ -77,6 +88,7 @@ def encode_options(
     tags: Sequence[str] = (),
     model: str = "",
     preset: str = "",
+    variations: int | None = None,
 ) -> tuple[Any, ...]:
     """The ``Options`` tuple of what a request asks (what a client passes to the contract)."""
     return (
@@ -91,6 +103,7 @@ def encode_options(
         list(tags),
         model,
         preset,
+        variations or 0,
     )
 
 
@@ -103,11 +116,11 @@ def decode_options(data: bytes) -> dict[str, object]:
     try:
         raw = _exactly(_RAW_TYPE, data)
     except ValueError as exc:
-        try:  # a 1.2.0 deployment's: no preset
-            raw = (*_exactly(_RAW_TYPE_1_2, data), b"")
+        try:  # a 1.2.0 deployment's: no preset, no variations
+            raw = (*_exactly(_RAW_TYPE_1_2, data), b"", 0)
         except ValueError:
             raise exc from None
-    has_seed, seed, fmt, bpm, key, signature, language, instrumental, tags, model, preset = raw
+    has_seed, seed, fmt, bpm, key, signature, language, instrumental, tags, model, preset, n = raw
     asked: dict[str, object] = {}
     if has_seed:
         asked["seed"] = seed
@@ -128,6 +141,8 @@ def decode_options(data: bytes) -> dict[str, object]:
         asked["instrumental"] = True
     if tags:
         asked["tags"] = tuple(utf8(tag, f"tags[{i}]") for i, tag in enumerate(tags))
+    if n > 1:  # 0 and 1: one track, what every request makes
+        asked["variations"] = n
     return asked
 
 

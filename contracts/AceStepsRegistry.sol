@@ -31,6 +31,9 @@ interface IAceStepsConsumer {
 /// tempo, key, tags, model, style preset, ...), announced by a `RequestOptions` event after its
 /// `GenerationRequested`. The owner may set a fee per model (`setModelFee`); a request pays
 /// `requestFeeFor` its model, which is `requestFee` for a model without one.
+/// Options may ask for up to four variations (`Options.variations`): one transaction then
+/// creates, and is paid for, as many requests: the one asked and its variations, each an
+/// ordinary request (`VariationRequested`, `parentOf`) with the next seed.
 contract AceStepsRegistry {
     /// @notice The version of this contract's interface and rules (semantic versioning).
     string public constant VERSION = "1.3.0";
@@ -62,6 +65,11 @@ contract AceStepsRegistry {
     /// @notice Emitted right after `GenerationRequested`, in the same transaction, by
     /// `requestGenerationWithOptions`: `options` is `abi.encode(options)`.
     event RequestOptions(bytes32 indexed requestId, bytes options);
+    /// @notice Emitted after the `RequestOptions` of a variation of `parentId` (a request whose
+    /// options asked for `variations` > 1): `requestId` = keccak256(abi.encode(parentId,
+    /// uint256(index))), index 1 to variations - 1. A variation is an ordinary request (its own
+    /// `GenerationRequested` and `RequestOptions`, fee share, registration, refund, cancel).
+    event VariationRequested(bytes32 indexed requestId, bytes32 indexed parentId, uint8 index);
 
     // ------------------------------------------------------------------ admin events
 
@@ -103,6 +111,7 @@ contract AceStepsRegistry {
     error CallbackGasShort(bytes32 requestId);
     error CallbackOverBudget();
     error EmptyModel();
+    error TooManyVariations(uint8 variations);
 
     // ------------------------------------------------------------------ limits
 
@@ -121,6 +130,8 @@ contract AceStepsRegistry {
     /// Gas kept for the CALL itself (a cold account: 2,600) when checking that a callback
     /// gets its whole limit.
     uint256 private constant CALLBACK_CALL_RESERVE = 5_000;
+    /// The most tracks one request may ask for (`Options.variations`).
+    uint8 public constant MAX_VARIATIONS = 4;
 
     // ------------------------------------------------------------------ state
 
@@ -155,8 +166,9 @@ contract AceStepsRegistry {
 
     /// What a request asks beyond prompt, lyrics and duration (`requestGenerationWithOptions`).
     /// A zero value means "not asked" (the service's default). The contract checks none of them
-    /// but `model`, whose fee it charges (a preset changes no fee); the services validate the
-    /// rest and fail (refunding) a request they refuse.
+    /// but `model`, whose fee it charges (a preset changes no fee), and `variations`, the
+    /// requests it makes; the services validate the rest and fail (refunding) a request they
+    /// refuse.
     struct Options {
         bool hasSeed; // false: the service derives the seed from the request id
         uint32 seed;
@@ -169,6 +181,7 @@ contract AceStepsRegistry {
         string[] tags; // genre, mood, instruments
         string model; // a served model's name; "" = the operator's default
         string preset; // a style preset's name (since 1.3.0); "" = none
+        uint8 variations; // tracks to make, 2..MAX_VARIATIONS (since 1.3.0); 0 or 1 = one
     }
 
     /// An item of `registerTracks`: a chain request (`id` = its request id) or an off-chain one
@@ -202,6 +215,7 @@ contract AceStepsRegistry {
     mapping(bytes32 => Track) private tracks;
     mapping(bytes32 => bytes32) private firstRequestOfAudio; // audioHash -> its first registration
     mapping(bytes32 => uint256) private modelFees; // keccak256(model) -> its fee + 1 (0: not set)
+    mapping(bytes32 => bytes32) private parents; // a variation's id -> its parent's id
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert NotOwner();
@@ -238,7 +252,7 @@ contract AceStepsRegistry {
         returns (bytes32 requestId)
     {
         bytes32 salt = _nonceSalt(requestNonce[msg.sender]++, prompt, lyrics, durationSeconds);
-        return _request(prompt, lyrics, durationSeconds, salt, requestFee, 0);
+        return _request(prompt, lyrics, durationSeconds, salt, requestFee, 1, 0);
     }
 
     /// @notice `requestGeneration` for a contract that wants to be called back when its track
@@ -262,7 +276,7 @@ contract AceStepsRegistry {
         if (msg.sender.code.length == 0) revert NotAContract(msg.sender);
         bytes32 salt = _nonceSalt(requestNonce[msg.sender]++, prompt, lyrics, durationSeconds);
         uint256 fee = requestFeeWithCallback(callbackGasLimit);
-        return _request(prompt, lyrics, durationSeconds, salt, fee, callbackGasLimit);
+        return _request(prompt, lyrics, durationSeconds, salt, fee, 1, callbackGasLimit);
     }
 
     /// @notice What `requestGenerationWithCallback` costs with this `callbackGasLimit`.
@@ -279,25 +293,75 @@ contract AceStepsRegistry {
         uint32 durationSeconds,
         bytes32 salt
     ) external payable returns (bytes32 requestId) {
-        return _request(prompt, lyrics, durationSeconds, salt, requestFee, 0);
+        return _request(prompt, lyrics, durationSeconds, salt, requestFee, 1, 0);
     }
 
     /// @notice `requestGeneration` with `options` for the services (see `Options`: a zero value
-    /// is "not asked"). Pay exactly `requestFeeFor(options.model)`. Emits `GenerationRequested`
-    /// and then `RequestOptions` with `abi.encode(options)`. The id counts in the same
-    /// sequence as `requestGeneration`'s and depends on the options too, so one sent instead
-    /// of a dropped one with other options gets another: `nextRequestIdWithOptions`.
+    /// is "not asked"). Pay exactly `requestFeeFor(options.model)` per track. Emits
+    /// `GenerationRequested` and then `RequestOptions` with `abi.encode(options)`. The id counts
+    /// in the same sequence as `requestGeneration`'s and depends on the options too, so one
+    /// sent instead of a dropped one with other options gets another: `nextRequestIdWithOptions`.
+    /// With `options.variations` n of 2 to MAX_VARIATIONS (more: TooManyVariations), pay n
+    /// times the fee: the request (its id returned) is followed by its variations 1 to n - 1,
+    /// requests of the same requester, prompt, lyrics and duration, each with one share of the
+    /// fee, under id keccak256(abi.encode(requestId, uint256(index))), with the options
+    /// `variations` 0, `hasSeed` and `seed` = the request's seed + index (wrapping; a request
+    /// without a seed: the first four bytes of keccak256(requestId), big-endian), announced by
+    /// `GenerationRequested`, `RequestOptions` and `VariationRequested`.
     function requestGenerationWithOptions(
         string calldata prompt,
         string calldata lyrics,
         uint32 durationSeconds,
         Options calldata options
     ) external payable returns (bytes32 requestId) {
+        uint8 count = options.variations;
+        if (count > MAX_VARIATIONS) revert TooManyVariations(count);
+        if (count == 0) count = 1;
         bytes memory encoded = abi.encode(options);
         bytes32 salt =
             _optionsSalt(requestNonce[msg.sender]++, prompt, lyrics, durationSeconds, keccak256(encoded));
-        requestId = _request(prompt, lyrics, durationSeconds, salt, requestFeeFor(options.model), 0);
+        requestId = _request(prompt, lyrics, durationSeconds, salt, requestFeeFor(options.model), count, 0);
         emit RequestOptions(requestId, encoded);
+        if (count > 1) _variations(requestId, count, prompt, lyrics, durationSeconds, options);
+    }
+
+    /// Records variations 1 to `count` - 1 of pending request `parentId`, with its requester,
+    /// fee share and block. A variation's id cannot have been used: every other id this
+    /// contract stores is keccak256 of a longer encoding (`requestIdOf`, `offchainRequestId`).
+    function _variations(
+        bytes32 parentId,
+        uint256 count,
+        string calldata prompt,
+        string calldata lyrics,
+        uint32 durationSeconds,
+        Options calldata options
+    ) private {
+        Request memory share = requests[parentId];
+        Options memory child = options;
+        child.variations = 0;
+        child.hasSeed = true;
+        uint32 seed = options.hasSeed ? options.seed : uint32(bytes4(keccak256(abi.encodePacked(parentId))));
+        for (uint256 index = 1; index < count; ++index) {
+            bytes32 childId = keccak256(abi.encode(parentId, index));
+            requests[childId] = share;
+            parents[childId] = parentId;
+            unchecked {
+                child.seed = seed + uint32(index); // modulo 2^32
+            }
+            emit GenerationRequested(childId, msg.sender, prompt, lyrics, durationSeconds);
+            emit RequestOptions(childId, abi.encode(child));
+            emit VariationRequested(childId, parentId, uint8(index));
+        }
+    }
+
+    /// @notice The request that `requestId` is a variation of, and its index among the
+    /// parent's (1 to MAX_VARIATIONS - 1); zero for a request that is no variation.
+    function parentOf(bytes32 requestId) external view returns (bytes32 parentId, uint8 index) {
+        parentId = parents[requestId];
+        if (parentId == bytes32(0)) return (parentId, 0);
+        for (index = 1; index < MAX_VARIATIONS; ++index) {
+            if (keccak256(abi.encode(parentId, uint256(index))) == requestId) break;
+        }
     }
 
     /// @notice What a request for `model` costs: the fee the owner set for it, else (and for "")
@@ -363,18 +427,19 @@ contract AceStepsRegistry {
     }
 
     /// Records a request paying `fee` (what it stores and refunds), after the checks every
-    /// request shares.
+    /// request shares; the transaction pays for `count` such requests (it and its variations).
     function _request(
         string calldata prompt,
         string calldata lyrics,
         uint32 durationSeconds,
         bytes32 salt,
         uint256 fee,
+        uint256 count,
         uint32 callbackGasLimit
     ) private returns (bytes32 requestId) {
         if (paused) revert IsPaused();
         if (fee > type(uint80).max) revert FeeTooLarge(fee); // what the request stores
-        if (msg.value != fee) revert WrongFee(fee, msg.value);
+        if (msg.value != fee * count) revert WrongFee(fee * count, msg.value);
         if (durationSeconds < MIN_DURATION_SECONDS || durationSeconds > MAX_DURATION_SECONDS) {
             revert BadDuration(durationSeconds);
         }
@@ -384,9 +449,9 @@ contract AceStepsRegistry {
 
         requestId = requestIdOf(msg.sender, salt);
         if (requests[requestId].status != Status.None) revert RequestExists(requestId);
-        // fits: msg.value == fee (checked), and block numbers stay far below 2^64
+        // fits: fee <= 2^80 - 1 (checked), and block numbers stay far below 2^64
         requests[requestId] =
-            Request(msg.sender, Status.Pending, 0, uint80(msg.value), uint64(block.number), callbackGasLimit);
+            Request(msg.sender, Status.Pending, 0, uint80(fee), uint64(block.number), callbackGasLimit);
         emit GenerationRequested(requestId, msg.sender, prompt, lyrics, durationSeconds);
     }
 

@@ -1,5 +1,6 @@
-"""Reading blocks and the contract's ``GenerationRequested`` and ``RequestCanceled`` logs
-from the JSON-RPC node, with retries.
+"""Reading blocks and the contract's logs the listener uses (``GenerationRequested``,
+``RequestCanceled``, ``RequestOptions``, ``VariationRequested``) from the JSON-RPC node, with
+retries.
 
 Every failure of a call (connection refused, timeouts, HTTP 429 and 5xx, a node's error, an
 answer that is not JSON-RPC) is retried, forever, with capped exponential back-off and
@@ -77,7 +78,7 @@ class Web3Reader:
         self._w3 = w3
         self._address = AsyncWeb3.to_checksum_address(contract)
         # The events `listener.events` turns into records.
-        names = ("GenerationRequested", "RequestCanceled", "RequestOptions")
+        names = ("GenerationRequested", "RequestCanceled", "RequestOptions", "VariationRequested")
         self._topics = [event_topic(name) for name in names]
         self._backoff = Backoff(initial_s=min(0.2, backoff_max_s), max_s=backoff_max_s, jitter=0.5)
         self._sleep = sleep

@@ -12,6 +12,12 @@ a model or preset name of the wrong form, invalid UTF-8), make the request's
 `GenerationFailed`, as a bad prompt does. Whether the named model and preset are served is
 the generators' to say (``unknown_model``, ``unknown_preset``).
 
+A request whose options ask for n variations (`acesteps.variations`) is n requests, all made
+by the contract in its transaction: the request itself (its record carries ``variations``)
+and its variations, each with its own ``GenerationRequested`` and ``RequestOptions`` and then
+a ``VariationRequested(requestId, parentId, index)``, which `variations_of` pairs with it as
+`options_of` pairs options: the variation's record names ``parent_id`` and ``variation``.
+
 The strings are decoded as bytes and then as UTF-8 ourselves: the contract takes ``string
 calldata`` and Solidity never checks UTF-8, so a raw call can emit any bytes.
 """
@@ -33,18 +39,24 @@ __all__ = [
     "from_log",
     "is_cancel",
     "is_options",
+    "is_variation",
     "options_of",
     "request_id_of",
+    "variations_of",
 ]
 
 EVENT = "GenerationRequested"
 CANCELED = "RequestCanceled"
 OPTIONS = "RequestOptions"
-EVENTS = (EVENT, CANCELED, OPTIONS)
+VARIATION = "VariationRequested"
+EVENTS = (EVENT, CANCELED, OPTIONS, VARIATION)
 """The events the listener reads."""
 
 Options = dict[tuple[str, str], bytes]
 """(transaction hash, request id) -> the ``abi.encode(options)`` its RequestOptions log holds."""
+
+Variations = dict[tuple[str, str], tuple[str, int]]
+"""(transaction hash, request id) -> (parent id, index) of its VariationRequested log."""
 
 
 def request_id_of(log: RawLog) -> str | None:
@@ -68,6 +80,11 @@ def is_options(log: RawLog) -> bool:
     return bool(log.topics) and log.topics[0].lower() == event_topic(OPTIONS)
 
 
+def is_variation(log: RawLog) -> bool:
+    """A ``VariationRequested`` log."""
+    return bool(log.topics) and log.topics[0].lower() == event_topic(VARIATION)
+
+
 def options_of(logs: list[RawLog]) -> Options:
     """The options of the requests among ``logs``, by transaction and request id."""
     found: Options = {}
@@ -79,6 +96,21 @@ def options_of(logs: list[RawLog]) -> Options:
         except EventDecodeError:
             continue  # only our contract emits it; its request then fails as undecodable
         found[(log.tx_hash.lower(), str(event["requestId"]).lower())] = bytes(event["options"])
+    return found
+
+
+def variations_of(logs: list[RawLog]) -> Variations:
+    """The variations among ``logs``: their parents and indexes, by transaction and id."""
+    found: Variations = {}
+    for log in logs:
+        if not is_variation(log):
+            continue
+        try:
+            event = decode_event(VARIATION, log.topics, log.data)
+        except EventDecodeError:
+            continue  # only our contract emits it: the request is then read as no variation
+        key = (log.tx_hash.lower(), str(event["requestId"]).lower())
+        found[key] = (str(event["parentId"]).lower(), int(event["index"]))
     return found
 
 
@@ -103,10 +135,11 @@ def _explain(exc: ValidationError) -> str:
 
 
 def from_log(
-    log: RawLog, chain_id: int, options: Options | None = None
+    log: RawLog, chain_id: int, options: Options | None = None, variations: Variations | None = None
 ) -> GenerationRequest | GenerationFailed | CancelRequested | None:
-    """The record for one log (a request's options from ``options``, see `options_of`);
-    None only for a log that carries no request id at all."""
+    """The record for one log (a request's options from ``options``, see `options_of`, and
+    whose variation it is from ``variations``, see `variations_of`); None only for a log that
+    carries no request id at all."""
     if is_cancel(log):
         return _cancel(log)
     request_id = request_id_of(log)
@@ -129,12 +162,14 @@ def from_log(
         lyrics = utf8(event["lyrics"], "lyrics")
     except ValueError as exc:
         return _failed(request_id, origin, "invalid_utf8", str(exc))
-    raw = (options or {}).get((log.tx_hash.lower(), request_id.lower()))
+    key = (log.tx_hash.lower(), request_id.lower())
+    raw = (options or {}).get(key)
     try:
         asked = {} if raw is None else decode_options(raw)
     except ValueError as exc:
         code = "invalid_utf8" if isinstance(exc, InvalidUtf8) else "invalid_options"
         return _failed(request_id, origin, code, f"options: {exc}")
+    parent_id, variation = (variations or {}).get(key, (None, None))
     try:
         return GenerationRequest(
             **asked,
@@ -145,6 +180,8 @@ def from_log(
             duration_s=event["durationSeconds"],
             requester=event["requester"],
             chain=origin,
+            parent_id=parent_id,
+            variation=variation,
         )
     except ValidationError as exc:
         return _failed(request_id, origin, "invalid_request", _explain(exc))

@@ -36,7 +36,15 @@ from acesteps.messages import (
     RecentBlock,
 )
 from listener.chainreader import ChainReader, Header, RangeTooLarge, RawLog
-from listener.events import from_log, is_cancel, is_options, options_of, request_id_of
+from listener.events import (
+    from_log,
+    is_cancel,
+    is_options,
+    is_variation,
+    options_of,
+    request_id_of,
+    variations_of,
+)
 
 __all__ = ["ChainMoved", "LogPoller", "PollerConfig", "Record", "Sink"]
 
@@ -145,14 +153,15 @@ class LogPoller:
             return logs, after, headers
 
     def _records(self, logs: list[RawLog], read: list[RawLog] | None = None) -> list[Record]:
-        """The records of ``logs``, with request options found among ``read`` (all the logs
-        read with them; default ``logs``)."""
-        options = options_of(read if read is not None else logs)
+        """The records of ``logs``, with request options and variation links found among
+        ``read`` (all the logs read with them; default ``logs``)."""
+        context = read if read is not None else logs
+        options, variations = options_of(context), variations_of(context)
         records: list[Record] = []
         for item in logs:
-            if is_options(item):
+            if is_options(item) or is_variation(item):
                 continue  # read with its request
-            record = from_log(item, self._config.chain_id, options)
+            record = from_log(item, self._config.chain_id, options, variations)
             if record is None:
                 log.error("log %s/%d carries no request id; skipped", item.tx_hash, item.log_index)
                 continue

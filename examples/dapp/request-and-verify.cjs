@@ -12,10 +12,14 @@
 // file, or the API's http://.../api/contract), ACESTEPS_IPFS_GATEWAY_URL, DAPP_PRIVATE_KEY,
 // DAPP_PROMPT, DAPP_DURATION (seconds, 5 to 240), DAPP_TIMEOUT_S, DAPP_OPTIONS. Options
 // (--options) are JSON with any of seed, format, bpm, key, timeSignature, vocalLanguage,
-// instrumental, tags, model, preset (a style preset: GET /api/presets; contract 1.3.0), e.g.
+// instrumental, tags, model, preset (a style preset: GET /api/presets; contract 1.3.0),
+// variations (2 to 4 tracks; contract 1.3.0), e.g.
 // '{"bpm": 96, "key": "F# minor", "format": "flac"}'; the request then pays
-// requestFeeFor(model) (a preset changes no fee). Prints one JSON object and exits 0 when the file
-// verifies; 1 when it does not, or the request failed or was canceled.
+// requestFeeFor(model) per track (a preset changes no fee). Prints one JSON object and exits 0
+// when the file verifies; 1 when it does not, or the request failed or was canceled. With
+// variations, every track is waited for and verified: the request's own at the top level, its
+// variations (from the VariationRequested events of the request's receipt) under
+// "variations", and exit 0 only when all of them verify.
 "use strict";
 
 const { readFile } = require("node:fs/promises");
@@ -61,7 +65,7 @@ function optionsStruct(json) {
   }
   const zero = {
     seed: 0, format: "", bpm: 0, key: "", timeSignature: 0, vocalLanguage: "",
-    instrumental: false, tags: [], model: "", preset: "",
+    instrumental: false, tags: [], model: "", preset: "", variations: 0,
   };
   const unknown = Object.keys(asked).filter((name) => !(name in zero));
   if (unknown.length) throw new Usage(`--options: unknown option(s) ${unknown.join(", ")}`);
@@ -100,7 +104,7 @@ async function main() {
     throw new Error(`the node is on chain ${onChain}, the artifact describes ${artifact.chainId}`);
   }
 
-  // 1. Request: pay exactly the current fee; the simulation tells the request id.
+  // 1. Request: pay exactly the current fee (per track); the simulation tells the request id.
   const args = [opts.prompt, "", Number(opts.duration)];
   let functionName = "requestGeneration";
   let fee;
@@ -108,11 +112,12 @@ async function main() {
     const struct = optionsStruct(opts.options);
     functionName = "requestGenerationWithOptions";
     args.push(struct);
-    fee = await publicClient.readContract({
+    const share = await publicClient.readContract({
       ...registry,
       functionName: "requestFeeFor",
       args: [struct.model],
     });
+    fee = share * BigInt(Math.max(1, struct.variations)); // 0 and 1: one track
   } else {
     fee = await publicClient.readContract({ ...registry, functionName: "requestFee" });
   }
@@ -132,10 +137,39 @@ async function main() {
     logs: receipt.logs,
   });
   if (requested.args.requestId !== requestId) throw new Error("the request id is not the simulated one");
+  // Its variations, if it asked for any: requests of their own, made in the same transaction.
+  const variations = parseEventLogs({
+    abi: artifact.abi,
+    eventName: "VariationRequested",
+    logs: receipt.logs,
+  }).map((log) => ({ requestId: log.args.requestId, variation: log.args.index }));
 
-  // 2. Wait for its registration (or its failure or cancellation), from the request's block.
+  // 2. and 3. Wait for each track, fetch it, hash it, verify it.
   const deadline = Date.now() + Number(opts.timeout) * 1000;
-  const fromBlock = receipt.blockNumber;
+  const follow = (id) =>
+    followTrack({
+      publicClient,
+      registry,
+      gateway: opts.gateway,
+      requestId: id,
+      fromBlock: receipt.blockNumber,
+      deadline,
+      timeout: opts.timeout,
+    });
+  const result = { requestId, txHash, ...(await follow(requestId)) };
+  if (variations.length) {
+    result.variations = [];
+    for (const { requestId: id, variation } of variations) {
+      result.variations.push({ requestId: id, variation, ...(await follow(id)) });
+    }
+  }
+  const all = [result, ...(result.variations || [])];
+  return report(result, all.every((track) => track.verified) ? 0 : 1);
+}
+
+/** Wait for the registration of `requestId` (or its failure or cancellation) from the
+ * request's block, fetch the file from IPFS, hash it here and check it with the contract. */
+async function followTrack({ publicClient, registry, gateway, requestId, fromBlock, deadline, timeout }) {
   const byId = { ...registry, args: { requestId }, fromBlock };
   let registered;
   while (!registered) {
@@ -143,15 +177,14 @@ async function main() {
     if (registered) break;
     for (const eventName of ["GenerationFailed", "RequestCanceled"]) {
       const [ended] = await publicClient.getContractEvents({ ...byId, eventName });
-      if (ended) return report({ requestId, txHash, verified: false, ended: eventName, ...plain(ended.args) }, 1);
+      if (ended) return { verified: false, ended: eventName, ...plain(ended.args) };
     }
-    if (Date.now() > deadline) throw new Error(`no TrackRegistered for ${requestId} in ${opts.timeout} s`);
+    if (Date.now() > deadline) throw new Error(`no TrackRegistered for ${requestId} in ${timeout} s`);
     await sleep(500);
   }
   const { audioHash, cid } = registered.args;
 
-  // 3. The file from IPFS, hashed here, checked by the contract.
-  const url = `${opts.gateway.replace(/\/$/, "")}/ipfs/${cid}`;
+  const url = `${gateway.replace(/\/$/, "")}/ipfs/${cid}`;
   const answer = await fetch(url);
   if (!answer.ok) throw new Error(`${url}: HTTP ${answer.status}`);
   const bytes = new Uint8Array(await answer.arrayBuffer());
@@ -161,20 +194,15 @@ async function main() {
     functionName: "verify",
     args: [requestId, computedHash],
   });
-  return report(
-    {
-      requestId,
-      txHash,
-      registeredIn: registered.transactionHash,
-      block: Number(registered.blockNumber),
-      cid,
-      bytes: bytes.length,
-      audioHash,
-      computedHash,
-      verified: verified && computedHash === audioHash,
-    },
-    verified && computedHash === audioHash ? 0 : 1,
-  );
+  return {
+    registeredIn: registered.transactionHash,
+    block: Number(registered.blockNumber),
+    cid,
+    bytes: bytes.length,
+    audioHash,
+    computedHash,
+    verified: verified && computedHash === audioHash,
+  };
 }
 
 function plain(args) {

@@ -112,9 +112,10 @@ class ChainLoader:
     def options_data(
         self, prompt: str, duration: int, options: tuple[Any, ...], lyrics: str = ""
     ) -> bytes:
-        """Calldata of requestGenerationWithOptions; ``options`` is the 11-tuple of the
+        """Calldata of requestGenerationWithOptions; ``options`` is the 12-tuple of the
         contract's ``Options`` in its order: (hasSeed, seed, format, bpm, key, timeSignature,
-        vocalLanguage, instrumental, tags, model, preset), as `encode_options` makes it."""
+        vocalLanguage, instrumental, tags, model, preset, variations), as `encode_options`
+        makes it."""
         args = [prompt, lyrics, duration, tuple(options)]
         return bytes.fromhex(
             self.registry.encode_abi("requestGenerationWithOptions", args=args)[2:]
@@ -128,7 +129,8 @@ class ChainLoader:
         lyrics: str = "",
         value: int = 0,
     ) -> str:
-        """requestGenerationWithOptions paying ``value`` (``requestFeeFor(model)``); the tx hash."""
+        """requestGenerationWithOptions paying ``value`` (``requestFeeFor(model)`` per track);
+        the tx hash."""
         data = self.options_data(prompt, duration, options, lyrics)
         return self._send({"to": self.registry.address, "data": data, "value": value})
 
@@ -137,9 +139,10 @@ class ChainLoader:
         for tx_hash in tx_hashes:
             receipt = self.wait(tx_hash)
             # From the raw log: process_receipt would refuse strings that are not UTF-8. The
-            # GenerationRequested one (an options request also emits RequestOptions).
+            # first GenerationRequested: the request's own (an options request also emits
+            # RequestOptions, and one with variations their requests after its own).
             topic = registry.event_topic("GenerationRequested")
-            (log,) = [
+            log, *_ = [
                 x
                 for x in receipt["logs"]
                 if x["address"] == self.registry.address and x["topics"][0].to_0x_hex() == topic

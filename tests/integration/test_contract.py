@@ -39,10 +39,12 @@ from web3.types import TxReceipt
 
 from acesteps import registry
 from acesteps.chain import DEFAULT_RECLAIM_AFTER_BLOCKS, connect, deploy_registry
+from acesteps.chainoptions import encode_options
 from acesteps.dev import contracts
 from acesteps.dev.devchain import dev_key
 from acesteps.dev.solc import compile_sources
 from acesteps.ipfs.unixfs import cid_of_bytes, cid_to_str, keccak_block_cid
+from acesteps.messages import GenerationRequest
 from acesteps.registry import (
     Provenance,
     Registry,
@@ -55,6 +57,9 @@ from acesteps.registry import (
 from acesteps.reverts import decode_revert
 from acesteps.settings import CommonSettings
 from acesteps.types import to_hex
+from acesteps.variations import child_request, default_seed, variation_key, variation_seed
+from listener import events
+from listener.chainreader import RawLog
 from tests.integration.anvil import Anvil
 
 FEE = 10**15  # 0.001 ether
@@ -198,15 +203,20 @@ class Chain:
         sender: LocalAccount | None = None,
         value: int | None = None,
     ) -> tuple[bytes, TxReceipt]:
-        """Send requestGenerationWithOptions paying ``requestFeeFor(model)`` (or ``value``):
-        the request id from its GenerationRequested event, and the receipt."""
-        fee = await self.reg.functions.requestFeeFor(options[9]).call()
+        """Send requestGenerationWithOptions paying ``requestFeeFor(model)`` per track (or
+        ``value``): the request id from its (first) GenerationRequested event, and the
+        receipt."""
+        tracks = max(1, options[11])
+        fee = await self.reg.functions.requestFeeFor(options[9]).call() * tracks
         receipt = await self.send(
             self.reg.functions.requestGenerationWithOptions(prompt, lyrics, duration, options),
             sender or self.requester,
             fee if value is None else value,
         )
-        (event,) = self.reg.events.GenerationRequested().process_receipt(receipt, errors=DISCARD)
+        event, *variations = self.reg.events.GenerationRequested().process_receipt(
+            receipt, errors=DISCARD
+        )
+        assert len(variations) == tracks - 1
         request_id = bytes(event["args"]["requestId"])
         self.requested_at[request_id] = receipt["blockNumber"]
         return request_id, receipt
@@ -408,12 +418,12 @@ async def test_paused_registry_refuses_requests_until_unpaused(chain: Chain) -> 
 # ---------------------------------------------------------------------- requests with options
 
 # The contract's `Options`, as the services decode `RequestOptions.options`.
-OPTIONS_TYPE = "(bool,uint32,string,uint16,string,uint8,string,bool,string[],string,string)"
+OPTIONS_TYPE = "(bool,uint32,string,uint16,string,uint8,string,bool,string[],string,string,uint8)"
 # (hasSeed, seed, format, bpm, key, timeSignature, vocalLanguage, instrumental, tags, model,
-#  preset)
-NO_OPTIONS = (False, 0, "", 0, "", 0, "", False, (), "", "")  # nothing asked: the defaults
+#  preset, variations)
+NO_OPTIONS = (False, 0, "", 0, "", 0, "", False, (), "", "", 0)  # nothing asked: the defaults
 OPTIONS = (
-    True, 42, "flac", 120, "F# minor", 4, "en", False, ("lo-fi", "piano", "rain"), "", "lofi"
+    True, 42, "flac", 120, "F# minor", 4, "en", False, ("lo-fi", "piano", "rain"), "", "lofi", 0
 )  # fmt: skip
 
 
@@ -422,22 +432,36 @@ def with_model(options: tuple[Any, ...], model: str) -> tuple[Any, ...]:
 
 
 def with_preset(options: tuple[Any, ...], preset: str) -> tuple[Any, ...]:
-    return (*options[:10], preset)
+    return (*options[:10], preset, *options[11:])
 
 
-def options_of(chain: Chain, receipt: TxReceipt) -> tuple[bytes, tuple[Any, ...]]:
-    """The request id and the decoded options of the receipt's one RequestOptions event."""
-    (log,) = [
+def with_variations(options: tuple[Any, ...], variations: int) -> tuple[Any, ...]:
+    return (*options[:11], variations)
+
+
+def all_options_of(chain: Chain, receipt: TxReceipt) -> list[tuple[bytes, tuple[Any, ...]]]:
+    """The request id and the decoded options of each RequestOptions event of ``receipt``."""
+    logs = [
         entry
         for entry in receipt["logs"]
         if entry["topics"][0].to_0x_hex() == registry.event_topic("RequestOptions")
     ]
-    assert log["address"] == chain.reg.address
-    (event,) = chain.reg.events.RequestOptions().process_receipt(receipt, errors=DISCARD)
-    data = bytes(event["args"]["options"])
-    (decoded,) = abi_decode([OPTIONS_TYPE], data)
-    assert abi_encode([OPTIONS_TYPE], [decoded]) == data  # exactly abi.encode(options)
-    return bytes(log["topics"][1]), decoded
+    events = chain.reg.events.RequestOptions().process_receipt(receipt, errors=DISCARD)
+    assert len(events) == len(logs)
+    found = []
+    for log, event in zip(logs, events, strict=True):
+        assert log["address"] == chain.reg.address
+        data = bytes(event["args"]["options"])
+        (decoded,) = abi_decode([OPTIONS_TYPE], data)
+        assert abi_encode([OPTIONS_TYPE], [decoded]) == data  # exactly abi.encode(options)
+        found.append((bytes(log["topics"][1]), decoded))
+    return found
+
+
+def options_of(chain: Chain, receipt: TxReceipt) -> tuple[bytes, tuple[Any, ...]]:
+    """The request id and the decoded options of the receipt's RequestOptions event (the
+    request's own: its variations, if any, have theirs after it)."""
+    return all_options_of(chain, receipt)[0]
 
 
 async def test_an_options_request_announces_its_options_after_the_request(chain: Chain) -> None:
@@ -490,11 +514,12 @@ async def test_an_options_request_id_depends_on_its_options_too(chain: Chain) ->
             with_model(OPTIONS, "xl"),
             with_preset(OPTIONS, "orchestral"),
             with_preset(OPTIONS, ""),
+            with_variations(OPTIONS, 2),
             NO_OPTIONS,
         )
     ]
     others.append(await functions.nextRequestId(me, prompt, lyrics, duration).call())
-    assert len({expected, *others}) == 8
+    assert len({expected, *others}) == 9
 
     # The salt: the requester's count, the arguments and keccak256(abi.encode(options)).
     options_hash = keccak(abi_encode([OPTIONS_TYPE], [OPTIONS]))
@@ -540,13 +565,16 @@ async def test_an_options_request_id_depends_on_its_options_too(chain: Chain) ->
         st.lists(st.text(max_size=30), max_size=6).map(tuple),
         st.text(max_size=30),
         st.text(max_size=30),
+        st.integers(0, 4),
     )
 )
 @example(options=NO_OPTIONS)
+@example(options=with_variations(OPTIONS, 4))
 async def test_any_options_come_back_from_the_event_as_sent(
     chain: Chain, options: tuple[Any, ...]
 ) -> None:
-    # The contract checks none of them (but the model's fee): the services do.
+    # The contract checks none of them (but the model's fee and the count of variations): the
+    # services do.
     me = chain.requester.address
     expected = await chain.reg.functions.nextRequestIdWithOptions(
         me, "a song", "", 30, options
@@ -675,6 +703,183 @@ async def test_an_options_request_is_refunded_what_it_paid(paid: Chain) -> None:
     await paid.register(registered)
     assert await functions.collectedFees().call() == 3 * FEE
     assert await paid.w3.eth.get_balance(paid.reg.address) == 3 * FEE
+
+
+# ---------------------------------------------------------------------- variations
+
+
+def raw_logs(receipt: TxReceipt) -> list[RawLog]:
+    """The receipt's logs as the listener reads them."""
+    return [
+        RawLog(
+            address=str(log["address"]),
+            block_number=int(log["blockNumber"]),
+            block_hash=to_hex(log["blockHash"]),
+            tx_hash=to_hex(log["transactionHash"]),
+            log_index=int(log["logIndex"]),
+            topics=tuple(to_hex(t) for t in log["topics"]),
+            data=bytes(log["data"]),
+        )
+        for log in receipt["logs"]
+    ]
+
+
+async def test_a_request_with_variations_pays_one_fee_per_track(paid: Chain) -> None:
+    functions, me = paid.reg.functions, paid.requester
+    assert await functions.MAX_VARIATIONS().call() == 4
+
+    def call(options: tuple[Any, ...]) -> Any:
+        return functions.requestGenerationWithOptions("a song", "", 30, options)
+
+    three = with_variations(OPTIONS, 3)
+    for sent in (0, FEE, 3 * FEE - 1, 3 * FEE + 1, 4 * FEE):
+        assert await revert_of(call(three), me, sent) == ("WrongFee", (3 * FEE, sent))
+    for too_many in (5, 255):
+        assert await revert_of(call(with_variations(OPTIONS, too_many)), me, too_many * FEE) == (
+            "TooManyVariations",
+            (too_many,),
+        )
+    # A model's fee, once per track.
+    await paid.send(functions.setModelFee("xl", 2 * FEE), paid.owner)
+    xl_two = with_model(with_variations(OPTIONS, 2), "xl")
+    assert await revert_of(call(xl_two), me, 2 * FEE) == ("WrongFee", (4 * FEE, 2 * FEE))
+    assert await functions.requestNonce(me.address).call() == 0  # reverts count nothing
+
+    parent, receipt = await paid.request_with_options(three, "a song")
+    assert await paid.balance_change(paid.reg.address, receipt) == 3 * FEE
+    assert await functions.requestNonce(me.address).call() == 1  # one request of the caller's
+    ids = [parent, *(bytes.fromhex(variation_key(to_hex(parent), k)[2:]) for k in (1, 2))]
+    for request_id in ids:  # each pending with its share, from the request's block
+        assert await functions.requests(request_id).call() == [
+            me.address,
+            Status.PENDING,
+            0,
+            FEE,
+            receipt["blockNumber"],
+            0,
+        ]
+    beyond = bytes.fromhex(variation_key(to_hex(parent), 3)[2:])
+    assert (await functions.requests(beyond).call())[1] == Status.NONE
+    _, receipt = await paid.request_with_options(xl_two, value=4 * FEE)
+    requested = paid.reg.events.GenerationRequested().process_receipt(receipt, errors=DISCARD)
+    assert len(requested) == 2
+    for event in requested:
+        assert (await functions.requests(event["args"]["requestId"]).call())[3] == 2 * FEE
+    # 0 and 1: one track, one fee, no variation.
+    for one in (0, 1):
+        _, receipt = await paid.request_with_options(with_variations(OPTIONS, one), value=FEE)
+        assert paid.reg.events.VariationRequested().process_receipt(receipt, errors=DISCARD) == ()
+        assert len(all_options_of(paid, receipt)) == 1
+
+
+async def test_variations_are_announced_as_requests_of_their_own(chain: Chain) -> None:
+    functions, me = chain.reg.functions, chain.requester.address
+    options = with_variations(OPTIONS, 4)  # seed 42
+    expected = await functions.nextRequestIdWithOptions(me, "rain", "la", 42, options).call()
+    parent, receipt = await chain.request_with_options(options, "rain", "la", 42)
+    assert parent == expected
+    children = [bytes.fromhex(variation_key(to_hex(parent), k)[2:]) for k in (1, 2, 3)]
+
+    # The request as without variations, then each variation: GenerationRequested,
+    # RequestOptions, VariationRequested.
+    names = {
+        registry.event_topic(e["name"]): e["name"] for e in registry.abi() if e["type"] == "event"
+    }
+    order = [(names[to_hex(log["topics"][0])], bytes(log["topics"][1])) for log in receipt["logs"]]
+    assert order == [
+        ("GenerationRequested", parent),
+        ("RequestOptions", parent),
+        *(
+            (name, child)
+            for child in children
+            for name in ("GenerationRequested", "RequestOptions", "VariationRequested")
+        ),
+    ]
+    requested = chain.reg.events.GenerationRequested().process_receipt(receipt, errors=DISCARD)
+    assert [dict(e["args"]) for e in requested] == [
+        {"requestId": rid, "requester": me, "prompt": "rain", "lyrics": "la", "durationSeconds": 42}
+        for rid in (parent, *children)
+    ]
+    # The variations' options: the request's, with variations 0 and the next seeds.
+    assert all_options_of(chain, receipt) == [
+        (parent, options),
+        *((child, (True, 42 + k, *OPTIONS[2:11], 0)) for k, child in enumerate(children, 1)),
+    ]
+    announced = chain.reg.events.VariationRequested().process_receipt(receipt, errors=DISCARD)
+    assert [dict(e["args"]) for e in announced] == [
+        {"requestId": child, "parentId": parent, "index": k} for k, child in enumerate(children, 1)
+    ]
+    for k, child in enumerate(children, 1):
+        assert await functions.parentOf(child).call() == [parent, k]
+    for other in (parent, random_id(), await chain.request()):
+        assert await functions.parentOf(other).call() == [ZERO_HASH, 0]
+
+
+@pytest.mark.parametrize("seed", [None, 2**32 - 2], ids=["derived seed", "seed, wrapping"])
+async def test_the_contracts_variations_are_the_ones_python_derives(
+    chain: Chain, seed: int | None
+) -> None:
+    """The contract's variations, read by the listener, are `acesteps.variations.child_request`
+    of the request it read: the same ids, seeds (the parent's effective seed + index, modulo
+    2^32, the derived one `default_seed`) and options."""
+    options = with_variations(encode_options(seed=seed, bpm=96, tags=("rain",)), 3)
+    _, receipt = await chain.request_with_options(options, "a song")
+    logs = raw_logs(receipt)
+    paired, links = events.options_of(logs), events.variations_of(logs)
+    parent, *children = [
+        events.from_log(log, 31337, paired, links)
+        for log in logs
+        if events.request_id_of(log) is not None
+    ]
+    assert isinstance(parent, GenerationRequest) and parent.variations == 3
+    assert parent.seed == seed
+    seeds = []
+    for index, child in enumerate(children, 1):
+        assert isinstance(child, GenerationRequest)
+        assert child.request_id == variation_key(parent.request_id, index)
+        assert child.seed == variation_seed(parent, index)
+        seeds.append(child.seed)
+        python = child_request(parent, index, child.request_id)
+        ignore = {"chain", "requested_at"}
+        assert child.model_dump(exclude=ignore) == python.model_dump(exclude=ignore)
+    if seed is None:
+        base = default_seed(parent.request_id)
+        assert seeds == [(base + 1) % 2**32, (base + 2) % 2**32]
+    else:
+        assert seeds == [2**32 - 1, 0]
+
+
+async def test_each_variation_is_registered_refunded_or_canceled_on_its_own(paid: Chain) -> None:
+    functions = paid.reg.functions
+    parent, _ = await paid.request_with_options(with_variations(OPTIONS, 4))
+    first, second, third = (bytes.fromhex(variation_key(to_hex(parent), k)[2:]) for k in (1, 2, 3))
+    await paid.register(first, OTHER_HASH)
+    assert await paid.api.track_of(first) == Track(to_hex(OTHER_HASH), CID)
+    assert await functions.verify(first, OTHER_HASH).call()
+    assert await paid.status(parent) == Status.PENDING  # the others: untouched
+    register_again = functions.registerTrack(first, AUDIO_HASH, CID, MANIFEST_HASH, MANIFEST_CID)
+    assert await revert_of(register_again, paid.publisher) == ("AlreadyRegistered", (first,))
+
+    receipt = await paid.fail(second, "no such preset")
+    assert await paid.balance_change(paid.requester.address, receipt) == FEE  # its share
+    assert await paid.status(second) == Status.FAILED
+
+    stranger_cancel = functions.cancelRequest(third)
+    assert await revert_of(stranger_cancel, paid.stranger) == ("NotRequester", (third,))
+    receipt = await paid.send(functions.cancelRequest(third), paid.requester)
+    assert _canceled(paid, receipt)["refund"] == FEE
+    gas_cost = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert await paid.balance_change(paid.requester.address, receipt) == FEE - gas_cost
+    assert await functions.reclaimableAt(third).call() == 0
+
+    assert await functions.reclaimableAt(parent).call() == (
+        paid.requested_at[parent] + DEFAULT_RECLAIM_AFTER_BLOCKS
+    )
+    await paid.register(parent)
+    statuses = [await paid.status(r) for r in (parent, first, second, third)]
+    assert statuses == [Status.REGISTERED, Status.REGISTERED, Status.FAILED, Status.CANCELED]
+    assert await functions.collectedFees().call() == 2 * FEE
+    assert await paid.w3.eth.get_balance(paid.reg.address) == 2 * FEE
 
 
 # ---------------------------------------------------------------------- roles
@@ -1527,6 +1732,7 @@ async def test_gas_used_by_the_main_calls(paid: Chain) -> None:
     )
     _, with_options = await paid.request_with_options(OPTIONS, "a calm piano piece")
     _, no_options = await paid.request_with_options(NO_OPTIONS, "a calm piano piece")
+    _, three = await paid.request_with_options(with_variations(OPTIONS, 3), "a calm piano piece")
     # The same as `short`, but the requester's count is no longer 0 (a cheaper store), as for
     # the options requests: what they are compared with.
     again = await paid.send(
@@ -1540,6 +1746,7 @@ async def test_gas_used_by_the_main_calls(paid: Chain) -> None:
         "requestGeneration(short prompt, not the first)": again["gasUsed"],
         "requestGenerationWithOptions(short prompt, OPTIONS)": with_options["gasUsed"],
         "requestGenerationWithOptions(short prompt, NO_OPTIONS)": no_options["gasUsed"],
+        "requestGenerationWithOptions(short prompt, OPTIONS, 3 variations)": three["gasUsed"],
         "registerTrack(dag-pb CID, MANIFEST_HASH, its keccak CID)": register["gasUsed"],
     }
     print("\ngas used:", gas)
@@ -1549,6 +1756,10 @@ async def test_gas_used_by_the_main_calls(paid: Chain) -> None:
         "(OPTIONS),",
         no_options["gasUsed"] - again["gasUsed"],
         "(NO_OPTIONS)",
+    )
+    print(
+        "each variation costs, over the request (OPTIONS):",
+        (three["gasUsed"] - with_options["gasUsed"]) // 2,
     )
     assert all(21_000 < used < 1_000_000 for used in gas.values())
     assert (

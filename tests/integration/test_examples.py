@@ -49,8 +49,9 @@ def node_modules() -> Path:
     [
         None,
         {"bpm": 96, "key": "f# minor", "format": "flac", "tags": ["strings"], "preset": "lofi"},
+        {"variations": 2, "seed": 7},
     ],
-    ids=["plain", "with options"],
+    ids=["plain", "with options", "with variations"],
 )
 async def test_the_example_dapp_requests_waits_fetches_and_verifies(
     stack: CommonSettings, node_modules: Path, tmp_path: Path, options: dict[str, Any] | None
@@ -98,7 +99,15 @@ async def test_the_example_dapp_requests_waits_fetches_and_verifies(
             pipeline, result["requestId"], lambda r: r.get("status") == "completed", "published"
         )
         assert (record["audioHash"], record["cid"]) == (result["audioHash"], result["cid"])
-        if options:  # what the options asked for, as the service understood it
+        if options and "variations" in options:  # two tracks, each verified
+            (other,) = result["variations"]
+            assert other["variation"] == 1 and other["verified"] is True
+            assert other["audioHash"] != result["audioHash"]
+            child = await record_where(
+                pipeline, other["requestId"], lambda r: r.get("status") == "completed", "it"
+            )
+            assert (record["seed"], child["seed"], child["parent"]) == (7, 8, result["requestId"])
+        elif options:  # what the options asked for, as the service understood it
             assert (record["bpm"], record["key"], record["format"]) == (96, "F# minor", "flac")
             assert record["tags"] == ["strings"] and record["preset"] == "lofi"
         else:

@@ -25,13 +25,14 @@ def options_data(**asked: object) -> bytes:
 def raw_options(*fields: object) -> bytes:
     """An Options struct with any values, as a hostile caller could send."""
     return abi_encode(
-        ["(bool,uint32,bytes,uint16,bytes,uint8,bytes,bool,bytes[],bytes,bytes)"], [fields]
+        ["(bool,uint32,bytes,uint16,bytes,uint8,bytes,bool,bytes[],bytes,bytes,uint8)"], [fields]
     )
 
 
-BAD_KEY = raw_options(False, 0, b"", 0, b"\xff\xfeC", 0, b"", False, [], b"", b"")
-BAD_TAG = raw_options(False, 0, b"", 0, b"", 0, b"", False, [b"ok", b"\xc3"], b"", b"")
-BAD_PRESET = raw_options(False, 0, b"", 0, b"", 0, b"", False, [], b"", b"lo\xe9fi")
+BAD_KEY = raw_options(False, 0, b"", 0, b"\xff\xfeC", 0, b"", False, [], b"", b"", 0)
+BAD_TAG = raw_options(False, 0, b"", 0, b"", 0, b"", False, [b"ok", b"\xc3"], b"", b"", 0)
+BAD_PRESET = raw_options(False, 0, b"", 0, b"", 0, b"", False, [], b"", b"lo\xe9fi", 0)
+FIVE = raw_options(False, 0, b"", 0, b"", 0, b"", False, [], b"", b"", 5)  # the contract refuses it
 
 # The struct of contract 1.2.0 (no preset), as a deployment of that version emits it.
 OPTIONS_1_2 = "(bool,uint32,string,uint16,string,uint8,string,bool,string[],string)"
@@ -68,7 +69,7 @@ def test_options_round_trip_and_zero_values_mean_not_asked() -> None:
         options_data(
             seed=0, format="wav", bpm=120, key="C major", time_signature=3,
             vocal_language="fr", instrumental=True, tags=("piano", "rain"), model="xl-turbo",
-            preset="lofi",
+            preset="lofi", variations=3,
         )
     )  # fmt: skip
     assert asked == {
@@ -82,16 +83,24 @@ def test_options_round_trip_and_zero_values_mean_not_asked() -> None:
         "tags": ("piano", "rain"),
         "model": "xl-turbo",
         "preset": "lofi",
+        "variations": 3,
     }
+    # 0 and 1 variations: one track, not asked.
+    assert decode_options(options_data(variations=1)) == {}
+    assert decode_options(abi_encode([OPTIONS_TYPE], [encode_options()])) == {}
 
 
-def test_options_of_a_1_2_0_deployment_ask_no_preset() -> None:
+def test_options_of_a_1_2_0_deployment_ask_no_preset_and_no_variations() -> None:
     old = abi_encode([OPTIONS_1_2], [encode_options(bpm=96, model="xl-turbo")[:10]])
     assert decode_options(old) == {"bpm": 96, "model": "xl-turbo"}
     assert decode_options(abi_encode([OPTIONS_1_2], [encode_options()[:10]])) == {}
     # Each layout is read only as exactly what abi.encode makes: with bytes after, neither.
     with pytest.raises(ValueError, match="not an ABI-encoded Options struct"):
         decode_options(old + b"\x00" * 32)
+    # The struct with preset but without variations was never deployed: not read.
+    eleven = "(bool,uint32,string,uint16,string,uint8,string,bool,string[],string,string)"
+    with pytest.raises(ValueError, match="Options struct"):
+        decode_options(abi_encode([eleven], [encode_options(bpm=96, preset="lofi")[:11]]))
 
 
 async def test_a_request_with_options_carries_them() -> None:
@@ -130,6 +139,7 @@ async def test_a_request_with_a_preset_carries_it() -> None:
         (options_data(preset="bad name!"), "invalid_request", "preset: String should match"),
         (options_data(preset="x" * 65), "invalid_request", "preset"),
         (options_data(tags=("x",) * 17), "invalid_request", "tags"),
+        (FIVE, "invalid_request", "variations: Input should be less than or equal to 4"),
         (BAD_KEY, "invalid_utf8", "key is not valid UTF-8"),
         (BAD_TAG, "invalid_utf8", "tags[1]"),
         (BAD_PRESET, "invalid_utf8", "preset is not valid UTF-8 (byte 2)"),
