@@ -5,8 +5,9 @@
 Deploys from the committed bytecode to the anvil at ACESTEPS_RPC_URL with anvil's dev
 account 9 (owner, publisher and requester at once), with a request fee so that markFailed,
 cancelRequest and reclaim send a refund (and a reclaim delay of one block, mined with
-``anvil_mine``), and prints one JSON object: gas used per call, and for ``registerTracks``
-batches of 1, 10, 20 and 50 chain requests, and as many off-chain (HTTP) requests, the gas of
+``anvil_mine``), and prints one JSON object: gas used per call (``requestGenerationWithOptions``
+with typical options, alone and with 2-4 variations), and for ``registerTracks`` batches of
+1, 10, 20 and 50 chain requests, and as many off-chain (HTTP) requests, the gas of
 the transaction and per track. Every registration has its own hashes and CID (dag-pb and raw
 alternating), as real ones would; the chain requests of a batch are pending, with a fee.
 
@@ -32,6 +33,7 @@ from web3.logs import DISCARD
 from web3.types import RPCEndpoint, TxReceipt
 
 from acesteps.chain import connect, deploy_registry
+from acesteps.chainoptions import encode_options
 from acesteps.dev.contracts import CONTRACTS_DIR
 from acesteps.dev.devchain import dev_key
 from acesteps.dev.solc import compile_sources
@@ -137,12 +139,18 @@ async def measure(rpc_url: str) -> dict[str, Any]:
             (event,) = reg.events.GenerationRequested().process_receipt(receipt, errors=DISCARD)
             return bytes(event["args"]["requestId"]), receipt["gasUsed"]
 
+        async def with_options(variations: int | None) -> int:
+            asked = encode_options(bpm=80, key="F# minor", tags=["lo-fi"], variations=variations)
+            call = functions.requestGenerationWithOptions(TYPICAL_PROMPT, "", 30, asked)
+            return (await send(w3, account, call, FEE * (variations or 1)))["gasUsed"]
+
         typical_id, typical_gas = await request(TYPICAL_PROMPT, "")
         _, largest_gas = await request("p" * 1000, "l" * 4096)
         failing_id, _ = await request(TYPICAL_PROMPT, "")
         second_id, _ = await request(TYPICAL_PROMPT, "")
         canceled_id, _ = await request(TYPICAL_PROMPT, "")
         reclaimed_id, _ = await request(TYPICAL_PROMPT, "")
+        options_gas = {n: await with_options(n) for n in (None, 2, 3, 4)}  # not the first
 
         register = await send(
             w3,
@@ -212,6 +220,11 @@ async def measure(rpc_url: str) -> dict[str, Any]:
                 "requestGeneration_typical_60_char_prompt_no_lyrics": typical_gas,
                 # Priced by EIP-7623's calldata floor, not by what it executes:
                 "requestGeneration_1000_byte_prompt_4096_byte_lyrics": largest_gas,
+                "requestGenerationWithOptions_bpm_key_one_tag": options_gas[None],
+                **{
+                    f"requestGenerationWithOptions_same_{n}_variations": options_gas[n]
+                    for n in (2, 3, 4)
+                },
                 "registerTrack_59_char_cid": register["gasUsed"],
                 "registerTrack_59_char_cid_fees_already_collected": second["gasUsed"],
                 "registerOffchainTrack_59_char_cid": offchain["gasUsed"],
