@@ -246,6 +246,16 @@ class Registry:
             return None
         return Provenance(to_hex(bytes(manifest_hash)), str(manifest_cid))
 
+    async def parent_of(self, request_id: str | bytes) -> tuple[str, int] | None:
+        """``parentOf``: the request a variation belongs to and its index; None for any other
+        request, and on a contract without variations (before 1.3.0)."""
+        try:
+            call = self.contract.functions.parentOf(to_bytes32(request_id))
+            parent, index = await call.call()
+        except Web3Exception:
+            return None
+        return None if bytes(parent) == _ZERO else (to_hex(bytes(parent)), int(index))
+
     async def verify(self, request_id: str | bytes, audio_hash: str | bytes) -> bool:
         """The contract's own ``verify(requestId, audioHash)``."""
         call = self.contract.functions.verify(to_bytes32(request_id), to_bytes32(audio_hash))

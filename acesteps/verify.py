@@ -158,6 +158,11 @@ class Verdict:
     manifest_note: str | None = None
     also_registered_as: tuple[str, ...] = ()
     """Other request ids registered with the same CID (CID mode)."""
+    parent_id: str | None = None
+    """A variation's parent request (`acesteps.variations`), and ``variation`` its index."""
+    variation: int | None = None
+    lineage: str | None = None
+    """Who says so: ``parentOf`` on chain (chain requests), or the registered manifest."""
 
     @property
     def exit_code(self) -> int:
@@ -303,6 +308,8 @@ async def _verify(
         return _with(v, status=Status.NOT_REGISTERED, reason=reason)
     v = _with(v, onchain_audio_hash=track.audio_hash, onchain_cid=track.cid)
     v = await _with_registration_log(v, registry, rid, from_block, finality)
+    if (parent := await registry.parent_of(rid)) is not None:
+        v = _with(v, parent_id=parent[0], variation=parent[1], lineage="parentOf on chain")
 
     # 3. The bytes, hashed both ways as they arrive (once: the bytes alone are hashed above).
     if hashed is None:
@@ -371,10 +378,16 @@ async def _with_manifest(
         if exc.kind == "unreachable":
             return _with(v, manifest_note=str(exc))
         return _with(v, manifest_matches=False, manifest_note=str(exc))
-    file = checked.manifest.output.file
+    file, asked = checked.manifest.output.file, checked.manifest.request
     if (file.audio_hash, file.cid) != (v.onchain_audio_hash, v.onchain_cid):
         note = "the manifest describes another file than the registered one"
         return _with(v, manifest_matches=False, manifest_note=note)
+    lineage = (asked.parent_id, asked.variation)
+    if v.lineage is not None and lineage != (v.parent_id, v.variation):
+        note = "the manifest names another parent than parentOf on chain"
+        return _with(v, manifest_matches=False, manifest_note=note)
+    if v.lineage is None and asked.parent_id is not None:
+        v = _with(v, parent_id=lineage[0], variation=lineage[1], lineage="the registered manifest")
     return _with(v, manifest_matches=True, manifest_note="the manifest matches its registration")
 
 

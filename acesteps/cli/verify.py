@@ -43,6 +43,8 @@ def render(v: Verdict) -> str:
     if v.also_registered_as:
         row("same CID in", ", ".join(v.also_registered_as))
     row("contract", f"{v.contract} on chain {v.chain_id}" if v.chain_id else v.contract)
+    if v.parent_id is not None:
+        row("variation", f"{v.variation} of request {v.parent_id} ({v.lineage})")
     if v.registered_block is not None:
         row("registered", f"block {v.registered_block}, tx {v.registered_tx}")
         if v.final is not None:

@@ -74,6 +74,12 @@ async def test_three_variations_are_three_verifiable_tracks(pipeline: Pipeline) 
             status, verdict = await _json(http, f"{api}/api/generations/{rid}/verify")
             assert status == 200 and verdict["status"] == "MATCH", verdict
             assert verdict["onchainAudioHash"] == record["audioHash"]
+            # HTTP tracks: the lineage is what their registered manifest says.
+            lineage = (verdict["parentId"], verdict["variation"], verdict["lineage"])
+            if rid == pid:
+                assert lineage == (None, None, None)
+            else:
+                assert lineage == (pid, record["variation"], "the registered manifest")
             async with http.get(f"{api}/api/generations/{rid}/manifest") as answer:
                 assert answer.status == 200, await answer.text()
                 manifest = parse_manifest(await answer.read())  # the registered bytes

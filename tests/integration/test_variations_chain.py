@@ -77,6 +77,13 @@ async def test_a_chain_request_with_three_variations_makes_three_verifiable_trac
                 assert answer.status == 200
                 assert keccak256_hex(await answer.read()) == record["audioHash"]
             assert registry.functions.verify(_raw(rid), on_hash).call()
+            async with http.get(f"{pipeline.api_url}/api/generations/{rid}/verify") as answer:
+                verdict = await answer.json()
+            assert verdict["status"] == "MATCH", verdict
+            lineage = (verdict["parentId"], verdict["variation"], verdict["lineage"])
+            assert lineage == (
+                (None, None, None) if index == 0 else (parent, index, "parentOf on chain")
+            )
             # Its registered manifest names its parent and index (the parent's, its variations).
             async with http.get(f"{pipeline.api_url}/api/generations/{rid}/manifest") as answer:
                 assert answer.status == 200, await answer.text()
