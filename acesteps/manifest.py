@@ -143,6 +143,14 @@ class FilePart(_Part):
     size_bytes: int
     audio_hash: Bytes32Hex
     cid: Cid
+    encoder: str | None = Field(
+        None,
+        description="what encoded an MP3 (generator.audio: lameenc-<version>-lame-q3-320k, "
+        "libsndfile-<version>-320k); absent for WAV and FLAC, whose one encoder the "
+        "environment's versions name, and from MP3 manifests made before the field, which "
+        "libsndfile encoded",
+        exclude_if=lambda value: value is None,  # so that those keep their canonical bytes
+    )
 
 
 class OutputPart(_Part):

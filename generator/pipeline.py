@@ -57,6 +57,9 @@ class Encoded:
     """Of the model's float32 samples (little-endian, channel after channel), before resampling."""
     pcm_frames: int
     batch_size: int
+    encoder: str | None = field(kw_only=True)
+    """What wrote the file (`audio.file_encoder`): the MP3 encoder's name, None for WAV and
+    FLAC; the manifest's ``output.file.encoder``."""
 
 
 @dataclass
@@ -72,7 +75,8 @@ class _Item:
 def _encode(raw: npt.NDArray[np.float32], item: _Item) -> Encoded:
     start = time.perf_counter()
     pcm_hash = pcm_keccak256(raw)
-    data = audio.encode(raw, item.job.duration_s, item.fmt)
+    encoder = audio.file_encoder(item.fmt)  # recorded as what encodes the file just below
+    data = audio.encode(raw, item.job.duration_s, item.fmt, encoder)
     encoded = time.perf_counter()
     audio_hash, cid = keccak256_hex(data), cid_of_bytes(data)
     timings = {
@@ -90,6 +94,7 @@ def _encode(raw: npt.NDArray[np.float32], item: _Item) -> Encoded:
         pcm_hash,
         int(raw.shape[-1]),
         int(item.timings.get("batch_size", 1)),
+        encoder=encoder,
     )
 
 

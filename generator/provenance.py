@@ -4,9 +4,10 @@ Everything a re-run needs and everything that could make it differ: the request,
 the text exactly as the pipeline tokenized it, the sampling settings, the checkpoint and its
 digest (`generator.digest`), the LoRA adapter of its preset and the sha256 of its file, the
 package versions, the device class (GPU name and compute capability, or CPU model and the
-instruction sets that change kernels) and the intra-op thread count, and hashes of the
-model's PCM and of the file. `acesteps reproduce` (through `generator.reproduce`) compares
-the same fields of its own run.
+instruction sets that change kernels) and the intra-op thread count, hashes of the
+model's PCM and of the file, and the encoder of an MP3 (`Encoded.encoder`: the name of the
+one that wrote it, `generator.audio.MP3_ENCODERS`). `acesteps reproduce` (through
+`generator.reproduce`) compares the same fields of its own run.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def build_manifest(
                 size_bytes=len(encoded.data),
                 audio_hash=encoded.audio_hash,
                 cid=encoded.cid,
+                encoder=encoded.encoder,
             ),
         ),
     )

@@ -11,9 +11,15 @@ reproduce``), and saying how the result compares.
 3. The job rebuilt from the manifest, the text checked against what the pipeline tokenized
    then, the model run, the file encoded: `generator.model`, `generator.audio`, the code the
    worker runs.
+   An MP3 is encoded by the encoder the manifest names (``output.file.encoder``; none named:
+   libsndfile's, which made every MP3 before the field).
 4. REPRODUCED when the PCM and the file hash the same; DIFFERENT with the first stage that
    differs (``pcm``: the model's output; ``file``: resampling or encoding) and what differs
-   in the environment (versions, device class, threads).
+   in the environment (versions, device class, threads). An encoder this install cannot run
+   (another lameenc or libsndfile version) leaves the file unchecked: DIFFERENT at ``pcm``
+   if the PCM differs already, otherwise CANNOT TELL, naming the manifest's encoder and
+   this install's (the PCM is checked first: it is what the model made, and it says whether
+   installing that encoder is worth it).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any, Literal
 from acesteps.hashing import keccak256_hex
 from acesteps.manifest import Manifest
 from acesteps.settings import ConfigError
+from acesteps.types import AudioFormat
 from generator import audio
 from generator.errors import ModelUnavailable
 from generator.jobs import Adapter, Job
@@ -141,14 +148,16 @@ def reproduce(
         adapter=lora,
     )
     (raw,) = loaded.generate([job])
-    data = audio.encode(raw, job.duration_s, manifest.output.file.format)
+    file = manifest.output.file
+    encoder, unavailable = _encoder(file.format, file.encoder)
+    data = None if unavailable else audio.encode(raw, job.duration_s, file.format, encoder)
     outcome = Outcome(
         "REPRODUCED",
         "the model's PCM and the file are identical to the manifest's",
         expected_pcm=manifest.output.pcm.keccak256,
         got_pcm=pcm_keccak256(raw),
-        expected_file=manifest.output.file.audio_hash,
-        got_file=keccak256_hex(data),
+        expected_file=file.audio_hash,
+        got_file=None if data is None else keccak256_hex(data),
         environment=_differences(manifest, loaded),
         seconds=round(time.perf_counter() - started, 3),
     )
@@ -157,10 +166,31 @@ def reproduce(
     if outcome.got_pcm != outcome.expected_pcm:
         outcome.status, outcome.stage = "DIFFERENT", "pcm"
         outcome.reason = "the model's PCM differs" + (f" ({text})" if text else "")
+        if unavailable:
+            outcome.reason += f"; the file was not encoded: {unavailable}"
+    elif unavailable:
+        outcome.status = "CANNOT TELL"
+        outcome.reason = f"the model's PCM is identical to the manifest's, but {unavailable}"
     elif outcome.got_file != outcome.expected_file:
         outcome.status, outcome.stage = "DIFFERENT", "file"
         outcome.reason = "same PCM, but the file differs (resampling or encoding)"
     return outcome
+
+
+def _encoder(fmt: AudioFormat, recorded: str | None) -> tuple[str | None, str | None]:
+    """The encoder to re-encode with, and why it cannot be (None when it can)."""
+    if fmt != "mp3":
+        if recorded is None:
+            return None, None
+        return None, f"the {fmt} file was written by {recorded!r}, which this install does not know"
+    name = audio.LEGACY_MP3_ENCODER if recorded is None else recorded
+    try:
+        return audio.file_encoder(fmt, name), None
+    except audio.UnknownEncoder:
+        return None, (
+            f"the file was encoded by {name!r}, which this install cannot run (it has "
+            f"{', '.join(sorted(audio.MP3_ENCODERS))}): install that encoder to compare the file"
+        )
 
 
 def _text_difference(manifest: Manifest, model: Model, job: Job) -> str | None:

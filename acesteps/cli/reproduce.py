@@ -127,12 +127,15 @@ def render(result: dict[str, Any], manifest: Manifest | None) -> str:
             ),
             f"  seed          {manifest.job.seed}",
         ]
+        file = manifest.output.file
+        if file.format == "mp3":  # no name: libsndfile, which made every MP3 before the field
+            lines.append(f"  encoder       {file.encoder or 'libsndfile (none named)'}")
     for stage in ("pcm", "file"):
         expected, got = result.get(f"expected_{stage}"), result.get(f"got_{stage}")
         if expected is not None:
-            same = "same" if expected == got else "DIFFERENT"
+            same = "not made" if got is None else "same" if expected == got else "DIFFERENT"
             lines.append(f"  {stage:<13} manifest {expected}")
-            lines.append(f"  {'':<13} here     {got}  ({same})")
+            lines.append(f"  {'':<13} here     {got or '-'}  ({same})")
     for name, pair in (result.get("environment") or {}).items():
         lines.append(f"  differs       {name}: manifest {pair['manifest']}, here {pair['here']}")
     if result.get("seconds") is not None:

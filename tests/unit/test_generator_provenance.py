@@ -8,6 +8,7 @@ is tests/integration/test_provenance.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
@@ -22,9 +23,10 @@ from generator import audio
 from generator.digest import weights_digest
 from generator.jobs import Job
 from generator.model import Model
-from generator.pipeline import Encoded, pcm_keccak256
+from generator.pipeline import Encoded, Pipeline, pcm_keccak256
 from generator.provenance import build_manifest
 from generator.reproduce import reproduce
+from generator.served import ServedModels
 from generator.settings import GeneratorSettings
 from tests.unit.generator_fixtures import tiny_dir, tiny_model, tiny_settings
 
@@ -48,7 +50,14 @@ def manifest(tiny_model: Model) -> Manifest:
     (raw,) = tiny_model.generate([job])
     data = audio.encode(raw, job.duration_s, REQUEST.format)
     encoded = Encoded(
-        data, keccak256_hex(data), cid_of_bytes(data), {}, pcm_keccak256(raw), raw.shape[-1], 1
+        data,
+        keccak256_hex(data),
+        cid_of_bytes(data),
+        {},
+        pcm_keccak256(raw),
+        raw.shape[-1],
+        1,
+        encoder=audio.file_encoder(REQUEST.format),
     )
     return build_manifest(REQUEST, job, tiny_model, encoded)
 
@@ -62,6 +71,8 @@ def test_the_manifest_says_what_was_made_and_how(manifest: Manifest, tiny_dir: P
     assert manifest.output.file.format == "wav" and manifest.output.file.size_bytes > 0
     assert "torch" in manifest.environment.packages and manifest.environment.device.type == "cpu"
     assert "rain on a tin roof, calm" in manifest.model_input.text
+    assert manifest.output.file.encoder is None  # a WAV's bytes are this code's own
+    assert "encoder" not in json.loads(canonical(manifest))["output"]["file"]
 
 
 def test_manifest_bytes_are_canonical_and_round_trip(manifest: Manifest) -> None:
@@ -100,6 +111,93 @@ def test_another_checkpoint_cannot_tell(
     local = manifest.model.model_copy(update={"source": "my-finetune"})
     outcome = reproduce(manifest.model_copy(update={"model": local}), tiny_settings)
     assert outcome.status == "CANNOT TELL" and "--model" in outcome.reason
+
+
+# ------------------------------------------------------------------ the MP3 encoder
+
+MP3_REQUEST = REQUEST.model_copy(update={"request_id": "0x" + "5c" * 32, "format": "mp3"})
+UNKNOWN_ENCODER = "lameenc-0.1.0-lame-q3-320k"
+
+
+@pytest.fixture(scope="module")
+def mp3_manifest(tiny_model: Model) -> Manifest:
+    """An MP3 track as the worker makes one: encoded in the pipeline, which says by what."""
+    job = Job.from_request(MP3_REQUEST)
+
+    async def made() -> Encoded:
+        pipeline = Pipeline(ServedModels.of(tiny_model), encode_threads=1)
+        feeder = asyncio.create_task(pipeline.run())
+        try:
+            return await pipeline.result("k", job, "mp3")
+        finally:
+            feeder.cancel()
+            await asyncio.gather(feeder, return_exceptions=True)
+
+    return build_manifest(MP3_REQUEST, job, tiny_model, asyncio.run(made()))
+
+
+def _with_encoder(manifest: Manifest, encoder: str | None) -> Manifest:
+    file = manifest.output.file.model_copy(update={"encoder": encoder})
+    output = manifest.output.model_copy(update={"file": file})
+    return manifest.model_copy(update={"output": output})
+
+
+def test_the_manifest_names_the_mp3_encoder_and_the_track_reproduces(
+    mp3_manifest: Manifest, tiny_settings: GeneratorSettings
+) -> None:
+    assert mp3_manifest.output.file.encoder == audio.MP3_ENCODER == audio.LAMEENC_MP3
+    data = canonical(mp3_manifest)
+    assert json.loads(data)["output"]["file"]["encoder"] == audio.LAMEENC_MP3
+    assert parse_manifest(data) == mp3_manifest
+    outcome = reproduce(mp3_manifest, tiny_settings)
+    assert outcome.status == "REPRODUCED", outcome
+    assert outcome.got_file == mp3_manifest.output.file.audio_hash
+
+
+def test_an_mp3_manifest_from_before_the_encoder_field_still_reproduces(
+    tiny_model: Model, tiny_settings: GeneratorSettings
+) -> None:
+    """A track made before lameenc: libsndfile's MP3, a manifest without ``encoder``."""
+    job = Job.from_request(MP3_REQUEST)
+    (raw,) = tiny_model.generate([job])
+    data = audio.encode(raw, job.duration_s, "mp3", audio.LIBSNDFILE_MP3)
+    encoded = Encoded(
+        data,
+        keccak256_hex(data),
+        cid_of_bytes(data),
+        {},
+        pcm_keccak256(raw),
+        raw.shape[-1],
+        1,
+        encoder=None,
+    )
+    old = build_manifest(MP3_REQUEST, job, tiny_model, encoded)
+    assert "encoder" not in json.loads(canonical(old))["output"]["file"]  # the old bytes
+    outcome = reproduce(old, tiny_settings)
+    assert outcome.status == "REPRODUCED", outcome
+    assert outcome.got_file == keccak256_hex(data)
+    # Named, libsndfile's encoder reproduces it as well; lameenc's does not.
+    assert reproduce(_with_encoder(old, audio.LIBSNDFILE_MP3), tiny_settings).status == (
+        "REPRODUCED"
+    )
+    other = reproduce(_with_encoder(old, audio.LAMEENC_MP3), tiny_settings)
+    assert (other.status, other.stage) == ("DIFFERENT", "file")
+
+
+def test_an_encoder_this_install_cannot_run_cannot_tell(
+    mp3_manifest: Manifest, tiny_settings: GeneratorSettings
+) -> None:
+    unknown = _with_encoder(mp3_manifest, UNKNOWN_ENCODER)
+    outcome = reproduce(unknown, tiny_settings)
+    assert (outcome.status, outcome.stage, outcome.exit_code) == ("CANNOT TELL", None, 2)
+    assert UNKNOWN_ENCODER in outcome.reason and audio.LAMEENC_MP3 in outcome.reason
+    assert "PCM is identical" in outcome.reason
+    assert outcome.got_pcm == mp3_manifest.output.pcm.keccak256 and outcome.got_file is None
+    # When the model's output differs already, that is the answer.
+    job = unknown.job.model_copy(update={"seed": 1})
+    reseeded = reproduce(unknown.model_copy(update={"job": job}), tiny_settings)
+    assert (reseeded.status, reseeded.stage) == ("DIFFERENT", "pcm")
+    assert UNKNOWN_ENCODER in reseeded.reason and reseeded.got_file is None
 
 
 def test_the_digest_is_cached_and_follows_changes(tmp_path: Path) -> None:

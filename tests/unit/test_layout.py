@@ -18,7 +18,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("listener", "generator", "publisher")
-HEAVY = ("torch", "diffusers", "transformers", "soxr", "soundfile", "numpy")
+HEAVY = ("torch", "diffusers", "transformers", "soxr", "soundfile", "lameenc", "numpy")
 
 
 def _imports(path: Path) -> Iterator[tuple[str, bool]]:

@@ -150,7 +150,14 @@ def test_the_manifest_records_the_controls_and_reproduces_the_track(
     (raw,) = tiny_model.generate([job])
     data = audio.encode(raw, job.duration_s, request.format)
     encoded = Encoded(
-        data, keccak256_hex(data), cid_of_bytes(data), {}, pcm_keccak256(raw), raw.shape[-1], 1
+        data,
+        keccak256_hex(data),
+        cid_of_bytes(data),
+        {},
+        pcm_keccak256(raw),
+        raw.shape[-1],
+        1,
+        encoder=audio.file_encoder(request.format),
     )
     manifest = build_manifest(request, job, tiny_model, encoded)
     assert manifest.request.options.key == "F# minor"

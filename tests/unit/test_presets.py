@@ -256,7 +256,14 @@ def test_the_manifest_records_the_adapter_and_reproduce_needs_that_file(
     (raw,) = model.generate([job])
     data = audio.encode(raw, job.duration_s, request.format)
     encoded = Encoded(
-        data, keccak256_hex(data), cid_of_bytes(data), {}, pcm_keccak256(raw), raw.shape[-1], 1
+        data,
+        keccak256_hex(data),
+        cid_of_bytes(data),
+        {},
+        pcm_keccak256(raw),
+        raw.shape[-1],
+        1,
+        encoder=audio.file_encoder(request.format),
     )
     manifest = build_manifest(request, job, model, encoded)
     assert manifest.adapter is not None
@@ -281,7 +288,9 @@ def test_a_manifest_without_an_adapter_keeps_its_bytes(tiny_model: Model) -> Non
     request = _request()
     job = Job.from_request(request)
     (raw,) = tiny_model.generate([job])
-    encoded = Encoded(b"x", "0x" + "00" * 32, cid_of_bytes(b"x"), {}, pcm_keccak256(raw), 1, 1)
+    encoded = Encoded(
+        b"x", "0x" + "00" * 32, cid_of_bytes(b"x"), {}, pcm_keccak256(raw), 1, 1, encoder=None
+    )
     data = json.loads(canonical(build_manifest(request, job, tiny_model, encoded)))
     assert "adapter" not in data and "preset" not in data["request"]["options"]
 
