@@ -237,7 +237,16 @@ def test_a_track_of_a_pulled_model_reproduces_from_another_machines_pull(
     (raw,) = model.generate([job])
     data = audio.encode(raw, job.duration_s, request.format)
     pcm = pcm_keccak256(raw)
-    encoded = Encoded(data, keccak256_hex(data), cid_of_bytes(data), {}, pcm, raw.shape[-1], 1)
+    encoded = Encoded(
+        data,
+        keccak256_hex(data),
+        cid_of_bytes(data),
+        {},
+        pcm,
+        raw.shape[-1],
+        1,
+        encoder=audio.file_encoder(request.format),
+    )
     manifest = build_manifest(request, job, model, encoded)
     assert (manifest.model.source, manifest.model.revision) == (REPO, COMMIT)
     # Elsewhere: nothing pulled yet; the manifest's hub id and commit fetch the same files.
