@@ -12,11 +12,27 @@ from pathlib import Path
 
 import pytest
 
+from acesteps.hashing import keccak256_hex
+from acesteps.ipfs.unixfs import cid_of_bytes
+from acesteps.manifest import Manifest
+from acesteps.messages import GenerationRequest
+from generator import audio
+from generator.jobs import Job
 from generator.model import Model, load_pipeline
+from generator.pipeline import Encoded, pcm_keccak256
+from generator.provenance import build_manifest
 from generator.settings import GeneratorSettings
 from generator.tiny import build_tiny
 
-__all__ = ["TINY_B_SEED", "tiny_b_dir", "tiny_dir", "tiny_model", "tiny_settings", "two_models"]
+__all__ = [
+    "TINY_B_SEED",
+    "made",
+    "tiny_b_dir",
+    "tiny_dir",
+    "tiny_model",
+    "tiny_settings",
+    "two_models",
+]
 
 TINY_B_SEED = 20_240_916
 """The second tiny checkpoint's weights seed: another model, another weights digest."""
@@ -56,3 +72,30 @@ def two_models(tiny_settings: GeneratorSettings, tiny_b_dir: Path) -> GeneratorS
     return tiny_settings.with_overrides(
         models={"tiny-a": "tiny", "tiny-b": {"source": str(tiny_b_dir), "steps": 4}}
     )
+
+
+def made(
+    model: Model,
+    request: GenerationRequest,
+    job: Job,
+    *,
+    mp3_encoder: str | None = None,
+    recorded: bool = True,
+) -> tuple[Manifest, bytes]:
+    """``job`` run on ``model`` and encoded as the worker does, and its manifest: (manifest,
+    file bytes). ``mp3_encoder`` picks another MP3 encoder; ``recorded=False`` leaves it out
+    of the manifest, as manifests made before the field did."""
+    (raw,) = model.generate([job])
+    encoder = audio.file_encoder(request.format, mp3_encoder)
+    data = audio.encode(raw, job.duration_s, request.format, encoder)
+    encoded = Encoded(
+        data,
+        keccak256_hex(data),
+        cid_of_bytes(data),
+        {},
+        pcm_keccak256(raw),
+        raw.shape[-1],
+        1,
+        encoder=encoder if recorded else None,
+    )
+    return build_manifest(request, job, model, encoded), data

@@ -34,21 +34,17 @@ import huggingface_hub.constants
 import pytest
 import torch
 
-from acesteps.hashing import keccak256_hex
-from acesteps.ipfs.unixfs import cid_of_bytes
 from acesteps.messages import GenerationRequest
-from generator import audio, hub
+from generator import hub
 from generator.digest import weights_digest
 from generator.errors import ModelUnavailable
 from generator.jobs import Job
 from generator.model import _auto, load_pipeline
-from generator.pipeline import Encoded, pcm_keccak256
-from generator.provenance import build_manifest
 from generator.reproduce import reproduce
 from generator.settings import DEFAULT_MODEL_ID, GeneratorSettings
 from generator.tiny import ensure_tiny
 from tests.hubstandin import COMMIT, HubRepo, StandInHub, running_hub
-from tests.unit.generator_fixtures import tiny_dir, tiny_settings
+from tests.unit.generator_fixtures import made, tiny_dir, tiny_settings
 
 __all__ = ["tiny_dir", "tiny_settings"]
 
@@ -233,21 +229,7 @@ def test_a_track_of_a_pulled_model_reproduces_from_another_machines_pull(
     request = GenerationRequest(
         request_id="0x" + "5c" * 32, source="http", requester="k", prompt="rain", duration_s=5
     )
-    job = Job.from_request(request, model.name)
-    (raw,) = model.generate([job])
-    data = audio.encode(raw, job.duration_s, request.format)
-    pcm = pcm_keccak256(raw)
-    encoded = Encoded(
-        data,
-        keccak256_hex(data),
-        cid_of_bytes(data),
-        {},
-        pcm,
-        raw.shape[-1],
-        1,
-        encoder=audio.file_encoder(request.format),
-    )
-    manifest = build_manifest(request, job, model, encoded)
+    manifest, _ = made(model, request, Job.from_request(request, model.name))
     assert (manifest.model.source, manifest.model.revision) == (REPO, COMMIT)
     # Elsewhere: nothing pulled yet; the manifest's hub id and commit fetch the same files.
     elsewhere = settings.with_overrides(models_dir=tmp_path / "elsewhere")

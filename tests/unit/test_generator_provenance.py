@@ -16,19 +16,18 @@ from pathlib import Path
 import pytest
 
 from acesteps.hashing import keccak256_hex
-from acesteps.ipfs.unixfs import cid_of_bytes
 from acesteps.manifest import Manifest, canonical, parse_manifest
 from acesteps.messages import GenerationRequest
 from generator import audio
 from generator.digest import weights_digest
 from generator.jobs import Job
 from generator.model import Model
-from generator.pipeline import Encoded, Pipeline, pcm_keccak256
+from generator.pipeline import Encoded, Pipeline
 from generator.provenance import build_manifest
 from generator.reproduce import reproduce
 from generator.served import ServedModels
 from generator.settings import GeneratorSettings
-from tests.unit.generator_fixtures import tiny_dir, tiny_model, tiny_settings
+from tests.unit.generator_fixtures import made, tiny_dir, tiny_model, tiny_settings
 
 __all__ = ["tiny_dir", "tiny_model", "tiny_settings"]
 
@@ -46,20 +45,7 @@ REQUEST = GenerationRequest(
 
 @pytest.fixture(scope="module")
 def manifest(tiny_model: Model) -> Manifest:
-    job = Job.from_request(REQUEST)
-    (raw,) = tiny_model.generate([job])
-    data = audio.encode(raw, job.duration_s, REQUEST.format)
-    encoded = Encoded(
-        data,
-        keccak256_hex(data),
-        cid_of_bytes(data),
-        {},
-        pcm_keccak256(raw),
-        raw.shape[-1],
-        1,
-        encoder=audio.file_encoder(REQUEST.format),
-    )
-    return build_manifest(REQUEST, job, tiny_model, encoded)
+    return made(tiny_model, REQUEST, Job.from_request(REQUEST))[0]
 
 
 def test_the_manifest_says_what_was_made_and_how(manifest: Manifest, tiny_dir: Path) -> None:
@@ -159,19 +145,7 @@ def test_an_mp3_manifest_from_before_the_encoder_field_still_reproduces(
 ) -> None:
     """A track made before lameenc: libsndfile's MP3, a manifest without ``encoder``."""
     job = Job.from_request(MP3_REQUEST)
-    (raw,) = tiny_model.generate([job])
-    data = audio.encode(raw, job.duration_s, "mp3", audio.LIBSNDFILE_MP3)
-    encoded = Encoded(
-        data,
-        keccak256_hex(data),
-        cid_of_bytes(data),
-        {},
-        pcm_keccak256(raw),
-        raw.shape[-1],
-        1,
-        encoder=None,
-    )
-    old = build_manifest(MP3_REQUEST, job, tiny_model, encoded)
+    old, data = made(tiny_model, MP3_REQUEST, job, mp3_encoder=audio.LIBSNDFILE_MP3, recorded=False)
     assert "encoder" not in json.loads(canonical(old))["output"]["file"]  # the old bytes
     outcome = reproduce(old, tiny_settings)
     assert outcome.status == "REPRODUCED", outcome

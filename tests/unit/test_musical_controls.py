@@ -7,19 +7,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from acesteps.hashing import keccak256_hex
-from acesteps.ipfs.unixfs import cid_of_bytes
 from acesteps.messages import GenerationRequest
 from acesteps.musical import KEYS, canonical_key
 from acesteps.options import GenerationOptions
-from generator import audio
 from generator.jobs import INSTRUMENTAL, Job
 from generator.model import Model
-from generator.pipeline import Encoded, pcm_keccak256
-from generator.provenance import build_manifest
+from generator.pipeline import pcm_keccak256
 from generator.reproduce import reproduce
 from generator.settings import GeneratorSettings
-from tests.unit.generator_fixtures import tiny_dir, tiny_model, tiny_settings
+from tests.unit.generator_fixtures import made, tiny_dir, tiny_model, tiny_settings
 
 __all__ = ["tiny_dir", "tiny_model", "tiny_settings"]
 
@@ -146,20 +142,7 @@ def test_the_manifest_records_the_controls_and_reproduces_the_track(
     tiny_model: Model, tiny_settings: GeneratorSettings
 ) -> None:
     request = _request(format="wav", **CONTROLS)
-    job = Job.from_request(request)
-    (raw,) = tiny_model.generate([job])
-    data = audio.encode(raw, job.duration_s, request.format)
-    encoded = Encoded(
-        data,
-        keccak256_hex(data),
-        cid_of_bytes(data),
-        {},
-        pcm_keccak256(raw),
-        raw.shape[-1],
-        1,
-        encoder=audio.file_encoder(request.format),
-    )
-    manifest = build_manifest(request, job, tiny_model, encoded)
+    manifest, _ = made(tiny_model, request, Job.from_request(request))
     assert manifest.request.options.key == "F# minor"
     assert manifest.job.conditioning["keyscale"] == "F# minor"
     assert manifest.sampling.vocal_language == "fr"

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.unixfs import cid_of_bytes
 from acesteps.kafka.records import InRecord
 from acesteps.manifest import canonical, parse_manifest
@@ -26,7 +25,6 @@ from acesteps.messages import (
 )
 from acesteps.presets import PresetCatalog, PresetSpec, PresetsSettings
 from acesteps.topics import Topics
-from generator import audio
 from generator.jobs import Job, Style
 from generator.model import Model, load_pipeline
 from generator.pipeline import Encoded, Pipeline, pcm_keccak256
@@ -44,7 +42,7 @@ from generator.served import ServedModels
 from generator.settings import GeneratorSettings
 from generator.worker import Deps, handle, prefetch
 from tests.tinylora import build_tiny_lora
-from tests.unit.generator_fixtures import tiny_dir, tiny_model, tiny_settings
+from tests.unit.generator_fixtures import made, tiny_dir, tiny_model, tiny_settings
 
 __all__ = ["tiny_dir", "tiny_model", "tiny_settings"]
 
@@ -253,19 +251,7 @@ def test_the_manifest_records_the_adapter_and_reproduce_needs_that_file(
     presets = _presets(loras)
     request = _request(preset="half")
     job = Job.from_request(request, style=presets.style("half", "default"))
-    (raw,) = model.generate([job])
-    data = audio.encode(raw, job.duration_s, request.format)
-    encoded = Encoded(
-        data,
-        keccak256_hex(data),
-        cid_of_bytes(data),
-        {},
-        pcm_keccak256(raw),
-        raw.shape[-1],
-        1,
-        encoder=audio.file_encoder(request.format),
-    )
-    manifest = build_manifest(request, job, model, encoded)
+    manifest, _ = made(model, request, job)
     assert manifest.adapter is not None
     assert manifest.adapter.digest == _sha(loras["a"])
     assert (manifest.adapter.preset, manifest.adapter.file) == (
