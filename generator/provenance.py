@@ -53,6 +53,8 @@ PACKAGES: Final = (
     "soxr",
     "soundfile",
     "safetensors",
+    "lameenc",  # the MP3 encoder (its version is also in the file's encoder name)
+    "peft",  # applies a preset's LoRA adapter
 )
 # CPU instruction sets that select different kernels (and so may change float results).
 ISA: Final = frozenset(
