@@ -23,7 +23,7 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["weights_digest"]
+__all__ = ["file_sha256", "weights_digest"]
 
 log = logging.getLogger(__name__)
 _BLOCK = 1 << 20
@@ -41,7 +41,8 @@ def weights_digest(directory: Path, cache_file: Path | None = None) -> str:
         key = str(path)
         entry = cache.get(key)
         if entry is None or (entry["size"], entry["mtime_ns"]) != (stat.st_size, stat.st_mtime_ns):
-            entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)}
+            sha = file_sha256(path)
+            entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
             cache[key] = entry
             changed = True
         lines.append(f"{entry['sha256']}  {relative}\n")
@@ -58,7 +59,8 @@ def _files(directory: Path) -> list[Path]:
     return found
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file's bytes, in hex (what ``sha256sum`` prints)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(_BLOCK):

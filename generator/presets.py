@@ -19,7 +19,6 @@ adapter file is missing, unreadable or not the pinned one: the operator's part).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -31,6 +30,7 @@ from acesteps.presets import (
     PresetNotForModel,
     UnknownPreset,
 )
+from generator.digest import file_sha256
 from generator.errors import PermanentGeneratorError
 from generator.jobs import Adapter, Style
 
@@ -91,11 +91,7 @@ def has_peft() -> bool:
 
 def file_digest(path: Path) -> str:
     """``sha256:`` and the sha256 of the file's bytes (what ``sha256sum`` prints)."""
-    sha = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            sha.update(block)
-    return "sha256:" + sha.hexdigest()
+    return "sha256:" + file_sha256(path)
 
 
 class Presets:

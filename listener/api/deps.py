@@ -10,9 +10,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from acesteps.artifact import ContractArtifact
 from acesteps.messages import CancelRequested, GenerationRequest
@@ -164,3 +165,35 @@ async def lookup(request: web.Request) -> Generation:
     if found is None:
         raise ApiFailure(404, "not_found", f"no request {rid}")
     return found
+
+
+def listing_response(listing: BaseModel) -> web.Response:
+    """A public listing (models, presets) as JSON that caches may keep for a minute."""
+    return web.json_response(
+        listing.model_dump(mode="json", by_alias=True),
+        headers={"Cache-Control": "public, max-age=60"},
+    )
+
+
+def listing_path(operation_id: str, summary: str, described: str, schema: str) -> dict[str, Any]:
+    """The OpenAPI path item of a public listing: 200 with ``schema``, or 429."""
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "responses": {
+                "200": {
+                    "description": described,
+                    "content": {
+                        "application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}
+                    },
+                },
+                "429": {
+                    "description": "rate limited",
+                    "headers": {"Retry-After": {"schema": {"type": "string"}}},
+                    "content": {"application/json": {"schema": error}},
+                },
+            },
+        }
+    }

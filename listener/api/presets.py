@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from acesteps.options import api_name
 from acesteps.presets import PresetCatalog, PresetNotForModel, PresetSpec, UnknownPreset
-from listener.api.deps import DEPS, ApiFailure
+from listener.api.deps import DEPS, ApiFailure, listing_path, listing_response
 
 __all__ = [
     "PresetInfo",
@@ -104,33 +104,15 @@ def add_routes(app: web.Application) -> None:
 
 
 async def get_presets(request: web.Request) -> web.Response:
-    listing = describe(request.app[DEPS].presets)
-    return web.json_response(
-        listing.model_dump(mode="json", by_alias=True),
-        headers={"Cache-Control": "public, max-age=60"},
-    )
+    return listing_response(describe(request.app[DEPS].presets))
 
 
 def openapi_path() -> dict[str, Any]:
     """The OpenAPI path item of ``/api/presets`` (its schema: ``PresetList``)."""
-    error = {"$ref": "#/components/schemas/ErrorBody"}
-    return {
-        "get": {
-            "operationId": "listPresets",
-            "summary": "The style presets this deployment offers, by name",
-            "responses": {
-                "200": {
-                    "description": "the names a request's preset option may take, with each "
-                    "preset's tags, adapter (file name, scale, pinned digest) and models",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/PresetList"}}
-                    },
-                },
-                "429": {
-                    "description": "rate limited",
-                    "headers": {"Retry-After": {"schema": {"type": "string"}}},
-                    "content": {"application/json": {"schema": error}},
-                },
-            },
-        }
-    }
+    return listing_path(
+        "listPresets",
+        "The style presets this deployment offers, by name",
+        "the names a request's preset option may take, with each "
+        "preset's tags, adapter (file name, scale, pinned digest) and models",
+        "PresetList",
+    )

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from acesteps.models import Catalog, UnknownModel
 from acesteps.options import api_name
-from listener.api.deps import DEPS, ApiFailure
+from listener.api.deps import DEPS, ApiFailure, listing_path, listing_response
 
 __all__ = ["ServedModelInfo", "ServedModelList", "add_routes", "check_model", "openapi_path"]
 
@@ -96,35 +96,15 @@ def add_routes(app: web.Application) -> None:
 
 
 async def get_models(request: web.Request) -> web.Response:
-    listing = describe(request.app[DEPS].models)
-    return web.json_response(
-        listing.model_dump(mode="json", by_alias=True),
-        headers={"Cache-Control": "public, max-age=60"},
-    )
+    return listing_response(describe(request.app[DEPS].models))
 
 
 def openapi_path() -> dict[str, Any]:
     """The OpenAPI path item of ``/api/models`` (its schema: ``ServedModelList``)."""
-    error = {"$ref": "#/components/schemas/ErrorBody"}
-    return {
-        "get": {
-            "operationId": "listModels",
-            "summary": "The models this deployment serves, by name, and the default one",
-            "responses": {
-                "200": {
-                    "description": "the names a request's model option may take, with each "
-                    "model's variant, sampling settings, tasks and pinned weights digest",
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": "#/components/schemas/ServedModelList"}
-                        }
-                    },
-                },
-                "429": {
-                    "description": "rate limited",
-                    "headers": {"Retry-After": {"schema": {"type": "string"}}},
-                    "content": {"application/json": {"schema": error}},
-                },
-            },
-        }
-    }
+    return listing_path(
+        "listModels",
+        "The models this deployment serves, by name, and the default one",
+        "the names a request's model option may take, with each "
+        "model's variant, sampling settings, tasks and pinned weights digest",
+        "ServedModelList",
+    )

@@ -167,16 +167,6 @@ class SqliteStore:
             ),
         )
 
-    async def submit(
-        self,
-        generation: Generation,
-        fingerprint: str,
-        outbox: str,
-        webhook: Subscription | None = None,
-    ) -> tuple[Row, bool]:
-        (found,) = await self.submit_all([Submission(generation, outbox)], fingerprint, webhook)
-        return found
-
     async def submit_all(
         self,
         submissions: Sequence[Submission],

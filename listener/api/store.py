@@ -28,24 +28,11 @@ from listener.api.models import Generation
 from listener.api.rows import Event, ListQuery, Offsets, Row, Submission
 from listener.api.webhooks.models import Attempted, Claimed, Subscription, WebhookDelivery
 
-__all__ = ["Store", "open_store"]
+__all__ = ["Store", "open_store", "submit"]
 
 
 class Store(Protocol):
     async def get(self, request_id: str) -> Generation | None: ...
-
-    async def submit(
-        self,
-        generation: Generation,
-        fingerprint: str,
-        outbox: str,
-        webhook: Subscription | None = None,
-    ) -> tuple[Row, bool]:
-        """Insert an HTTP request unless its id exists, with ``outbox`` (its request record's
-        JSON) and its ``webhook`` subscription (with the delivery of ``queued`` when it asks
-        for it); (the row, whether it was inserted). A request the projection stored first
-        (never submitted here) gets the subscription, and a delivery of its current status."""
-        ...
 
     async def submit_all(
         self,
@@ -53,9 +40,12 @@ class Store(Protocol):
         fingerprint: str,
         webhook: Subscription | None = None,
     ) -> list[tuple[Row, bool]]:
-        """`submit` for several requests in one transaction (a request and its variations:
-        all are stored or none), each with the same fingerprint and subscription; (the row,
-        whether it was inserted) of each, in the order given."""
+        """Insert HTTP requests unless their ids exist, in one transaction (a request and its
+        variations: all are stored or none), each with its outbox (its request record's JSON),
+        the same fingerprint and the same ``webhook`` subscription (with the delivery of
+        ``queued`` when it asks for it); (the row, whether it was inserted) of each, in the
+        order given. A request the projection stored first (never submitted here) gets the
+        subscription, and a delivery of its current status."""
         ...
 
     async def unsent(self, before: datetime, limit: int = 1000) -> list[str]:
@@ -115,3 +105,15 @@ async def open_store(url: str, deployment: Deployment | None = None) -> Store:
     from listener.api.pgstore import PostgresStore  # psycopg: the optional postgres extra
 
     return await PostgresStore(url, deployment=deployment).open()
+
+
+async def submit(
+    store: Store,
+    generation: Generation,
+    fingerprint: str,
+    outbox: str,
+    webhook: Subscription | None = None,
+) -> tuple[Row, bool]:
+    """`Store.submit_all` for one request."""
+    (found,) = await store.submit_all([Submission(generation, outbox)], fingerprint, webhook)
+    return found

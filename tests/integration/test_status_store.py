@@ -27,7 +27,7 @@ from listener.api.models import Generation, Status
 from listener.api.pgstore import PostgresStore
 from listener.api.rows import Event, ListQuery, Submission, time_key
 from listener.api.sqlitestore import SqliteStore
-from listener.api.store import Store, open_store
+from listener.api.store import Store, open_store, submit
 from listener.api.webhooks.models import EVENTS, Attempted, Claimed, Subscription
 from tests.factories import track_published
 from tests.integration.pgdb import fresh_database
@@ -147,12 +147,12 @@ def assert_completed(g: Generation | None, rid: str) -> None:
 async def test_submit_is_idempotent_and_keeps_the_first_fingerprint(store: Store) -> None:
     rid = new_id()
 
-    row, inserted = await store.submit(queued(rid), "fp-1", outbox_of(rid))
+    row, inserted = await submit(store, queued(rid), "fp-1", outbox_of(rid))
     assert inserted
     assert (row.fingerprint, row.request_seen, row.generation.id) == ("fp-1", False, rid)
 
-    again, inserted = await store.submit(
-        queued(rid, prompt="something else"), "fp-2", outbox_of(rid)
+    again, inserted = await submit(
+        store, queued(rid, prompt="something else"), "fp-2", outbox_of(rid)
     )
     assert not inserted
     assert again.fingerprint == "fp-1"
@@ -164,12 +164,12 @@ async def test_submit_of_a_request_already_read_from_kafka(store: Store) -> None
     rid = new_id()
     await store.apply(events(request_of(rid)), {})
 
-    row, inserted = await store.submit(queued(rid), "fp-1", outbox_of(rid))
+    row, inserted = await submit(store, queued(rid), "fp-1", outbox_of(rid))
     assert not inserted
     assert row.request_seen and row.fingerprint is None  # as it was stored
     assert row.generation.requester == "key-1"
 
-    again, inserted = await store.submit(queued(rid), "fp-2", outbox_of(rid))
+    again, inserted = await submit(store, queued(rid), "fp-2", outbox_of(rid))
     assert not inserted
     assert again.fingerprint == "fp-1"  # the first retry's body is the one kept
 
@@ -223,8 +223,8 @@ async def test_offsets_are_stored_per_projection(open_: OpenStore) -> None:
 
 async def test_forget_removes_only_requests_not_seen_on_kafka(store: Store) -> None:
     unsent, sent = new_id(), new_id()
-    await store.submit(queued(unsent), "fp-1", outbox_of(unsent))
-    await store.submit(queued(sent), "fp-2", outbox_of(sent))
+    await submit(store, queued(unsent), "fp-1", outbox_of(unsent))
+    await submit(store, queued(sent), "fp-2", outbox_of(sent))
     await store.apply(events(request_of(sent)), {})
 
     await store.forget(unsent)
@@ -233,7 +233,7 @@ async def test_forget_removes_only_requests_not_seen_on_kafka(store: Store) -> N
 
     assert await store.get(unsent) is None
     assert (await store.get(sent)) is not None
-    _, inserted = await store.submit(queued(unsent), "fp-1", outbox_of(unsent))
+    _, inserted = await submit(store, queued(unsent), "fp-1", outbox_of(unsent))
     assert inserted
 
 
@@ -271,10 +271,10 @@ async def test_submit_all_stores_a_family_together_or_not_at_all(store: Store) -
 async def test_the_outbox_holds_what_was_not_read_back_from_kafka(store: Store) -> None:
     unsent, sent, young = new_id(), new_id(), new_id()
     for rid in (unsent, sent):
-        await store.submit(queued(rid), "fp", outbox_of(rid))
+        await submit(store, queued(rid), "fp", outbox_of(rid))
     await store.apply(events(request_of(sent)), {})  # the projection read this one back
     later = datetime.now(UTC) + timedelta(seconds=5)
-    await store.submit(queued(young), "fp", outbox_of(young))
+    await submit(store, queued(young), "fp", outbox_of(young))
 
     found = await store.unsent(later)
     assert [GenerationRequest.model_validate_json(doc).request_id for doc in found] == [
@@ -403,7 +403,7 @@ async def test_submit_racing_the_projection_keeps_both(replicas: list[PostgresSt
     api, projector = replicas[0], replicas[1]
 
     async def submit_all() -> list[bool]:
-        return [(await api.submit(queued(rid), f"fp-{rid}", outbox_of(rid)))[1] for rid in ids]
+        return [(await submit(api, queued(rid), f"fp-{rid}", outbox_of(rid)))[1] for rid in ids]
 
     async def project_all() -> None:
         for rid in ids:
@@ -413,7 +413,7 @@ async def test_submit_racing_the_projection_keeps_both(replicas: list[PostgresSt
 
     assert len(inserted) == len(ids)
     for rid in ids:
-        row, again = await replicas[2].submit(queued(rid), f"fp-{rid}", outbox_of(rid))
+        row, again = await submit(replicas[2], queued(rid), f"fp-{rid}", outbox_of(rid))
         assert not again
         assert row.fingerprint == f"fp-{rid}"  # whoever came first, the submit's body is kept
         assert row.request_seen
@@ -422,7 +422,9 @@ async def test_submit_racing_the_projection_keeps_both(replicas: list[PostgresSt
 
     # Concurrent submits of one new id from every replica: exactly one inserts.
     rid = new_id()
-    results = await asyncio.gather(*(s.submit(queued(rid), "fp", outbox_of(rid)) for s in replicas))
+    results = await asyncio.gather(
+        *(submit(s, queued(rid), "fp", outbox_of(rid)) for s in replicas)
+    )
     assert sorted(inserted for _, inserted in results) == [False, False, False, True]
 
 
@@ -445,8 +447,8 @@ def lease_window(now: datetime, seconds: float = 40) -> tuple[datetime, datetime
 async def test_each_subscribed_status_is_announced_once(store: Store, batched: bool) -> None:
     rid, quiet = new_id(), new_id()
     sub = subscription("queued", "generating", "completed", "failed")
-    await store.submit(queued(rid), "fp", outbox_of(rid), sub)
-    await store.submit(queued(quiet), "fp", outbox_of(quiet))  # no webhook
+    await submit(store, queued(rid), "fp", outbox_of(rid), sub)
+    await submit(store, queued(quiet), "fp", outbox_of(quiet))  # no webhook
     assert await types_of(store, rid) == ["generation.queued"]  # in the submit's transaction
 
     later = [request_of(rid), progress_of(rid), progress_of(rid, "publishing"), track_of(rid)]
@@ -474,7 +476,7 @@ async def test_each_subscribed_status_is_announced_once(store: Store, batched: b
 async def test_deliveries_are_claimed_in_order_one_per_request(store: Store) -> None:
     a, b = new_id(), new_id()
     for rid in (a, b):
-        await store.submit(queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
+        await submit(store, queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
     now = datetime.now(UTC)
     # Not before the projection has read the requests back from Kafka.
     assert await store.claim_deliveries(*lease_window(now), 10) == []
@@ -496,7 +498,7 @@ async def test_deliveries_are_claimed_in_order_one_per_request(store: Store) -> 
 
 async def test_an_outcome_needs_its_lease_and_is_logged(store: Store) -> None:
     rid = new_id()
-    await store.submit(queued(rid), "fp", outbox_of(rid), subscription("queued"))
+    await submit(store, queued(rid), "fp", outbox_of(rid), subscription("queued"))
     await store.apply(events(request_of(rid)), {})
     now = datetime.now(UTC)
     (held,) = await store.claim_deliveries(*lease_window(now), 5)
@@ -533,10 +535,10 @@ async def test_meta_keeps_the_first_value(open_: OpenStore) -> None:
 
 async def test_forget_drops_the_deliveries_too(store: Store) -> None:
     rid = new_id()
-    await store.submit(queued(rid), "fp", outbox_of(rid), subscription("queued"))
+    await submit(store, queued(rid), "fp", outbox_of(rid), subscription("queued"))
     await store.forget(rid)
     assert await store.deliveries(rid) == []
-    await store.submit(queued(rid), "fp", outbox_of(rid), subscription("queued"))
+    await submit(store, queued(rid), "fp", outbox_of(rid), subscription("queued"))
     assert await types_of(store, rid) == ["generation.queued"]
 
 
@@ -545,10 +547,10 @@ async def test_a_request_stored_by_the_projection_first_gets_the_subscription(
 ) -> None:
     rid = new_id()
     await store.apply(events(request_of(rid), progress_of(rid)), {})
-    _, inserted = await store.submit(queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
+    _, inserted = await submit(store, queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
     assert not inserted
     # Its current status is announced, and what follows.
-    await store.submit(queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
+    await submit(store, queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
     await store.apply(events(track_of(rid)), {})
     assert await types_of(store, rid) == ["generation.generating", "generation.completed"]
 
@@ -559,7 +561,7 @@ async def test_a_request_stored_by_the_projection_first_gets_the_subscription(
 async def test_replicas_announce_each_transition_once(replicas: list[PostgresStore]) -> None:
     ids = [new_id() for _ in range(20)]
     for rid in ids:
-        await replicas[0].submit(queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
+        await submit(replicas[0], queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
     records = [
         e
         for rid in ids
@@ -585,7 +587,7 @@ async def test_replicas_claiming_at_once_never_share_a_delivery(
 ) -> None:
     ids = [new_id() for _ in range(30)]
     for rid in ids:
-        await replicas[0].submit(queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
+        await submit(replicas[0], queued(rid), "fp", outbox_of(rid), subscription(*EVENTS))
     await replicas[0].apply(
         [e for rid in ids for e in events(request_of(rid), progress_of(rid))], {}
     )

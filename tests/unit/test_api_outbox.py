@@ -9,6 +9,7 @@ from acesteps.messages import GenerationRequest
 from listener.api.models import Generation, Status
 from listener.api.outbox import Outbox
 from listener.api.sqlitestore import SqliteStore
+from listener.api.store import submit
 
 
 class Submitter:
@@ -34,7 +35,7 @@ def request(n: int) -> GenerationRequest:
 
 async def accepted(store: SqliteStore, req: GenerationRequest) -> None:
     queued = Generation(id=req.request_id, status=Status.QUEUED, source="http", prompt="x")
-    await store.submit(queued, "fp", req.model_dump_json())
+    await submit(store, queued, "fp", req.model_dump_json())
 
 
 async def test_a_sweep_sends_what_was_not_read_back_and_stops_on_a_refusal(

@@ -21,6 +21,7 @@ from acesteps.messages import GenerationProgress, GenerationRequest, Message
 from listener.api.models import Generation, Status
 from listener.api.rows import Event
 from listener.api.sqlitestore import SqliteStore
+from listener.api.store import submit
 from listener.api.webhooks.config import WebhookConfig
 from listener.api.webhooks.deliverer import Deliverer, Outcome, after
 from listener.api.webhooks.models import EVENTS, Subscription, WebhookDelivery
@@ -151,7 +152,7 @@ class Harness:
         g = Generation(id=rid, status=Status.QUEUED, source="http", prompt="x", requester=KEY)
         url = f"http://{host or '127.0.0.1'}:{self.receiver.port}{path}"
         sub = Subscription(url=url, events=wanted, key_id=KEY)
-        await self.store.submit(g, "fp", "{}", sub)
+        await submit(self.store, g, "fp", "{}", sub)
         request = GenerationRequest(request_id=rid, source="http", prompt="x", requester=KEY)
         await self.store.apply(events(request), {})
 
@@ -312,7 +313,7 @@ async def test_deliveries_wait_until_the_request_is_read_back_from_kafka(
     rid = rid_of(9)
     g = Generation(id=rid, status=Status.QUEUED, source="http", prompt="x", requester=KEY)
     url = f"http://127.0.0.1:{harness.receiver.port}/wait"
-    await harness.store.submit(g, "fp", "{}", Subscription(url=url, events=EVENTS, key_id=KEY))
+    await submit(harness.store, g, "fp", "{}", Subscription(url=url, events=EVENTS, key_id=KEY))
     async with harness.running():
         await asyncio.sleep(0.3)
         assert harness.receiver.attempts == {}
