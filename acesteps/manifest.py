@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field
 
+from acesteps.editing import EditSource
 from acesteps.hashing import keccak256_hex
 from acesteps.options import GenerationOptions
 from acesteps.origin import ChainOrigin
@@ -48,6 +49,11 @@ class RequestPart(_Part):
     variation: int | None = Field(
         None,
         description="a variation: its index among its parent's",
+        exclude_if=lambda value: value is None,
+    )
+    edit_source: EditSource | None = Field(
+        None,
+        description="an edit: the track or upload it edits (CID, audioHash, length)",
         exclude_if=lambda value: value is None,
     )
 
@@ -113,6 +119,27 @@ class AdapterPart(_Part):
     )
 
 
+class EditPart(_Part):
+    """What the model was asked to do with an edit's source (`generator.editing`)."""
+
+    task: Literal["repaint", "cover"] = Field(
+        description="the pipeline's task: an extension is a repaint of the padded source"
+    )
+    source_frames: int = Field(ge=1, description="the source's frames at 44.1 kHz, as decoded")
+    pad_before_s: float = Field(0, ge=0, description="silence put before the source")
+    pad_after_s: float = Field(0, ge=0, description="silence put after the source")
+    window_start_s: float | None = Field(
+        None, description="repaint: where the regenerated window starts in the track"
+    )
+    window_end_s: float | None = Field(None, description="repaint: where it ends")
+    cover_strength: float | None = None
+    splice_fade_s: float | None = Field(
+        None,
+        description="repaint: outside the window the file has the source's samples; inside "
+        "it, this long a crossfade at each edge that is not the track's start or end",
+    )
+
+
 class DevicePart(_Part):
     type: Literal["cpu", "cuda", "mps"]
     name: str
@@ -170,6 +197,11 @@ class Manifest(_Part):
         None,
         description="the LoRA adapter it ran with; absent when none",
         exclude_if=lambda value: value is None,  # manifests without one keep their bytes
+    )
+    edit: EditPart | None = Field(
+        None,
+        description="an edit: what the model did with the source; absent otherwise",
+        exclude_if=lambda value: value is None,
     )
     environment: EnvironmentPart
     output: OutputPart

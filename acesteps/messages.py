@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from acesteps.editing import EditSource
 from acesteps.manifest import Manifest
 from acesteps.options import MAX_SEED, GenerationOptions
 from acesteps.origin import ChainOrigin, RequestOrigin
@@ -112,8 +113,20 @@ class GenerationRequest(Message, GenerationOptions):
         exclude_if=lambda value: value is None,
     )
 
+    edit_source: EditSource | None = Field(
+        None,
+        description="an edit (task): its source as the API resolved it (acesteps.editing)",
+        exclude_if=lambda value: value is None,
+    )
+
     @model_validator(mode="after")
     def _consistent(self) -> GenerationRequest:
+        if (self.task is None) != (self.edit_source is None):
+            raise ValueError("an edit (task), and only an edit, carries its edit_source")
+        if (source := self.edit_source) is not None:
+            named = self.source_track if source.kind == "track" else self.source_upload
+            if named != (source.request_id if source.kind == "track" else source.cid):
+                raise ValueError("edit_source is not the source the options name")
         if (self.parent_id is None) != (self.variation is None):
             raise ValueError("a variation names both its parent_id and its index (variation)")
         if self.parent_id is not None and self.variations is not None:

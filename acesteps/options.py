@@ -34,10 +34,11 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from acesteps.editing import MIN_EXTEND_S, MIN_REPAINT_S, EditTask
 from acesteps.models import MODEL_NAME_PATTERN
 from acesteps.musical import BPM_MAX, BPM_MIN, KEY_PATTERN, VOCAL_LANGUAGES, canonical_key
 from acesteps.presets import PRESET_NAME_PATTERN
-from acesteps.types import AudioFormat
+from acesteps.types import AudioFormat, Cid, RequestId
 
 __all__ = [
     "MAX_DURATION_S",
@@ -52,6 +53,7 @@ __all__ = [
     "GenerationOptions",
     "api_name",
     "clean_text",
+    "edit_problems",
 ]
 
 MIN_DURATION_S: Final = 5
@@ -195,6 +197,84 @@ class Extras(_Frozen):
         exclude_if=_unset,
     )
 
+    task: EditTask | None = Field(
+        None,
+        description="edit a source instead of starting from silence (acesteps.editing): "
+        "repaint a window, extend before or after, or cover; the source is sourceTrack or "
+        "sourceUpload, and the track is as long as the source (plus an extension)",
+        exclude_if=_unset,
+    )
+    source_track: RequestId | None = Field(
+        None,
+        description="the source of an edit: a finished track of this service, by request id",
+        exclude_if=_unset,
+    )
+    source_upload: Cid | None = Field(
+        None,
+        description="the source of an edit: a file uploaded with POST /api/uploads, by CID",
+        exclude_if=_unset,
+    )
+    repaint_start: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_DURATION_S,
+        description="repaint: where the window starts (s)",
+        exclude_if=_unset,
+    )
+    repaint_end: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_DURATION_S,
+        description="repaint: where the window ends (s)",
+        exclude_if=_unset,
+    )
+    extend_before: float | None = Field(
+        None,
+        ge=MIN_EXTEND_S,
+        le=MAX_DURATION_S,
+        description="extend: seconds of new music before the source",
+        exclude_if=_unset,
+    )
+    extend_after: float | None = Field(
+        None,
+        ge=MIN_EXTEND_S,
+        le=MAX_DURATION_S,
+        description="extend: seconds of new music after the source",
+        exclude_if=_unset,
+    )
+    cover_strength: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="cover: how closely it follows the source, 0-1 (default 1)",
+        exclude_if=_unset,
+    )
+
+    @field_validator("source_track", mode="before")
+    @classmethod
+    def _lower_id(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator(
+        "repaint_start",
+        "repaint_end",
+        "extend_before",
+        "extend_after",
+        "cover_strength",
+        mode="before",
+    )
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("must be a number")
+        return value
+
+    @model_validator(mode="after")
+    def _edit(self) -> Extras:
+        for problem in edit_problems(self):
+            raise ValueError(problem)
+        return self
+
     @field_validator("variations")
     @classmethod
     def _one_is_unset(cls, value: int | None) -> int | None:
@@ -225,6 +305,41 @@ class Extras(_Frozen):
         if isinstance(value, str):
             return clean_text(value, name)
         return tuple(clean_text(tag, "tag") for tag in value)
+
+
+_EDIT_PARAMETERS: Final = {
+    "repaint": ("repaint_start", "repaint_end"),
+    "extend": ("extend_before", "extend_after"),
+    "cover": ("cover_strength",),
+}
+
+
+def edit_problems(extras: Extras) -> list[str]:
+    """Why the edit fields of ``extras`` do not make one edit (empty: they do); fields are
+    named as the API and the command line name them."""
+    task = extras.task
+    named = {name for names in _EDIT_PARAMETERS.values() for name in names}
+    given = {name for name in named if getattr(extras, name) is not None}
+    sources = [s for s in ("source_track", "source_upload") if getattr(extras, s) is not None]
+    if task is None:
+        if given or sources:
+            fields = ", ".join(sorted(api_name(name) for name in [*given, *sources]))
+            return [f"{fields}: only an edit (task repaint, extend or cover) takes these"]
+        return []
+    problems = []
+    if len(sources) != 1:
+        problems.append(f"task {task} edits one source: give sourceTrack or sourceUpload")
+    if stray := sorted(given - set(_EDIT_PARAMETERS[task])):
+        problems.append(f"task {task} does not take {', '.join(map(api_name, stray))}")
+    if task == "repaint":
+        start, end = extras.repaint_start, extras.repaint_end
+        if start is None or end is None:
+            problems.append("task repaint needs repaintStart and repaintEnd")
+        elif end - start < MIN_REPAINT_S:
+            problems.append(f"repaintEnd must be at least {MIN_REPAINT_S:g} s after repaintStart")
+    if task == "extend" and (extras.extend_before is None) == (extras.extend_after is None):
+        problems.append("task extend takes one of extendBefore and extendAfter")
+    return problems
 
 
 class GenerationOptions(Extras, Essentials):

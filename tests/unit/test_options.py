@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from acesteps import schemas
 from acesteps.cli.main import build_parser
 from acesteps.cli.options import flag_of, options_body
+from acesteps.editing import EditSource
 from acesteps.messages import GenerationRequest
 from acesteps.options import Extras, GenerationOptions, api_name
 from listener.api.models import GenerateBody, Generation, Status
@@ -41,16 +42,66 @@ SAMPLE: dict[str, object] = {
     "instrumental": True,
     "preset": "lofi",
     "variations": 3,
+    "task": "repaint",
+    "source_track": "0x" + "cd" * 32,
+    "source_upload": "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy",
+    "repaint_start": 2.5,
+    "repaint_end": 8.0,
+    "extend_before": 4.0,
+    "extend_after": 6.5,
+    "cover_strength": 0.25,
 }
 EXCLUDES = {"instrumental": "lyrics"}
 """Options whose value here rules another out: an instrumental request has no lyrics."""
 
+_REPAINT = {"task": "repaint", "source_track": SAMPLE["source_track"]}
+_REPAINT |= {"repaint_start": 2.5, "repaint_end": 8.0}
+EDITS: dict[str, dict[str, object]] = {
+    name: _REPAINT for name in ("task", "source_track", "repaint_start", "repaint_end")
+}
+EDITS |= {
+    "source_upload": {"task": "cover", "source_upload": SAMPLE["source_upload"]},
+    "cover_strength": {"task": "cover", "source_track": SAMPLE["source_track"]}
+    | {"cover_strength": 0.25},
+    "extend_before": {"task": "extend", "source_track": SAMPLE["source_track"]}
+    | {"extend_before": 4.0},
+    "extend_after": {"task": "extend", "source_upload": SAMPLE["source_upload"]}
+    | {"extend_after": 6.5},
+}
+"""The edit fields go together (acesteps.editing): one edit that carries each."""
+
 
 def sample(name: str) -> dict[str, object]:
     """SAMPLE as one valid request that carries ``name``: an option of EXCLUDES only when it
-    is ``name``, and then without what it rules out."""
+    is ``name``, and then without what it rules out; the edit fields of one edit only when
+    ``name`` is one of them."""
     drop = {EXCLUDES[name]} if name in EXCLUDES else set(EXCLUDES)
-    return {k: v for k, v in SAMPLE.items() if k not in drop}
+    options = {k: v for k, v in SAMPLE.items() if k not in drop and k not in EDITS}
+    return options | EDITS.get(name, {})
+
+
+def request_of(name: str) -> GenerationRequest:
+    """The topic message of ``sample(name)``, with the source an API would resolve."""
+    options = sample(name)
+    source = None
+    if "source_track" in options:
+        source = EditSource(
+            kind="track",
+            request_id=str(options["source_track"]),
+            cid=str(SAMPLE["source_upload"]),
+            audio_hash="0x" + "ee" * 32,
+            duration_s=20.0,
+        )
+    elif "source_upload" in options:
+        source = EditSource(
+            kind="upload",
+            cid=str(options["source_upload"]),
+            audio_hash="0x" + "ee" * 32,
+            duration_s=20.0,
+        )
+    return GenerationRequest(
+        request_id=RID, source="http", requester="k", edit_source=source, **options
+    )
 
 
 def test_the_sample_covers_every_option() -> None:
@@ -74,7 +125,7 @@ def test_every_option_is_on_the_topic_and_in_its_schema(name: str) -> None:
     assert name in GenerationRequest.model_fields
     schema = json.loads(schemas.render()["GenerationRequest.json"])
     assert name in schema["properties"]
-    request = GenerationRequest(request_id=RID, source="http", requester="k", **sample(name))
+    request = request_of(name)
     again = GenerationRequest.model_validate_json(request.model_dump_json())
     assert getattr(again, name) == SAMPLE[name]
 
@@ -92,7 +143,7 @@ def test_every_option_is_in_the_api_and_its_openapi_document(name: str) -> None:
 
 @pytest.mark.parametrize("name", OPTIONS)
 def test_every_option_reaches_the_status_record(name: str) -> None:
-    request = GenerationRequest(request_id=RID, source="http", requester="k", **sample(name))
+    request = request_of(name)
     record = apply(None, request)
     assert isinstance(record, Generation) and record.status is Status.QUEUED
     public = record.public("http://api.test")
