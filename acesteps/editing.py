@@ -46,8 +46,9 @@ MIN_REPAINT_S: Final = 1.0
 """The shortest window a repaint regenerates."""
 MIN_EXTEND_S: Final = 1.0
 """The fewest seconds an extension adds."""
-MIN_SOURCE_S: Final = 1.0
-"""The shortest source (track or upload) an edit accepts."""
+MIN_SOURCE_S: Final = 5.0
+"""The shortest source (track or upload) an edit accepts: the shortest track
+(`acesteps.options.MIN_DURATION_S`), as a repaint or cover is as long as its source."""
 
 
 class EditSource(BaseModel):

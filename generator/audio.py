@@ -235,13 +235,18 @@ def encode(
     duration_s: float,
     fmt: AudioFormat,
     mp3_encoder: str | None = None,
+    splice: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] | None = None,
 ) -> bytes:
     """The published file: resampled, exact length, in ``fmt``; an MP3 by ``mp3_encoder``
-    (a name of `MP3_ENCODERS`; None: `MP3_ENCODER`), which WAV and FLAC ignore."""
+    (a name of `MP3_ENCODERS`; None: `MP3_ENCODER`), which WAV and FLAC ignore. ``splice``
+    (an edit's, `generator.editing.splice`) changes the ``[2, frames]`` 44.1 kHz samples
+    before they are encoded."""
     if fmt not in ("mp3", "wav", "flac"):
         raise ValueError(f"unknown format {fmt!r}")
     encoder = file_encoder(fmt, mp3_encoder)  # an unknown encoder fails before resampling
     pcm = resample(audio_48k, duration_s)
+    if splice is not None:
+        pcm = np.ascontiguousarray(np.clip(splice(pcm.T).T, -1.0, 1.0), dtype=np.float32)
     if encoder is not None:
         return MP3_ENCODERS[encoder](pcm)
     return encode_wav(pcm) if fmt == "wav" else encode_flac(pcm)

@@ -22,6 +22,9 @@ How a request becomes model input (ACE-Step 1.5 conventions):
 - **preset** (`generator.presets`): its tags follow the request's in the caption (the same
   de-duplication), and its LoRA adapter, if any, is the job's `Adapter`; jobs with different
   adapters (or scales) never share a pipeline call.
+- **edit** (`generator.editing`): a request with a task edits a source; the job carries the
+  pipeline's task (repaint or cover), its window and the decoded source. Jobs of different
+  edits never share a pipeline call; variations of one edit (one source, one window) may.
 - **model** = the served model (`acesteps.models`) the request names, or the operator's
   default: `generator.served` resolves it before the job is built. Jobs of different models
   never share a pipeline call.
@@ -36,6 +39,7 @@ from acesteps.messages import GenerationRequest
 from acesteps.models import DEFAULT_NAME
 from acesteps.options import MAX_SEED
 from acesteps.variations import default_seed
+from generator.editing import Edit
 
 __all__ = [
     "INSTRUMENTAL",
@@ -88,6 +92,13 @@ class Job:
     model: str = DEFAULT_NAME
     """The served model's name."""
     adapter: Adapter | None = None
+    edit: Edit | None = None
+    """An edit (`generator.editing`): the source and what the model does with it."""
+
+    @property
+    def task(self) -> str:
+        """The pipeline's task: text2music, or the edit's (repaint, cover)."""
+        return "text2music" if self.edit is None else self.edit.task
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= MAX_SEED:
@@ -101,9 +112,11 @@ class Job:
         request: GenerationRequest,
         model: str | None = None,
         style: Style | None = None,
+        edit: Edit | None = None,
     ) -> Job:
         """The job of ``request`` on served model ``model`` (default: the one it names), in
-        the ``style`` of its preset (`generator.presets`; None: no preset)."""
+        the ``style`` of its preset (`generator.presets`; None: no preset), editing as
+        ``edit`` says (`generator.editing.plan_edit`; None: not an edit)."""
         style = style or Style()
         return cls(
             caption=build_caption(request.prompt, (*request.tags, *style.tags)),
@@ -113,6 +126,7 @@ class Job:
             conditioning=conditioning(request),
             model=model or request.model or DEFAULT_NAME,
             adapter=style.adapter,
+            edit=edit,
         )
 
 

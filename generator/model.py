@@ -72,6 +72,8 @@ from acesteps.models import DEFAULT_NAME, ModelSpec, ServedModel
 from acesteps.settings import CACHE_DIR
 from generator import hub
 from generator.digest import weights_digest
+from generator.editcall import edit_arguments, source_noise
+from generator.editing import Edit, TaskUnsupported
 from generator.errors import GenerationFailedError, ModelUnavailable, OutOfMemory
 from generator.jobs import Adapter, Conditioning, Job
 from generator.presets import PresetUnavailable, file_digest, has_peft
@@ -125,6 +127,7 @@ class BatchKey(NamedTuple):
     conditioning: Conditioning = ()
     model: str = DEFAULT_NAME
     adapter: Adapter | None = None
+    edit: Edit | None = None
 
 
 # ------------------------------------------------------------------ resolution
@@ -501,8 +504,8 @@ class Model:
             lyrics=job.lyrics,
             vocal_language=self.vocal_language(job),
             audio_duration=self.pipeline_duration(self.latent_frames(job.duration_s)),
-            # What __call__ derives for text2music when no instruction is given.
-            instruction=self.pipeline._get_task_instruction(task_type="text2music"),
+            # What __call__ derives for the task when no instruction is given.
+            instruction=self.pipeline._get_task_instruction(task_type=job.task),
             **self._template_args(job),
         )
         return str(text), str(lyrics)
@@ -538,7 +541,20 @@ class Model:
             conditioning=job.conditioning,
             model=job.model,
             adapter=job.adapter,
+            edit=job.edit,
         )
+
+    def check_task(self, task: str) -> None:
+        """`TaskUnsupported` unless this checkpoint can run the pipeline task ``task``: a
+        cover needs the audio tokenizer and detokenizer, which not every checkpoint has."""
+        if task == "cover" and (
+            getattr(self.pipeline, "audio_tokenizer", None) is None
+            or getattr(self.pipeline, "audio_token_detokenizer", None) is None
+        ):
+            raise TaskUnsupported(
+                f"model {self.name!r} ({self.model_id}) cannot make covers: its checkpoint has "
+                "no audio tokenizer and detokenizer"
+            )
 
     def plan(self, jobs: Sequence[Job]) -> list[list[int]]:
         """Indices of ``jobs`` grouped into pipeline calls, per the batch mode."""
@@ -594,6 +610,8 @@ class Model:
             raise ValueError("one pipeline call runs one model")
         if len({j.adapter for j in jobs}) != 1:
             raise ValueError("one pipeline call runs one adapter (or none)")
+        if len({j.edit for j in jobs}) != 1:
+            raise ValueError("one pipeline call runs one edit (or none)")
         (n_frames,) = frames
         self._use_adapter(jobs[0].adapter)
         duration = self.pipeline_duration(n_frames)
@@ -606,21 +624,13 @@ class Model:
         generators = [torch.Generator(device="cpu").manual_seed(j.seed) for j in jobs]
         conditioning = dict(jobs[0].conditioning)
         conditioning.pop("vocal_language", None)  # per job, below
+        edit = jobs[0].edit
+        if edit is not None:
+            self.check_task(edit.task)
+            conditioning |= edit_arguments(edit, n_frames, self.latents_per_second)
         try:
-            output = self.pipeline(
-                prompt=[j.caption for j in jobs],
-                lyrics=[j.lyrics for j in jobs],  # a list as long as the prompts
-                vocal_language=[self.vocal_language(j) for j in jobs],
-                audio_duration=duration,
-                num_inference_steps=self.steps,
-                guidance_scale=self.guidance_scale,
-                shift=self.shift,
-                generator=generators,
-                output_type="pt",
-                return_dict=False,
-                callback_on_step_end=self._step_callback(on_step),
-                **conditioning,
-            )
+            with source_noise(edit, self.device):
+                output = self._call(jobs, duration, generators, on_step, conditioning)
         except torch.OutOfMemoryError as exc:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -629,6 +639,29 @@ class Model:
         # 3. To the CPU as float32, cut or padded to the exact requested length.
         batch = audios.detach().to(device="cpu", dtype=torch.float32).numpy()
         return [_exact(batch[i], job.duration_s) for i, job in enumerate(jobs)]
+
+    def _call(
+        self,
+        jobs: list[Job],
+        duration: float,
+        generators: list[torch.Generator],
+        on_step: OnStep | None,
+        arguments: dict[str, Any],
+    ) -> Any:
+        return self.pipeline(
+            prompt=[j.caption for j in jobs],
+            lyrics=[j.lyrics for j in jobs],  # a list as long as the prompts
+            vocal_language=[self.vocal_language(j) for j in jobs],
+            audio_duration=duration,
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            shift=self.shift,
+            generator=generators,
+            output_type="pt",
+            return_dict=False,
+            callback_on_step_end=self._step_callback(on_step),
+            **arguments,
+        )
 
     # -------------------------------------------------------------- adapters
 

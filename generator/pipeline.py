@@ -39,7 +39,7 @@ from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.unixfs import cid_of_bytes
 from acesteps.progress import Progress
 from acesteps.types import AudioFormat
-from generator import audio, metrics
+from generator import audio, editing, metrics
 from generator.errors import Interrupted, OutOfMemory
 from generator.jobs import Job
 from generator.model import OnStep
@@ -76,7 +76,9 @@ def _encode(raw: npt.NDArray[np.float32], item: _Item) -> Encoded:
     start = time.perf_counter()
     pcm_hash = pcm_keccak256(raw)
     encoder = audio.file_encoder(item.fmt)  # recorded as what encodes the file just below
-    data = audio.encode(raw, item.job.duration_s, item.fmt, encoder)
+    edit = item.job.edit
+    splice = None if edit is None else functools.partial(editing.splice, edit=edit)
+    data = audio.encode(raw, item.job.duration_s, item.fmt, encoder, splice)
     encoded = time.perf_counter()
     audio_hash, cid = keccak256_hex(data), cid_of_bytes(data)
     timings = {

@@ -24,6 +24,7 @@ import torch
 from acesteps.manifest import (
     AdapterPart,
     DevicePart,
+    EditPart,
     EnvironmentPart,
     FilePart,
     JobPart,
@@ -38,6 +39,7 @@ from acesteps.manifest import (
 from acesteps.messages import GenerationRequest
 from acesteps.options import GenerationOptions
 from generator import audio
+from generator.editing import FADE_S
 from generator.jobs import Job
 from generator.model import OUTPUT_SAMPLE_RATE, Model
 from generator.pipeline import Encoded
@@ -63,6 +65,23 @@ ISA: Final = frozenset(
 )  # fmt: skip
 
 
+def _edit(job: Job) -> EditPart | None:
+    edit = job.edit
+    if edit is None:
+        return None
+    window = edit.window or (None, None)
+    return EditPart(
+        task=edit.task,
+        source_frames=edit.source_frames,
+        pad_before_s=edit.pad_before_s,
+        pad_after_s=edit.pad_after_s,
+        window_start_s=window[0],
+        window_end_s=window[1],
+        cover_strength=edit.cover_strength,
+        splice_fade_s=FADE_S if edit.task == "repaint" else None,
+    )
+
+
 def build_manifest(
     request: GenerationRequest, job: Job, model: Model, encoded: Encoded
 ) -> Manifest:
@@ -80,6 +99,7 @@ def build_manifest(
             options=GenerationOptions(**request.options()),
             parent_id=request.parent_id,
             variation=request.variation,
+            edit_source=request.edit_source,
         ),
         job=JobPart(
             caption=job.caption,
@@ -114,6 +134,7 @@ def build_manifest(
             dtype=str(model.dtype).removeprefix("torch."),
         ),
         adapter=_adapter(job),
+        edit=_edit(job),
         environment=environment(model.device),
         output=OutputPart(
             pcm=PcmPart(

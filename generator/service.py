@@ -12,9 +12,11 @@ import asyncio
 import logging
 
 from acesteps.cancels import CancelView
+from acesteps.ipfs.kubo import KuboClient
 from acesteps.kafka.admin import ensure_topics
 from acesteps.kafka.loop import LoopConfig, TransactionalLoop
 from acesteps.progress import ProgressReporter
+from generator.editing import Sources
 from generator.pipeline import Pipeline
 from generator.policy import ContentPolicy
 from generator.presets import Presets
@@ -77,7 +79,9 @@ async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> Non
     presets = Presets(settings.preset_catalog())
     for problem in presets.check():  # their requests will fail with preset_unavailable
         log.error("%s", problem)
-    deps = Deps(settings.topics, models, policy, pipeline, progress, stops, presets)
+    kubo = KuboClient(settings.ipfs_api_url, timeout_s=settings.ipfs_timeout_s)
+    sources = Sources(kubo)  # edits fetch their source from IPFS (generator.editing)
+    deps = Deps(settings.topics, models, policy, pipeline, progress, stops, presets, sources)
     loop = TransactionalLoop(config, handle, deps, prefetch=prefetch)
     try:
         async with asyncio.TaskGroup() as group:
@@ -89,3 +93,4 @@ async def run_generator(settings: GeneratorSettings, stop: asyncio.Event) -> Non
     finally:
         await progress.stop()
         await cancels.stop()
+        await kubo.close()

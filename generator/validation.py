@@ -24,6 +24,7 @@ from typing import Protocol
 
 from acesteps.messages import GenerationRequest
 from acesteps.options import MAX_DURATION_S, MIN_DURATION_S
+from generator.editing import Edit
 from generator.errors import ContentPolicyRefused, InvalidInput
 from generator.jobs import Job, Style
 from generator.policy import ContentPolicy, PolicyDecision
@@ -54,16 +55,17 @@ def prepare(
     counter: TokenCounter,
     model: str | None = None,
     style: Style | None = None,
+    edit: Edit | None = None,
 ) -> Job:
     """The job for ``request`` on served model ``model`` (default: the one it names) in its
-    preset's ``style``, or `PolicyRefusal` / `InvalidInput`: call before the GPU, with
-    ``counter`` that model."""
+    preset's ``style``, editing as ``edit`` says (its source fetched), or `PolicyRefusal` /
+    `InvalidInput`: call before the GPU, with ``counter`` that model."""
     # 1. Content policy first: a refused request is reported as refused, whatever else.
     decision = policy.check_request(request)
     if not decision.allowed:
         raise PolicyRefusal(decision)
     # 2. The job itself (caption, lyrics, seed), then what the model can take.
-    job = Job.from_request(request, model, style)
+    job = Job.from_request(request, model, style, edit)
     check_job(job, counter)
     return job
 

@@ -52,6 +52,7 @@ from acesteps.messages import (
 from acesteps.progress import NoProgress, Progress
 from acesteps.topics import Topics
 from generator import audio, metrics
+from generator.editing import Edit, Sources, plan_edit
 from generator.errors import Interrupted, PermanentGeneratorError
 from generator.jobs import Job
 from generator.pipeline import Pipeline
@@ -75,6 +76,7 @@ class Deps:
     progress: Progress = field(default_factory=NoProgress)
     stops: Stops = field(default_factory=Stops)
     presets: Presets = field(default_factory=Presets)
+    sources: Sources = field(default_factory=lambda: Sources(None))
 
 
 def _canceled_record(deps: Deps, request: GenerationRequest, stop: Stop, when: str) -> OutRecord:
@@ -127,8 +129,8 @@ def _prepared(
 ) -> tuple[GenerationRequest, Job] | None:
     """The request and its job, or None when the handler will refuse the record (or its
     model is not loaded: the handler loads it)."""
-    if request is None:
-        return None
+    if request is None or request.task is not None:
+        return None  # an edit is prepared by its handler, which fetches its source
     try:
         name = deps.models.resolve(request.model)
         model = deps.models.known(name)
@@ -148,6 +150,15 @@ async def _model(deps: Deps, request: GenerationRequest) -> tuple[str, Any]:
     if model is None:
         model = await asyncio.to_thread(deps.models.model, name)
     return name, model
+
+
+async def _edit(request: GenerationRequest, model: Any, deps: Deps) -> Edit | None:
+    """An edit's plan with its source fetched and checked (`generator.editing`); None for a
+    request that is not an edit. A task the model cannot run is refused before the fetch."""
+    if (planned := plan_edit(request)) is None or request.edit_source is None:
+        return None
+    model.check_task(planned.task)
+    return plan_edit(request, await deps.sources.load(request.edit_source))
 
 
 async def prefetch(records: Sequence[InRecord], deps: Deps) -> None:
@@ -200,7 +211,8 @@ async def _generate(
     try:
         name, model = await _model(deps, request)
         style = deps.presets.style(request.preset, name)
-        job = prepare(request, deps.policy, model, name, style)
+        edit = await _edit(request, model, deps)
+        job = prepare(request, deps.policy, model, name, style, edit)
     except PermanentGeneratorError as exc:
         return _refused(record, request, deps, exc)
 
