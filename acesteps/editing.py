@@ -31,6 +31,7 @@ from acesteps.types import Bytes32Hex, Cid, RequestId
 
 __all__ = [
     "EDIT_TASKS",
+    "MAX_SOURCE_BYTES",
     "MIN_EXTEND_S",
     "MIN_REPAINT_S",
     "MIN_SOURCE_S",
@@ -42,6 +43,8 @@ __all__ = [
 EditTask = Literal["repaint", "extend", "cover"]
 EDIT_TASKS: Final[tuple[str, ...]] = ("repaint", "extend", "cover")
 
+MAX_SOURCE_BYTES: Final = 512 << 20
+"""The most bytes a reader fetches for a source (uploads have a lower limit of their own)."""
 MIN_REPAINT_S: Final = 1.0
 """The shortest window a repaint regenerates."""
 MIN_EXTEND_S: Final = 1.0

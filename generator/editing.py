@@ -23,8 +23,10 @@ A cover needs the checkpoint's audio tokenizer and detokenizer: a model without 
 
 from __future__ import annotations
 
+import functools
 import io
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
@@ -51,6 +53,7 @@ __all__ = [
     "decode_source",
     "plan_edit",
     "splice",
+    "splicer",
 ]
 
 RATE: Final = 44_100
@@ -204,6 +207,13 @@ def splice(pcm: npt.NDArray[np.float32], edit: Edit) -> npt.NDArray[np.float32]:
         if end < total:
             out[:, b] = pcm[:, b] * (1 - ramp) + base[:, b] * ramp
     return out
+
+
+def splicer(
+    edit: Edit | None,
+) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] | None:
+    """What `generator.audio.encode` applies to a job's samples: its edit's `splice`."""
+    return None if edit is None else functools.partial(splice, edit=edit)
 
 
 class Cat(Protocol):

@@ -76,8 +76,7 @@ def _encode(raw: npt.NDArray[np.float32], item: _Item) -> Encoded:
     start = time.perf_counter()
     pcm_hash = pcm_keccak256(raw)
     encoder = audio.file_encoder(item.fmt)  # recorded as what encodes the file just below
-    edit = item.job.edit
-    splice = None if edit is None else functools.partial(editing.splice, edit=edit)
+    splice = editing.splicer(item.job.edit)
     data = audio.encode(raw, item.job.duration_s, item.fmt, encoder, splice)
     encoded = time.perf_counter()
     audio_hash, cid = keccak256_hex(data), cid_of_bytes(data)

@@ -7,7 +7,10 @@ reproduce``), and saying how the result compares.
    close to, not bit-equal with, a single run: the manifest says which mode made it).
 2. The checkpoint loaded by `generator.model.load_pipeline`; a weights digest other than the
    manifest's ends it: CANNOT TELL, naming both. So does a LoRA adapter (the manifest's
-   ``adapter``) not given with ``--adapter``, or given with another sha256.
+   ``adapter``) not given with ``--adapter``, or given with another sha256, and so does an
+   edit's source (the manifest's ``request.edit_source``: fetched by its CID, or the file
+   given with ``--source``) whose keccak256 is not the recorded audioHash or whose decoded
+   length is not the recorded ``edit.source_frames``.
 3. The job rebuilt from the manifest, the text checked against what the pipeline tokenized
    then, the model run, the file encoded: `generator.model`, `generator.audio`, the code the
    worker runs.
@@ -33,7 +36,8 @@ from acesteps.hashing import keccak256_hex
 from acesteps.manifest import Manifest
 from acesteps.settings import ConfigError
 from acesteps.types import AudioFormat
-from generator import audio
+from generator import audio, editing
+from generator.editing import Edit, SourceMismatch, SourceUnreadable, TaskUnsupported, decode_source
 from generator.errors import ModelUnavailable
 from generator.jobs import Adapter, Job
 from generator.model import Model, load_pipeline
@@ -116,16 +120,55 @@ def _adapter(manifest: Manifest, given: str | None) -> Adapter | str | None:
     return Adapter(preset=part.preset, path=str(file), scale=part.scale, digest=digest)
 
 
+def _edit(manifest: Manifest, source: bytes | None) -> Edit | str | None:
+    """The manifest's edit with its source decoded, or why it cannot be run (a string)."""
+    origin, part = manifest.request.edit_source, manifest.edit
+    if origin is None or part is None:
+        return None
+    if source is None:
+        return (
+            f"the track edits {origin.kind} {origin.cid} ({origin.audio_hash}): give its "
+            "file with --source FILE, or reach an IPFS node that has it"
+        )
+    try:
+        decoded = decode_source(source, origin)
+    except (SourceMismatch, SourceUnreadable) as exc:
+        return f"cannot use the source: {exc}"
+    if decoded.frames != part.source_frames:
+        return (
+            f"the source decodes to {decoded.frames} frames here, {part.source_frames} in the "
+            "manifest (another decoder?)"
+        )
+    window = None
+    if part.window_start_s is not None and part.window_end_s is not None:
+        window = (part.window_start_s, part.window_end_s)
+    return Edit(
+        part.task,
+        origin.audio_hash,
+        part.source_frames,
+        part.pad_before_s,
+        part.pad_after_s,
+        window,
+        part.cover_strength,
+        decoded,
+    )
+
+
 def reproduce(
     manifest: Manifest,
     base: GeneratorSettings,
     model: str | None = None,
     adapter: str | None = None,
+    source: bytes | None = None,
 ) -> Outcome:
+    """Re-run ``manifest``; ``source``: the bytes of the track or upload an edit edits."""
     started = time.perf_counter()
     lora = _adapter(manifest, adapter)
     if isinstance(lora, str):
         return Outcome("CANNOT TELL", lora)
+    edit = _edit(manifest, source)
+    if isinstance(edit, str):
+        return Outcome("CANNOT TELL", edit)
     # 1-2. The checkpoint the manifest names, and nothing else.
     try:
         loaded = load_pipeline(settings_for(manifest, base, model))
@@ -146,11 +189,16 @@ def reproduce(
         conditioning=tuple(sorted(manifest.job.conditioning.items())),
         model=loaded.name,
         adapter=lora,
+        edit=edit,
     )
-    (raw,) = loaded.generate([job])
+    try:
+        (raw,) = loaded.generate([job])
+    except TaskUnsupported as exc:
+        return Outcome("CANNOT TELL", str(exc))
     file = manifest.output.file
     encoder, unavailable = _encoder(file.format, file.encoder)
-    data = None if unavailable else audio.encode(raw, job.duration_s, file.format, encoder)
+    splice = editing.splicer(edit)
+    data = None if unavailable else audio.encode(raw, job.duration_s, file.format, encoder, splice)
     outcome = Outcome(
         "REPRODUCED",
         "the model's PCM and the file are identical to the manifest's",

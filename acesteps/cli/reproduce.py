@@ -21,8 +21,9 @@ from typing import Any
 
 import aiohttp
 
-from acesteps.bytesources import ByteSource, GatewaySource, KuboSource
+from acesteps.bytesources import ByteSource, GatewaySource, KuboSource, Unreachable, read_all
 from acesteps.chain import connect
+from acesteps.editing import MAX_SOURCE_BYTES
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.manifest import Manifest, parse_manifest
 from acesteps.provenance import MAX_MANIFEST_BYTES, ManifestProblem, fetch_manifest
@@ -44,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the LoRA adapter file (or its directory), when the manifest names one (its "
         "sha256 is checked)",
     )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        help="an edit's source file (default: fetched by the CID its manifest records; its "
+        "audioHash is checked)",
+    )
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     parser.add_argument("--rpc-url", help="JSON-RPC endpoint (default: ACESTEPS_RPC_URL)")
     parser.add_argument("--contract", help="registry address (default: settings/deployment)")
@@ -62,13 +69,7 @@ async def _from_chain(args: argparse.Namespace, request_id: str) -> Manifest:
     w3 = connect(args.rpc_url or settings.rpc_url)
     try:
         async with aiohttp.ClientSession() as session:
-            source: ByteSource
-            if args.gateway_url:
-                source = GatewaySource(session, args.gateway_url, settings.ipfs_timeout_s)
-            else:
-                url = args.ipfs_api_url or settings.ipfs_api_url
-                kubo = KuboClient(url, session=session, timeout_s=settings.ipfs_timeout_s)
-                source = KuboSource(kubo, url)
+            source = _byte_source(args, session, settings)
             checked = await fetch_manifest(Registry(w3, address), request_id, source)
     finally:
         await w3.provider.disconnect()
@@ -100,7 +101,39 @@ async def _manifest(args: argparse.Namespace) -> Manifest | dict[str, Any]:
         return _cannot_tell(f"chain unreachable: {type(exc).__name__}: {exc}")
 
 
-def _rerun(manifest: Manifest, model: str | None, adapter: str | None) -> dict[str, Any]:
+async def _source(args: argparse.Namespace, manifest: Manifest) -> bytes | None:
+    """An edit's source: the file given, else its bytes by CID (None: neither; the re-run
+    says CANNOT TELL)."""
+    origin = manifest.request.edit_source
+    if origin is None:
+        return None
+    if args.source is not None:
+        try:
+            return await asyncio.to_thread(Path(args.source).read_bytes)
+        except OSError:
+            return None
+    try:
+        settings = load_settings(ChainSettings)
+        async with aiohttp.ClientSession() as session:
+            source = _byte_source(args, session, settings)
+            return await read_all(source, origin.cid, MAX_SOURCE_BYTES)
+    except (Unreachable, ConfigError, aiohttp.ClientError, OSError, TimeoutError):
+        return None
+
+
+def _byte_source(
+    args: argparse.Namespace, session: aiohttp.ClientSession, settings: ChainSettings
+) -> ByteSource:
+    """Where files are read: the gateway given, else Kubo's RPC."""
+    if args.gateway_url:
+        return GatewaySource(session, args.gateway_url, settings.ipfs_timeout_s)
+    url = args.ipfs_api_url or settings.ipfs_api_url
+    return KuboSource(KuboClient(url, session=session, timeout_s=settings.ipfs_timeout_s), url)
+
+
+def _rerun(
+    manifest: Manifest, model: str | None, adapter: str | None, source: bytes | None
+) -> dict[str, Any]:
     try:
         from generator.reproduce import reproduce
         from generator.settings import GeneratorSettings
@@ -109,7 +142,7 @@ def _rerun(manifest: Manifest, model: str | None, adapter: str | None) -> dict[s
             f"re-running needs the generator's packages ({exc.name} is missing): "
             "pip install 'acesteps[gen]'"
         )
-    outcome = reproduce(manifest, load_settings(GeneratorSettings), model, adapter)
+    outcome = reproduce(manifest, load_settings(GeneratorSettings), model, adapter, source)
     return {**asdict(outcome), "exit_code": outcome.exit_code}
 
 
@@ -147,7 +180,8 @@ async def run_cli(args: argparse.Namespace) -> int:
     found = await _manifest(args)
     manifest = found if isinstance(found, Manifest) else None
     if isinstance(found, Manifest):
-        result = await asyncio.to_thread(_rerun, found, args.model, args.adapter)
+        source = await _source(args, found)
+        result = await asyncio.to_thread(_rerun, found, args.model, args.adapter, source)
     else:
         result = found
     print(json.dumps(result, indent=2) if args.json else render(result, manifest))

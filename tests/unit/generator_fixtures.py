@@ -17,6 +17,7 @@ from acesteps.ipfs.unixfs import cid_of_bytes
 from acesteps.manifest import Manifest
 from acesteps.messages import GenerationRequest
 from generator import audio
+from generator.editing import splicer
 from generator.jobs import Job
 from generator.model import Model, load_pipeline
 from generator.pipeline import Encoded, pcm_keccak256
@@ -87,7 +88,7 @@ def made(
     of the manifest, as manifests made before the field did."""
     (raw,) = model.generate([job])
     encoder = audio.file_encoder(request.format, mp3_encoder)
-    data = audio.encode(raw, job.duration_s, request.format, encoder)
+    data = audio.encode(raw, job.duration_s, request.format, encoder, splicer(job.edit))
     encoded = Encoded(
         data,
         keccak256_hex(data),
