@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,16 @@ from acesteps.editing import EditSource
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.kubo import KuboUnavailable
 from acesteps.ipfs.unixfs import cid_of_bytes
-from acesteps.messages import GenerationRequest
+from acesteps.kafka.records import InRecord
+from acesteps.messages import (
+    AudioReady,
+    GenerationFailed,
+    GenerationRequest,
+    decode,
+    encode,
+    headers_for,
+)
+from acesteps.topics import Topics
 from acesteps.types import AudioFormat
 from generator import audio
 from generator.editing import (
@@ -32,8 +42,12 @@ from generator.editing import (
 )
 from generator.jobs import Job
 from generator.model import Model
+from generator.pipeline import Pipeline
+from generator.policy import ContentPolicy
 from generator.reproduce import reproduce
+from generator.served import ServedModels
 from generator.settings import GeneratorSettings
+from generator.worker import Deps, handle, prefetch
 from tests.unit.generator_fixtures import made, tiny_dir, tiny_model, tiny_settings
 
 __all__ = ["tiny_dir", "tiny_model", "tiny_settings"]
@@ -268,3 +282,63 @@ def test_sources_fetch_by_cid_check_and_keep_the_last_ones(source_wav: bytes) ->
     )
     with pytest.raises(SourceUnavailable):  # retried by the loop, never a failed request
         asyncio.run(sources.load(gone))
+
+
+# ------------------------------------------------------------------ the worker
+
+TOPICS = Topics("t")
+
+
+def _record(req: GenerationRequest) -> InRecord:
+    headers = tuple(headers_for(req))
+    return InRecord(TOPICS.requests, 0, 0, req.request_id.encode(), encode(req), headers)
+
+
+@pytest.fixture
+async def worker(tiny_model: Model, source_wav: bytes) -> AsyncIterator[tuple[Deps, _Kubo]]:
+    served = ServedModels.of(tiny_model)
+    pipeline = Pipeline(served, encode_threads=1)
+    feeder = asyncio.create_task(pipeline.run())
+    kubo = _Kubo({cid_of_bytes(source_wav): source_wav})
+    policy = ContentPolicy.from_file(None, enabled=False)
+    try:
+        yield Deps(TOPICS, served, policy, pipeline, sources=Sources(kubo)), kubo
+    finally:
+        feeder.cancel()
+        await asyncio.gather(feeder, return_exceptions=True)
+
+
+async def test_the_worker_edits_and_its_manifest_names_the_source(
+    worker: tuple[Deps, _Kubo], source_wav: bytes
+) -> None:
+    deps, kubo = worker
+    req = _edit_request(source_wav, task="extend", extend_after=2.0)
+    await prefetch([_record(req)], deps)  # an edit is not prefetched: its source comes first
+    outputs = await handle(_record(req), deps)
+    ready = decode(AudioReady, outputs[-1].value)
+    assert ready.duration_s == 8.0 and kubo.calls == 1
+    assert ready.manifest is not None and ready.manifest.request.edit_source == req.edit_source
+
+
+@pytest.mark.parametrize(
+    ("edit", "code", "says"),
+    [
+        ({"task": "cover"}, "task_unsupported", "cannot make covers"),
+        ({"task": "repaint", "repaint_start": 1.0, "repaint_end": 2.0}, "source_mismatch", "not"),
+    ],
+)
+async def test_an_edit_that_cannot_run_is_a_failure_record_not_a_crash(
+    worker: tuple[Deps, _Kubo], source_wav: bytes, edit: dict[str, Any], code: str, says: str
+) -> None:
+    deps, kubo = worker
+    req = _edit_request(source_wav, **edit)
+    if code == "source_mismatch":  # IPFS gives other bytes than the registered ones
+        assert req.edit_source is not None
+        kubo.files[req.edit_source.cid] = source_wav[:-4] + b"\x00\x01\x02\x03"
+    (out,) = await handle(_record(req), deps)
+    failed = decode(GenerationFailed, out.value)
+    assert out.topic == TOPICS.failures
+    assert (failed.code, failed.stage) == (code, "generator")
+    assert says in failed.message
+    if code == "task_unsupported":
+        assert kubo.calls == 0  # refused before the source was fetched
