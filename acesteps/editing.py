@@ -9,7 +9,10 @@ A request with a ``task`` edits a source instead of making a track from text alo
   the source (one side per request), which is kept as it is;
 - ``cover``: the source's structure in a new style (the prompt, tags and lyrics);
   ``cover_strength`` (0-1, default 1) is how closely it follows the source. Only checkpoints
-  with an audio tokenizer can (the tiny test checkpoint cannot: refused, ``task_unsupported``).
+  with an audio tokenizer can (the tiny test checkpoint cannot: refused, ``task_unsupported``);
+- ``extract``: one instrument's track (``stem``: vocals, drums, ...) out of the source. Only
+  the base and SFT checkpoints were trained for it; turbo checkpoints refuse it
+  (`acesteps.models.TASKS`).
 
 The source is either a finished track of this service (``source_track``, its request id) or a
 file uploaded with ``POST /api/uploads`` (``source_upload``, its CID). The API resolves it to
@@ -35,13 +38,37 @@ __all__ = [
     "MIN_EXTEND_S",
     "MIN_REPAINT_S",
     "MIN_SOURCE_S",
+    "PIPELINE_TASKS",
     "EditSource",
     "EditTask",
+    "Stem",
     "edit_duration",
 ]
 
-EditTask = Literal["repaint", "extend", "cover"]
-EDIT_TASKS: Final[tuple[str, ...]] = ("repaint", "extend", "cover")
+EditTask = Literal["repaint", "extend", "cover", "extract"]
+EDIT_TASKS: Final[tuple[str, ...]] = ("repaint", "extend", "cover", "extract")
+PIPELINE_TASKS: Final[dict[str, str]] = {
+    "repaint": "repaint",
+    "extend": "repaint",  # of the source padded with silence
+    "cover": "cover",
+    "extract": "extract",
+}
+"""The pipeline task each edit runs (what a served model's ``tasks`` must list)."""
+Stem = Literal[
+    "vocals",
+    "backing_vocals",
+    "drums",
+    "bass",
+    "guitar",
+    "keyboard",
+    "percussion",
+    "strings",
+    "synth",
+    "fx",
+    "brass",
+    "woodwinds",
+]
+"""The instrument tracks ACE-Step 1.5 names (its ``TRACK_NAMES``)."""
 
 MAX_SOURCE_BYTES: Final = 512 << 20
 """The most bytes a reader fetches for a source (uploads have a lower limit of their own)."""

@@ -122,7 +122,7 @@ class AdapterPart(_Part):
 class EditPart(_Part):
     """What the model was asked to do with an edit's source (`generator.editing`)."""
 
-    task: Literal["repaint", "cover"] = Field(
+    task: Literal["repaint", "cover", "extract"] = Field(
         description="the pipeline's task: an extension is a repaint of the padded source"
     )
     source_frames: int = Field(ge=1, description="the source's frames at 44.1 kHz, as decoded")
@@ -133,6 +133,9 @@ class EditPart(_Part):
     )
     window_end_s: float | None = Field(None, description="repaint: where it ends")
     cover_strength: float | None = None
+    stem: str | None = Field(
+        None, description="extract: the track it took out", exclude_if=lambda value: value is None
+    )
     splice_fade_s: float | None = Field(
         None,
         description="repaint: outside the window the file has the source's samples; inside "

@@ -34,7 +34,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from acesteps.editing import MIN_EXTEND_S, MIN_REPAINT_S, EditTask
+from acesteps.editing import EDIT_TASKS, MIN_EXTEND_S, MIN_REPAINT_S, EditTask, Stem
 from acesteps.models import MODEL_NAME_PATTERN
 from acesteps.musical import BPM_MAX, BPM_MIN, KEY_PATTERN, VOCAL_LANGUAGES, canonical_key
 from acesteps.presets import PRESET_NAME_PATTERN
@@ -200,8 +200,9 @@ class Extras(_Frozen):
     task: EditTask | None = Field(
         None,
         description="edit a source instead of starting from silence (acesteps.editing): "
-        "repaint a window, extend before or after, or cover; the source is sourceTrack or "
-        "sourceUpload, and the track is as long as the source (plus an extension)",
+        "repaint a window, extend before or after, cover, or extract a stem; the source is "
+        "sourceTrack or sourceUpload, and the track is as long as the source (plus an "
+        "extension)",
         exclude_if=_unset,
     )
     source_track: RequestId | None = Field(
@@ -247,6 +248,12 @@ class Extras(_Frozen):
         ge=0,
         le=1,
         description="cover: how closely it follows the source, 0-1 (default 1)",
+        exclude_if=_unset,
+    )
+    stem: Stem | None = Field(
+        None,
+        description="extract: the instrument track to take out of the source (base and sft "
+        "models only)",
         exclude_if=_unset,
     )
 
@@ -311,6 +318,7 @@ _EDIT_PARAMETERS: Final = {
     "repaint": ("repaint_start", "repaint_end"),
     "extend": ("extend_before", "extend_after"),
     "cover": ("cover_strength",),
+    "extract": ("stem",),
 }
 
 
@@ -324,7 +332,7 @@ def edit_problems(extras: Extras) -> list[str]:
     if task is None:
         if given or sources:
             fields = ", ".join(sorted(api_name(name) for name in [*given, *sources]))
-            return [f"{fields}: only an edit (task repaint, extend or cover) takes these"]
+            return [f"{fields}: only an edit (a task: {', '.join(EDIT_TASKS)}) takes these"]
         return []
     problems = []
     if len(sources) != 1:
@@ -339,6 +347,8 @@ def edit_problems(extras: Extras) -> list[str]:
             problems.append(f"repaintEnd must be at least {MIN_REPAINT_S:g} s after repaintStart")
     if task == "extend" and (extras.extend_before is None) == (extras.extend_after is None):
         problems.append("task extend takes one of extendBefore and extendAfter")
+    if task == "extract" and extras.stem is None:
+        problems.append("task extract needs the stem to extract")
     return problems
 
 

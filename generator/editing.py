@@ -7,8 +7,9 @@
    channels; a source at another rate than 44.1 kHz is resampled to it (soxr, VHQ).
 2. **Plan** (`plan_edit`): an extension is a repaint of the source padded with silence (the
    pipeline takes the track's length from its source audio), so the model only ever runs
-   ``repaint`` (a window of the track) or ``cover`` (the whole track). The source is given to
-   the pipeline at 48 kHz (soxr from 44.1 kHz), cut or padded to the job's latent frames.
+   ``repaint`` (a window of the track), ``cover`` or ``extract`` (the whole track). The
+   source is given to the pipeline at 48 kHz (soxr from 44.1 kHz), cut or padded to the
+   job's latent frames.
 3. **Splice** (`splice`): the pipeline regenerates the whole clip and normalizes its peak,
    so its samples outside a repaint window differ from the source's (by up to 0.036 on the
    tiny checkpoint, docs/decisions.md "Editing"). After resampling to 44.1 kHz, the samples
@@ -17,8 +18,9 @@
    WAV or FLAC repaint of a WAV or FLAC source has, outside the window, exactly the source's
    samples (tested); an MP3 has them up to the MP3 encoding.
 
-A cover needs the checkpoint's audio tokenizer and detokenizer: a model without them
-(the tiny test checkpoint) refuses covers with ``task_unsupported`` before any work.
+A cover needs the checkpoint's audio tokenizer and detokenizer, and an extraction a base or
+SFT checkpoint: a model without them (the tiny test checkpoint, turbo) refuses with
+``task_unsupported`` before any work (`generator.model.Model.check_task`).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class SourceAudio:
 class Edit:
     """What the model does with a source: equal edits are equal model inputs."""
 
-    task: Literal["repaint", "cover"]
+    task: Literal["repaint", "cover", "extract"]
     audio_hash: str
     source_frames: int
     pad_before_s: float = 0.0
@@ -112,6 +114,8 @@ class Edit:
     window: tuple[float, float] | None = None
     """repaint: the regenerated seconds of the track (after padding)."""
     cover_strength: float | None = None
+    stem: str | None = None
+    """extract: the instrument track to take out (the pipeline's ``track_name``)."""
     source: SourceAudio | None = field(default=None, compare=False, repr=False)
 
     def pipeline_kwargs(self, frames_48k: int) -> dict[str, object]:
@@ -130,6 +134,8 @@ class Edit:
             kwargs |= {"repainting_start": self.window[0], "repainting_end": self.window[1]}
         if self.cover_strength is not None:
             kwargs["audio_cover_strength"] = self.cover_strength
+        if self.stem is not None:
+            kwargs["track_name"] = self.stem
         return kwargs
 
 
@@ -173,6 +179,8 @@ def plan_edit(request: GenerationRequest, source: SourceAudio | None = None) -> 
     if request.task == "cover":
         strength = 1.0 if request.cover_strength is None else request.cover_strength
         return Edit("cover", digest, frames, cover_strength=strength, source=source)
+    if request.task == "extract":
+        return Edit("extract", digest, frames, stem=request.stem, source=source)
     if request.task == "repaint":
         start, end = request.repaint_start, request.repaint_end
         assert start is not None and end is not None  # the options' rules

@@ -68,7 +68,7 @@ import numpy.typing as npt
 import torch
 from diffusers import AceStepPipeline
 
-from acesteps.models import DEFAULT_NAME, ModelSpec, ServedModel
+from acesteps.models import DEFAULT_NAME, TASKS, ModelSpec, ServedModel
 from acesteps.settings import CACHE_DIR
 from generator import hub
 from generator.digest import weights_digest
@@ -505,7 +505,9 @@ class Model:
             vocal_language=self.vocal_language(job),
             audio_duration=self.pipeline_duration(self.latent_frames(job.duration_s)),
             # What __call__ derives for the task when no instruction is given.
-            instruction=self.pipeline._get_task_instruction(task_type=job.task),
+            instruction=self.pipeline._get_task_instruction(
+                task_type=job.task, track_name=job.edit.stem if job.edit else None
+            ),
             **self._template_args(job),
         )
         return str(text), str(lyrics)
@@ -545,8 +547,16 @@ class Model:
         )
 
     def check_task(self, task: str) -> None:
-        """`TaskUnsupported` unless this checkpoint can run the pipeline task ``task``: a
+        """`TaskUnsupported` unless this checkpoint can run the pipeline task ``task``: turbo
+        checkpoints were distilled for text2music, repaint and cover only (`TASKS`), and a
         cover needs the audio tokenizer and detokenizer, which not every checkpoint has."""
+        variant = "turbo" if self.is_turbo else self.variant
+        if variant is not None and task not in TASKS[variant]:
+            raise TaskUnsupported(
+                f"model {self.name!r} ({self.model_id}) is a {variant} checkpoint, which cannot "
+                f"{task}: it runs {', '.join(TASKS[variant])}; serve a base or sft checkpoint "
+                "for it"
+            )
         if task == "cover" and (
             getattr(self.pipeline, "audio_tokenizer", None) is None
             or getattr(self.pipeline, "audio_token_detokenizer", None) is None

@@ -78,6 +78,7 @@ def _edit(job: Job) -> EditPart | None:
         window_start_s=window[0],
         window_end_s=window[1],
         cover_strength=edit.cover_strength,
+        stem=edit.stem,
         splice_fade_s=FADE_S if edit.task == "repaint" else None,
     )
 

@@ -150,6 +150,7 @@ def _edit(manifest: Manifest, source: bytes | None) -> Edit | str | None:
         part.pad_after_s,
         window,
         part.cover_strength,
+        part.stem,
         decoded,
     )
 

@@ -119,7 +119,7 @@ def train_tokenizer() -> Qwen2Tokenizer:
     return Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token=EOS, pad_token=EOS)
 
 
-def _build_pipeline(seed: int = SEED) -> AceStepPipeline:
+def _build_pipeline(seed: int = SEED, turbo: bool = True) -> AceStepPipeline:
     """Every component from a shrunken config, random weights from a fixed seed."""
     tokenizer = train_tokenizer()
     attention: dict[str, Any] = {
@@ -167,8 +167,8 @@ def _build_pipeline(seed: int = SEED) -> AceStepPipeline:
             audio_acoustic_hidden_dim=ACOUSTIC,
             patch_size=2,
             sliding_window=16,
-            is_turbo=True,
-            model_version="turbo",
+            is_turbo=turbo,
+            model_version="turbo" if turbo else "base",
             **attention,
         )
         # 4. VAE: keep the 1920x ratios and 48 kHz stereo; encoder width = 2 x latent channels.
@@ -206,20 +206,22 @@ def _stamped(directory: Path, wanted: dict[str, Any]) -> bool:
     return bool(stamp == wanted and (directory / "model_index.json").is_file())
 
 
-def build_tiny(directory: Path, seed: int = SEED) -> Path:
+def build_tiny(directory: Path, seed: int = SEED, *, turbo: bool = True) -> Path:
     """Build the checkpoint into ``directory`` (replacing what is there); returns it.
 
     Written to a sibling temporary directory first and renamed into place, so a concurrent
     reader never sees half a checkpoint and an interrupted build leaves nothing behind.
     Another ``seed`` gives other random weights (a second, different checkpoint for tests of
-    several models; `ensure_tiny` rebuilds it with the default seed).
+    several models; `ensure_tiny` rebuilds it with the default seed). ``turbo=False`` marks
+    the transformer a base model (tests of the tasks turbo checkpoints refuse).
     """
     directory = directory.resolve()
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".{directory.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     stamp = STAMP if seed == SEED else {**STAMP, "seed": seed}
+    stamp = stamp if turbo else {**stamp, "turbo": False}
     try:
-        _build_pipeline(seed).save_pretrained(tmp, safe_serialization=True)
+        _build_pipeline(seed, turbo).save_pretrained(tmp, safe_serialization=True)
         (tmp / STAMP_FILE).write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
         if directory.exists():
             shutil.rmtree(directory)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,12 +42,13 @@ from generator.editing import (
     splice,
 )
 from generator.jobs import Job
-from generator.model import Model
+from generator.model import Model, load_pipeline
 from generator.pipeline import Pipeline
 from generator.policy import ContentPolicy
 from generator.reproduce import reproduce
 from generator.served import ServedModels
 from generator.settings import GeneratorSettings
+from generator.tiny import build_tiny
 from generator.worker import Deps, handle, prefetch
 from tests.unit.generator_fixtures import made, tiny_dir, tiny_model, tiny_settings
 
@@ -342,3 +344,29 @@ async def test_an_edit_that_cannot_run_is_a_failure_record_not_a_crash(
     assert says in failed.message
     if code == "task_unsupported":
         assert kubo.calls == 0  # refused before the source was fetched
+
+
+# ------------------------------------------------------------------ extract
+
+
+def test_a_turbo_checkpoint_refuses_to_extract_and_says_why(tiny_model: Model) -> None:
+    with pytest.raises(TaskUnsupported, match="turbo checkpoint, which cannot extract"):
+        tiny_model.check_task("extract")
+
+
+def test_a_base_checkpoint_extracts_a_stem_through_the_pipeline(
+    tiny_settings: GeneratorSettings, source_wav: bytes, tmp_path: Path
+) -> None:
+    base_dir = build_tiny(tmp_path / "tiny-base", turbo=False)
+    base = load_pipeline(
+        tiny_settings.with_overrides(models={"tiny-base": {"source": str(base_dir)}})
+    )
+    assert not base.is_turbo
+    base.check_task("extract")
+    request = _edit_request(source_wav, task="extract", stem="drums")
+    manifest, out, job = _run(base, request, source_wav)
+    assert "Extract the DRUMS track" in base.formatted_inputs(job)[0]
+    assert manifest.edit is not None and manifest.edit.stem == "drums"
+    assert _samples(out).shape == _samples(source_wav).shape  # as long as the source
+    _, again, _ = _run(base, request, source_wav)
+    assert again == out

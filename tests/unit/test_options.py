@@ -50,6 +50,7 @@ SAMPLE: dict[str, object] = {
     "extend_before": 4.0,
     "extend_after": 6.5,
     "cover_strength": 0.25,
+    "stem": "drums",
 }
 EXCLUDES = {"instrumental": "lyrics"}
 """Options whose value here rules another out: an instrumental request has no lyrics."""
@@ -67,6 +68,7 @@ EDITS |= {
     | {"extend_before": 4.0},
     "extend_after": {"task": "extend", "source_upload": SAMPLE["source_upload"]}
     | {"extend_after": 6.5},
+    "stem": {"task": "extract", "source_track": SAMPLE["source_track"], "stem": "drums"},
 }
 """The edit fields go together (acesteps.editing): one edit that carries each."""
 
