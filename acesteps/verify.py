@@ -25,11 +25,17 @@ One vocabulary, shared with the verification page (``web/verify/words.js`` says 
 words; a test holds them equal), each with its exit code:
 
 - MATCH (0): both the audioHash and the CID computed from the bytes equal the registered ones;
-- MISMATCH (1): there is a registration, and either differs (or its manifest does not match);
+- MISMATCH (1): there is a registration, and either differs (or its manifest does not match,
+  or the track is an edit of a track whose registered audioHash is not the one its manifest
+  records as the source's);
 - NOT REGISTERED (3, ``NOT_REGISTERED`` in JSON): the chain answered, and there is no
   registration of this request id, this CID or these bytes (from the block the search began);
 - CANNOT VERIFY (2, ``UNKNOWN`` in JSON): nothing to compare: a malformed target, no contract
   at the address, content or chain unreachable.
+
+Lineage comes with the verdict: a variation's parent (``parentOf`` on chain, or the
+registered manifest), and an edit's source (`acesteps.editing`, the manifest's
+``request.edit_source``; a source track is checked against its own registration).
 
 The contract's own ``verify(requestId, audioHash)`` is asked as well and
 reported beside the local comparison, and so is whether the registration is final yet
@@ -54,6 +60,7 @@ from web3.exceptions import (
 )
 
 from acesteps.bytesources import ByteSource, FileSource, Unreachable
+from acesteps.editing import EditSource
 from acesteps.finality import Finality
 from acesteps.hashing import Keccak256
 from acesteps.ipfs.unixfs import CidBuilder
@@ -163,6 +170,21 @@ class Verdict:
     variation: int | None = None
     lineage: str | None = None
     """Who says so: ``parentOf`` on chain (chain requests), or the registered manifest."""
+    edit_task: str | None = None
+    """An edit (`acesteps.editing`), as its registered manifest says: repaint, extend or
+    cover; ``edit_source_*``: what it edited (its manifest's ``request.edit_source``)."""
+    edit_source_kind: str | None = None
+    """``track`` (a track of this service) or ``upload`` (an uploaded file)."""
+    edit_source_id: str | None = None
+    """A track source: its request id."""
+    edit_source_cid: str | None = None
+    edit_source_audio_hash: str | None = None
+    """The source's audioHash as the manifest records it."""
+    edit_source_onchain_audio_hash: str | None = None
+    """A track source: its registered audioHash (``trackOf``; None: not registered)."""
+    edit_source_matches: bool | None = None
+    """A track source: its registered audioHash is the manifest's (None: an upload, which
+    only the manifest vouches for, or not checked)."""
 
     @property
     def exit_code(self) -> int:
@@ -330,9 +352,13 @@ async def _verify(
         reason = " and ".join(differs) + " differ from the registered ones"
         if v.manifest_matches is False:
             reason += f"; {manifest}"
+        if v.edit_source_matches is False:
+            reason += f"; {_source_differs(v)}"
         return _with(v, status=Status.MISMATCH, reason=reason)
     if v.manifest_matches is False:
         return _with(v, status=Status.MISMATCH, reason=f"the bytes match, but {manifest}")
+    if v.edit_source_matches is False:
+        return _with(v, status=Status.MISMATCH, reason=f"the bytes match, but {_source_differs(v)}")
     return _with(v, status=Status.MATCH, reason="audioHash and CID equal the registered ones")
 
 
@@ -388,7 +414,44 @@ async def _with_manifest(
         return _with(v, manifest_matches=False, manifest_note=note)
     if v.lineage is None and asked.parent_id is not None:
         v = _with(v, parent_id=lineage[0], variation=lineage[1], lineage="the registered manifest")
+    if asked.edit_source is not None:
+        v = await _with_edit_source(v, registry, asked.options.task, asked.edit_source)
     return _with(v, manifest_matches=True, manifest_note="the manifest matches its registration")
+
+
+async def _with_edit_source(
+    v: Verdict, registry: Registry, task: str | None, source: EditSource
+) -> Verdict:
+    """What an edit edited, as its manifest says; a track source checked against its own
+    registration (``trackOf``): the manifest's audioHash must be the registered one."""
+    v = _with(
+        v,
+        edit_task=task,
+        edit_source_kind=source.kind,
+        edit_source_id=source.request_id,
+        edit_source_cid=source.cid,
+        edit_source_audio_hash=source.audio_hash,
+    )
+    if source.request_id is None:  # an upload: only the manifest vouches for its bytes
+        return v
+    track = await registry.track_of(source.request_id)
+    onchain = track.audio_hash if track is not None else None
+    return _with(
+        v,
+        edit_source_onchain_audio_hash=onchain,
+        edit_source_matches=onchain == source.audio_hash,
+    )
+
+
+def _source_differs(v: Verdict) -> str:
+    """Why a track source does not match the manifest's (``edit_source_matches`` False)."""
+    source = f"the edit's source, request {v.edit_source_id},"
+    if v.edit_source_onchain_audio_hash is None:
+        return f"{source} is not registered on this contract"
+    return (
+        f"{source} is registered with audioHash {v.edit_source_onchain_audio_hash}, "
+        f"not the {v.edit_source_audio_hash} its manifest records"
+    )
 
 
 def _with(v: Verdict, **changes: Any) -> Verdict:

@@ -123,13 +123,17 @@ class ApiClient:
         self.sleep = sleep
         self.notify = notify
 
-    async def _open(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
-        """A successful response, still to be read and released by the caller."""
+    async def _open(
+        self, method: str, path: str, *, data: Callable[[], Any] | None = None, **kwargs: Any
+    ) -> aiohttp.ClientResponse:
+        """A successful response, still to be read and released by the caller; ``data``
+        makes the body of each attempt (a multipart form can be sent only once)."""
         url = self.base_url + path
         attempt = 0
         while True:
             try:
-                resp = await self.session.request(method, url, **kwargs)
+                body = {} if data is None else {"data": data()}
+                resp = await self.session.request(method, url, **kwargs, **body)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise _unreachable(f"{method} {url}", exc) from None
             if resp.status < 400:
@@ -188,6 +192,22 @@ class ApiClient:
         return await self._record(
             "POST", "/api/generate", params={"wait": "0"}, json=dict(body), headers=headers
         )
+
+    async def upload(self, name: str, data: bytes, content_type: str) -> dict[str, Any]:
+        """``POST /api/uploads``, ``data`` as the multipart part ``file``: the API's answer
+        (cid, audioHash, duration, sampleRate, channels, format, sizeBytes)."""
+
+        def form() -> aiohttp.FormData:
+            built = aiohttp.FormData()
+            built.add_field("file", data, filename=name, content_type=content_type)
+            return built
+
+        body = await self._json("POST", "/api/uploads", data=form)
+        if not isinstance(body, dict) or not all(
+            isinstance(body.get(key), str) for key in ("cid", "audioHash")
+        ):
+            raise ApiError(None, "bad_response", f"not an upload's answer: {str(body)[:200]}")
+        return body
 
     async def get(self, request_id: str) -> Record:
         return await self._record("GET", self._path(request_id))

@@ -4,8 +4,10 @@
 (``GET /api/generations/{id}/events``; when the stream breaks, it polls
 ``GET /api/generations/{id}`` every 2 s instead), downloads ``/audio`` and checks that the
 keccak256 of the bytes is the record's ``audioHash``. With ``--variations N`` it follows the
-request itself and prints its variations' ids (``variation K ID``), requests of their own.
-``status`` prints one record.
+request itself and prints its variations' ids (``variation K ID``), requests of their own. An
+edit (``--task``, `acesteps.editing`) prints what it edits (``edit: extend of track ID``);
+with ``--source-file FILE`` the file is uploaded first (`acesteps.cli.upload`) and is the
+edit's ``sourceUpload``. ``status`` prints one record.
 
 Exit codes: 0 done; 1 the request failed, was canceled or revoked, the audio does not match
 its hash, or (``status``) there is no such request; 2 the API refused the request (4xx); 3 the
@@ -34,6 +36,7 @@ __all__ = [
     "GenerateOptions",
     "add_generate_arguments",
     "add_status_arguments",
+    "edit_line",
     "follow",
     "generate",
     "render_status",
@@ -56,6 +59,8 @@ class GenerateOptions:
     out: Path | None = None
     idempotency_key: str | None = None
     cancel_after: str | None = None
+    source_file: Path | None = None
+    """Uploaded first; its CID is the body's ``sourceUpload``."""
 
 
 async def follow(
@@ -133,11 +138,25 @@ async def generate(
 ) -> int:
     """Submit, wait, download and check; the exit code."""
     progress = progress or Progress(stderr)
+    body = opts.body
     try:
+        # 0. with --source-file: the edit's source, uploaded
+        if opts.source_file is not None:
+            try:
+                data = await asyncio.to_thread(opts.source_file.read_bytes)
+            except OSError as exc:
+                print(f"error: --source-file: {exc.strerror or exc}", file=stderr)
+                return 2
+            from acesteps.cli.upload import send  # which imports this module
+
+            uploaded = await send(api, opts.source_file.name, data, stderr=stderr)
+            body = {**body, "sourceUpload": uploaded["cid"]}
         # 1. submit (the API answers at once with the queued record)
-        record = await api.submit(opts.body, opts.idempotency_key, opts.cancel_after)
+        record = await api.submit(body, opts.idempotency_key, opts.cancel_after)
         request_id: str = record["id"].lower()
         print(f"request {request_id}", file=stderr, flush=True)
+        if (edit := edit_line(record)) is not None:
+            print(f"edit: {edit}", file=stderr, flush=True)
         # With --variations: the other tracks are requests of their own (acesteps status ID).
         for k, child in enumerate(record.get("children") or (), start=1):
             print(f"variation {k} {child}", file=stderr, flush=True)
@@ -189,6 +208,19 @@ async def generate(
 # ---------------------------------------------------------------- status
 
 
+def edit_line(record: Record) -> str | None:
+    """What an edit edits, from its record's ``editSource`` (``extend of track ID (audioHash
+    H)``, ``cover of upload CID (...)``); None for a request that is no edit."""
+    source = record.get("editSource")
+    if not isinstance(source, dict):
+        return None
+    if source.get("kind") == "track":
+        what = f"track {source.get('requestId')}"
+    else:
+        what = f"upload {source.get('cid')}"
+    return f"{record.get('task') or 'edit'} of {what} (audioHash {source.get('audioHash')})"
+
+
 def render_status(record: Record) -> str:
     rows: list[tuple[str, object]] = [
         ("id", record["id"]),
@@ -199,6 +231,8 @@ def render_status(record: Record) -> str:
         ("txHash", record.get("txHash")),
         ("audioUrl", record.get("audioUrl")),
     ]
+    if (edit := edit_line(record)) is not None:
+        rows.insert(3, ("edit", edit))
     if isinstance(record.get("queuePosition"), int):
         rows.insert(2, ("queue", f"#{record['queuePosition']}"))
     steps = record.get("progress")
@@ -240,6 +274,12 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     add_option_arguments(parser)  # the prompt, --duration, --tags, ...: one per request option
     parser.add_argument("--lyrics-file", type=Path, help="read the lyrics from a UTF-8 file")
     parser.add_argument(
+        "--source-file",
+        type=Path,
+        metavar="FILE",
+        help="with --task: upload this audio file first (acesteps upload) and edit it",
+    )
+    parser.add_argument(
         "--wait",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -278,11 +318,20 @@ def notify(message: str) -> None:
 
 
 def _body(args: argparse.Namespace) -> dict[str, Any]:
+    """The request options given (ValueError: they cannot make one request)."""
     body = options_body(args)
     if args.lyrics_file is not None:
         if "lyrics" in body:
             raise ValueError("give --lyrics or --lyrics-file, not both")
-        body["lyrics"] = args.lyrics_file.read_text(encoding="utf-8")
+        try:
+            body["lyrics"] = args.lyrics_file.read_text(encoding="utf-8")
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            raise ValueError(f"--lyrics-file: {exc}") from None
+    if args.source_file is not None:
+        if "task" not in body:
+            raise ValueError("--source-file is the source of an edit: give --task too")
+        if "sourceTrack" in body or "sourceUpload" in body:
+            raise ValueError("give one source: --source-file, --source-track or --source-upload")
     return body
 
 
@@ -291,11 +340,8 @@ async def run_generate_cli(args: argparse.Namespace) -> int:
     try:
         url, key = connection(args)
         body = _body(args)
-    except ApiError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-        print(f"error: --lyrics-file: {exc}", file=sys.stderr)
+    except (ApiError, ValueError) as exc:
+        print(f"error: {exc.message if isinstance(exc, ApiError) else exc}", file=sys.stderr)
         return 2
     opts = GenerateOptions(
         body=body,
@@ -303,6 +349,7 @@ async def run_generate_cli(args: argparse.Namespace) -> int:
         out=args.out,
         idempotency_key=args.idempotency_key,
         cancel_after=args.cancel_after,
+        source_file=args.source_file,
     )
     async with open_session(key) as session:
         api = ApiClient(session, url, notify=notify)

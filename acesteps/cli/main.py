@@ -3,6 +3,7 @@
 acesteps generate PROMPT [...]        submit to the HTTP API, wait, download and check the audio
 acesteps status ID [--json]           one request's record from the HTTP API
 acesteps cancel ID [--json]           stop a request this API key submitted
+acesteps upload FILE                  send an audio file to edit (generate --source-upload CID)
 acesteps verify ID [--file F]         check a track against its on-chain registration (ID:
                                       request id, CID or gateway URL; --file F alone: by audioHash)
 acesteps reproduce ID                 re-run a track from its manifest and compare, byte for byte
@@ -23,7 +24,7 @@ import sys
 from pathlib import Path
 
 from acesteps import __version__, schemas
-from acesteps.cli import cancel, generate, listing, models, reproduce, verify
+from acesteps.cli import cancel, generate, listing, models, reproduce, upload, verify
 
 __all__ = ["build_parser", "main"]
 
@@ -155,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="stop a request this API key submitted")
     cancel.add_arguments(p)
     p.set_defaults(func=lambda a: asyncio.run(cancel.run_cli(a)))
+
+    p = sub.add_parser("upload", help="send an audio file to the HTTP API, to edit it")
+    upload.add_arguments(p)
+    p.set_defaults(func=lambda a: asyncio.run(upload.run_cli(a)))
 
     p = sub.add_parser("list", help="your requests from the HTTP API, newest first")
     listing.add_arguments(p)

@@ -45,6 +45,8 @@ def render(v: Verdict) -> str:
     row("contract", f"{v.contract} on chain {v.chain_id}" if v.chain_id else v.contract)
     if v.parent_id is not None:
         row("variation", f"{v.variation} of request {v.parent_id} ({v.lineage})")
+    if v.edit_source_kind is not None:
+        lines.extend(_edit_rows(v))
     if v.registered_block is not None:
         row("registered", f"block {v.registered_block}, tx {v.registered_tx}")
         if v.final is not None:
@@ -71,6 +73,25 @@ def render(v: Verdict) -> str:
         lines.append("")
         row("contract says", f"verify(requestId, computed audioHash) = {v.contract_verify}")
     return "\n".join(lines)
+
+
+def _edit_rows(v: Verdict) -> list[str]:
+    """An edit's source (its registered manifest's), and what its registration says."""
+    if v.edit_source_kind == "track":
+        of = f"request {v.edit_source_id} (the registered manifest)"
+        if v.edit_source_matches:
+            said = "  (the source's registered one)"
+        elif v.edit_source_onchain_audio_hash is None:
+            said = "  (DIFFERENT: the source is not registered)"
+        else:
+            said = f"  (DIFFERENT: registered {v.edit_source_onchain_audio_hash})"
+    else:
+        of = f"upload {v.edit_source_cid} (the registered manifest)"
+        said = "  (as uploaded: only the manifest says so)"
+    return [
+        f"  {'edit':<14}{v.edit_task or 'edit'} of {of}",
+        f"  {'source hash':<14}{v.edit_source_audio_hash}{said}",
+    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,8 +6,9 @@ GET /api/verify-config    what that page suggests: RPC URL, contract, chain id, 
                           block its log searches start from, the registry's ABI; suggestions only
 GET /tracks               recent registered tracks of all requesters, newest first, paged
 GET /tracks/{id}          one track: player, waveform, prompt, tags, model, seed, preset (and its
-                          adapter's digest), its variations or its parent, manifest, its
-                          registration, Open Graph tags for link previews
+                          adapter's digest), its variations or its parent, what it edits (the
+                          source track or upload), links to edit it on the main page, manifest,
+                          its registration, Open Graph tags for link previews
 
 The verdict of /verify never comes from this server: it serves files and suggestions, and the
 page computes the hashes and reads the registration from the JSON-RPC endpoint the user
@@ -24,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from acesteps import registry
+from acesteps.editing import EDIT_TASKS
 from acesteps.types import MEDIA_TYPES, parse_request_id
 from listener.api.deps import DEPS, STATIC, ApiDeps, base_url
 from listener.api.listing import CURSOR
@@ -338,6 +340,8 @@ def track_html(g: Generation, base: str, explorer_url: str | None) -> str:
         facts.append(("Controls", f'<span data-testid="controls">{_e(controls)}</span>'))
     if family := _family(g):
         facts.append(family)
+    if edited := _edited(g):
+        facts.append(edited)
     created = g.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     facts.append(("Created", _e(created)))
 
@@ -364,6 +368,8 @@ def track_html(g: Generation, base: str, explorer_url: str | None) -> str:
         )
         parts.append(f'<p class="form-error" data-testid="no-track">{_e(message)}</p>')
     parts.append(_facts(facts))
+    if published:
+        parts.append(_edit_links(g))
     if g.lyrics:
         parts.append(
             "<details><summary>Lyrics</summary>"
@@ -391,6 +397,33 @@ def _family(g: Generation) -> tuple[str, str] | None:
         )
         return "Variation", f"{_e(g.variation)} of {link}"
     return None
+
+
+def _edited(g: Generation) -> tuple[str, str] | None:
+    """What an edit (`acesteps.editing`) edits: a link to the source track's page, or the
+    uploaded file's CID."""
+    if g.task is None:
+        return None
+    if g.source_track:
+        rid = _e(g.source_track)
+        link = f'<a class="mono" data-testid="source-link" href="../tracks/{rid}">{rid}</a>'
+        source = f"track {link}"
+    elif g.source_upload:
+        cid = f'<span class="mono" data-testid="source-upload">{_e(g.source_upload)}</span>'
+        source = f"uploaded file {cid}"
+    else:
+        return None
+    return "Edit", f'<span data-testid="edit">{_e(g.task.capitalize())} of {source}</span>'
+
+
+def _edit_links(g: Generation) -> str:
+    """Extend, Repaint, Cover: the main page, its form filled in to edit this track."""
+    links = " ".join(
+        f'<a class="button" data-testid="edit-{task}" '
+        f'href="../?task={task}&amp;sourceTrack={_e(g.id)}">{task.capitalize()}</a>'
+        for task in EDIT_TASKS
+    )
+    return f'<p class="edit-actions" data-testid="edit-actions">Edit this track: {links}</p>'
 
 
 def _facts(rows: list[tuple[str, str]]) -> str:

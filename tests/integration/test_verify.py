@@ -21,10 +21,11 @@ from eth_utils.crypto import keccak
 from acesteps.chain import connect, deploy_registry
 from acesteps.cli.verify import add_arguments, render, run_cli
 from acesteps.dev.devchain import dev_key
+from acesteps.editing import EditSource
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.kubo import KuboClient
 from acesteps.ipfs.unixfs import CHUNK_SIZE, cid_of_bytes
-from acesteps.manifest import canonical, manifest_hash
+from acesteps.manifest import Manifest, canonical, manifest_hash
 from acesteps.registry import Provenance, Registry, Track, offchain_request_id
 from acesteps.settings import CommonSettings
 from acesteps.verify import Status
@@ -45,18 +46,24 @@ class Env:
     tmp: Path
     capsys: pytest.CaptureFixture[str]
 
-    async def publish(self, data: bytes, audio_hash: str | None = None) -> tuple[str, str]:
-        """Pin ``data`` and register it (or ``audio_hash``) as a new HTTP request: (id, CID)."""
+    async def publish(
+        self, data: bytes, audio_hash: str | None = None, edit_of: EditSource | None = None
+    ) -> tuple[str, str]:
+        """Pin ``data`` and register it (or ``audio_hash``) as a new HTTP request (an extension
+        of ``edit_of``, when given): (id, CID)."""
         cid = (await self.kubo.add(data)).cid
-        rid = await self.register(audio_hash or keccak256_hex(data), cid)
+        rid = await self.register(audio_hash or keccak256_hex(data), cid, edit_of)
         return rid, cid
 
-    async def register(self, audio_hash: str, cid: str) -> str:
+    async def register(self, audio_hash: str, cid: str, edit_of: EditSource | None = None) -> str:
         """Register (audio_hash, cid) as a new HTTP request's track; its request id."""
         offchain_id = "0x" + keccak(os.urandom(16)).hex()
         rid = offchain_request_id(31337, self.reg.address, offchain_id)
         # Its generation manifest, pinned and registered with it.
-        data = canonical(manifest_for(rid, offchain_id=offchain_id, audio_hash=audio_hash, cid=cid))
+        manifest = manifest_for(rid, offchain_id=offchain_id, audio_hash=audio_hash, cid=cid)
+        if edit_of is not None:
+            manifest = extension(manifest, edit_of)
+        data = canonical(manifest)
         manifest = Provenance(manifest_hash(data), await self.kubo.block_put(data))
         track = Track(audio_hash, cid)
         await register(self.reg, self.sender, rid, track, manifest, 1, offchain_id=offchain_id)
@@ -90,6 +97,16 @@ async def env(
     finally:
         await w3.provider.disconnect()
         node.stop()
+
+
+def extension(manifest: Manifest, source: EditSource) -> Manifest:
+    """``manifest`` as that of an extension (10 s after) of ``source``."""
+    plain = manifest.model_dump(mode="json")
+    named = {"source_track": source.request_id} if source.request_id else {}
+    named = named or {"source_upload": source.cid}
+    plain["request"]["options"] |= {"task": "extend", "extend_after": 10.0, **named}
+    plain["request"]["edit_source"] = source.model_dump(mode="json")
+    return Manifest.model_validate(plain)
 
 
 def track(size: int = 3 * CHUNK_SIZE + 123) -> bytes:
@@ -318,3 +335,35 @@ async def test_a_registration_that_is_not_final_yet_is_reported_as_such(
     code, out = await env.cli(rid, "--json")
     verdict = json.loads(out)
     assert code == 0 and (verdict["confirmations"], verdict["final"]) == (12, True)
+
+
+async def test_an_edit_names_its_source_and_its_source_is_checked(env: Env) -> None:
+    source = track(5000)
+    source_id, source_cid = await env.publish(source)
+    of = {"kind": "track", "request_id": source_id, "cid": source_cid, "duration_s": 5.0}
+    rid, _ = await env.publish(
+        track(), edit_of=EditSource.model_validate({**of, "audio_hash": keccak256_hex(source)})
+    )
+
+    code, out = await env.cli(rid, "--json")
+
+    verdict = json.loads(out)
+    assert code == 0 and verdict["status"] == "MATCH", out
+    assert (verdict["edit_task"], verdict["edit_source_kind"]) == ("extend", "track")
+    assert verdict["edit_source_id"] == source_id and verdict["edit_source_cid"] == source_cid
+    assert verdict["edit_source_audio_hash"] == keccak256_hex(source)
+    assert verdict["edit_source_onchain_audio_hash"] == keccak256_hex(source)
+    assert verdict["edit_source_matches"] is True
+    assert f"extend of request {source_id}" in render_from_json(out)
+
+    # A manifest that says it edited other bytes than the source's registered ones.
+    other = keccak256_hex(b"other bytes")
+    rid, _ = await env.publish(
+        track(), edit_of=EditSource.model_validate({**of, "audio_hash": other})
+    )
+    code, out = await env.cli(rid)
+    assert code == 1, out
+    assert out.startswith(
+        f"MISMATCH: the bytes match, but the edit's source, request {source_id}, is registered "
+        f"with audioHash {keccak256_hex(source)}, not the {other} its manifest records"
+    )

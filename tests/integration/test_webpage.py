@@ -81,13 +81,14 @@ def test_generate_play_and_verify(browser: Browser, pipeline: Pipeline, page: Pa
     page.fill("#lyrics", "")
     page.fill("#duration", "5")
     page.select_option("#format", "mp3")
-    # Every further request option has a field, built from the OpenAPI document.
+    # Every further request option has a field, built from the OpenAPI document (an edit's
+    # in the edit box: tests/integration/test_webpage_edits.py).
     expect(page.locator("#more-options")).to_be_visible()
     page.click("#more-options summary")
     with urllib.request.urlopen(f"{pipeline.api_url}/api/openapi.json") as answer:
         options = json.load(answer)["components"]["schemas"]["GenerateBody"]["properties"]
     for name in set(options) - {"prompt", "tags", "lyrics", "duration", "format"}:
-        expect(page.locator(f"#more-options-fields #{name}")).to_be_attached()
+        expect(page.locator(f"#more-options-fields #{name}, #edit-fields #{name}")).to_be_attached()
     page.fill("#seed", "7")
     page.click("#submit")
 

@@ -266,10 +266,14 @@ async function verdictOf(v, asked, source, registry, fromBlock, onStep) {
   if (differs.length) {
     let reason = REASON.differ(differs);
     if (v.manifestMatches === false) reason += `; ${REASON.manifestDiffers}`;
+    if (v.editSourceMatches === false) reason += `; ${sourceDiffers(v)}`;
     return { ...v, status: STATUS.MISMATCH, reason };
   }
   if (v.manifestMatches === false) {
     return { ...v, status: STATUS.MISMATCH, reason: `the bytes match, but ${REASON.manifestDiffers}` };
+  }
+  if (v.editSourceMatches === false) {
+    return { ...v, status: STATUS.MISMATCH, reason: `the bytes match, but ${sourceDiffers(v)}` };
   }
   return { ...v, status: STATUS.MATCH, reason: REASON.match };
 }
@@ -308,6 +312,35 @@ async function manifestOf(registry, requestId, source, track) {
   if (file.audio_hash !== track.audioHash || file.cid !== track.cid) {
     return wrong(MANIFEST_NOTE.otherFile);
   }
-  return { ...found, manifestMatches: true, manifestNote: MANIFEST_NOTE.matches };
+  const edit = await editOf(registry, manifest.request);
+  return { ...found, ...edit, manifestMatches: true, manifestNote: MANIFEST_NOTE.matches };
+}
+
+// An edit's source as its manifest records it (request.edit_source), a track source checked
+// against its own registration: the manifest's audioHash of it must be the registered one.
+async function editOf(registry, request) {
+  const s = request.edit_source;
+  if (!s) return {};
+  const edit = {
+    editTask: (request.options && request.options.task) || null,
+    editSourceKind: s.kind,
+    editSourceId: s.request_id || null,
+    editSourceCid: s.cid,
+    editSourceAudioHash: s.audio_hash,
+  };
+  if (s.kind !== "track") return edit; // an upload: only the manifest vouches for its bytes
+  const registered = await registry.trackOf(s.request_id);
+  const onchain = registered === null ? null : registered.audioHash;
+  return {
+    ...edit,
+    editSourceOnchainAudioHash: onchain,
+    editSourceMatches: onchain === s.audio_hash,
+  };
+}
+
+function sourceDiffers(v) {
+  return v.editSourceOnchainAudioHash === null
+    ? REASON.sourceNotRegistered(v.editSourceId)
+    : REASON.sourceDiffers(v.editSourceId, v.editSourceOnchainAudioHash, v.editSourceAudioHash);
 }
 

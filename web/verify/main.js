@@ -133,6 +133,8 @@ function render(v, elapsedMs) {
       ? `${v.manifestMatches === false ? "DIFFERENT: " : ""}${v.manifestNote}`
       : null,
   );
+  show("edit", editOf(v));
+  $("edit-row").hidden = !v.editSourceKind;
   show("source", v.source);
   show("size", v.size == null ? null : `${v.size} bytes`);
   show("file-type", v.fileType);
@@ -142,6 +144,20 @@ function render(v, elapsedMs) {
     `${(elapsedMs / 1000).toFixed(2)} s in all` +
       (v.hashMs == null ? "" : `, ${(v.hashMs / 1000).toFixed(2)} s hashing`),
   );
+}
+
+// What an edit edits, as acesteps verify says it ("edit" and "source hash").
+function editOf(v) {
+  if (!v.editSourceKind) return null;
+  const task = v.editTask || "edit";
+  if (v.editSourceKind === "upload") {
+    return `${task} of upload ${v.editSourceCid}, audioHash ${v.editSourceAudioHash} ` +
+      "(as uploaded: only the manifest says so)";
+  }
+  const said = v.editSourceMatches ? "the source's registered one"
+    : v.editSourceOnchainAudioHash ? `DIFFERENT: registered ${v.editSourceOnchainAudioHash}`
+      : "DIFFERENT: the source is not registered";
+  return `${task} of request ${v.editSourceId}, audioHash ${v.editSourceAudioHash} (${said})`;
 }
 
 function showRegistration(v) {

@@ -29,6 +29,11 @@ export const REASON = Object.freeze({
   notRegistered: (requestId) => `request ${requestId} is not registered on this contract`,
   differ: (names) => `${names.join(" and ")} differ from the registered ones`,
   manifestDiffers: "the generation manifest does not match its registration",
+  sourceNotRegistered: (requestId) =>
+    `the edit's source, request ${requestId}, is not registered on this contract`,
+  sourceDiffers: (requestId, onchain, recorded) =>
+    `the edit's source, request ${requestId}, is registered with audioHash ${onchain}, ` +
+    `not the ${recorded} its manifest records`,
   match: "audioHash and CID equal the registered ones",
   tooLarge: (maxBytes) => `content unreachable: larger than ${maxBytes} bytes`,
   unreachable: (why) => `content unreachable: ${why}`,

@@ -13,6 +13,8 @@ const KEY_STORAGE = "acesteps.apiKey";
 // the OpenAPI document's GenerateBody (see addOptionFields), so a new option needs no edit here.
 const FIELDS = ["prompt", "tags", "lyrics", "duration", "format"];
 let options = []; // [{name, schema}] of the built fields
+// Editing a source (static/edits.js): the task's options are laid out in #edit-box.
+const edits = window.AceSteps.edits;
 
 const $ = (id) => document.getElementById(id);
 let events = null; // the EventSource of the request being followed
@@ -57,7 +59,7 @@ function showError(field, message) {
   slot.hidden = false;
   input.setAttribute("aria-invalid", "true");
   if (field === "api-key") $("api-key-box").open = true;
-  if (options.some((o) => o.name === field)) $("more-options").open = true;
+  if ($("more-options-fields").contains(input)) $("more-options").open = true;
   input.focus();
   return true;
 }
@@ -89,7 +91,64 @@ function requestBody() {
     const value = optionValue($(name), schema);
     if (value !== undefined) body[name] = value;
   }
-  return body;
+  return edits.editBody(body); // an edit: no duration, only its task's options
+}
+
+// ---------------------------------------------------------------- editing a source
+
+// Shows the edit options the chosen task takes, and hides the duration (an edit's length
+// follows its source).
+function updateEditFields() {
+  const task = $("task") ? $("task").value : "";
+  for (const { name } of options) {
+    if (edits.EDIT_OPTIONS.includes(name)) $(name).closest(".field").hidden = !edits.shown(name, task);
+  }
+  $("source-file-field").hidden = !task;
+  $("duration-field").hidden = Boolean(task);
+}
+
+// The Extend, Repaint and Cover of a finished track (and the track pages' links to
+// ?task=TASK&sourceTrack=ID): the form, filled in to edit it.
+function editTrack(task, id, prompt = "") {
+  const values = edits.prefill(task, id);
+  if (!values || !$("task")) return;
+  for (const [name, value] of Object.entries(values)) if ($(name)) $(name).value = value;
+  updateEditFields();
+  if (prompt && !$("prompt").value.trim()) $("prompt").value = prompt;
+  $("request-title").scrollIntoView();
+  const first = edits.TASK_OPTIONS[task].find((name) => $(name));
+  $(first || "prompt").focus();
+}
+
+// "Upload a source": the file goes to POST /api/uploads at once; its CID fills sourceUpload.
+async function uploadSource() {
+  const input = $("source-file");
+  const file = input.files[0];
+  const status = $("source-file-status");
+  const error = $("source-file-error");
+  error.hidden = true;
+  input.removeAttribute("aria-invalid");
+  if (!file) return;
+  status.textContent = `Uploading ${file.name}…`;
+  status.hidden = false;
+  $("submit").disabled = true;
+  try {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    const u = await api("api/uploads", { method: "POST", body: form });
+    $("sourceUpload").value = u.cid;
+    $("sourceTrack").value = "";
+    const length = u.duration != null ? `${u.duration} s ` : "";
+    status.textContent = `Uploaded ${file.name}: ${length}${u.format || ""}, CID ${u.cid}, ` +
+      `audioHash ${u.audioHash}.`;
+  } catch (failure) {
+    status.hidden = true;
+    error.textContent = failure.message;
+    error.hidden = false;
+    input.setAttribute("aria-invalid", "true");
+  } finally {
+    $("submit").disabled = false;
+  }
 }
 
 // ---------------------------------------------------------------- options from the OpenAPI document
@@ -146,9 +205,9 @@ async function addOptionFields() {
   const answer = await fetch("api/openapi.json");
   if (!answer.ok) return;
   const body = (await answer.json()).components.schemas.GenerateBody;
-  const box = $("more-options-fields");
   for (const [name, property] of Object.entries(body.properties)) {
     if (FIELDS.includes(name)) continue;
+    const box = $(edits.EDIT_OPTIONS.includes(name) ? "edit-fields" : "more-options-fields");
     const schema = plainSchema(property);
     const field = document.createElement("div");
     field.className = "field";
@@ -166,13 +225,40 @@ async function addOptionFields() {
     error.id = `${name}-error`;
     error.dataset.testid = `error-${name}`;
     error.hidden = true;
-    field.append(label, optionInput(name, schema), error);
+    const input = optionInput(name, schema);
+    if (name === "task") input.options[0].text = "(none: a new track)";
+    field.append(label, input, error);
     // An option that takes only null here (a preset where none is offered) is not shown.
     field.hidden = schema.type === "null";
     box.append(field);
     options.push({ name, schema });
   }
-  $("more-options").hidden = !options.some((o) => o.schema.type !== "null");
+  $("more-options").hidden = !options.some(
+    (o) => o.schema.type !== "null" && !edits.EDIT_OPTIONS.includes(o.name),
+  );
+  if ($("task")) {
+    $("edit-box").hidden = false;
+    $("task").addEventListener("change", updateEditFields);
+    updateEditFields();
+    addEditButtons();
+  }
+}
+
+// A finished track's Extend, Repaint, Cover, ...: one button per task the API takes.
+function addEditButtons() {
+  const box = $("edit-actions");
+  for (const { value: task } of $("task").options) {
+    if (!task) continue;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.task = task;
+    button.dataset.testid = `edit-${task}`;
+    button.textContent = task[0].toUpperCase() + task.slice(1);
+    button.addEventListener("click", () => {
+      if (current) editTrack(task, current.id, current.prompt);
+    });
+    box.append(button, " ");
+  }
 }
 
 async function submit(event) {
@@ -212,6 +298,7 @@ function follow(id, record = null) {
   $("failure").hidden = true;
   $("request-id").textContent = id;
   $("family").hidden = true;
+  $("lineage").hidden = true;
   $("player").removeAttribute("src");
   if (record) render(record);
 
@@ -263,6 +350,32 @@ function showFamily(g) {
     box.append(`Variation ${g.variation} of `, link(g.parent, g.parent));
   }
   box.hidden = !box.hasChildNodes();
+  showLineage(g);
+}
+
+// An edit links to the track it edits (followed by its own ?id=), or names the upload's CID.
+function showLineage(g) {
+  const box = $("lineage");
+  const l = edits.lineage(g);
+  box.replaceChildren();
+  if (l) {
+    const task = l.task[0].toUpperCase() + l.task.slice(1);
+    if (l.kind === "track") {
+      const a = document.createElement("a");
+      a.href = `?id=${l.requestId}`;
+      a.textContent = l.requestId;
+      a.dataset.testid = "source-link";
+      box.append(`${task} of track `, a);
+    } else {
+      const cid = document.createElement("span");
+      cid.className = "mono";
+      cid.textContent = l.cid;
+      cid.dataset.testid = "source-upload";
+      box.append(`${task} of uploaded file `, cid);
+    }
+    if (l.audioHash) box.append(` (audioHash ${l.audioHash})`);
+  }
+  box.hidden = !l;
 }
 
 function setStatus(status, text) {
@@ -363,6 +476,7 @@ function showTrack(g) {
   $("preset-used").textContent = preset;
   for (const row of document.querySelectorAll(".preset-row")) row.hidden = !preset;
   $("verify-button").disabled = false;
+  $("edit-actions").hidden = !$("task");
   $("verify-in-browser").href = `verify?id=${g.id}`;
   $("track-page").href = `tracks/${g.id}`;
   $("track-page").textContent = `tracks/${g.id}`;
@@ -441,6 +555,8 @@ async function verify() {
     $("verify-manifest").textContent =
       v.manifestMatches == null ? v.manifestNote || "not checked"
         : v.manifestMatches ? "matches its registration" : `DIFFERENT: ${v.manifestNote}`;
+    $("verify-edit").textContent = verifiedSource(v);
+    $("verify-edit-row").hidden = !v.editSourceKind;
   } catch (error) {
     box.dataset.status = "ERROR";
     $("verify-status").textContent = "ERROR";
@@ -448,6 +564,19 @@ async function verify() {
   } finally {
     button.disabled = false;
   }
+}
+
+// What the verdict says of an edit's source (acesteps verify's "edit" and "source hash").
+function verifiedSource(v) {
+  if (!v.editSourceKind) return "";
+  if (v.editSourceKind === "upload") {
+    return `uploaded file ${v.editSourceCid} (audioHash ${v.editSourceAudioHash}: only the ` +
+      "manifest says so)";
+  }
+  const said = v.editSourceMatches ? "the source's registered audioHash"
+    : v.editSourceOnchainAudioHash ? `DIFFERENT: registered ${v.editSourceOnchainAudioHash}`
+      : "DIFFERENT: the source is not registered";
+  return `track ${v.editSourceId} (audioHash ${v.editSourceAudioHash}: ${said})`;
 }
 
 // ---------------------------------------------------------------- start
@@ -462,14 +591,19 @@ async function start() {
   });
   $("generate-form").addEventListener("submit", submit);
   $("verify-button").addEventListener("click", verify);
+  $("source-file").addEventListener("change", uploadSource);
 
   try {
     await addOptionFields();
   } catch (error) {
     console.warn("no further options: the OpenAPI document did not load", error);
   }
-  const id = new URLSearchParams(location.search).get("id");
+  const query = new URLSearchParams(location.search);
+  const id = query.get("id");
   if (id) follow(id.trim());
+  if (query.get("task") && query.get("sourceTrack")) {
+    editTrack(query.get("task"), query.get("sourceTrack").trim());
+  }
   document.body.dataset.ready = "true";
 }
 
