@@ -47,7 +47,9 @@ COPY . .
 # `.[postgres]`: the API's status store may be a shared PostgreSQL (several API replicas).
 RUN pip install ".[postgres]"
 WORKDIR /var/lib/acesteps
-RUN python -c "import listener.settings, publisher.settings, psycopg, acesteps.registry as r; r.abi()"
+# soundfile: the API decodes uploads with the libsndfile its wheel bundles (MP3 included).
+RUN python -c "import listener.settings, publisher.settings, psycopg, acesteps.registry as r; r.abi(); \
+import soundfile as sf; assert 'MP3' in sf.available_formats(), sf.available_formats()"
 
 USER acesteps
 CMD ["python", "-m", "listener"]

@@ -121,6 +121,9 @@ class ListenerSettings(ChainSettings, ModelsSettings, PresetsSettings):
         CACHE_DIR / "run" / "api-audio", description="files fetched from IPFS for /audio"
     )
     api_audio_cache_mb: int = Field(2048, ge=1, description="size the audio cache is kept under")
+    api_upload_max_mb: int = Field(
+        50, ge=1, description="the largest file POST /api/uploads accepts (MiB)"
+    )
     api_webhooks: bool = Field(
         True, description="deliver webhooks from this replica (off: others deliver them)"
     )

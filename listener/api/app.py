@@ -18,7 +18,7 @@ from prometheus_client import Counter, Histogram
 
 from acesteps import logs
 from acesteps.types import parse_request_id
-from listener.api import contract, pages, routes
+from listener.api import contract, pages, routes, uploads
 from listener.api.auth import Unauthorized
 from listener.api.cors import Cors
 from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure, error_response
@@ -120,12 +120,12 @@ async def _callers(request: web.Request, handler: Handler) -> web.StreamResponse
         key_id = None
     request[CALLER] = key_id or "local"
     bucket = key_id or f"addr:{request.remote}"
-    if request.path != "/api/generate":
+    if request.path not in SUBMITTING:
         _allowed(deps.read_limit.take(bucket), bucket)
         return await handler(request)
-    # A submission spends from one budget once its answer says whether it was valid: an
-    # invalid one (refused before it changes anything) from the errors budget, and is
-    # answered 429 instead when that is spent; any other from the generate budget.
+    # A submission (or an upload) spends from one budget once its answer says whether it was
+    # valid: an invalid one (refused before it changes anything) from the errors budget, and
+    # is answered 429 instead when that is spent; any other from the generate budget.
     _allowed(deps.generate_limit.wait(bucket), bucket)
     try:
         response = await handler(request)
@@ -139,7 +139,9 @@ async def _callers(request: web.Request, handler: Handler) -> web.StreamResponse
     return response
 
 
-INVALID = (400, 413, 422)
+SUBMITTING = ("/api/generate", "/api/uploads")
+"""The POSTs that spend the generate budget (an upload is the first step of an edit)."""
+INVALID = (400, 413, 415, 422)
 """The answers to submissions that spend the error budget."""
 
 
@@ -168,6 +170,7 @@ def create_app(deps: ApiDeps) -> web.Application:
     app[DEPS] = deps
     routes.add_routes(app)
     contract.add_routes(app)
+    uploads.add_routes(app)
     pages.add_routes(app)
     webhooks.add_routes(app)
     app.router.add_static("/static/", STATIC, name="static")

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from acesteps.artifact import ContractArtifact
+from acesteps.ipfs.kubo import AddResult
 from acesteps.messages import CancelRequested, GenerationRequest
 from acesteps.models import Catalog
 from acesteps.presets import PresetCatalog
@@ -35,6 +36,7 @@ __all__ = [
     "STATIC",
     "ApiDeps",
     "ApiFailure",
+    "Ipfs",
     "Manifests",
     "Submitter",
     "Verifier",
@@ -42,6 +44,7 @@ __all__ = [
     "base_url",
     "error_response",
     "lookup",
+    "openapi_error",
 ]
 
 DEPS: web.AppKey[ApiDeps] = web.AppKey("deps")
@@ -63,6 +66,16 @@ class Submitter(Protocol):
 
 class Verifier(Protocol):
     async def __call__(self, request_id: str) -> Verdict: ...
+
+
+class Ipfs(Protocol):
+    """The API's Kubo client (`acesteps.ipfs.kubo.KuboClient`), as uploads use it."""
+
+    async def add(self, data: bytes, *, pin: bool = True) -> AddResult: ...
+
+    async def pin_ls(self, cid: str) -> bool: ...
+
+    def cat_iter(self, cid: str) -> AsyncIterator[bytes]: ...
 
 
 class Manifests(Protocol):
@@ -106,6 +119,11 @@ class ApiDeps:
     """Reads ``GET /api/contract``'s document (`listener.api.contract`); None: no chain reads."""
     pages: PageConfig = field(default_factory=PageConfig)
     """What the verification and track pages are told (`listener.api.pages`)."""
+    ipfs: Ipfs | None = None
+    """The Kubo client that pins uploads and reads them back as edit sources (the audio
+    cache's); None: uploads and upload sources answer 503."""
+    upload_max_bytes: int = 50 * 2**20
+    """The largest file ``POST /api/uploads`` accepts (``ACESTEPS_API_UPLOAD_MAX_MB``)."""
 
 
 def base_url(request: web.Request, deps: ApiDeps) -> str:
@@ -173,6 +191,20 @@ def listing_response(listing: BaseModel) -> web.Response:
         listing.model_dump(mode="json", by_alias=True),
         headers={"Cache-Control": "public, max-age=60"},
     )
+
+
+def openapi_error(description: str, **headers: str) -> dict[str, Any]:
+    """An OpenAPI answer with the JSON error body; ``headers``: name -> what it says."""
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    if headers:
+        answer["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in headers.items()
+        }
+    return answer
 
 
 def listing_path(operation_id: str, summary: str, described: str, schema: str) -> dict[str, Any]:

@@ -25,11 +25,13 @@ from pydantic import (
     field_validator,
 )
 
+from acesteps.editing import EditSource
 from acesteps.options import Extras, GenerationOptions, api_name
 from acesteps.types import AudioFormat
 
 __all__ = [
     "ApiError",
+    "EditSourceRecord",
     "ErrorBody",
     "GenerateBody",
     "Generation",
@@ -138,6 +140,17 @@ class TrackError(_Camel):
     message: str
 
 
+class EditSourceRecord(EditSource):
+    """An edit's source (`acesteps.editing.EditSource`) in a record: camelCase, as the API
+    names fields (``requestId``, ``audioHash``, ``duration``)."""
+
+    model_config = ConfigDict(alias_generator=api_name, populate_by_name=True)
+
+    @classmethod
+    def of(cls, source: EditSource | None) -> EditSourceRecord | None:
+        return None if source is None else cls.model_validate(source.model_dump())
+
+
 def _absent(value: object) -> bool:
     """Fields left out of a record when they do not apply, so that the records of requests
     without variations keep their bytes."""
@@ -172,6 +185,12 @@ class Generation(Extras):
         ge=1,
         le=3,
         description="a variation: its index among its parent's (the parent is 0; absent otherwise)",
+        exclude_if=_absent,
+    )
+    edit_source: EditSourceRecord | None = Field(
+        None,
+        description="an edit (task): the source it was made from, as the API resolved it: a "
+        "track's registered CID and audioHash, or an upload's (absent otherwise)",
         exclude_if=_absent,
     )
     audio_url: str | None = None

@@ -22,6 +22,8 @@ from listener.api.presets import PresetList
 from listener.api.presets import openapi_path as _presets
 from listener.api.served import ServedModelList
 from listener.api.served import openapi_path as _served
+from listener.api.uploads import UploadedAudio
+from listener.api.uploads import openapi_path as _uploads
 from listener.api.verdicts import verdict_schema
 from listener.api.webhooks.models import WebhookDeliveries, WebhookPayload, WebhookSecret
 
@@ -42,6 +44,7 @@ def _schemas() -> dict[str, Any]:
         (WebhookPayload, "serialization"),
         (ServedModelList, "serialization"),
         (PresetList, "serialization"),
+        (UploadedAudio, "serialization"),
     )
     for model, mode in models:
         schema = model.model_json_schema(by_alias=True, ref_template=_REF, mode=mode)  # type: ignore[arg-type]
@@ -248,12 +251,20 @@ def _paths() -> dict[str, Any]:
                     "400": _error("not JSON"),
                     "401": _error("missing or unknown API key"),
                     "413": _error("the body is over 64 KiB"),
-                    "422": _error("invalid field (named in error.field)"),
+                    "422": _error(
+                        "invalid field (named in error.field), or an edit's source that "
+                        "cannot be edited (sourceTrack, sourceUpload, the window, the length)"
+                    ),
                     "429": _error("rate limited", **{"Retry-After": "seconds to wait"}),
-                    "503": _error("Kafka unavailable; retry"),
+                    "503": _error(
+                        "Kafka unavailable, or an edit's source cannot be checked (chain, "
+                        "IPFS); retry",
+                        **{"Retry-After": "seconds to wait (an edit's source)"},
+                    ),
                 },
             }
         },
+        "/api/uploads": _uploads(_KEYED),
         "/api/generations": {
             "get": {
                 "operationId": "listGenerations",

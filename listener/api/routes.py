@@ -1,7 +1,8 @@
 """The API's handlers. Every answer about a request is its `Generation`.
 
 POST /api/generate                    submit (with variations: the request and its children,
-                                      stored together, then queued); waits up to
+                                      stored together, then queued; an edit with its source,
+                                      editsource.py); waits up to
                                       ACESTEPS_API_WAIT_S (or ?wait=S) for the request itself:
                                       200 with the final record, else 202 + Location
 GET  /api/generations                 the caller's records, a page at a time (listing.py)
@@ -9,6 +10,7 @@ GET  /api/generations/{id}            the record
 GET  /api/generations/{id}/audio      the file (ranges, HEAD, conditional requests)
 GET  /api/generations/{id}/events     server-sent events: ``status`` per change, ``progress``
 POST /api/generations/{id}/cancel     stop it (the key that submitted it): 202 (cancel.py)
+POST /api/uploads                     an audio file an edit starts from (uploads.py)
 GET  /api/generations/{id}/verify     the check `acesteps verify` runs, as JSON
 GET  /api/generations/{id}/manifest   the generation manifest (checked against the chain)
 GET  /api/generations/{id}/webhooks   its webhook deliveries (webhooks/routes.py)
@@ -44,6 +46,7 @@ from listener.api import listing
 from listener.api.audiocache import AudioMismatch, AudioUnavailable
 from listener.api.cancel import cancel, deadline_of
 from listener.api.deps import CALLER, DEPS, STATIC, ApiDeps, ApiFailure, answer, base_url, lookup
+from listener.api.editsource import edit_fields
 from listener.api.family import Deployment, http_family
 from listener.api.models import GenerateBody, Generation, Status
 from listener.api.openapi import openapi_document
@@ -126,6 +129,7 @@ async def generate(request: web.Request) -> web.Response:
     request_id = deployment.request_id(offchain_id)
     # The same key with another body is a client bug, not a retry.
     fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    edit = await edit_fields(deps, body)  # an edit's source and length (editsource.py)
     try:
         message = GenerationRequest(
             request_id=request_id,
@@ -133,7 +137,7 @@ async def generate(request: web.Request) -> web.Response:
             requester=caller,
             offchain_id=offchain_id,
             deadline=deadline,
-            **body.options(),
+            **(body.options() | edit),
         )
     except ValidationError as exc:  # the body's checks mirror these; this is the backstop
         raise ApiFailure(422, "invalid_request", str(exc.errors()[0]["msg"])) from None

@@ -90,7 +90,7 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
         master = await load_master(store, settings)
         webhooks = WebhookConfig.from_settings(settings, master, targets)
 
-        # 2. Clients: Kafka (requests), Kubo (audio).
+        # 2. Clients: Kafka (requests), Kubo (audio, uploads).
         producer = idempotent_producer(settings.kafka_bootstrap, client_id="acesteps-api")
         await producer.start()
         stack.push_async_callback(producer.stop)
@@ -147,6 +147,8 @@ async def run_api(settings: ListenerSettings, stop: asyncio.Event) -> None:
                 settings.api_explorer_url,
                 from_block,
             ),
+            ipfs=kubo,
+            upload_max_bytes=settings.api_upload_max_mb * 2**20,
         )
         outbox = Outbox(
             store, deps.submitter, settings.api_resend_after_s, settings.api_resend_after_s

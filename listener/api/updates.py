@@ -35,7 +35,7 @@ from acesteps.messages import (
     TrackPublished,
 )
 from listener.api.family import Deployment, child_ids
-from listener.api.models import Generation, Status, StepProgress, TrackError
+from listener.api.models import EditSourceRecord, Generation, Status, StepProgress, TrackError
 
 __all__ = ["apply", "from_request"]
 
@@ -52,6 +52,7 @@ def from_request(
         "requester": request.requester,
         "parent": request.parent_id,
         "variation": request.variation,
+        "edit_source": EditSourceRecord.of(request.edit_source),
         "chain_id": request.chain.chain_id if request.chain else None,
         "contract": request.chain.contract if request.chain else None,
         "request_tx_hash": request.chain.tx_hash if request.chain else None,

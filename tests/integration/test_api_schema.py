@@ -16,22 +16,41 @@ positive case gets no lyrics.
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 import schemathesis
+import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
+from acesteps.options import Extras, api_name
 from acesteps.settings import CommonSettings
 from tests.integration.pipeline import running_pipeline, wait_healthy
 from tests.integration.services import ServiceProcess
 
 EXAMPLES = 40
 HOOK = "http://127.0.0.1:9/hook"
+
+
+def _silence(seconds: float, rate: int = 8000) -> bytes:
+    out = io.BytesIO()
+    sf.write(out, np.zeros(round(seconds * rate), np.int16), rate, format="WAV")
+    return out.getvalue()
+
+
+EDIT_FIELDS = [
+    api_name(name)
+    for name in Extras.model_fields
+    if name == "task" or name.startswith(("source_", "repaint_", "extend_", "cover_", "stem"))
+]
+WAV = _silence(6.0)
+"""An upload the API accepts (it is pinned once: the same bytes every time)."""
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +137,7 @@ OPERATIONS = [
     ("HEAD", "/api/generations/{id}/audio"),
     ("GET", "/api/generations/{id}/events"),
     ("POST", "/api/generations/{id}/cancel"),
+    ("POST", "/api/uploads"),
     ("GET", "/api/generations/{id}/verify"),
     ("GET", "/api/generations/{id}/manifest"),
     ("GET", "/api/generations/{id}/webhooks"),
@@ -179,6 +199,14 @@ def test_operation_conforms_to_the_document(
             # An instrumental request carries no lyrics (stated in the field's description).
             if case.body.get("instrumental") is True:
                 case.body["lyrics"] = ""
+            # An edit's source must be a finished track or an upload of this service, which
+            # no document can say: a positive case edits nothing (tests/unit/test_api_edits.py).
+            if "prompt" in case.body:
+                for name in EDIT_FIELDS:
+                    case.body.pop(name, None)
+            # An upload must decode as WAV, FLAC or MP3 (stated in the field's description).
+            if "file" in case.body:
+                case.body["file"] = WAV
         if mode is GenerationMode.POSITIVE and case.headers and "Cancel-After" in case.headers:
             case.headers["Cancel-After"] = "5m"
         case.call_and_validate(timeout=30)

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("listener", "generator", "publisher")
-HEAVY = ("torch", "diffusers", "transformers", "soxr", "soundfile", "lameenc", "numpy")
+HEAVY = ("torch", "diffusers", "transformers", "soxr", "lameenc", "numpy")
+"""The ``gen`` extra's packages. soundfile is not one: the API decodes uploads with it (a base
+dependency, `listener.api.uploads`)."""
 
 
 def _imports(path: Path) -> Iterator[tuple[str, bool]]:
