@@ -4,6 +4,7 @@ the shared Kafka and Kubo, under topics of their own."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.error
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from eth_account import Account
 
 from acesteps.dev.devchain import dev_key
@@ -179,3 +181,20 @@ async def record_where(
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {found}\n{pipeline.logs()}") from None
     return found
+
+
+async def http_json(http: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[int, Any]:
+    """(status, JSON body) of a request to the API (``method=`` picks the method: GET)."""
+    async with http.request(kwargs.pop("method", "GET"), url, **kwargs) as answer:
+        return answer.status, await answer.json(content_type=None)
+
+
+async def final_record(http: aiohttp.ClientSession, url: str, timeout_s: float = 150) -> Any:
+    """The record at ``url`` once it has ended (completed, failed, canceled or revoked)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            status, found = await http_json(http, url)
+            assert status == 200, found
+            if found["status"] in ("completed", "failed", "canceled", "revoked"):
+                return found
+            await asyncio.sleep(0.5)

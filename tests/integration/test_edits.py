@@ -8,7 +8,6 @@ manifest names its source. A cover on the tiny checkpoint ends ``failed`` with t
 
 from __future__ import annotations
 
-import asyncio
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +19,7 @@ import soundfile as sf
 
 from acesteps.hashing import keccak256_hex
 from acesteps.settings import CommonSettings
-from tests.integration.pipeline import Pipeline, running_pipeline
+from tests.integration.pipeline import Pipeline, final_record, http_json, running_pipeline
 
 RATE = 44_100
 
@@ -29,21 +28,6 @@ RATE = 44_100
 def pipeline(stack: CommonSettings) -> Iterator[Pipeline]:
     with running_pipeline(stack) as running:
         yield running
-
-
-async def _json(http: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[int, Any]:
-    async with http.request(kwargs.pop("method", "GET"), url, **kwargs) as answer:
-        return answer.status, await answer.json(content_type=None)
-
-
-async def _final(http: aiohttp.ClientSession, url: str, timeout_s: float = 150) -> Any:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            status, record = await _json(http, url)
-            assert status == 200, record
-            if record["status"] in ("completed", "failed", "canceled", "revoked"):
-                return record
-            await asyncio.sleep(0.5)
 
 
 async def _audio(http: aiohttp.ClientSession, api: str, rid: str) -> bytes:
@@ -61,13 +45,13 @@ def _samples(data: bytes) -> np.ndarray[Any, np.dtype[np.int16]]:
 async def _edit(
     http: aiohttp.ClientSession, api: str, body: dict[str, Any]
 ) -> tuple[dict[str, Any], bytes]:
-    status, record = await _json(http, f"{api}/api/generate?wait=150", method="POST", json=body)
+    status, record = await http_json(http, f"{api}/api/generate?wait=150", method="POST", json=body)
     assert status in (200, 202), record
-    record = await _final(http, f"{api}/api/generations/{record['id']}")
+    record = await final_record(http, f"{api}/api/generations/{record['id']}")
     assert record["status"] == "completed", record
     data = await _audio(http, api, record["id"])
     assert keccak256_hex(data) == record["audioHash"]
-    status, verdict = await _json(http, f"{api}/api/generations/{record['id']}/verify")
+    status, verdict = await http_json(http, f"{api}/api/generations/{record['id']}/verify")
     assert status == 200 and verdict["status"] == "MATCH", verdict
     return record, data
 
@@ -78,7 +62,9 @@ async def test_a_track_is_repainted_and_extended_and_each_edit_verifies(
     api = pipeline.api_url
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as http:
         body = {"prompt": "a calm piano piece", "duration": 6, "seed": 5, "format": "wav"}
-        status, source = await _json(http, f"{api}/api/generate?wait=150", method="POST", json=body)
+        status, source = await http_json(
+            http, f"{api}/api/generate?wait=150", method="POST", json=body
+        )
         assert status == 200 and source["status"] == "completed", (source, pipeline.logs())
         original = _samples(await _audio(http, api, source["id"]))
 
@@ -93,7 +79,7 @@ async def test_a_track_is_repainted_and_extended_and_each_edit_verifies(
         assert not np.array_equal(got[a:b], original[a:b])
         assert record["editSource"]["requestId"] == source["id"]
         assert record["editSource"]["audioHash"] == source["audioHash"]
-        status, verdict = await _json(http, f"{api}/api/generations/{record['id']}/verify")
+        status, verdict = await http_json(http, f"{api}/api/generations/{record['id']}/verify")
         assert verdict["editSourceId"] == source["id"] and verdict["editSourceMatches"] is True
 
         extend = common | {"task": "extend", "extendAfter": 3}
@@ -114,7 +100,7 @@ async def test_an_uploaded_file_is_extended_and_a_cover_is_refused_with_its_reas
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as http:
         form = aiohttp.FormData()
         form.add_field("file", flac, filename="tone.flac", content_type="audio/flac")
-        status, upload = await _json(http, f"{api}/api/uploads", method="POST", data=form)
+        status, upload = await http_json(http, f"{api}/api/uploads", method="POST", data=form)
         assert status == 201, upload
         assert upload["audioHash"] == keccak256_hex(flac)
 
@@ -132,11 +118,11 @@ async def test_an_uploaded_file_is_extended_and_a_cover_is_refused_with_its_reas
         }
 
         cover = {"prompt": "as a jazz trio", "task": "cover", "sourceUpload": upload["cid"]}
-        status, record = await _json(
+        status, record = await http_json(
             http, f"{api}/api/generate?wait=150", method="POST", json=cover
         )
         assert status in (200, 202), record
-        record = await _final(http, f"{api}/api/generations/{record['id']}")
+        record = await final_record(http, f"{api}/api/generations/{record['id']}")
         assert record["status"] == "failed", record
         assert record["error"]["code"] == "task_unsupported", record
         assert "cannot make covers" in record["error"]["message"], record

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -26,7 +25,7 @@ from generator.digest import weights_digest
 from generator.settings import GeneratorSettings
 from generator.tiny import build_tiny, ensure_tiny
 from tests.integration.kafkaread import eventually
-from tests.integration.pipeline import Pipeline, record_where, running_pipeline
+from tests.integration.pipeline import Pipeline, http_json, record_where, running_pipeline
 
 B_SEED = 20_240_916
 
@@ -55,24 +54,19 @@ def pipeline(stack: CommonSettings, checkpoints: dict[str, Path]) -> Iterator[Pi
         yield running
 
 
-async def _json(http: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[int, Any]:
-    async with http.request(kwargs.pop("method", "GET"), url, **kwargs) as answer:
-        return answer.status, await answer.json(content_type=None)
-
-
 async def test_each_request_runs_on_the_model_it_names(
     pipeline: Pipeline, checkpoints: dict[str, Path]
 ) -> None:
     api = pipeline.api_url
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=180)) as http:
-        status, listing = await _json(http, f"{api}/api/models")
+        status, listing = await http_json(http, f"{api}/api/models")
         assert status == 200 and listing["default"] == "tiny-a"
         assert [m["name"] for m in listing["models"]] == ["tiny-a", "tiny-b"]
         assert listing["models"][1]["weightsDigest"] == weights_digest(checkpoints["tiny-b"])
         records = {}
         for name in ("tiny-a", "tiny-b"):
             body = {"prompt": "a calm piano piece", "duration": 5, "seed": 5, "model": name}
-            status, record = await _json(
+            status, record = await http_json(
                 http, f"{api}/api/generate?wait=150", method="POST", json=body
             )
             assert status == 200 and record["status"] == "completed", record
@@ -90,7 +84,7 @@ async def test_each_request_runs_on_the_model_it_names(
         assert records["tiny-a"]["audioHash"] != records["tiny-b"]["audioHash"]
         # An unknown model never reaches a generator.
         body = {"prompt": "a calm piano piece", "duration": 5, "model": "tiny-c"}
-        status, refused = await _json(http, f"{api}/api/generate", method="POST", json=body)
+        status, refused = await http_json(http, f"{api}/api/generate", method="POST", json=body)
         assert status == 422 and refused["error"]["field"] == "model"
 
 

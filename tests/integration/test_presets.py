@@ -12,7 +12,6 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -21,7 +20,7 @@ from acesteps.manifest import parse_manifest
 from acesteps.settings import CommonSettings
 from generator.settings import GeneratorSettings
 from generator.tiny import ensure_tiny
-from tests.integration.pipeline import Pipeline, running_pipeline
+from tests.integration.pipeline import Pipeline, http_json, running_pipeline
 from tests.tinylora import build_tiny_lora
 
 
@@ -45,18 +44,13 @@ def _sha256(file: Path) -> str:
     return "sha256:" + hashlib.sha256(file.read_bytes()).hexdigest()
 
 
-async def _json(http: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[int, Any]:
-    async with http.request(kwargs.pop("method", "GET"), url, **kwargs) as answer:
-        return answer.status, await answer.json(content_type=None)
-
-
 async def test_a_preset_track_runs_its_adapter_and_names_it(
     pipeline: Pipeline, adapter: Path
 ) -> None:
     api = pipeline.api_url
     digest = _sha256(adapter)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=180)) as http:
-        status, listing = await _json(http, f"{api}/api/presets")
+        status, listing = await http_json(http, f"{api}/api/presets")
         assert status == 200, listing
         assert [p["name"] for p in listing["presets"]] == ["warm", "strings"]
         records = {}
@@ -64,7 +58,7 @@ async def test_a_preset_track_runs_its_adapter_and_names_it(
             body = {"prompt": "a calm piano piece", "duration": 5, "seed": 5, "format": "wav"}
             if preset:
                 body["preset"] = preset
-            status, record = await _json(
+            status, record = await http_json(
                 http, f"{api}/api/generate?wait=150", method="POST", json=body
             )
             assert status == 200 and record["status"] == "completed", record
@@ -81,5 +75,5 @@ async def test_a_preset_track_runs_its_adapter_and_names_it(
         assert manifest.job.caption == "a calm piano piece, warm, tape"
         # A name the deployment does not offer never reaches a generator.
         body = {"prompt": "a calm piano piece", "duration": 5, "preset": "brass"}
-        status, refused = await _json(http, f"{api}/api/generate", method="POST", json=body)
+        status, refused = await http_json(http, f"{api}/api/generate", method="POST", json=body)
         assert status == 422 and refused["error"]["field"] == "preset"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
 import aiohttp
 import pytest
@@ -24,7 +23,7 @@ from acesteps.topics import Topics
 from tests.integration.browser import watched_page
 from tests.integration.kafkaread import read_all
 from tests.integration.listening import of_type
-from tests.integration.pipeline import Pipeline, running_pipeline
+from tests.integration.pipeline import Pipeline, http_json, running_pipeline
 
 DIGEST = "sha256:" + "5a" * 32
 MODELS = {"tiny-a": {"source": "tiny"}, "tiny-b": {"source": "tiny", "steps": 4}}
@@ -55,15 +54,10 @@ def pipeline(stack: CommonSettings, tmp_path_factory: pytest.TempPathFactory) ->
         yield running
 
 
-async def _json(http: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[int, Any]:
-    async with http.request(kwargs.pop("method", "GET"), url, **kwargs) as answer:
-        return answer.status, await answer.json(content_type=None)
-
-
 async def test_the_presets_are_listed_and_offered_in_the_document(pipeline: Pipeline) -> None:
     api = pipeline.api_url
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-        status, listing = await _json(http, f"{api}/api/presets")
+        status, listing = await http_json(http, f"{api}/api/presets")
         assert status == 200, listing
         lofi, strings = listing["presets"]
         assert lofi == {
@@ -78,7 +72,7 @@ async def test_the_presets_are_listed_and_offered_in_the_document(pipeline: Pipe
         }
         assert strings["name"] == "strings" and not strings["lora"]
         assert strings["models"] is None and strings["tags"] == ["orchestral", "strings"]
-        status, document = await _json(http, f"{api}/api/openapi.json")
+        status, document = await http_json(http, f"{api}/api/openapi.json")
         assert "/api/presets" in document["paths"]
         preset = document["components"]["schemas"]["GenerateBody"]["properties"]["preset"]
         assert preset["anyOf"][0]["enum"] == ["lofi", "strings"]
@@ -95,7 +89,7 @@ async def test_a_preset_not_offered_or_not_for_the_model_is_never_queued(
             ({"preset": "lofi", "model": "tiny-b"}, "not 'tiny-b'"),
         ]
         for extra, words in refused:
-            status, body = await _json(
+            status, body = await http_json(
                 http, f"{api}/api/generate?wait=0", method="POST", json={**base, **extra}
             )
             assert status == 422, body
@@ -104,12 +98,12 @@ async def test_a_preset_not_offered_or_not_for_the_model_is_never_queued(
         # Accepted: the preset on its model (tiny-a, the default), and one for every model.
         accepted = []
         for extra in ({"preset": "lofi"}, {"preset": "strings", "model": "tiny-b"}):
-            status, body = await _json(
+            status, body = await http_json(
                 http, f"{api}/api/generate?wait=0", method="POST", json={**base, **extra}
             )
             assert status == 202 and body["preset"] == extra["preset"], body
             accepted.append(body["id"])
-        status, page = await _json(http, f"{api}/api/generations")
+        status, page = await http_json(http, f"{api}/api/generations")
         assert sorted(item["id"] for item in page["items"]) == sorted(accepted)
     queued = await read_all(stack.kafka_bootstrap, Topics(pipeline.prefix).requests)
     # The refused ones never reached Kafka (the accepted ones may twice: the outbox resends).

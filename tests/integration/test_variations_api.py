@@ -8,7 +8,6 @@ child's registered manifest names its parent and its index. The web page links t
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from acesteps.registry import offchain_request_id
 from acesteps.settings import CommonSettings
 from acesteps.variations import variation_key
 from tests.integration.browser import watched_page
-from tests.integration.pipeline import Pipeline, running_pipeline
+from tests.integration.pipeline import Pipeline, final_record, http_json, running_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -32,27 +31,19 @@ def pipeline(stack: CommonSettings) -> Iterator[Pipeline]:
         yield running
 
 
-async def _json(http: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[int, Any]:
-    async with http.request(kwargs.pop("method", "GET"), url, **kwargs) as answer:
-        return answer.status, await answer.json(content_type=None)
-
-
-async def _completed(http: aiohttp.ClientSession, url: str, timeout_s: float = 150) -> Any:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            status, record = await _json(http, url)
-            assert status == 200, record
-            if record["status"] in ("completed", "failed", "canceled", "revoked"):
-                assert record["status"] == "completed", record
-                return record
-            await asyncio.sleep(0.5)
+async def _completed(http: aiohttp.ClientSession, url: str) -> Any:
+    record = await final_record(http, url)
+    assert record["status"] == "completed", record
+    return record
 
 
 async def test_three_variations_are_three_verifiable_tracks(pipeline: Pipeline) -> None:
     api = pipeline.api_url
     body = {"prompt": "a calm piano piece", "duration": 5, "seed": 5, "variations": 3}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=200)) as http:
-        status, parent = await _json(http, f"{api}/api/generate?wait=150", method="POST", json=body)
+        status, parent = await http_json(
+            http, f"{api}/api/generate?wait=150", method="POST", json=body
+        )
         assert status == 200 and parent["status"] == "completed", (parent, pipeline.logs())
         pid = parent["id"]
         chain_id = pipeline.chain.w3.eth.chain_id
@@ -71,7 +62,7 @@ async def test_three_variations_are_three_verifiable_tracks(pipeline: Pipeline) 
             assert record["prompt"] == body["prompt"] and record["duration"] == 5
         for record in records:
             rid = record["id"]
-            status, verdict = await _json(http, f"{api}/api/generations/{rid}/verify")
+            status, verdict = await http_json(http, f"{api}/api/generations/{rid}/verify")
             assert status == 200 and verdict["status"] == "MATCH", verdict
             assert verdict["onchainAudioHash"] == record["audioHash"]
             # HTTP tracks: the lineage is what their registered manifest says.

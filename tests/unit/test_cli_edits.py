@@ -13,14 +13,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from acesteps.cli import generate as client
-from acesteps.cli.api import ApiClient, open_session
 from acesteps.cli.main import build_parser
 from acesteps.cli.options import options_body
 from acesteps.cli.upload import upload
 from acesteps.hashing import keccak256_hex
+from tests.unit.fakeserver import Served, serving
 
 RID = "0x" + "ed" * 32
 SOURCE_ID = "0x" + "50" * 32
@@ -85,31 +84,16 @@ class FakeApi:
         return app
 
 
-@dataclass
-class Served:
-    fake: FakeApi
-    url: str
-    api: ApiClient
-    slept: list[float]
+Api = Served[FakeApi]
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[Served]:
-    fake = FakeApi()
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    url = str(server.make_url("")).rstrip("/")
-    async with open_session("s3cret") as session:
-        yield Served(fake, url, ApiClient(session, url, sleep=sleep), slept)
-    await server.close()
+async def served() -> AsyncIterator[Api]:
+    async with serving(FakeApi()) as running:
+        yield running
 
 
-async def run_upload(served: Served, path: Path) -> tuple[int, str, str]:
+async def run_upload(served: Api, path: Path) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = await upload(served.api, path, stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
@@ -119,7 +103,7 @@ async def run_upload(served: Served, path: Path) -> tuple[int, str, str]:
 
 
 async def test_upload_sends_the_file_as_the_part_file_and_prints_the_answer(
-    served: Served, tmp_path: Path
+    served: Api, tmp_path: Path
 ) -> None:
     song = tmp_path / "song.wav"
     song.write_bytes(SONG)
@@ -137,7 +121,7 @@ async def test_upload_sends_the_file_as_the_part_file_and_prints_the_answer(
     assert f"--source-upload {CID}" in err
 
 
-async def test_upload_says_when_the_api_stored_other_bytes(served: Served, tmp_path: Path) -> None:
+async def test_upload_says_when_the_api_stored_other_bytes(served: Api, tmp_path: Path) -> None:
     song = tmp_path / "song.mp3"
     song.write_bytes(SONG)
     served.fake.stored_hash = "0x" + "00" * 32
@@ -153,7 +137,7 @@ async def test_upload_says_when_the_api_stored_other_bytes(served: Served, tmp_p
     [(413, "upload_too_large"), (415, "unsupported_audio"), (422, "upload_too_long")],
 )
 async def test_a_refused_upload_exits_2_with_the_apis_reason(
-    served: Served, tmp_path: Path, status: int, code: str
+    served: Api, tmp_path: Path, status: int, code: str
 ) -> None:
     song = tmp_path / "song.flac"
     song.write_bytes(SONG)
@@ -167,7 +151,7 @@ async def test_a_refused_upload_exits_2_with_the_apis_reason(
 
 
 async def test_a_rate_limited_upload_sends_the_whole_form_again(
-    served: Served, tmp_path: Path
+    served: Api, tmp_path: Path
 ) -> None:
     song = tmp_path / "song.wav"
     song.write_bytes(SONG)
@@ -182,7 +166,7 @@ async def test_a_rate_limited_upload_sends_the_whole_form_again(
     assert json.loads(out)["cid"] == CID
 
 
-async def test_an_unreadable_file_exits_2_without_asking(served: Served, tmp_path: Path) -> None:
+async def test_an_unreadable_file_exits_2_without_asking(served: Api, tmp_path: Path) -> None:
     code, _, err = await run_upload(served, tmp_path / "missing.wav")
     assert code == 2 and "error: cannot read" in err
     assert served.fake.uploads == []
@@ -204,7 +188,7 @@ def test_an_edit_sends_no_duration_unless_given() -> None:
     assert options_body(args)["duration"] == 20.0  # given: sent (the API says what it thinks)
 
 
-async def test_generate_prints_what_an_edit_edits(served: Served, tmp_path: Path) -> None:
+async def test_generate_prints_what_an_edit_edits(served: Api, tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     body = {"prompt": "more", "task": "extend", "sourceTrack": SOURCE_ID, "extendAfter": 10}
     opts = client.GenerateOptions(body, wait=False)
@@ -219,7 +203,7 @@ async def test_generate_prints_what_an_edit_edits(served: Served, tmp_path: Path
     assert f"edit       extend of track {SOURCE_ID}" in client.render_status(record)
 
 
-async def test_generate_source_file_uploads_then_edits_it(served: Served, tmp_path: Path) -> None:
+async def test_generate_source_file_uploads_then_edits_it(served: Api, tmp_path: Path) -> None:
     song = tmp_path / "song.wav"
     song.write_bytes(SONG)
     out, err = io.StringIO(), io.StringIO()
@@ -246,7 +230,7 @@ async def test_generate_source_file_uploads_then_edits_it(served: Served, tmp_pa
     ],
 )
 async def test_source_file_needs_a_task_and_no_other_source(
-    served: Served,
+    served: Api,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     extra: list[str],

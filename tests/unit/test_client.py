@@ -25,6 +25,7 @@ from acesteps.cli.progressbar import Progress, render_bar
 from acesteps.cli.sse import SseEvent, sse_events
 from acesteps.hashing import keccak256_hex
 from acesteps.settings import ClientSettings, load_settings
+from tests.unit.fakeserver import Served, serving
 
 RID = "0x" + "ab" * 32
 AUDIO = b"ID3 not really an mp3 " * 1000
@@ -236,32 +237,17 @@ class FakeApi:
         return app
 
 
-@dataclass
-class Served:
-    fake: FakeApi
-    url: str
-    api: ApiClient
-    slept: list[float]
+Api = Served[FakeApi]
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[Served]:
-    fake = FakeApi()
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    url = str(server.make_url("")).rstrip("/")
-    async with open_session("s3cret") as session:
-        yield Served(fake, url, ApiClient(session, url, sleep=sleep), slept)
-    await server.close()
+async def served() -> AsyncIterator[Api]:
+    async with serving(FakeApi()) as running:
+        yield running
 
 
 async def _generate(
-    served: Served,
+    served: Api,
     tmp_path: Path,
     idempotency_key: str | None = None,
     wait: bool = True,
@@ -279,7 +265,7 @@ async def _generate(
 # ---------------------------------------------------------------- generate
 
 
-async def test_generate_follows_events_downloads_and_checks(served: Served, tmp_path: Path) -> None:
+async def test_generate_follows_events_downloads_and_checks(served: Api, tmp_path: Path) -> None:
     code, out, err = await _generate(
         served, tmp_path, tags=["lofi", "rain"], seed=7, idempotency_key="k1"
     )
@@ -303,7 +289,7 @@ async def test_generate_follows_events_downloads_and_checks(served: Served, tmp_
     assert served.fake.polls == 0  # the stream was enough
 
 
-async def test_a_broken_stream_falls_back_to_polling(served: Served, tmp_path: Path) -> None:
+async def test_a_broken_stream_falls_back_to_polling(served: Api, tmp_path: Path) -> None:
     served.fake.break_stream_after = 1
     served.fake.stages = ["queued", "generating", "publishing", "completed"]
     code, out, err = await _generate(served, tmp_path)
@@ -313,7 +299,7 @@ async def test_a_broken_stream_falls_back_to_polling(served: Served, tmp_path: P
     assert json.loads(out)["status"] == "completed"
 
 
-async def test_live_progress_on_a_terminal(served: Served, tmp_path: Path) -> None:
+async def test_live_progress_on_a_terminal(served: Api, tmp_path: Path) -> None:
     stderr = _Tty()
     opts = GenerateOptions({"prompt": "x"}, out=tmp_path / "t.mp3")
     code = await client.generate(served.api, opts, stdout=io.StringIO(), stderr=stderr)
@@ -325,7 +311,7 @@ async def test_live_progress_on_a_terminal(served: Served, tmp_path: Path) -> No
     )
 
 
-async def test_reads_failing_after_submit_exit_3(served: Served, tmp_path: Path) -> None:
+async def test_reads_failing_after_submit_exit_3(served: Api, tmp_path: Path) -> None:
     served.fake.reads_fail = True
     stderr = _Tty()
     opts = GenerateOptions({"prompt": "x"}, out=tmp_path / "t.mp3")
@@ -338,7 +324,7 @@ async def test_reads_failing_after_submit_exit_3(served: Served, tmp_path: Path)
     assert served.slept == [client.POLL_S] * client.POLL_FAILURES
 
 
-async def test_no_wait_prints_the_queued_record(served: Served, tmp_path: Path) -> None:
+async def test_no_wait_prints_the_queued_record(served: Api, tmp_path: Path) -> None:
     code, out, _ = await _generate(served, tmp_path, wait=False)
     assert code == 0
     assert json.loads(out)["status"] == "queued"
@@ -346,7 +332,7 @@ async def test_no_wait_prints_the_queued_record(served: Served, tmp_path: Path) 
     assert not (tmp_path / "track.mp3").exists()
 
 
-async def test_a_failed_request_exits_1_with_its_error(served: Served, tmp_path: Path) -> None:
+async def test_a_failed_request_exits_1_with_its_error(served: Api, tmp_path: Path) -> None:
     error = {"stage": "generate", "code": "policy_refused", "message": "names an artist"}
     served.fake.stages = ["queued", "failed"]
     served.fake.final = _record("failed", error=error)
@@ -357,9 +343,7 @@ async def test_a_failed_request_exits_1_with_its_error(served: Served, tmp_path:
     assert not (tmp_path / "track.mp3").exists()
 
 
-async def test_audio_that_does_not_match_its_hash_is_not_kept(
-    served: Served, tmp_path: Path
-) -> None:
+async def test_audio_that_does_not_match_its_hash_is_not_kept(served: Api, tmp_path: Path) -> None:
     served.fake.audio = AUDIO + b"tampered"
     code, out, err = await _generate(served, tmp_path)
     assert code == 1
@@ -373,7 +357,7 @@ async def test_audio_that_does_not_match_its_hash_is_not_kept(
     [(422, "invalid_request", 2), (401, "unauthorized", 2), (500, "internal", 3)],
 )
 async def test_api_errors_map_to_exit_codes(
-    served: Served, tmp_path: Path, status: int, code: str, exit_code: int
+    served: Api, tmp_path: Path, status: int, code: str, exit_code: int
 ) -> None:
     error = {"code": code, "message": "duration: too short", "field": "duration"}
     served.fake.post_answers = [(status, {"error": error}, {})]
@@ -383,7 +367,7 @@ async def test_api_errors_map_to_exit_codes(
     assert err.strip() == f"error: {code}: duration: too short"
 
 
-async def test_an_answer_that_is_not_json_is_a_server_error(served: Served, tmp_path: Path) -> None:
+async def test_an_answer_that_is_not_json_is_a_server_error(served: Api, tmp_path: Path) -> None:
     served.fake.post_answers = [(502, {}, {})]
     rc, _, err = await _generate(served, tmp_path)
     assert rc == 3
@@ -395,7 +379,7 @@ def _limited(retry_after: str) -> tuple[int, dict[str, Any], dict[str, str]]:
     return 429, {"error": error}, {"Retry-After": retry_after}
 
 
-async def test_rate_limit_is_retried_after_retry_after(served: Served, tmp_path: Path) -> None:
+async def test_rate_limit_is_retried_after_retry_after(served: Api, tmp_path: Path) -> None:
     limited = (
         429,
         {"error": {"code": "rate_limited", "message": "slow down"}},
@@ -408,7 +392,7 @@ async def test_rate_limit_is_retried_after_retry_after(served: Served, tmp_path:
     assert sum(1 for s in served.fake.seen if s[0] == "POST") == 3
 
 
-async def test_rate_limit_gives_up_after_three_retries(served: Served, tmp_path: Path) -> None:
+async def test_rate_limit_gives_up_after_three_retries(served: Api, tmp_path: Path) -> None:
     limited = (
         429,
         {"error": {"code": "rate_limited", "message": "slow down"}},
@@ -439,7 +423,7 @@ async def test_an_unreachable_api_exits_3(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- status
 
 
-async def test_status_prints_a_summary_or_json(served: Served) -> None:
+async def test_status_prints_a_summary_or_json(served: Api) -> None:
     served.fake.stages = ["completed"]
     out, err = io.StringIO(), io.StringIO()
     assert await client.status(served.api, RID, as_json=False, stdout=out, stderr=err) == 0
@@ -461,7 +445,7 @@ def test_status_shows_the_queue_place_and_the_model_steps() -> None:
     assert "progress" not in client.render_status(_record("completed", progress=steps))
 
 
-async def test_status_of_an_unknown_id_exits_1(served: Served) -> None:
+async def test_status_of_an_unknown_id_exits_1(served: Api) -> None:
     out, err = io.StringIO(), io.StringIO()
     code = await client.status(served.api, "0x" + "cd" * 32, as_json=True, stdout=out, stderr=err)
     assert code == 1
@@ -469,7 +453,7 @@ async def test_status_of_an_unknown_id_exits_1(served: Served) -> None:
     assert err.getvalue().startswith("error: not_found: no request 0xcdcd")
 
 
-async def test_status_refuses_a_malformed_id_without_asking(served: Served) -> None:
+async def test_status_refuses_a_malformed_id_without_asking(served: Api) -> None:
     out, err = io.StringIO(), io.StringIO()
     code = await client.status(served.api, "../../x", as_json=False, stdout=out, stderr=err)
     assert code == 2
@@ -495,7 +479,7 @@ def test_generate_arguments() -> None:
 
 
 async def test_cli_takes_url_and_key_from_the_environment(
-    served: Served,
+    served: Api,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -516,7 +500,7 @@ async def test_cli_takes_url_and_key_from_the_environment(
 
 
 async def test_cli_option_beats_the_environment_and_bad_urls_exit_2(
-    served: Served, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    served: Api, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("ACESTEPS_API_URL", "http://127.0.0.1:9")
     monkeypatch.delenv("ACESTEPS_API_KEY", raising=False)
