@@ -6,14 +6,10 @@ tests/integration/test_verify.py."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
-
-import pytest
 
 from acesteps.bytesources import Unreachable
 from acesteps.cli.verify import render
@@ -24,6 +20,7 @@ from acesteps.registry import Provenance, Registry, Track
 from acesteps.verify import Status, Verdict, _source_differs, verify
 from listener.api.verdicts import verdict_body, verdict_schema
 from tests.factories import manifest_for
+from tests.unit.test_verify_page import node
 
 RID = "0x" + "e1" * 32
 SOURCE_ID = "0x" + "50" * 32
@@ -238,8 +235,6 @@ async def test_the_api_answer_carries_the_edit_in_camel_case() -> None:
 
 def test_the_verification_page_gives_the_same_reasons() -> None:
     """web/verify/words.js says what `acesteps.verify` says of an edit's source."""
-    if shutil.which("node") is None:
-        pytest.fail("node not found: Node.js 20+ builds and tests the verification page")
     words = Path(__file__).resolve().parents[2] / "web" / "verify" / "words.js"
     other, ours = "0x" + "bb" * 32, "0x" + "aa" * 32
     script = (
@@ -248,18 +243,11 @@ def test_the_verification_page_gives_the_same_reasons() -> None:
         "console.log(JSON.stringify([REASON.sourceNotRegistered(id), "
         f"REASON.sourceDiffers(id, {json.dumps(other)}, {json.dumps(ours)})]));"
     )
-    done = subprocess.run(
-        ["node", "--input-type=module", "-e", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    reasons = node(script)
     source = Verdict(
         Status.MISMATCH, "", RID, edit_source_id=SOURCE_ID, edit_source_audio_hash=ours
     )
-    assert json.loads(done.stdout) == [
+    assert reasons == [
         _source_differs(source),
         _source_differs(replace(source, edit_source_onchain_audio_hash=other)),
     ]
