@@ -18,6 +18,13 @@ a rough check that the faster encoder loses nothing gross, not a perceptual meas
 ``cpu_stages_s`` is resample + the default MP3 encoder + keccak, and ``cpu_stages_per_30s``
 scales it to a 30 s clip (the target: at most 0.5 CPU-s).
 
+``batched`` (top level): four jobs of one shape (the same prompt and lyrics, four seeds, the
+``--batch-duration``) run by `Model.generate` in the ``batched`` mode, one pipeline call, and
+each alone: ``bit_identical_to_single_runs`` (measured per job), the largest difference, and
+the speed ratio of the one call to the four single calls (best of ``--runs``, interleaved);
+and ``calls_for_four_prompts``: how many calls four prompts of other token lengths take in
+that mode (a call needs equal shapes, `generator.model.BatchKey`).
+
 The tiny model is random and ~100 k parameters, so its "model" time is mostly the VAE decoder
 at 48 kHz; what it is for is the ratio of the CPU stages to the model time of the same run.
 Set ``ACESTEPS_GENERATOR_TINY_DIR`` to move the cached checkpoint.
@@ -72,10 +79,39 @@ def _snr_db(data: bytes, pcm: npt.NDArray[np.float32]) -> float:
     return 10 * float(np.log10(float(np.sum(pcm.astype(np.float64) ** 2)) / noise))
 
 
+def _batched(settings: GeneratorSettings, duration: float, runs: int) -> dict[str, object]:
+    """The batched mode against single runs: one shape, four seeds (see the docstring)."""
+    model = load_pipeline(settings.with_overrides(generator_batch_mode="batched"))
+    jobs = [Job("dreamy lo-fi, piano, rain", "[verse]\nhello", duration, seed) for seed in range(4)]
+    assert len({model.batch_key(job) for job in jobs}) == 1, "one shape, one call"
+    together, alone = float("inf"), float("inf")
+    for _ in range(runs):  # interleaved
+        seconds, batch = _best(partial(model.generate, jobs), 1, time.perf_counter)
+        together = min(together, seconds)
+        started, singles = time.perf_counter(), [model.generate([job])[0] for job in jobs]
+        alone = min(alone, time.perf_counter() - started)
+    prompts = ["piano", "a slow sad cello piece", "drums, bass, synth, fx", "rain at night"]
+    mixed = [Job(prompt, "[Instrumental]", duration, 1) for prompt in prompts]
+    return {
+        "mode": "batched",
+        "batch_size": len(jobs),
+        "duration_s": duration,
+        "bit_identical_to_single_runs": [
+            bool(np.array_equal(a, b)) for a, b in zip(batch, singles, strict=True)
+        ],
+        "max_abs_diff": float(
+            max(np.abs(a - b).max() for a, b in zip(batch, singles, strict=True))
+        ),
+        "speed_ratio_to_single_runs": round(alone / together, 3),
+        "calls_for_four_prompts": len(model.plan(mixed)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="generator per-stage CPU timings (tiny model)")
     parser.add_argument("--durations", type=float, nargs="+", default=[5.0, 30.0, 240.0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch-duration", type=float, default=10.0)
     args = parser.parse_args()
 
     settings = GeneratorSettings(generator_model="tiny", generator_device="cpu")
@@ -136,6 +172,7 @@ def main() -> None:
                 "default_mp3_encoder": audio.MP3_ENCODER,
                 "load_s": round(load_s, 3),
                 "stages": stages,
+                "batched": _batched(settings, args.batch_duration, args.runs),
             }
         )
     )

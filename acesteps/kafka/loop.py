@@ -86,7 +86,7 @@ from acesteps.kafka.consuming import (
 from acesteps.kafka.membership import MemberGuard
 from acesteps.kafka.producer import transactional_producer
 from acesteps.kafka.records import InRecord, OutRecord
-from acesteps.kafka.transactions import TransactionalProducer, is_fatal
+from acesteps.kafka.transactions import NotOurs, TransactionalProducer, is_fatal
 
 __all__ = [
     "RETRIES_EXHAUSTED",
@@ -231,7 +231,16 @@ class TransactionalLoop(Generic[D]):
                 seek(consumer, firsts)
                 return None
             try:
-                await self._txn.commit(done.outputs, done.offsets, self.config.group_id)
+                await self._txn.commit(
+                    done.outputs,
+                    done.offsets,
+                    self.config.group_id,
+                    still_ours=lambda: self._guard.lost(consumer, fetched_at, generation),
+                )
+            except NotOurs as exc:  # frozen while sending: aborted, not committed
+                log.warning("not committing %d records: %s (aborted)", len(records), exc)
+                seek(consumer, firsts)
+                return None
             except Exception as exc:
                 if is_fatal(exc):
                     raise

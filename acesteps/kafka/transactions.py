@@ -7,7 +7,11 @@ chain listener (`listener.sink`, records plus its checkpoint). One commit:
    aiokafka #1004);
 2. queue every record and await every delivery: aiokafka commits a transaction even when one
    of its batches failed (unlike the Java client), so a failed delivery must abort instead;
-3. commit.
+3. unless ``still_ours`` (the consume loop's membership check) now names a reason not to,
+   commit. Records and offsets of a large batch take a while to send; a process frozen in
+   that time (a zombie: its partitions given to another member, which handles the same
+   records) would otherwise commit them on waking, and without KIP-447 in aiokafka the broker
+   takes its offsets. The check right before EndTxn leaves only that one round trip open.
 
 After any failure the transaction is aborted (with a timeout) and the producer replaced
 under the same transactional id before the error is raised: a batch the broker refused
@@ -33,7 +37,7 @@ from aiokafka.structs import OffsetAndMetadata
 from acesteps.kafka.producer import send_record
 from acesteps.kafka.records import OutRecord
 
-__all__ = ["TransactionalProducer", "is_fatal"]
+__all__ = ["NotOurs", "TransactionalProducer", "is_fatal"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,10 @@ ABORT_TIMEOUT_S: Final = 5.0
 CLOSE_TIMEOUT_S: Final = 30.0
 # Errors after which this process must not write under its transactional id again.
 _FATAL: Final = (ProducerFenced, TransactionalIdAuthorizationFailed)
+
+
+class NotOurs(Exception):
+    """The batch may be another member's now: its transaction was aborted, not committed."""
 
 
 class TransactionalProducer:
@@ -80,9 +88,11 @@ class TransactionalProducer:
         records: Sequence[OutRecord],
         offsets: Mapping[TopicPartition, int] | None = None,
         group_id: str | None = None,
+        still_ours: Callable[[], str | None] | None = None,
     ) -> None:
         """Write ``records`` and, for a consumer ``group_id``, the next ``offsets`` to read,
-        in one transaction (module docstring). Raises what failed, after recovering."""
+        in one transaction (module docstring). Raises what failed, after recovering;
+        `NotOurs` when ``still_ours`` gives a reason just before the commit."""
         if self._producer is None:  # a restart after a failure failed too: try again now
             self._producer = await self._new()
         producer = self._producer
@@ -103,6 +113,8 @@ class TransactionalProducer:
             for result in await asyncio.gather(*deliveries, return_exceptions=True):
                 if isinstance(result, BaseException):
                     raise result
+            if still_ours is not None and (why := still_ours()) is not None:
+                raise NotOurs(why)
             await producer.commit_transaction()
         except asyncio.CancelledError:
             # Shutting down mid-commit: abort now rather than leave read_committed consumers
