@@ -40,6 +40,7 @@ import soxr
 from acesteps.editing import EditSource
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.kubo import KuboError
+from acesteps.manifest import EditPart
 from acesteps.messages import GenerationRequest
 from generator.errors import PermanentGeneratorError, RetryableGeneratorError
 
@@ -117,6 +118,39 @@ class Edit:
     stem: str | None = None
     """extract: the instrument track to take out (the pipeline's ``track_name``)."""
     source: SourceAudio | None = field(default=None, compare=False, repr=False)
+
+    def part(self) -> EditPart:
+        """What the manifest records of it (``edit``)."""
+        start, end = self.window or (None, None)
+        return EditPart(
+            task=self.task,
+            source_frames=self.source_frames,
+            pad_before_s=self.pad_before_s,
+            pad_after_s=self.pad_after_s,
+            window_start_s=start,
+            window_end_s=end,
+            cover_strength=self.cover_strength,
+            stem=self.stem,
+            splice_fade_s=FADE_S if self.task == "repaint" else None,
+        )
+
+    @classmethod
+    def of_part(cls, part: EditPart, source: SourceAudio) -> Edit:
+        """The edit a manifest's ``edit`` part records, run on the decoded ``source``."""
+        window = None
+        if part.window_start_s is not None and part.window_end_s is not None:
+            window = (part.window_start_s, part.window_end_s)
+        return cls(
+            part.task,
+            source.audio_hash,
+            part.source_frames,
+            part.pad_before_s,
+            part.pad_after_s,
+            window,
+            part.cover_strength,
+            part.stem,
+            source,
+        )
 
     def pipeline_kwargs(self, frames_48k: int) -> dict[str, object]:
         """The source and task arguments of the pipeline call (``src_audio`` as numpy; the

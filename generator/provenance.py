@@ -24,7 +24,6 @@ import torch
 from acesteps.manifest import (
     AdapterPart,
     DevicePart,
-    EditPart,
     EnvironmentPart,
     FilePart,
     JobPart,
@@ -39,7 +38,6 @@ from acesteps.manifest import (
 from acesteps.messages import GenerationRequest
 from acesteps.options import GenerationOptions
 from generator import audio
-from generator.editing import FADE_S
 from generator.jobs import Job
 from generator.model import OUTPUT_SAMPLE_RATE, Model
 from generator.pipeline import Encoded
@@ -63,24 +61,6 @@ ISA: Final = frozenset(
     {"sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_bf16",
      "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_tile", "neon", "asimd", "sve"}
 )  # fmt: skip
-
-
-def _edit(job: Job) -> EditPart | None:
-    edit = job.edit
-    if edit is None:
-        return None
-    window = edit.window or (None, None)
-    return EditPart(
-        task=edit.task,
-        source_frames=edit.source_frames,
-        pad_before_s=edit.pad_before_s,
-        pad_after_s=edit.pad_after_s,
-        window_start_s=window[0],
-        window_end_s=window[1],
-        cover_strength=edit.cover_strength,
-        stem=edit.stem,
-        splice_fade_s=FADE_S if edit.task == "repaint" else None,
-    )
 
 
 def build_manifest(
@@ -135,7 +115,7 @@ def build_manifest(
             dtype=str(model.dtype).removeprefix("torch."),
         ),
         adapter=_adapter(job),
-        edit=_edit(job),
+        edit=None if job.edit is None else job.edit.part(),
         environment=environment(model.device),
         output=OutputPart(
             pcm=PcmPart(

@@ -139,20 +139,7 @@ def _edit(manifest: Manifest, source: bytes | None) -> Edit | str | None:
             f"the source decodes to {decoded.frames} frames here, {part.source_frames} in the "
             "manifest (another decoder?)"
         )
-    window = None
-    if part.window_start_s is not None and part.window_end_s is not None:
-        window = (part.window_start_s, part.window_end_s)
-    return Edit(
-        part.task,
-        origin.audio_hash,
-        part.source_frames,
-        part.pad_before_s,
-        part.pad_after_s,
-        window,
-        part.cover_strength,
-        part.stem,
-        decoded,
-    )
+    return Edit.of_part(part, decoded)
 
 
 def reproduce(

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acesteps.cancels import Stop
+from acesteps.editing import PIPELINE_TASKS
 from acesteps.errors import PermanentError
 from acesteps.kafka.records import InRecord, OutRecord, decode_value
 from acesteps.messages import (
@@ -155,9 +156,9 @@ async def _model(deps: Deps, request: GenerationRequest) -> tuple[str, Any]:
 async def _edit(request: GenerationRequest, model: Any, deps: Deps) -> Edit | None:
     """An edit's plan with its source fetched and checked (`generator.editing`); None for a
     request that is not an edit. A task the model cannot run is refused before the fetch."""
-    if (planned := plan_edit(request)) is None or request.edit_source is None:
+    if request.task is None or request.edit_source is None:
         return None
-    model.check_task(planned.task)
+    model.check_task(PIPELINE_TASKS[request.task])
     return plan_edit(request, await deps.sources.load(request.edit_source))
 
 

@@ -209,7 +209,6 @@ def openapi_error(description: str, **headers: str) -> dict[str, Any]:
 
 def listing_path(operation_id: str, summary: str, described: str, schema: str) -> dict[str, Any]:
     """The OpenAPI path item of a public listing: 200 with ``schema``, or 429."""
-    error = {"$ref": "#/components/schemas/ErrorBody"}
     return {
         "get": {
             "operationId": operation_id,
@@ -221,11 +220,7 @@ def listing_path(operation_id: str, summary: str, described: str, schema: str) -
                         "application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}
                     },
                 },
-                "429": {
-                    "description": "rate limited",
-                    "headers": {"Retry-After": {"schema": {"type": "string"}}},
-                    "content": {"application/json": {"schema": error}},
-                },
+                "429": openapi_error("rate limited", **{"Retry-After": "seconds to wait"}),
             },
         }
     }

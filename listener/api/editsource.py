@@ -13,7 +13,8 @@ then the edit itself: no ``duration`` (an edit is as long as its source, plus an
 source of `MIN_SOURCE_S` to `MAX_DURATION_S` seconds, a repaint window that ends within it, an
 extension to at most `MAX_DURATION_S`, and a served model whose tasks (when known) include the
 pipeline task the edit runs (`acesteps.editing.PIPELINE_TASKS`).
-The chain or IPFS out of reach is 503 with ``Retry-After``.
+The chain or IPFS out of reach is 503 with ``Retry-After``. A retry of a stored edit reuses
+the source its record names.
 """
 
 from __future__ import annotations
@@ -45,13 +46,20 @@ def _unavailable(message: str, code: str = "unavailable") -> ApiFailure:
     return ApiFailure(503, code, message, headers={"Retry-After": "5"})
 
 
-async def edit_fields(deps: ApiDeps, body: GenerateBody) -> dict[str, object]:
+async def edit_fields(deps: ApiDeps, body: GenerateBody, request_id: str) -> dict[str, object]:
     """What an edit's message takes beyond the body's options: ``duration_s`` (its
-    source's, plus an extension) and ``edit_source``; nothing for a request without a task."""
+    source's, plus an extension) and ``edit_source``; nothing for a request without a task.
+    A retry of a stored edit (its ``request_id`` known: the same Idempotency-Key) takes them
+    from its record instead of reading the chain and IPFS again (a retry with another body is
+    refused after, by its fingerprint)."""
     if body.task is None:
         return {}
     if "duration_s" in body.model_fields_set:
         raise _refused("duration", "an edit is as long as its source (plus an extension)")
+    known = await deps.store.get(request_id)
+    if known is not None and known.edit_source is not None and known.duration_s is not None:
+        source = EditSource.model_validate(known.edit_source.model_dump())
+        return {"duration_s": known.duration_s, "edit_source": source}
     served = deps.models.resolve(body.model)
     needed = PIPELINE_TASKS[body.task]
     if served.tasks is not None and needed not in served.tasks:

@@ -15,6 +15,7 @@ from acesteps.presets import PresetCatalog
 from acesteps.types import ADDRESS_PATTERN, REQUEST_ID_INPUT
 from listener.api.cancel import DURATION_PATTERN as _DURATION
 from listener.api.contract import openapi_path as _contract
+from listener.api.deps import openapi_error as _error
 from listener.api.listing import CURSOR
 from listener.api.models import ErrorBody, GenerateBody, Generation, Status
 from listener.api.pages import openapi_path as _verify_config
@@ -51,19 +52,6 @@ def _schemas() -> dict[str, Any]:
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema
     return out
-
-
-def _error(description: str, **headers: str) -> dict[str, Any]:
-    answer: dict[str, Any] = {
-        "description": description,
-        "content": {_JSON: {"schema": {"$ref": _REF.format(model="ErrorBody")}}},
-    }
-    if headers:
-        answer["headers"] = {
-            name: {"description": text, "schema": {"type": "string"}}
-            for name, text in headers.items()
-        }
-    return answer
 
 
 def _generation(description: str) -> dict[str, Any]:

@@ -129,7 +129,7 @@ async def generate(request: web.Request) -> web.Response:
     request_id = deployment.request_id(offchain_id)
     # The same key with another body is a client bug, not a retry.
     fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-    edit = await edit_fields(deps, body)  # an edit's source and length (editsource.py)
+    edit = await edit_fields(deps, body, request_id)  # an edit's source and length (editsource.py)
     try:
         message = GenerationRequest(
             request_id=request_id,

@@ -265,6 +265,25 @@ async def test_variations_of_an_edit_each_carry_its_source(make_client: Any) -> 
         assert record["editSource"] == parent["editSource"]
 
 
+async def test_a_retry_of_an_edit_reuses_its_source_without_checking_it_again(
+    make_client: Any,
+) -> None:
+    client, deps, kafka, verifier = await edits_app(make_client)
+    source = await finished_track(client, deps, kafka)
+    body = {"prompt": "a calm piano piece", "task": "extend", "sourceTrack": source}
+    body["extendAfter"] = 5
+    headers = {"Idempotency-Key": "retry-1"}
+    first = await client.post("/api/generate", json=body, headers=headers)
+    verifier.status = VerdictStatus.UNKNOWN  # the chain is out of reach now
+    again = await client.post("/api/generate", json=body, headers=headers)
+    assert (first.status, again.status) == (202, 202)
+    a, b = await first.json(), await again.json()
+    assert a["id"] == b["id"] and a["editSource"] == b["editSource"]
+    assert verifier.asked == [source]  # checked once, for the first
+    other = await client.post("/api/generate", json=body | {"extendAfter": 6}, headers=headers)
+    assert (await other.json())["error"]["code"] == "idempotency_key_reused"
+
+
 # ---------------------------------------------------------------- an upload as the source
 
 
