@@ -86,7 +86,9 @@ class SamplingPart(_Part):
     shift: float
     guidance_scale: float
     vocal_language: str
-    batch_mode: Literal["sequential", "batched"]
+    batch_mode: Literal["sequential", "batched", "invariant"] = Field(
+        description="invariant: made with the batch-invariant kernels, which a re-run must use too"
+    )
     batch_size: int = Field(ge=1, description="jobs in the pipeline call that made this one")
     vae_tiling: bool
 

@@ -58,7 +58,8 @@ import re
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -75,6 +76,8 @@ from generator.digest import weights_digest
 from generator.editcall import edit_arguments, source_noise
 from generator.editing import Edit, TaskUnsupported
 from generator.errors import GenerationFailedError, ModelUnavailable, OutOfMemory
+from generator.invariant.masks import padding_masks
+from generator.invariant.mode import InvariantMode, UncoveredOp
 from generator.jobs import Adapter, Conditioning, Job
 from generator.presets import PresetUnavailable, file_digest, has_peft
 from generator.settings import AUTO_MODEL, DEFAULT_MODEL_ID, TINY_MODEL, GeneratorSettings
@@ -534,8 +537,14 @@ class Model:
         return len(tokenize(text).input_ids), len(tokenize(lyrics).input_ids)
 
     def batch_key(self, job: Job) -> BatchKey:
-        """Jobs with equal keys have equal shapes throughout the pipeline: no padding."""
-        text_tokens, lyric_tokens = self.token_lengths(job)
+        """Jobs with equal keys may share a call. In the ``batched`` mode they have equal
+        shapes throughout the pipeline (no padding); in the ``invariant`` mode captions and
+        lyrics are padded with masks (`generator.invariant.masks`), so token lengths are no
+        part of the key (0)."""
+        if self.settings.generator_batch_mode == "invariant":
+            text_tokens = lyric_tokens = 0
+        else:
+            text_tokens, lyric_tokens = self.token_lengths(job)
         return BatchKey(
             latent_frames=self.latent_frames(job.duration_s),
             text_tokens=min(text_tokens, self.max_text_tokens),
@@ -639,8 +648,10 @@ class Model:
             self.check_task(edit.task)
             conditioning |= edit_arguments(edit, n_frames, self.latents_per_second)
         try:
-            with source_noise(edit, self.device):
+            with source_noise(edit, self.device), self._kernels():
                 output = self._call(jobs, duration, generators, on_step, conditioning)
+        except UncoveredOp as exc:
+            raise GenerationFailedError(str(exc)) from exc
         except torch.OutOfMemoryError as exc:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -649,6 +660,15 @@ class Model:
         # 3. To the CPU as float32, cut or padded to the exact requested length.
         batch = audios.detach().to(device="cpu", dtype=torch.float32).numpy()
         return [_exact(batch[i], job.duration_s) for i, job in enumerate(jobs)]
+
+    @contextmanager
+    def _kernels(self) -> Iterator[None]:
+        """The ``invariant`` mode's kernels and padding masks around a call; else nothing."""
+        if self.settings.generator_batch_mode != "invariant":
+            yield
+            return
+        with InvariantMode(self.device), padding_masks(self.pipeline):
+            yield
 
     def _call(
         self,

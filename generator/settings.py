@@ -124,12 +124,14 @@ class GeneratorSettings(CommonSettings, ModelsSettings, PresetsSettings):
     generator_max_wait_ms: int = Field(
         50, ge=0, le=60_000, description="how long the worker waits to fill a batch"
     )
-    generator_batch_mode: Literal["sequential", "batched"] = Field(
+    generator_batch_mode: Literal["sequential", "batched", "invariant"] = Field(
         "sequential",
         description=(
             "sequential: the jobs of a batch run one by one, so a track's bytes never depend on "
             "its batch; batched: one pipeline call per group of equal batch keys (faster on a "
-            "GPU, but not bit-identical to a single run)"
+            "GPU, but not bit-identical to a single run); invariant: one call per group of equal "
+            "length, with batch-invariant kernels and masked caption/lyric padding, so every "
+            "track has exactly the bytes of its single run in that mode (generator.invariant)"
         ),
     )
     generator_vae_tiling_above_s: float = Field(
