@@ -25,6 +25,13 @@ the speed ratio of the one call to the four single calls (best of ``--runs``, in
 and ``calls_for_four_prompts``: how many calls four prompts of other token lengths take in
 that mode (a call needs equal shapes, `generator.model.BatchKey`).
 
+``batch_invariant`` (top level): four different requests (other seeds, captions and lyrics
+of other token lengths, one ``--batch-duration``) in the ``invariant`` mode: the calls they
+take (1: padded with masks), ``bit_identical_to_single_runs`` against each job run alone in
+that mode, the largest difference, and the speed of the one call against the four single
+calls of that mode and against the four run by the default ``sequential`` mode (torch's own
+kernels; on the CPU the invariant kernels are elementwise compositions, slower than those).
+
 The tiny model is random and ~100 k parameters, so its "model" time is mostly the VAE decoder
 at 48 kHz; what it is for is the ratio of the CPU stages to the model time of the same run.
 Set ``ACESTEPS_GENERATOR_TINY_DIR`` to move the cached checkpoint.
@@ -50,7 +57,7 @@ import torch
 from acesteps.hashing import keccak256
 from generator import audio
 from generator.jobs import Job
-from generator.model import load_pipeline
+from generator.model import Audio, Model, load_pipeline
 from generator.settings import GeneratorSettings
 
 T = TypeVar("T")
@@ -79,32 +86,88 @@ def _snr_db(data: bytes, pcm: npt.NDArray[np.float32]) -> float:
     return 10 * float(np.log10(float(np.sum(pcm.astype(np.float64) ** 2)) / noise))
 
 
+def _against_singles(
+    model: Model, jobs: list[Job], runs: int
+) -> tuple[list[Audio], list[Audio], float, float]:
+    """``jobs`` in one `Model.generate` and one by one: outputs and best wall seconds of
+    each (interleaved, best of ``runs``)."""
+    together, alone = float("inf"), float("inf")
+    for _ in range(runs):
+        seconds, batch = _best(partial(model.generate, jobs), 1, time.perf_counter)
+        together = min(together, seconds)
+        started, singles = time.perf_counter(), [model.generate([job])[0] for job in jobs]
+        alone = min(alone, time.perf_counter() - started)
+    return batch, singles, together, alone
+
+
+def _identity(batch: list[Audio], singles: list[Audio]) -> dict[str, object]:
+    pairs = list(zip(batch, singles, strict=True))
+    return {
+        "bit_identical_to_single_runs": [bool(np.array_equal(a, b)) for a, b in pairs],
+        "max_abs_diff": float(max(np.abs(a - b).max() for a, b in pairs)),
+    }
+
+
 def _batched(settings: GeneratorSettings, duration: float, runs: int) -> dict[str, object]:
     """The batched mode against single runs: one shape, four seeds (see the docstring)."""
     model = load_pipeline(settings.with_overrides(generator_batch_mode="batched"))
     jobs = [Job("dreamy lo-fi, piano, rain", "[verse]\nhello", duration, seed) for seed in range(4)]
     assert len({model.batch_key(job) for job in jobs}) == 1, "one shape, one call"
-    together, alone = float("inf"), float("inf")
-    for _ in range(runs):  # interleaved
-        seconds, batch = _best(partial(model.generate, jobs), 1, time.perf_counter)
-        together = min(together, seconds)
-        started, singles = time.perf_counter(), [model.generate([job])[0] for job in jobs]
-        alone = min(alone, time.perf_counter() - started)
+    batch, singles, together, alone = _against_singles(model, jobs, runs)
     prompts = ["piano", "a slow sad cello piece", "drums, bass, synth, fx", "rain at night"]
     mixed = [Job(prompt, "[Instrumental]", duration, 1) for prompt in prompts]
     return {
         "mode": "batched",
         "batch_size": len(jobs),
         "duration_s": duration,
-        "bit_identical_to_single_runs": [
-            bool(np.array_equal(a, b)) for a, b in zip(batch, singles, strict=True)
-        ],
-        "max_abs_diff": float(
-            max(np.abs(a - b).max() for a, b in zip(batch, singles, strict=True))
-        ),
+        **_identity(batch, singles),
         "speed_ratio_to_single_runs": round(alone / together, 3),
         "calls_for_four_prompts": len(model.plan(mixed)),
     }
+
+
+FOUR_REQUESTS = (
+    ("piano", "[verse]\nhello"),
+    ("a slow sad cello piece with strings and a choir", "[Instrumental]"),
+    ("drums, bass, synth, fx", "[verse]\nwe sing it loud\n[chorus]\nand again and again"),
+    ("rain at night", "[chorus]\nla la la la"),
+)
+
+
+def _batch_invariant(settings: GeneratorSettings, duration: float, runs: int) -> dict[str, object]:
+    """The invariant mode: four different requests in one call against their single runs in
+    that mode, and the time of the four run one by one in the default sequential mode."""
+    model = load_pipeline(settings.with_overrides(generator_batch_mode="invariant"))
+    jobs = [
+        Job(caption, lyrics, duration, seed)
+        for seed, (caption, lyrics) in enumerate(FOUR_REQUESTS, start=7)
+    ]
+    shapes = {(k.text_tokens, k.lyric_tokens) for k in map(_sequential(model).batch_key, jobs)}
+    batch, singles, together, alone = _against_singles(model, jobs, runs)
+    native = _sequential(model)
+    native_s, _ = _best(partial(native.generate, jobs), runs, time.perf_counter)
+    return {
+        "mode": "invariant",
+        "batch_size": len(jobs),
+        "calls": len(model.plan(jobs)),
+        "token_length_shapes": len(shapes),
+        "duration_s": duration,
+        **_identity(batch, singles),
+        "speed_ratio_to_single_runs": round(alone / together, 3),
+        "speed_ratio_to_sequential_mode": round(native_s / together, 3),
+    }
+
+
+def _sequential(model: Model) -> Model:
+    """``model``'s pipeline in the default sequential mode (torch's own kernels)."""
+    return Model(
+        model.pipeline,
+        model.settings.with_overrides(generator_batch_mode="sequential"),
+        device=model.device,
+        dtype=model.dtype,
+        model_id=model.model_id,
+        checkpoint=model.checkpoint,
+    )
 
 
 def main() -> None:
@@ -173,6 +236,7 @@ def main() -> None:
                 "load_s": round(load_s, 3),
                 "stages": stages,
                 "batched": _batched(settings, args.batch_duration, args.runs),
+                "batch_invariant": _batch_invariant(settings, args.batch_duration, args.runs),
             }
         )
     )

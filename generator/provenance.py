@@ -165,6 +165,7 @@ def _packages() -> dict[str, str]:
     if torch.version.cuda:
         found["cuda"] = str(torch.version.cuda)
         found["cudnn"] = str(torch.backends.cudnn.version())  # type: ignore[no-untyped-call]
+        found["triton"] = _version("triton")  # the invariant mode's CUDA kernels
     return found
 
 

@@ -93,7 +93,9 @@ def settings_for(
         generator_vocal_language=sampling.vocal_language,
         # Tiling depends on the clip alone: the same decision as the manifest's run.
         generator_vae_tiling_above_s=0.0 if sampling.vae_tiling else 1e9,
-        generator_batch_mode="sequential",
+        # One job, run with the kernels the track was made with: the invariant mode's, or
+        # torch's own (a batched track's single run is the nearest there is).
+        generator_batch_mode="invariant" if sampling.batch_mode == "invariant" else "sequential",
         generator_dtype=manifest.model.dtype,
         generator_device=device.type if device.type != "mps" else "cpu",
         generator_torch_threads=device.threads,

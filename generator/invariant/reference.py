@@ -46,48 +46,41 @@ _BUDGET: Final = 1 << 22
 """Elements of the largest temporary `matmul` makes (rows are taken in slices to fit)."""
 
 
-def tree_sum(x: Tensor) -> Tensor:
-    """Sum over the last dim in fixed halving order, accumulated in float32 (or float64)."""
+def tree_sum(x: Tensor, dim: int = -1) -> Tensor:
+    """Sum over ``dim`` in fixed halving order, accumulated in float32 (or float64)."""
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    x = x.to(acc)
-    n = x.shape[-1]
+    x = x.to(acc).movedim(dim, 0)
+    n = x.shape[0]
     width = 1 << max(0, math.ceil(math.log2(max(n, 1))))
     if width != n:
-        x = torch.nn.functional.pad(x, (0, width - n))
+        x = torch.cat([x, x.new_zeros((width - n, *x.shape[1:]))])
     while width > 1:
         width //= 2
-        x = x[..., :width] + x[..., width:]
-    return x[..., 0]
+        x = x[:width] + x[width:]
+    return x[0]
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` for ``a`` ``[..., M, K]`` and ``b`` ``[..., K, N]`` (equal leading dims),
-    accumulated in float32 and returned in ``a``'s dtype."""
+    accumulated in float32 and returned in ``a``'s dtype. A last chunk shorter than `CHUNK`
+    is tree-summed at its own power-of-two width: the same bits as zero-padded to `CHUNK`."""
     out_dtype = a.dtype
     k = a.shape[-1]
     if b.shape[-2] != k:
         raise ValueError(f"matmul: {tuple(a.shape)} @ {tuple(b.shape)}")
-    pad = (-k) % CHUNK
     acc = torch.float64 if a.dtype == torch.float64 else torch.float32
-    a = torch.nn.functional.pad(a.to(acc), (0, pad))
-    b = torch.nn.functional.pad(b.to(acc), (0, 0, 0, pad))
-    m, n = a.shape[-2], b.shape[-1]
+    a, b = a.to(acc).transpose(-1, -2), b.to(acc)  # a: [..., K, M]
+    m, n = a.shape[-1], b.shape[-1]
     lead = a.shape[:-2]
-    batch = math.prod(lead)
-    rows = max(1, _BUDGET // max(1, batch * CHUNK * n))
-    out = torch.empty((*lead, m, n), dtype=acc, device=a.device)
+    rows = max(1, _BUDGET // max(1, math.prod(lead) * min(k, CHUNK) * n))
+    out = torch.zeros((*lead, m, n), dtype=acc, device=a.device)
     for start in range(0, m, rows):
-        part = a[..., start : start + rows, :]
-        total: Tensor | None = None
-        for c in range(0, k + pad, CHUNK):
-            # [..., rows, CHUNK, 1] * [..., 1, CHUNK, N] -> tree-summed over the CHUNK dim
-            products = part[..., c : c + CHUNK].unsqueeze(-1) * b[..., c : c + CHUNK, :].unsqueeze(
-                -3
-            )
-            chunk = tree_sum(products.transpose(-1, -2))
-            total = chunk if total is None else total + chunk
-        assert total is not None
-        out[..., start : start + rows, :] = total
+        part = a[..., start : start + rows]
+        total = out[..., start : start + rows, :]
+        for c in range(0, k, CHUNK):
+            # [..., chunk, rows, 1] * [..., chunk, 1, N]: the chunk's products, K leading
+            left = part[..., c : c + CHUNK, :].unsqueeze(-1)
+            total += tree_sum(left * b[..., c : c + CHUNK, :].unsqueeze(-2), dim=-3)
     return out.to(out_dtype)
 
 
