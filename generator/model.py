@@ -34,7 +34,10 @@ job runs alone (batch size 1) inside `generate`, under one lock: bit-identical t
 run by construction. The ``batched`` mode groups jobs by `batch_key` (latent frames and the
 token lengths of caption and lyrics, computed with the pipeline's own tokenizer and text
 template), so no padding ever enters a batch, and runs each group in one call: faster on a
-GPU, close to but not bit-identical with a single run. Each job always gets its own
+GPU, close to but not bit-identical with a single run. The ``invariant`` mode groups jobs
+by latent length alone and runs each group with batch-invariant kernels and masked prompt
+padding (`generator.invariant`): every job gets exactly its single run's bytes in that mode
+(which differ from the sequential mode's: other kernels). Each job always gets its own
 ``torch.Generator`` (on the CPU, so the initial noise is the same on every device), seeded
 from its seed.
 
@@ -362,6 +365,8 @@ def load_located(
         spec=spec,
         name=served.name,
     )
+    if settings.generator_batch_mode == "invariant":
+        _warm_invariant(model)
     model.load_s = time.perf_counter() - started
     log.info(
         "loaded model %r: %s (%s) on %s (%s, turbo=%s, guidance=%s, %s) in %.1f s",
@@ -376,6 +381,23 @@ def load_located(
         model.load_s,
     )
     return model
+
+
+def _warm_invariant(model: Model) -> None:
+    """The invariant mode refuses an op it has no kernel for: find out at load, not on a
+    user's job. One short call of two prompts of other lengths (padding included); on CUDA it
+    also compiles the Triton kernels before the first request."""
+    jobs = [
+        Job("warm up", "[Instrumental]", 1.0, 0),
+        Job("warm up the batch-invariant kernels once, at load", "[verse]\nla la", 1.0, 1),
+    ]
+    try:
+        model.generate(jobs)
+    except GenerationFailedError as exc:
+        raise ModelUnavailable(
+            f"model {model.name!r} ({model.model_id}) cannot run in the invariant batch mode: "
+            f"{exc}"
+        ) from exc
 
 
 def _load_kwargs(dtype: torch.dtype) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 from acesteps.hashing import keccak256_hex
 from acesteps.messages import GenerationRequest
 from generator import audio
-from generator.errors import GenerationFailedError
+from generator.errors import GenerationFailedError, ModelUnavailable
 from generator.invariant import mode as invariant_mode
 from generator.jobs import Job
 from generator.model import Model, load_pipeline
@@ -133,8 +133,12 @@ def test_a_track_made_in_this_mode_is_reproduced_with_its_kernels(invariant: Mod
 
 
 def test_an_op_without_an_invariant_kernel_fails_the_job_with_the_reason(
-    invariant: Model, monkeypatch: pytest.MonkeyPatch
+    invariant: Model, tiny_settings: GeneratorSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(invariant_mode, "SAFE", invariant_mode.SAFE - {"sin"})
     with pytest.raises(GenerationFailedError, match=r"no kernel for aten\.sin"):
         invariant.generate([JOBS[0]])
+    # Loading a model in this mode runs it once, so such a model is refused at the start.
+    settings = tiny_settings.with_overrides(generator_batch_mode="invariant")
+    with pytest.raises(ModelUnavailable, match=r"invariant batch mode: .*aten\.sin"):
+        load_pipeline(settings)
