@@ -395,8 +395,7 @@ def _warm_invariant(model: Model) -> None:
         model.generate(jobs)
     except GenerationFailedError as exc:
         raise ModelUnavailable(
-            f"model {model.name!r} ({model.model_id}) cannot run in the invariant batch mode: "
-            f"{exc}"
+            f"model {model.name!r} ({model.model_id}) cannot run in the invariant batch mode: {exc}"
         ) from exc
 
 
