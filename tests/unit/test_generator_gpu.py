@@ -67,3 +67,27 @@ def test_a_track_does_not_depend_on_its_batch_on_cuda(cuda_model: Model) -> None
 def test_different_seeds_give_different_audio_on_cuda(cuda_model: Model) -> None:
     a, b = cuda_model.generate([JOB, Job(JOB.caption, JOB.lyrics, JOB.duration_s, JOB.seed + 1)])
     assert np.abs(a - b).max() > 1e-3
+
+
+def test_the_invariant_mode_gives_single_run_bytes_to_a_padded_batch_on_cuda(
+    tiny_dir: Path,
+) -> None:
+    """The Triton kernels at work: prompts of other token lengths share one call, and each
+    job gets exactly its single run's bytes in that mode."""
+    settings = GeneratorSettings(
+        generator_model="tiny",
+        generator_tiny_dir=tiny_dir,
+        generator_device="cuda",
+        generator_batch_mode="invariant",
+        generator_max_batch=8,
+    )
+    model = load_pipeline(settings)
+    jobs = [
+        JOB,
+        Job("thunderous cinematic orchestral epic with choir", INSTRUMENTAL, 5.0, 1),
+        Job("jazz", "[verse]\nhello\n[chorus]\nsing it loud, sing it again", 5.0, 2),
+    ]
+    assert model.plan(jobs) == [[0, 1, 2]]
+    together = model.generate(jobs)
+    for job, samples in zip(jobs, together, strict=True):
+        assert _hashes(samples, 5.0) == _hashes(model.generate([job])[0], 5.0), job
