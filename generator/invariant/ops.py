@@ -110,11 +110,11 @@ def _mm(k: Kernels, a: Tensor, b: Tensor) -> Tensor:
     return _matmul(k, a, b)
 
 
-def _addmm(
+def _add_product(
     k: Kernels, bias: Tensor, a: Tensor, b: Tensor, *, beta: float = 1, alpha: float = 1
 ) -> Tensor:
     if beta != 1 or alpha != 1:
-        raise UncoveredOp(f"addmm with beta={beta}, alpha={alpha}")
+        raise UncoveredOp(f"addmm/baddbmm with beta={beta}, alpha={alpha}")
     return _matmul(k, a, b) + bias
 
 
@@ -194,7 +194,8 @@ def _pow(_k: Kernels, x: Tensor, exponent: float) -> Tensor:
 REPLACED: Final[dict[Any, Callable[..., Any]]] = {
     aten.mm.default: _mm,
     aten.bmm.default: _mm,
-    aten.addmm.default: _addmm,
+    aten.addmm.default: _add_product,
+    aten.baddbmm.default: _add_product,
     aten.mean.dim: _mean,
     aten.mean.default: _mean,
     aten.sum.dim_IntList: _sum,

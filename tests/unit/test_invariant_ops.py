@@ -150,6 +150,12 @@ OPS: dict[str, tuple[Callable[[Tensor], Tensor], str]] = {
         lambda x: torch.bmm(x.view(-1, 5, 8), _randn(1, 8, 6, seed=6).expand(x.shape[0], -1, -1)),
         "bmm",
     ),
+    "baddbmm": (
+        lambda x: torch.baddbmm(
+            _randn(6, seed=17), x.view(-1, 5, 8), _randn(1, 8, 6, seed=6).expand(x.shape[0], -1, -1)
+        ),
+        "baddbmm",
+    ),
     "mean": (lambda x: x.pow(2).mean(-1, keepdim=True), "mean"),
     "sum": (lambda x: x.sum(dim=(1,)), "sum"),
     "softmax": (lambda x: F.softmax(x, dim=-1), "_softmax"),
