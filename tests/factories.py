@@ -7,11 +7,25 @@ from typing import Any
 from acesteps.hashing import keccak256_hex
 from acesteps.ipfs.unixfs import cid_of_bytes
 from acesteps.manifest import Manifest
-from acesteps.messages import TrackPublished
+from acesteps.messages import GenerationRequest, TrackPublished
 
-__all__ = ["CID", "manifest_for", "track_published"]
+__all__ = ["CID", "http_request", "manifest_for", "track_published"]
 
 CID = "bafkreigxndsvirh3mggovpue6i3g46db6hfaazjueqrly5n6t3mvosqqey"
+
+
+def http_request(byte: str, **fields: Any) -> GenerationRequest:
+    """An HTTP `GenerationRequest` whose ids repeat ``byte`` (two hex digits): a 5 s WAV of
+    rain on a tin roof; ``fields`` replace the defaults."""
+    defaults: dict[str, Any] = {
+        "source": "http",
+        "requester": "k",
+        "offchain_id": "0x" + byte[::-1] * 32,
+        "prompt": "rain on a tin roof",
+        "duration_s": 5,
+        "format": "wav",
+    }
+    return GenerationRequest(request_id="0x" + byte * 32, **{**defaults, **fields})
 
 
 def track_published(request_id: str, **fields: Any) -> TrackPublished:

@@ -17,7 +17,6 @@ import pytest
 
 from acesteps.hashing import keccak256_hex
 from acesteps.manifest import Manifest, canonical, parse_manifest
-from acesteps.messages import GenerationRequest
 from generator import audio
 from generator.digest import weights_digest
 from generator.jobs import Job
@@ -27,20 +26,12 @@ from generator.provenance import build_manifest
 from generator.reproduce import reproduce
 from generator.served import ServedModels
 from generator.settings import GeneratorSettings
+from tests.factories import http_request
 from tests.unit.generator_fixtures import made, tiny_dir, tiny_model, tiny_settings
 
 __all__ = ["tiny_dir", "tiny_model", "tiny_settings"]
 
-REQUEST = GenerationRequest(
-    request_id="0x" + "5a" * 32,
-    source="http",
-    requester="k",
-    offchain_id="0x" + "6b" * 32,
-    prompt="rain on a tin roof",
-    tags=("calm",),
-    duration_s=5,
-    format="wav",
-)
+REQUEST = http_request("5a", tags=("calm",))
 
 
 @pytest.fixture(scope="module")

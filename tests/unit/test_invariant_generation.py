@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from acesteps.hashing import keccak256_hex
-from acesteps.messages import GenerationRequest
 from generator import audio
 from generator.errors import GenerationFailedError, ModelUnavailable
 from generator.invariant import mode as invariant_mode
@@ -25,6 +24,7 @@ from generator.model import Model, load_pipeline
 from generator.reproduce import reproduce
 from generator.settings import GeneratorSettings
 from generator.tiny import build_tiny
+from tests.factories import http_request
 from tests.unit.generator_fixtures import made, tiny_dir, tiny_model, tiny_settings
 
 __all__ = ["tiny_dir", "tiny_model", "tiny_settings"]  # fixtures, re-exported for pytest
@@ -113,15 +113,7 @@ def test_guidance_stacks_the_mask_for_its_unconditional_half(tmp_path: Path) -> 
 
 
 def test_a_track_made_in_this_mode_is_reproduced_with_its_kernels(invariant: Model) -> None:
-    request = GenerationRequest(
-        request_id="0x" + "7c" * 32,
-        source="http",
-        requester="k",
-        offchain_id="0x" + "8d" * 32,
-        prompt="rain on a tin roof",
-        duration_s=5,
-        format="wav",
-    )
+    request = http_request("7c")
     manifest, _ = made(invariant, request, Job.from_request(request))
     assert manifest.sampling.batch_mode == "invariant"
     outcome = reproduce(manifest, invariant.settings)
