@@ -8,7 +8,7 @@ import sys
 from typing import TextIO
 
 from acesteps.cli.api import ApiClient, ApiError
-from acesteps.cli.generate import add_connection_arguments, with_api
+from acesteps.cli.connection import add_connection_arguments, with_api
 
 __all__ = ["add_arguments", "cancel", "run_cli"]
 

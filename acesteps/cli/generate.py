@@ -20,7 +20,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -28,6 +28,7 @@ from typing import Any, Final, TextIO
 import aiohttp
 
 from acesteps.cli.api import ApiClient, ApiError, Record, Sleep, open_session
+from acesteps.cli.connection import add_connection_arguments, connection, notify, with_api
 from acesteps.cli.options import add_option_arguments, options_body
 from acesteps.cli.progressbar import Progress
 from acesteps.types import AUDIO_FORMATS
@@ -265,11 +266,6 @@ async def status(
 # ---------------------------------------------------------------- command line
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api-url", help="base URL of the API (default: ACESTEPS_API_URL)")
-    parser.add_argument("--api-key", help="API key (default: ACESTEPS_API_KEY)")
-
-
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     add_option_arguments(parser)  # the prompt, --duration, --tags, ...: one per request option
     parser.add_argument("--lyrics-file", type=Path, help="read the lyrics from a UTF-8 file")
@@ -300,21 +296,6 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id", metavar="ID", help="request id (0x + 64 hex)")
     parser.add_argument("--json", action="store_true", help="print the record as JSON")
     add_connection_arguments(parser)
-
-
-def connection(args: argparse.Namespace) -> tuple[str, str | None]:
-    from acesteps.settings import ClientSettings, load_settings
-
-    settings = load_settings(ClientSettings)
-    url = str(args.api_url or settings.api_url).rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise ApiError(None, "invalid_request", f"--api-url: expected an http(s) URL, got {url!r}")
-    key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
-    return url, key
-
-
-def notify(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _body(args: argparse.Namespace) -> dict[str, Any]:
@@ -354,18 +335,6 @@ async def run_generate_cli(args: argparse.Namespace) -> int:
     async with open_session(key) as session:
         api = ApiClient(session, url, notify=notify)
         return await generate(api, opts, stdout=sys.stdout, stderr=sys.stderr)
-
-
-async def with_api(args: argparse.Namespace, call: Callable[[ApiClient], Awaitable[int]]) -> int:
-    """``call`` with a client of the API that ``--api-url``/``--api-key`` (or the settings)
-    name; its exit code, or 2 when they are unusable."""
-    try:
-        url, key = connection(args)
-    except ApiError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    async with open_session(key) as session:
-        return await call(ApiClient(session, url, notify=notify))
 
 
 async def run_status_cli(args: argparse.Namespace) -> int:

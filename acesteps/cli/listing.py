@@ -8,7 +8,7 @@ import sys
 from typing import TextIO
 
 from acesteps.cli.api import ApiClient, ApiError, Record
-from acesteps.cli.generate import add_connection_arguments, with_api
+from acesteps.cli.connection import add_connection_arguments, with_api
 
 __all__ = ["add_arguments", "list_records", "run_cli"]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from acesteps.cli.api import ApiClient, ApiError
-from acesteps.cli.generate import add_connection_arguments, with_api
+from acesteps.cli.connection import add_connection_arguments, with_api
 from acesteps.editing import EDIT_TASKS
 from acesteps.hashing import keccak256_hex
 
