@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from generator.invariant.kernels import Kernels, UncoveredOp, kernels_for
 from generator.invariant.ops import IN_PLACE, INTEGER_ONLY, REPLACED, SAFE, attention
@@ -91,7 +91,8 @@ class _Functions(TorchFunctionMode):
     ) -> Any:
         if func is F.scaled_dot_product_attention:
             self.counts["scaled_dot_product_attention"] += 1
-            return attention(self.kernels, *args, **(kwargs or {}))
+            with _disable_current_modes():  # the kernels' own ops, as for a replacement
+                return attention(self.kernels, *args, **(kwargs or {}))
         return func(*args, **(kwargs or {}))
 
 
