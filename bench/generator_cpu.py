@@ -25,6 +25,10 @@ the speed ratio of the one call to the four single calls (best of ``--runs``, in
 and ``calls_for_four_prompts``: how many calls four prompts of other token lengths take in
 that mode (a call needs equal shapes, `generator.model.BatchKey`).
 
+``cpu_stages_in_threads`` (top level): the CPU stages of four clips of the last duration one
+after another and in a pool of one thread per core (as the worker runs them): the speed-up
+says whether LAME lets the threads run side by side.
+
 ``batch_invariant`` (top level): four different requests (other seeds, captions and lyrics
 of other token lengths, one ``--batch-duration``) in the ``invariant`` mode: the calls they
 take (1: padded with masks), ``bit_identical_to_single_runs`` against each job run alone in
@@ -46,6 +50,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
 
@@ -84,6 +89,33 @@ def _snr_db(data: bytes, pcm: npt.NDArray[np.float32]) -> float:
     assert decoded.shape == pcm.shape, "the decoded file has another length"
     noise = float(np.sum((decoded.astype(np.float64) - pcm) ** 2))
     return 10 * float(np.log10(float(np.sum(pcm.astype(np.float64) ** 2)) / noise))
+
+
+def _threads(samples: Audio, duration: float, clips: int = 4) -> dict[str, object]:
+    """The CPU stages of ``clips`` clips (resample + default MP3 + keccak, `audio.encode`)
+    one after another and in a pool of one thread per core, as the worker runs them: whether
+    the encoder lets threads run side by side (it must release the GIL)."""
+    cores = os.cpu_count() or 1
+
+    def stages(x: Audio) -> bytes:
+        return keccak256(audio.encode(x, duration, "mp3"))
+
+    started = time.perf_counter()
+    for _ in range(clips):
+        stages(samples)
+    serial = time.perf_counter() - started
+    with ThreadPoolExecutor(cores) as pool:
+        started = time.perf_counter()
+        list(pool.map(stages, [samples] * clips))
+        threaded = time.perf_counter() - started
+    return {
+        "clips": clips,
+        "duration_s": duration,
+        "threads": cores,
+        "serial_wall_s": round(serial, 3),
+        "threaded_wall_s": round(threaded, 3),
+        "speedup": round(serial / threaded, 2),
+    }
 
 
 def _against_singles(
@@ -186,6 +218,7 @@ def main() -> None:
         LAMEENC_Q2: partial(audio.encode_mp3_lameenc, quality=2),
     }
     stages: dict[str, dict[str, object]] = {}
+    samples = np.zeros((2, 0), dtype=np.float32)
     for duration in args.durations:
         job = Job("dreamy lo-fi, piano, rain", "[verse]\nhello morning light", duration, 42)
         runs = args.runs if duration <= 60 else 1
@@ -235,6 +268,7 @@ def main() -> None:
                 "default_mp3_encoder": audio.MP3_ENCODER,
                 "load_s": round(load_s, 3),
                 "stages": stages,
+                "cpu_stages_in_threads": _threads(samples, args.durations[-1]),
                 "batched": _batched(settings, args.batch_duration, args.runs),
                 "batch_invariant": _batch_invariant(settings, args.batch_duration, args.runs),
             }
