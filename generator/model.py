@@ -50,6 +50,7 @@ CPU output also depends on the number of intra-op threads (``generator_torch_thr
 
 from __future__ import annotations
 
+import copy
 import gc
 import importlib.util
 import inspect
@@ -478,6 +479,13 @@ class Model:
         self._lock = threading.Lock()
         self._adapters: dict[str, str] = {}
         """Loaded LoRA adapters: digest -> the pipeline's adapter name."""
+
+    def with_settings(self, settings: GeneratorSettings) -> Model:
+        """This model run with other settings (another batch mode, say): the same pipeline,
+        lock and loaded adapters, so never both at once on two threads."""
+        other = copy.copy(self)
+        other.settings = settings
+        return other
 
     # -------------------------------------------------------------- memory
 

@@ -205,13 +205,8 @@ def test_batch_keys_separate_shapes_and_batched_mode_only_groups_equal_keys(
     jobs = [short, longer_caption, twin, longer_lyrics, longer_clip]
     assert tiny_model.plan(jobs) == [[0], [1], [2], [3], [4]]  # sequential: one job per call
 
-    batched = Model(
-        tiny_model.pipeline,
-        tiny_settings.with_overrides(generator_batch_mode="batched", generator_max_batch=8),
-        device=tiny_model.device,
-        dtype=tiny_model.dtype,
-        model_id=tiny_model.model_id,
-        checkpoint=tiny_model.checkpoint,
+    batched = tiny_model.with_settings(
+        tiny_settings.with_overrides(generator_batch_mode="batched", generator_max_batch=8)
     )
     assert sorted(map(sorted, batched.plan(jobs))) == [[0, 2], [1], [3], [4]]
     # Equal keys share a call; the result is close to, but not promised bit-equal with, a

@@ -37,18 +37,9 @@ JOBS = (
 )  # fmt: skip
 
 
-def _invariant(model: Model, **overrides: object) -> Model:
-    return Model(
-        model.pipeline,
-        model.settings.with_overrides(
-            generator_batch_mode="invariant", generator_max_batch=8, **overrides
-        ),
-        device=model.device,
-        dtype=model.dtype,
-        model_id=model.model_id,
-        checkpoint=model.checkpoint,
-        spec=model.spec,
-        name=model.name,
+def _invariant(model: Model) -> Model:
+    return model.with_settings(
+        model.settings.with_overrides(generator_batch_mode="invariant", generator_max_batch=8)
     )
 
 

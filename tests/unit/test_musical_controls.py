@@ -130,9 +130,7 @@ def test_each_control_changes_the_audio_and_the_same_request_gives_the_same_byte
 def test_jobs_with_other_controls_never_share_a_pipeline_call(
     tiny_settings: GeneratorSettings, tiny_model: Model
 ) -> None:
-    batched = Model.__new__(Model)
-    batched.__dict__.update(tiny_model.__dict__)
-    batched.settings = tiny_settings.with_overrides(generator_batch_mode="batched")
+    batched = tiny_model.with_settings(tiny_settings.with_overrides(generator_batch_mode="batched"))
     jobs = [Job.from_request(_request(**c)) for c in ({}, {"bpm": 96}, {}, {"bpm": 96})]
     groups = batched.plan(jobs)
     assert sorted(sorted(g) for g in groups) == [[0, 2], [1, 3]]

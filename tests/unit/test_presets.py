@@ -201,9 +201,7 @@ def test_jobs_with_other_adapters_never_share_a_pipeline_call(
     tiny_settings: GeneratorSettings, model: Model, loras: dict[str, Path]
 ) -> None:
     presets = _presets(loras)
-    batched = Model.__new__(Model)
-    batched.__dict__.update(model.__dict__)
-    batched.settings = tiny_settings.with_overrides(generator_batch_mode="batched")
+    batched = model.with_settings(tiny_settings.with_overrides(generator_batch_mode="batched"))
     styles = [None, presets.style("warm", "default"), presets.style("half", "default")]
     jobs = [Job.from_request(_request(), style=styles[i % 3]) for i in range(6)]
     groups = batched.plan(jobs)

@@ -95,9 +95,7 @@ def test_variations_are_distinct_tracks_that_batch_together(
     pcms = [pcm_keccak256(raw) for raw in tiny_model.generate(jobs)]
     assert len(set(pcms)) == 3
     # The same shape: a batched generator runs a request's variations in one call.
-    batched = Model.__new__(Model)
-    batched.__dict__.update(tiny_model.__dict__)
-    batched.settings = tiny_settings.with_overrides(generator_batch_mode="batched")
+    batched = tiny_model.with_settings(tiny_settings.with_overrides(generator_batch_mode="batched"))
     assert batched.plan(jobs) == [[0, 1, 2]]
     # A child is an ordinary request: the same bytes as a request with its seed.
     lone = GenerationRequest.model_validate(
