@@ -8,6 +8,7 @@ since falling back to other kernels would change the bytes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 import torch
@@ -22,23 +23,17 @@ class UncoveredOp(RuntimeError):
     """An op ran in the batch-invariant mode that has no invariant kernel."""
 
 
+@dataclass(frozen=True)
 class Kernels:
     """The three reductions everything else is built from, for one device."""
 
-    def __init__(
-        self,
-        name: str,
-        matmul: Callable[[Tensor, Tensor], Tensor],
-        row_sum: Callable[[Tensor], Tensor],
-        softmax: Callable[[Tensor, bool], Tensor],
-    ) -> None:
-        self.name = name
-        self.matmul = matmul
-        """``[B, M, K] @ [B, K, N]``."""
-        self.row_sum = row_sum
-        """Sum over the last dim of ``[R, N]`` (float32)."""
-        self.softmax = softmax
-        """(Log-)softmax over the last dim of ``[R, N]``."""
+    name: str
+    matmul: Callable[[Tensor, Tensor], Tensor]
+    """``[B, M, K] @ [B, K, N]``."""
+    row_sum: Callable[[Tensor], Tensor]
+    """Sum over the last dim of ``[R, N]`` (float32)."""
+    softmax: Callable[[Tensor, bool], Tensor]
+    """(Log-)softmax over the last dim of ``[R, N]``."""
 
 
 REFERENCE: Final = Kernels("reference", reference.matmul, reference.tree_sum, reference.softmax)
@@ -55,9 +50,4 @@ def kernels_for(device: torch.device) -> Kernels:
             f"the batch-invariant mode on {device.type} needs triton (pip install triton); "
             "without it set ACESTEPS_GENERATOR_BATCH_MODE=sequential"
         )
-    return Kernels(
-        "triton",
-        triton_ops.matmul,
-        triton_ops.row_sum,
-        lambda x, log: triton_ops.softmax(x, log=log),
-    )
+    return Kernels("triton", triton_ops.matmul, triton_ops.row_sum, triton_ops.softmax)

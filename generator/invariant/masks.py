@@ -56,17 +56,23 @@ class _Masks:
 
     def _mask_for(self, states: Tensor) -> Tensor:
         """The mask of the encoding that ``states`` starts with (guidance appends the
-        unconditional half, which has the conditional half's length and mask)."""
-        for encoded, mask in reversed(self.encodings):
-            batch = encoded.shape[0]
-            if encoded.shape[1:] != states.shape[1:] or states.shape[0] % batch:
-                continue
-            if torch.equal(states[:batch], encoded):
-                return mask.repeat(states.shape[0] // batch, 1)
-        raise RuntimeError(
-            "padding masks: the DiT was called with encoder states the condition encoder did "
-            "not make in this call"
-        )
+        unconditional half, which has the conditional half's length and mask). Told apart by
+        shape; only encodings of one shape (a cover blended with text2music) are compared,
+        since that waits for the device, at every step."""
+        fits = [
+            (encoded, mask)
+            for encoded, mask in self.encodings
+            if encoded.shape[1:] == states.shape[1:] and states.shape[0] % encoded.shape[0] == 0
+        ]
+        if len(fits) > 1:
+            fits = [(e, m) for e, m in fits if torch.equal(states[: e.shape[0]], e)]
+        if not fits:
+            raise RuntimeError(
+                "padding masks: the DiT was called with encoder states the condition encoder "
+                "did not make in this call"
+            )
+        encoded, mask = fits[-1]
+        return mask.repeat(states.shape[0] // encoded.shape[0], 1)
 
 
 @contextmanager
